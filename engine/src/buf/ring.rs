@@ -1,0 +1,259 @@
+//! Provided buffer rings (`IORING_REGISTER_PBUF_RING`).
+//!
+//! A [`BufRing`] is a group of equal-sized buffers the kernel picks from when a receive
+//! completes, so a connection waiting for data pins no buffer of its own. The ring memory (the
+//! entries the kernel reads) and the buffers are allocated here, registered on the current
+//! core's ring under a buffer-group id, and unregistered and freed when the last handle goes
+//! (in-flight ops hold handles, so that is after their last completion).
+//!
+//! A completion that carries `IORING_CQE_F_BUFFER` lends one buffer out of the ring; it comes
+//! back as a [`RingBuf`] whose drop recycles it (writes the entry at the tail and publishes the
+//! new tail with a release store, the one the kernel reads). [`BufRing::lent`] counts buffers
+//! currently out of the ring: leak tests check it returns to zero.
+
+use std::alloc::{self, Layout};
+use std::cell::Cell;
+use std::fmt;
+use std::io;
+use std::ops::Deref;
+use std::ptr::NonNull;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use io_uring::types::BufRingEntry;
+
+use crate::runtime::context;
+
+pub(crate) struct Inner {
+    bgid: u16,
+    mask: u16,
+    entries: u16,
+    buf_size: u32,
+    ring: NonNull<BufRingEntry>,
+    ring_layout: Layout,
+    bufs: NonNull<u8>,
+    bufs_layout: Layout,
+    tail: Cell<u16>,
+    lent: Cell<usize>,
+}
+
+/// A provided buffer ring registered on the current core; cheap to clone (shared handle).
+#[derive(Clone)]
+pub struct BufRing {
+    inner: Rc<Inner>,
+}
+
+impl fmt::Debug for BufRing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BufRing")
+            .field("bgid", &self.inner.bgid)
+            .field("entries", &self.inner.entries)
+            .field("buf_size", &self.inner.buf_size)
+            .field("lent", &self.inner.lent.get())
+            .finish()
+    }
+}
+
+impl BufRing {
+    /// Allocates `entries` buffers of `buf_size` bytes and registers them on this core's ring.
+    /// `entries` is rounded up to a power of two (at most 32768).
+    ///
+    /// # Errors
+    ///
+    /// Fails off a percore core, when the kernel lacks buffer rings, or for zero sizes.
+    pub fn new(entries: u16, buf_size: u32) -> io::Result<BufRing> {
+        if entries == 0 || buf_size == 0 || entries > 32768 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "buffer ring needs 1..=32768 entries of at least one byte",
+            ));
+        }
+        let entries = entries.next_power_of_two();
+        let ring_layout =
+            Layout::from_size_align(entries as usize * std::mem::size_of::<BufRingEntry>(), 4096)
+                .map_err(|_| io::Error::other("buffer ring layout"))?;
+        let bufs_layout = Layout::from_size_align(entries as usize * buf_size as usize, 64)
+            .map_err(|_| io::Error::other("buffer ring layout"))?;
+        // SAFETY: both layouts have non-zero size (entries >= 1, buf_size >= 1).
+        let ring = unsafe { alloc::alloc_zeroed(ring_layout) };
+        let Some(ring) = NonNull::new(ring.cast::<BufRingEntry>()) else {
+            alloc::handle_alloc_error(ring_layout);
+        };
+        // SAFETY: as above.
+        let bufs = unsafe { alloc::alloc(bufs_layout) };
+        let Some(bufs) = NonNull::new(bufs) else {
+            // SAFETY: `ring` was allocated with `ring_layout` just above.
+            unsafe { alloc::dealloc(ring.as_ptr().cast(), ring_layout) };
+            alloc::handle_alloc_error(bufs_layout);
+        };
+        let mut inner = Inner {
+            bgid: 0,
+            mask: entries - 1,
+            entries,
+            buf_size,
+            ring,
+            ring_layout,
+            bufs,
+            bufs_layout,
+            tail: Cell::new(0),
+            lent: Cell::new(entries as usize),
+        };
+        let registered = context::with_driver(|driver| {
+            // SAFETY: the ring memory is page-aligned, `entries` entries long, and lives until
+            // `Inner::drop` unregisters it.
+            unsafe { driver.register_buf_ring(ring.as_ptr() as u64, entries) }
+        })
+        .unwrap_or_else(|| Err(context::no_runtime()));
+        match registered {
+            Ok(bgid) => inner.bgid = bgid,
+            Err(e) => {
+                inner.lent.set(0);
+                // Not registered: Inner's drop only frees the memory.
+                inner.bgid = u16::MAX;
+                drop(inner);
+                return Err(e);
+            }
+        }
+        for bid in 0..entries {
+            inner.recycle(bid);
+        }
+        Ok(BufRing {
+            inner: Rc::new(inner),
+        })
+    }
+
+    /// The buffer group id to put in receive entries.
+    pub fn bgid(&self) -> u16 {
+        self.inner.bgid
+    }
+
+    /// Size of each buffer.
+    pub fn buf_size(&self) -> u32 {
+        self.inner.buf_size
+    }
+
+    /// Number of buffers.
+    pub fn entries(&self) -> u16 {
+        self.inner.entries
+    }
+
+    /// Buffers currently lent out of the ring (held by [`RingBuf`]s or unprocessed completions).
+    pub fn lent(&self) -> usize {
+        self.inner.lent.get()
+    }
+
+    pub(crate) fn inner(&self) -> &Rc<Inner> {
+        &self.inner
+    }
+}
+
+impl Inner {
+    /// Puts buffer `bid` back at the ring's tail, visible to the kernel.
+    fn recycle(&self, bid: u16) {
+        let tail = self.tail.get();
+        let index = (tail & self.mask) as usize;
+        // SAFETY: `index` < entries, so the entry is inside the ring allocation; the kernel
+        // only reads entries between its head and our published tail, and this one is past the
+        // tail until the store below.
+        let entry = unsafe { &mut *self.ring.as_ptr().add(index) };
+        // SAFETY: `bid` < entries, so the buffer is inside the buffer allocation.
+        let addr = unsafe {
+            self.bufs
+                .as_ptr()
+                .add(bid as usize * self.buf_size as usize)
+        };
+        entry.set_addr(addr as u64);
+        entry.set_len(self.buf_size);
+        entry.set_bid(bid);
+        let new_tail = tail.wrapping_add(1);
+        self.tail.set(new_tail);
+        // SAFETY: the tail field lives in the ring allocation (it overlays entry 0's reserved
+        // field) and is only written by us; the kernel reads it, hence the atomic release store
+        // that publishes the entry written above.
+        let tail_ptr = unsafe { BufRingEntry::tail(self.ring.as_ptr()) }.cast_mut();
+        // SAFETY: `tail_ptr` is a valid, aligned u16 in memory shared with the kernel.
+        unsafe { AtomicU16::from_ptr(tail_ptr) }.store(new_tail, Ordering::Release);
+        self.lent.set(self.lent.get() - 1);
+    }
+
+    /// The buffer a completion with `flags` selected, holding `len` bytes.
+    pub(crate) fn take(self: &Rc<Self>, flags: u32, len: usize) -> Option<RingBuf> {
+        let bid = io_uring::cqueue::buffer_select(flags)?;
+        if bid >= self.entries {
+            return None;
+        }
+        self.lent.set(self.lent.get() + 1);
+        Some(RingBuf {
+            ring: self.clone(),
+            bid,
+            len: len.min(self.buf_size as usize),
+        })
+    }
+
+    /// Returns the buffer a completion selected straight to the ring (nobody wants its bytes).
+    pub(crate) fn give_back(&self, flags: u32) {
+        if let Some(bid) = io_uring::cqueue::buffer_select(flags) {
+            if bid < self.entries {
+                self.lent.set(self.lent.get() + 1);
+                self.recycle(bid);
+            }
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if self.bgid != u16::MAX {
+            let bgid = self.bgid;
+            // If the core is gone its ring is closed, which unregisters the group too.
+            context::with_driver(|driver| driver.unregister_buf_ring(bgid));
+        }
+        // SAFETY: both allocations were made in `BufRing::new` with these layouts; the kernel no
+        // longer reads them (unregistered, or the ring is gone), and no RingBuf is alive (each
+        // holds an Rc to this Inner).
+        unsafe {
+            alloc::dealloc(self.ring.as_ptr().cast(), self.ring_layout);
+            alloc::dealloc(self.bufs.as_ptr(), self.bufs_layout);
+        }
+    }
+}
+
+/// A buffer lent by a [`BufRing`] with received bytes; dropping it gives it back to the ring.
+pub struct RingBuf {
+    ring: Rc<Inner>,
+    bid: u16,
+    len: usize,
+}
+
+impl RingBuf {
+    /// The buffer id within its ring.
+    pub fn bid(&self) -> u16 {
+        self.bid
+    }
+}
+
+impl fmt::Debug for RingBuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RingBuf")
+            .field("bid", &self.bid)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl Deref for RingBuf {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        let start = self.bid as usize * self.ring.buf_size as usize;
+        // SAFETY: the buffer is inside the allocation, the kernel wrote `len` bytes into it and
+        // will not touch it again until it is recycled (which needs this RingBuf dropped).
+        unsafe { std::slice::from_raw_parts(self.ring.bufs.as_ptr().add(start), self.len) }
+    }
+}
+
+impl Drop for RingBuf {
+    fn drop(&mut self) {
+        self.ring.recycle(self.bid);
+    }
+}

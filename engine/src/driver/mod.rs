@@ -1,0 +1,483 @@
+//! The ring driver: one io_uring per core, the slab of in-flight ops, and the loop turn.
+//!
+//! # Design
+//!
+//! Ownership. An op's resources (fd reference, buffers, socket addresses) are owned by its
+//! future ([`op::Op`]) while the future lives, and by the op's slab slot once the future is
+//! dropped ([`slab::Lifecycle::Orphaned`]). Either way they stay at the same heap address until
+//! the kernel posts the op's last completion: op data only ever points at heap memory (a
+//! `Vec`'s buffer, a `Box`), never at the future itself, so moving the future moves nothing the
+//! kernel can see.
+//!
+//! Submission. [`Driver::push`] puts an entry into the submission queue; when the queue is full
+//! the entry waits in a user-space backlog (never dropped, never a spin) which the next
+//! [`Driver::enter`] flushes as the kernel consumes entries. One `io_uring_enter` per loop turn
+//! submits the batch and, when the executor has nothing to run, waits for at least one
+//! completion with the nearest timer as timeout (`IORING_ENTER_EXT_ARG`).
+//!
+//! Completion. [`Driver::reap`] drains the completion queue. `user_data` is an [`slab::OpKey`];
+//! a key whose generation does not match its slot is stale and ignored. Values with generation
+//! 0 are the driver's own tokens ([`TOKEN_IGNORE`], [`TOKEN_WAKE`]). With
+//! `IORING_FEAT_NODROP` the kernel keeps completions that overflow the queue and hands them
+//! back on the next enter with `GETEVENTS`, which every enter here carries; overflows are
+//! counted.
+//!
+//! Cancellation. Dropping an op future that the kernel still owns moves its data into the slot
+//! (`Orphaned`) and submits `ASYNC_CANCEL` for its key. The orphan sees every later completion
+//! (so an accepted fd gets closed and a provided buffer recycled) and is freed with the last one.
+//!
+//! Shutdown. [`Driver::shutdown`] cancels everything in flight and drives the ring until the
+//! slab is empty; if the kernel does not finish within a bound, the ring and every orphan are
+//! leaked rather than freed under the kernel's feet.
+
+pub(crate) mod op;
+pub(crate) mod ring;
+pub(crate) mod slab;
+
+use std::collections::VecDeque;
+use std::io;
+use std::task::Waker;
+use std::time::{Duration, Instant};
+
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+
+pub use ring::RingFeatures;
+use slab::{Completion, Lifecycle, OpKey, OpSlab};
+
+/// `user_data` of completions nobody waits for (async cancels, fire-and-forget messages).
+pub(crate) const TOKEN_IGNORE: u64 = 0;
+/// `user_data` of a cross-thread wake-up (the eventfd read or a `MSG_RING` from another core).
+pub(crate) const TOKEN_WAKE: u64 = 1;
+
+/// Counters the driver keeps; plain integers, this core only.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DriverStats {
+    /// Entries handed to the kernel.
+    pub ops_submitted: u64,
+    /// Completions reaped.
+    pub ops_completed: u64,
+    /// `io_uring_enter` calls.
+    pub ring_enters: u64,
+    /// Non-waiting turns that skipped `io_uring_enter` (nothing to submit, nothing flagged).
+    pub enters_skipped: u64,
+    /// Times the completion queue was found overflowed (completions kept by the kernel).
+    pub cq_overflows: u64,
+    /// Entries that found the submission queue full and waited in the backlog.
+    pub sq_full: u64,
+    /// Async cancels submitted for dropped op futures.
+    pub cancels: u64,
+}
+
+/// What the caller of [`Driver::reap`] must act on besides waking op futures.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Reaped {
+    pub(crate) completions: usize,
+    /// A `MSG_RING` wake token arrived: drain the cross-thread queue.
+    pub(crate) woken: bool,
+}
+
+/// One core's io_uring and its in-flight ops.
+pub(crate) struct Driver {
+    ring: IoUring,
+    slab: OpSlab,
+    backlog: VecDeque<squeue::Entry>,
+    features: RingFeatures,
+    next_bgid: u16,
+    pub(crate) stats: DriverStats,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver")
+            .field("features", &self.features)
+            .field("in_flight", &self.slab.live())
+            .field("backlog", &self.backlog.len())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl Driver {
+    pub(crate) fn new(config: ring::RingConfig) -> io::Result<Driver> {
+        let (ring, features) = ring::build(config)?;
+        if !features.ext_arg {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "io_uring without IORING_FEAT_EXT_ARG (kernel older than 5.11) is not supported",
+            ));
+        }
+        Ok(Driver {
+            ring,
+            slab: OpSlab::new(),
+            backlog: VecDeque::new(),
+            features,
+            next_bgid: 0,
+            stats: DriverStats::default(),
+        })
+    }
+
+    pub(crate) fn features(&self) -> &RingFeatures {
+        &self.features
+    }
+
+    /// The ring's own fd (the target of `MSG_RING` from other cores).
+    pub(crate) fn ring_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.ring.as_raw_fd()
+    }
+
+    /// Ops the kernel has not finished with, including orphans.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.slab.live()
+    }
+
+    /// Queues one entry for submission.
+    ///
+    /// # Safety
+    ///
+    /// Every buffer, address or other memory the entry points at must stay valid and unmoved
+    /// until the kernel posts the entry's last completion. Ops meet this by keeping such memory
+    /// in their data, which lives in the future or, once it is dropped, in the slab slot named
+    /// by the entry's `user_data`, until that last completion.
+    pub(crate) unsafe fn push(&mut self, entry: squeue::Entry) {
+        if !self.backlog.is_empty() {
+            self.stats.sq_full += 1;
+            self.backlog.push_back(entry);
+            return;
+        }
+        let mut sq = self.ring.submission();
+        // SAFETY: the caller guarantees the entry's memory outlives its last completion.
+        if unsafe { sq.push(&entry) }.is_err() {
+            drop(sq);
+            self.stats.sq_full += 1;
+            self.backlog.push_back(entry);
+        }
+    }
+
+    /// Registers a single-shot op and queues its entry; returns the key its future polls.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Driver::push`]: the entry's memory is owned by the op's data, which the caller
+    /// keeps alive (in the future, then in the slot through [`Driver::orphan`]).
+    pub(crate) unsafe fn submit(&mut self, entry: squeue::Entry, multishot: bool) -> OpKey {
+        let state = if multishot {
+            Lifecycle::Multishot {
+                queue: VecDeque::new(),
+                waker: None,
+                finished: false,
+            }
+        } else {
+            Lifecycle::Waiting { waker: None }
+        };
+        let key = self.slab.insert(state);
+        // SAFETY: forwarded from the caller.
+        unsafe { self.push(entry.user_data(key.to_user_data())) };
+        key
+    }
+
+    /// Queues an op no future waits for: `orphan` owns its memory and sees its completions.
+    ///
+    /// # Safety
+    ///
+    /// The entry may only point at heap memory owned by `orphan`.
+    pub(crate) unsafe fn submit_orphan(
+        &mut self,
+        entry: squeue::Entry,
+        orphan: Box<dyn op::Orphan>,
+    ) {
+        let key = self.slab.insert(Lifecycle::Orphaned(orphan));
+        // SAFETY: the orphan owns the entry's memory and lives in the slot until the last
+        // completion.
+        unsafe { self.push(entry.user_data(key.to_user_data())) };
+    }
+
+    /// Queues an entry whose completion nobody awaits (its `user_data` is [`TOKEN_IGNORE`]).
+    ///
+    /// # Safety
+    ///
+    /// The entry must not point at any memory (cancel, msg-ring and close entries qualify).
+    pub(crate) unsafe fn push_detached(&mut self, entry: squeue::Entry) {
+        // SAFETY: the entry points at no memory.
+        unsafe { self.push(entry.user_data(TOKEN_IGNORE)) };
+    }
+
+    pub(crate) fn slot(&mut self, key: OpKey) -> Option<&mut Lifecycle> {
+        self.slab.get_mut(key)
+    }
+
+    pub(crate) fn free(&mut self, key: OpKey) -> Option<Lifecycle> {
+        self.slab.remove(key)
+    }
+
+    /// The future of `key` was dropped: keep `orphan` until the kernel is done with it.
+    pub(crate) fn orphan(&mut self, key: OpKey, mut orphan: Box<dyn op::Orphan>) {
+        let Some(state) = self.slab.get_mut(key) else {
+            return;
+        };
+        match state {
+            Lifecycle::Completed(done) => {
+                let done = *done;
+                self.slab.remove(key);
+                orphan.on_completion(done);
+            }
+            Lifecycle::Multishot {
+                queue, finished, ..
+            } => {
+                let queue = std::mem::take(queue);
+                let finished = *finished;
+                for done in queue {
+                    orphan.on_completion(done);
+                }
+                if finished {
+                    self.slab.remove(key);
+                } else {
+                    *state = Lifecycle::Orphaned(orphan);
+                    self.cancel(key);
+                }
+            }
+            Lifecycle::Waiting { .. } => {
+                *state = Lifecycle::Orphaned(orphan);
+                self.cancel(key);
+            }
+            Lifecycle::Orphaned(_) => {}
+        }
+    }
+
+    fn cancel(&mut self, key: OpKey) {
+        self.stats.cancels += 1;
+        let entry = opcode::AsyncCancel::new(key.to_user_data()).build();
+        // SAFETY: an async cancel names its target by user_data and points at no memory.
+        unsafe { self.push_detached(entry) };
+    }
+
+    /// Submits what is queued and, if `wait`, waits for at least one completion or until
+    /// `timeout` passes.
+    pub(crate) fn enter(&mut self, wait: bool, timeout: Option<Duration>) -> io::Result<()> {
+        if !wait && self.nothing_to_enter_for() {
+            self.stats.enters_skipped += 1;
+            return Ok(());
+        }
+        self.flush_backlog()?;
+        let want = usize::from(wait && self.backlog.is_empty());
+        let ts;
+        let args;
+        let result = if let (true, Some(t)) = (want > 0, timeout) {
+            ts = types::Timespec::from(t);
+            args = types::SubmitArgs::new().timespec(&ts);
+            self.enter_raw(want as u32, Some(&args))
+        } else {
+            self.enter_raw(want as u32, None)
+        };
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) => match e.raw_os_error() {
+                // A timeout, a signal, or completions waiting to be reaped first.
+                Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN) => Ok(()),
+                _ => Err(e),
+            },
+        }
+    }
+
+    /// True when a non-waiting enter would do nothing: no entries to submit, no backlog, no
+    /// task work flagged by the kernel, no overflowed completions. Needs `TASKRUN_FLAG`.
+    fn nothing_to_enter_for(&mut self) -> bool {
+        if !self.features.taskrun_flag || !self.backlog.is_empty() {
+            return false;
+        }
+        let mut sq = self.ring.submission();
+        sq.sync();
+        sq.is_empty() && !sq.taskrun() && !sq.cq_overflow()
+    }
+
+    fn enter_raw(
+        &mut self,
+        want: u32,
+        args: Option<&types::SubmitArgs<'_, '_>>,
+    ) -> io::Result<usize> {
+        let mut sq = self.ring.submission();
+        sq.sync();
+        let to_submit = sq.len() as u32;
+        if sq.cq_overflow() {
+            self.stats.cq_overflows += 1;
+        }
+        drop(sq);
+        // Every enter carries GETEVENTS: with DEFER_TASKRUN completions are only posted by an
+        // enter that asks for events, and with NODROP it flushes overflowed completions.
+        let mut flags = io_uring::EnterFlags::GETEVENTS.bits();
+        self.stats.ring_enters += 1;
+        let submitter = self.ring.submitter();
+        let res = match args {
+            Some(args) => {
+                flags |= io_uring::EnterFlags::EXT_ARG.bits();
+                // SAFETY: `args` is a valid io_uring_getevents_arg for the duration of the
+                // call; its timespec outlives it (borrowed by `args`).
+                unsafe { submitter.enter(to_submit, want, flags, Some(args)) }
+            }
+            // SAFETY: no argument pointer is passed.
+            None => unsafe { submitter.enter::<libc::sigset_t>(to_submit, want, flags, None) },
+        };
+        if let Ok(n) = res {
+            self.stats.ops_submitted += n as u64;
+        }
+        res
+    }
+
+    /// Moves backlog entries into the submission queue, submitting as it fills.
+    fn flush_backlog(&mut self) -> io::Result<()> {
+        while !self.backlog.is_empty() {
+            let mut sq = self.ring.submission();
+            while let Some(entry) = self.backlog.front() {
+                // SAFETY: backlog entries were queued through `push`, whose caller guaranteed
+                // their memory outlives the last completion.
+                if unsafe { sq.push(entry) }.is_err() {
+                    break;
+                }
+                self.backlog.pop_front();
+            }
+            let full = sq.is_full();
+            drop(sq);
+            if !full || self.backlog.is_empty() {
+                break;
+            }
+            // The queue is full and more wait: hand this batch to the kernel now.
+            match self.enter_raw(0, None) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EAGAIN)) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Drains the completion queue, collecting the wakers of ops that completed.
+    pub(crate) fn reap(&mut self, wakers: &mut Vec<Waker>) -> Reaped {
+        let mut reaped = Reaped::default();
+        let mut cq = self.ring.completion();
+        cq.sync();
+        for cqe in &mut cq {
+            reaped.completions += 1;
+            let done = Completion {
+                result: cqe.result(),
+                flags: cqe.flags(),
+            };
+            match cqe.user_data() {
+                TOKEN_IGNORE => continue,
+                TOKEN_WAKE => {
+                    reaped.woken = true;
+                    continue;
+                }
+                _ => {}
+            }
+            let Some(key) = OpKey::from_user_data(cqe.user_data()) else {
+                continue;
+            };
+            complete(&mut self.slab, key, done, wakers);
+        }
+        self.stats.ops_completed += reaped.completions as u64;
+        reaped
+    }
+
+    /// Cancels every op in flight and drives the ring until the kernel is done with all of
+    /// them, or `limit` passes. Returns whether the kernel finished (if not, the caller must
+    /// leak the ring and the slab).
+    pub(crate) fn shutdown(&mut self, limit: Duration) -> bool {
+        let entry = opcode::AsyncCancel2::new(types::CancelBuilder::any()).build();
+        // SAFETY: a cancel-any entry points at no memory.
+        unsafe { self.push_detached(entry) };
+        let deadline = Instant::now() + limit;
+        let mut wakers = Vec::new();
+        while self.slab.live() > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            if self
+                .enter(true, Some((deadline - now).min(Duration::from_millis(10))))
+                .is_err()
+            {
+                return false;
+            }
+            self.reap(&mut wakers);
+            // Futures that still exist (not dropped) see -ECANCELED when next polled; nothing
+            // runs them now.
+            wakers.clear();
+            if self.slab.live() > 0 {
+                // An op submitted after the cancel-any (by a destructor) needs its own cancel.
+                let entry = opcode::AsyncCancel2::new(types::CancelBuilder::any()).build();
+                // SAFETY: a cancel-any entry points at no memory.
+                unsafe { self.push_detached(entry) };
+            }
+        }
+        true
+    }
+
+    /// Frees every slot's state (after [`Driver::shutdown`] returned true).
+    pub(crate) fn drain_slots(&mut self) -> Vec<Lifecycle> {
+        self.slab.drain()
+    }
+}
+
+fn complete(slab: &mut OpSlab, key: OpKey, done: Completion, wakers: &mut Vec<Waker>) {
+    let Some(state) = slab.get_mut(key) else {
+        return;
+    };
+    match state {
+        Lifecycle::Waiting { waker } => {
+            if let Some(w) = waker.take() {
+                wakers.push(w);
+            }
+            *state = Lifecycle::Completed(done);
+        }
+        Lifecycle::Multishot {
+            queue,
+            waker,
+            finished,
+        } => {
+            queue.push_back(done);
+            if !cqueue::more(done.flags) {
+                *finished = true;
+            }
+            if let Some(w) = waker.take() {
+                wakers.push(w);
+            }
+        }
+        Lifecycle::Orphaned(orphan) => {
+            orphan.on_completion(done);
+            if !cqueue::more(done.flags) {
+                slab.remove(key);
+            }
+        }
+        // A second completion for a single-shot op does not happen; ignore it.
+        Lifecycle::Completed(_) => {}
+    }
+}
+
+impl Driver {
+    /// Registers a provided buffer ring and returns its group id.
+    ///
+    /// # Safety
+    ///
+    /// `addr` must point at `entries` page-aligned ring entries that stay valid until
+    /// [`Driver::unregister_buf_ring`] or the ring's end.
+    pub(crate) unsafe fn register_buf_ring(&mut self, addr: u64, entries: u16) -> io::Result<u16> {
+        let bgid = self.next_bgid;
+        if bgid == u16::MAX {
+            return Err(io::Error::other("out of buffer group ids"));
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            self.ring
+                .submitter()
+                .register_buf_ring_with_flags(addr, entries, bgid, 0)
+        }?;
+        self.next_bgid += 1;
+        Ok(bgid)
+    }
+
+    pub(crate) fn unregister_buf_ring(&mut self, bgid: u16) {
+        // Failure means it is not registered: nothing to undo.
+        let _ = self.ring.submitter().unregister_buf_ring(bgid);
+    }
+}

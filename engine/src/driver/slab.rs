@@ -1,0 +1,235 @@
+//! The slab of in-flight ops.
+//!
+//! Every op submitted to the ring occupies one slot from submission until the kernel posts its
+//! last completion. The ring's `user_data` is the slot's [`OpKey`]: index in the low 32 bits,
+//! generation in the high 32. A slot's generation changes every time it is freed, so a
+//! completion (or a future) that still carries an old key can never touch the slot's next
+//! occupant. Generation 0 is never handed out, which keeps `user_data` values below 2^32 free
+//! for the driver's internal tokens.
+
+use std::task::Waker;
+
+use super::op::Orphan;
+
+/// One completion queue entry, as the op sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Completion {
+    /// The kernel's result: a count, an fd, or `-errno`.
+    pub result: i32,
+    /// The CQE flags (`IORING_CQE_F_MORE`, `IORING_CQE_F_BUFFER`, ...).
+    pub flags: u32,
+}
+
+/// Names one slab slot at one generation. Packed into `user_data`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OpKey {
+    index: u32,
+    generation: u32,
+}
+
+impl OpKey {
+    pub(crate) fn to_user_data(self) -> u64 {
+        (u64::from(self.generation) << 32) | u64::from(self.index)
+    }
+
+    /// The key a `user_data` value names, or `None` for the driver's internal tokens.
+    pub(crate) fn from_user_data(user_data: u64) -> Option<OpKey> {
+        let generation = (user_data >> 32) as u32;
+        if generation == 0 {
+            return None;
+        }
+        Some(OpKey {
+            index: user_data as u32,
+            generation,
+        })
+    }
+}
+
+/// Where an op is in its life.
+pub(crate) enum Lifecycle {
+    /// Submitted; the future waits for its (first) completion.
+    Waiting { waker: Option<Waker> },
+    /// A single-shot op completed; the future has not yet taken the result.
+    Completed(Completion),
+    /// A multishot op: completions queue up until the stream takes them.
+    Multishot {
+        queue: std::collections::VecDeque<Completion>,
+        waker: Option<Waker>,
+        finished: bool,
+    },
+    /// The future was dropped while the kernel still owns the op's resources. They live here
+    /// until the last completion, which is handed to the orphan (to close an fd, recycle a
+    /// buffer) before the slot is freed.
+    Orphaned(Box<dyn Orphan>),
+}
+
+impl std::fmt::Debug for Lifecycle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Lifecycle::Waiting { .. } => f.write_str("Waiting"),
+            Lifecycle::Completed(c) => write!(f, "Completed({c:?})"),
+            Lifecycle::Multishot {
+                queue, finished, ..
+            } => write!(f, "Multishot(queued={}, finished={finished})", queue.len()),
+            Lifecycle::Orphaned(_) => f.write_str("Orphaned"),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Slot {
+    generation: u32,
+    state: Option<Lifecycle>,
+    next_free: u32,
+}
+
+const NO_FREE: u32 = u32::MAX;
+
+/// Slots for in-flight ops, reused through a free list.
+#[derive(Debug)]
+pub(crate) struct OpSlab {
+    slots: Vec<Slot>,
+    free_head: u32,
+    live: usize,
+}
+
+impl OpSlab {
+    pub(crate) fn new() -> Self {
+        OpSlab {
+            slots: Vec::new(),
+            free_head: NO_FREE,
+            live: 0,
+        }
+    }
+
+    /// Number of occupied slots (ops the kernel has not finished with).
+    pub(crate) fn live(&self) -> usize {
+        self.live
+    }
+
+    pub(crate) fn insert(&mut self, state: Lifecycle) -> OpKey {
+        self.live += 1;
+        if self.free_head != NO_FREE {
+            let index = self.free_head;
+            let slot = &mut self.slots[index as usize];
+            self.free_head = slot.next_free;
+            slot.state = Some(state);
+            return OpKey {
+                index,
+                generation: slot.generation,
+            };
+        }
+        let index = u32::try_from(self.slots.len()).expect("more than 2^32 ops in flight");
+        assert!(index != NO_FREE, "more than 2^32 - 1 ops in flight");
+        self.slots.push(Slot {
+            generation: 1,
+            state: Some(state),
+            next_free: NO_FREE,
+        });
+        OpKey {
+            index,
+            generation: 1,
+        }
+    }
+
+    pub(crate) fn get_mut(&mut self, key: OpKey) -> Option<&mut Lifecycle> {
+        let slot = self.slots.get_mut(key.index as usize)?;
+        if slot.generation != key.generation {
+            return None;
+        }
+        slot.state.as_mut()
+    }
+
+    /// Frees the slot and returns what it held; later lookups with `key` find nothing.
+    pub(crate) fn remove(&mut self, key: OpKey) -> Option<Lifecycle> {
+        let slot = self.slots.get_mut(key.index as usize)?;
+        if slot.generation != key.generation || slot.state.is_none() {
+            return None;
+        }
+        let state = slot.state.take();
+        slot.generation = slot.generation.wrapping_add(1).max(1);
+        slot.next_free = self.free_head;
+        self.free_head = key.index;
+        self.live -= 1;
+        state
+    }
+
+    /// Takes every occupied slot's state (used at shutdown, after the kernel is done).
+    pub(crate) fn drain(&mut self) -> Vec<Lifecycle> {
+        let mut out = Vec::with_capacity(self.live);
+        for slot in &mut self.slots {
+            if let Some(state) = slot.state.take() {
+                out.push(state);
+            }
+        }
+        self.slots.clear();
+        self.free_head = NO_FREE;
+        self.live = 0;
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waiting() -> Lifecycle {
+        Lifecycle::Waiting { waker: None }
+    }
+
+    #[test]
+    fn user_data_round_trip_and_internal_tokens() {
+        let mut slab = OpSlab::new();
+        let key = slab.insert(waiting());
+        assert_eq!(OpKey::from_user_data(key.to_user_data()), Some(key));
+        assert_eq!(OpKey::from_user_data(7), None, "generation 0 is internal");
+    }
+
+    #[test]
+    fn stale_key_never_reaches_next_occupant() {
+        let mut slab = OpSlab::new();
+        let a = slab.insert(waiting());
+        assert!(slab.remove(a).is_some());
+        let b = slab.insert(Lifecycle::Completed(Completion {
+            result: 5,
+            flags: 0,
+        }));
+        assert_ne!(a, b);
+        assert!(slab.get_mut(a).is_none());
+        assert!(slab.remove(a).is_none());
+        assert!(matches!(slab.get_mut(b), Some(Lifecycle::Completed(_))));
+        assert_eq!(slab.live(), 1);
+    }
+
+    #[test]
+    fn slots_are_reused_lifo_and_counted() {
+        let mut slab = OpSlab::new();
+        let keys: Vec<_> = (0..100).map(|_| slab.insert(waiting())).collect();
+        assert_eq!(slab.live(), 100);
+        for k in &keys {
+            slab.remove(*k);
+        }
+        assert_eq!(slab.live(), 0);
+        let again: Vec<_> = (0..100).map(|_| slab.insert(waiting())).collect();
+        assert_eq!(slab.slots.len(), 100, "no growth when slots are free");
+        for (old, new) in keys.iter().zip(&again) {
+            assert!(slab.get_mut(*old).is_none() || old == new);
+        }
+        assert_eq!(slab.drain().len(), 100);
+        assert_eq!(slab.live(), 0);
+    }
+
+    #[test]
+    fn generation_wraps_past_zero() {
+        let mut slab = OpSlab::new();
+        let k = slab.insert(waiting());
+        slab.slots[k.index as usize].generation = u32::MAX;
+        let k = OpKey {
+            index: k.index,
+            generation: u32::MAX,
+        };
+        slab.remove(k);
+        let k2 = slab.insert(waiting());
+        assert_eq!(k2.generation, 1, "generation 0 is skipped");
+    }
+}

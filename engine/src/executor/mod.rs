@@ -1,0 +1,259 @@
+//! The per-core executor: `!Send` tasks, a FIFO run queue, a budget per loop turn.
+//!
+//! # Design
+//!
+//! Tasks live in a slab of `Rc<dyn RawTask>`; the run queue holds [`TaskRef`]s (slab index +
+//! generation). A task is queued at most once at a time (`scheduled` flag in its slot), so a
+//! storm of wakes costs one poll. Wakers carry the `TaskRef` itself (see [`waker`]), so the
+//! local path has no reference counting and no atomics: spawning is one allocation (the
+//! [`task::TaskCell`]), waking is a slab lookup and a queue push.
+//!
+//! Fairness: the core loop runs at most `budget` polls before it goes back to the ring, so a
+//! task that keeps waking itself cannot starve I/O; tasks woken during a batch run in the next
+//! one, in wake order.
+//!
+//! Cancellation: cancelling a task drops its future in place and frees its slot at once. A task
+//! that cancels itself (through its own handle) is flagged and freed right after its poll.
+
+pub(crate) mod task;
+pub(crate) mod waker;
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::rc::Rc;
+use std::task::Context;
+
+use task::{JoinHandle, RawTask, TaskCell};
+use waker::{TaskRef, MAIN_TASK, MAX_TASKS};
+
+struct Slot {
+    generation: u32,
+    task: Option<Rc<dyn RawTask>>,
+    scheduled: bool,
+    next_free: u32,
+}
+
+const NO_FREE: u32 = u32::MAX;
+
+/// Counters the executor keeps.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ExecutorStats {
+    /// Tasks spawned.
+    pub tasks_spawned: u64,
+    /// Task polls (the main future's included).
+    pub tasks_polled: u64,
+    /// Tasks alive now.
+    pub tasks_alive: u64,
+    /// Tasks waiting in the run queue now.
+    pub run_queue_depth: u64,
+}
+
+pub(crate) struct Executor {
+    id: u16,
+    slots: RefCell<Vec<Slot>>,
+    free_head: Cell<u32>,
+    alive: Cell<usize>,
+    queue: RefCell<VecDeque<TaskRef>>,
+    main_woken: Cell<bool>,
+    spawned: Cell<u64>,
+    polled: Cell<u64>,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("id", &self.id)
+            .field("alive", &self.alive.get())
+            .field("queued", &self.queue.borrow().len())
+            .finish()
+    }
+}
+
+impl Executor {
+    pub(crate) fn new(id: u16) -> Executor {
+        Executor {
+            id,
+            slots: RefCell::new(Vec::new()),
+            free_head: Cell::new(NO_FREE),
+            alive: Cell::new(0),
+            queue: RefCell::new(VecDeque::new()),
+            main_woken: Cell::new(true),
+            spawned: Cell::new(0),
+            polled: Cell::new(0),
+        }
+    }
+
+    pub(crate) fn id(&self) -> u16 {
+        self.id
+    }
+
+    pub(crate) fn stats(&self) -> ExecutorStats {
+        ExecutorStats {
+            tasks_spawned: self.spawned.get(),
+            tasks_polled: self.polled.get(),
+            tasks_alive: self.alive.get() as u64,
+            run_queue_depth: self.queue.borrow().len() as u64,
+        }
+    }
+
+    pub(crate) fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + 'static,
+        F::Output: 'static,
+    {
+        let cell = TaskCell::new(future, self.id);
+        let task_ref = self.insert(cell.clone());
+        cell.task_ref.set(task_ref);
+        self.spawned.set(self.spawned.get() + 1);
+        self.queue.borrow_mut().push_back(task_ref);
+        JoinHandle::new(cell)
+    }
+
+    fn insert(&self, task: Rc<dyn RawTask>) -> TaskRef {
+        let mut slots = self.slots.borrow_mut();
+        self.alive.set(self.alive.get() + 1);
+        let head = self.free_head.get();
+        if head != NO_FREE {
+            let slot = &mut slots[head as usize];
+            self.free_head.set(slot.next_free);
+            slot.task = Some(task);
+            slot.scheduled = true;
+            return TaskRef {
+                index: head,
+                generation: slot.generation,
+            };
+        }
+        let index = slots.len() as u32;
+        assert!(index < MAX_TASKS, "more than {MAX_TASKS} tasks on one core");
+        slots.push(Slot {
+            generation: 0,
+            task: Some(task),
+            scheduled: true,
+            next_free: NO_FREE,
+        });
+        TaskRef {
+            index,
+            generation: 0,
+        }
+    }
+
+    /// Frees the slot of a finished or cancelled task.
+    pub(crate) fn remove(&self, task: TaskRef) {
+        let removed = {
+            let mut slots = self.slots.borrow_mut();
+            let Some(slot) = slots.get_mut(task.index as usize) else {
+                return;
+            };
+            if slot.generation != task.generation || slot.task.is_none() {
+                return;
+            }
+            slot.generation = TaskRef::next_generation(slot.generation);
+            slot.scheduled = false;
+            slot.next_free = self.free_head.get();
+            self.free_head.set(task.index);
+            self.alive.set(self.alive.get() - 1);
+            slot.task.take()
+        };
+        // Dropped outside the borrow: the last reference may run arbitrary destructors.
+        drop(removed);
+    }
+
+    /// Queues a task woken on this core.
+    pub(crate) fn schedule(&self, task: TaskRef) {
+        if task.index == MAIN_TASK {
+            self.main_woken.set(true);
+            return;
+        }
+        let mut slots = self.slots.borrow_mut();
+        let Some(slot) = slots.get_mut(task.index as usize) else {
+            return;
+        };
+        if slot.generation != task.generation || slot.task.is_none() || slot.scheduled {
+            return;
+        }
+        slot.scheduled = true;
+        drop(slots);
+        self.queue.borrow_mut().push_back(task);
+    }
+
+    /// Takes the main future's wake flag.
+    pub(crate) fn take_main_woken(&self) -> bool {
+        self.main_woken.replace(false)
+    }
+
+    pub(crate) fn count_poll(&self) {
+        self.polled.set(self.polled.get() + 1);
+    }
+
+    pub(crate) fn has_runnable(&self) -> bool {
+        self.main_woken.get() || !self.queue.borrow().is_empty()
+    }
+
+    /// Polls up to `budget` queued tasks; returns how many were polled.
+    pub(crate) fn run_batch(&self, budget: usize) -> usize {
+        let mut polled = 0;
+        while polled < budget {
+            let Some(task_ref) = self.queue.borrow_mut().pop_front() else {
+                break;
+            };
+            let task = {
+                let mut slots = self.slots.borrow_mut();
+                let Some(slot) = slots.get_mut(task_ref.index as usize) else {
+                    continue;
+                };
+                if slot.generation != task_ref.generation {
+                    continue;
+                }
+                slot.scheduled = false;
+                match &slot.task {
+                    Some(task) => task.clone(),
+                    None => continue,
+                }
+            };
+            polled += 1;
+            let waker = waker::task_waker(self.id, task_ref);
+            let mut cx = Context::from_waker(&waker);
+            let finished = task.poll(&mut cx);
+            if finished {
+                self.remove(task_ref);
+            } else if task.cancel_requested() && task.cancel() {
+                self.remove(task_ref);
+            }
+        }
+        self.polled.set(self.polled.get() + polled as u64);
+        polled
+    }
+
+    /// Cancels every task (drops every future), including tasks their destructors spawn.
+    pub(crate) fn cancel_all(&self) {
+        loop {
+            let tasks: Vec<(TaskRef, Rc<dyn RawTask>)> = {
+                let slots = self.slots.borrow();
+                slots
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, s)| {
+                        s.task.as_ref().map(|t| {
+                            (
+                                TaskRef {
+                                    index: i as u32,
+                                    generation: s.generation,
+                                },
+                                t.clone(),
+                            )
+                        })
+                    })
+                    .collect()
+            };
+            if tasks.is_empty() {
+                break;
+            }
+            for (task_ref, task) in tasks {
+                task.cancel();
+                self.remove(task_ref);
+            }
+        }
+        self.queue.borrow_mut().clear();
+    }
+}

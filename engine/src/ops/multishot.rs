@@ -1,0 +1,186 @@
+//! Multishot accept and multishot receive into a provided buffer ring.
+//!
+//! One submission, many completions: the kernel keeps the request armed and posts a completion
+//! per accepted connection / received chunk, with `IORING_CQE_F_MORE` while it stays armed. A
+//! completion without it ends the stream (an error, end of file, the buffer ring ran dry, or the
+//! kernel chose to stop); the owner re-arms when it wants more.
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::rc::Rc;
+
+use io_uring::{opcode, types};
+
+use crate::buf::ring::{BufRing, Inner, RingBuf};
+use crate::driver::op::{Multishot, Orphan};
+use crate::driver::slab::Completion;
+use crate::fd::{owned_from_completion, SharedFd};
+use crate::sys;
+
+struct AcceptMultiData {
+    _fd: SharedFd,
+}
+
+impl Orphan for AcceptMultiData {
+    fn on_completion(&mut self, done: Completion) {
+        // Connections accepted after the stream was dropped: close them.
+        if done.result >= 0 {
+            sys::close(done.result);
+        }
+    }
+}
+
+/// A stream of accepted connections from one multishot accept.
+///
+/// # Cancel safety
+///
+/// Dropping the stream cancels the accept; connections the kernel accepted that were not yet
+/// taken are closed (their clients see a reset), none leaks.
+#[derive(Debug)]
+pub struct AcceptStream {
+    op: Multishot<AcceptMultiData>,
+}
+
+/// Starts a multishot accept on `listener`.
+///
+/// # Errors
+///
+/// Fails off a percore core.
+pub fn accept_multishot(listener: &SharedFd) -> io::Result<AcceptStream> {
+    let raw = listener.raw();
+    let data = AcceptMultiData {
+        _fd: listener.clone(),
+    };
+    // SAFETY: a multishot accept without an address buffer points at no memory.
+    let op = unsafe {
+        Multishot::submit(data, |_| {
+            opcode::AcceptMulti::new(types::Fd(raw))
+                .flags(libc::SOCK_CLOEXEC)
+                .build()
+        })
+    }
+    .map_err(|(e, _)| e)?;
+    Ok(AcceptStream { op })
+}
+
+impl AcceptStream {
+    /// The next accepted connection; `None` when the kernel ended the multishot (call
+    /// [`accept_multishot`] again to continue).
+    ///
+    /// # Errors
+    ///
+    /// The kernel's error for this accept (`EMFILE`, ...); the stream then ends.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a connection is only taken from the stream when this returns it.
+    pub async fn next(&mut self) -> Option<io::Result<OwnedFd>> {
+        let done = std::future::poll_fn(|cx| self.op.poll_next(cx)).await?;
+        Some(super::check(done).map(|fd| owned_from_completion(fd as i32)))
+    }
+
+    /// Asks the kernel to stop; `next` returns the remaining connections, then `None`.
+    pub fn cancel(&self) {
+        self.op.cancel();
+    }
+}
+
+struct RecvMultiData {
+    _fd: SharedFd,
+    ring: Rc<Inner>,
+}
+
+impl Orphan for RecvMultiData {
+    fn on_completion(&mut self, done: Completion) {
+        // Bytes received after the stream was dropped go nowhere; the buffer goes back.
+        self.ring.give_back(done.flags);
+    }
+}
+
+/// What one completion of a multishot receive delivered.
+#[derive(Debug)]
+pub enum Received {
+    /// Bytes, in a buffer lent by the ring.
+    Data(RingBuf),
+    /// The peer closed its side (end of stream).
+    Eof,
+    /// The kernel stopped the multishot without an error or EOF; re-arm to continue.
+    Ended,
+}
+
+/// A stream of received chunks from one multishot receive.
+///
+/// # Cancel safety
+///
+/// `next` is cancel-safe (a chunk is only taken when returned). Dropping the stream cancels
+/// the receive; chunks not yet taken are given back to the ring, and their bytes are lost:
+/// owners that must not lose bytes keep taking chunks until the stream ends.
+#[derive(Debug)]
+pub struct RecvStream {
+    op: Multishot<RecvMultiData>,
+}
+
+/// Starts a multishot receive on `socket` into buffers of `ring`.
+///
+/// # Errors
+///
+/// Fails off a percore core.
+pub fn recv_multishot(socket: &SharedFd, ring: &BufRing) -> io::Result<RecvStream> {
+    let raw = socket.raw();
+    let bgid = ring.bgid();
+    let data = RecvMultiData {
+        _fd: socket.clone(),
+        ring: ring.inner().clone(),
+    };
+    // SAFETY: a multishot receive with buffer select points at no memory of ours: the kernel
+    // picks buffers from the registered ring, which the op data keeps alive.
+    let op = unsafe {
+        Multishot::submit(data, |_| {
+            opcode::RecvMulti::new(types::Fd(raw), bgid).build()
+        })
+    }
+    .map_err(|(e, _)| e)?;
+    Ok(RecvStream { op })
+}
+
+impl RecvStream {
+    /// The next chunk, end of stream, or the end of the multishot.
+    ///
+    /// # Errors
+    ///
+    /// The kernel's error (`ENOBUFS` when the ring ran dry: recycle buffers and re-arm;
+    /// `ECONNRESET`, ...); the multishot has ended.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe.
+    pub async fn next(&mut self) -> io::Result<Received> {
+        let done = std::future::poll_fn(|cx| self.op.poll_next(cx)).await;
+        let Some(done) = done else {
+            return Ok(Received::Ended);
+        };
+        let ring = match self.op.data() {
+            Some(data) => data.ring.clone(),
+            None => return Ok(Received::Ended),
+        };
+        if done.result < 0 {
+            ring.give_back(done.flags);
+            return Err(io::Error::from_raw_os_error(-done.result));
+        }
+        if done.result == 0 {
+            ring.give_back(done.flags);
+            return Ok(Received::Eof);
+        }
+        match ring.take(done.flags, done.result as usize) {
+            Some(buf) => Ok(Received::Data(buf)),
+            None => Err(io::Error::other(
+                "receive completion without a provided buffer",
+            )),
+        }
+    }
+
+    /// Asks the kernel to stop; `next` returns what is left, then `Ended`.
+    pub fn cancel(&self) {
+        self.op.cancel();
+    }
+}

@@ -1,0 +1,324 @@
+//! Socket ops: accept, connect, send/recv, datagrams with addresses, shutdown.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+
+use io_uring::{opcode, types};
+
+use crate::buf::{IoBuf, IoBufMut};
+use crate::driver::op::{Op, Orphan};
+use crate::driver::slab::Completion;
+use crate::fd::{owned_from_completion, SharedFd};
+use crate::sys::{self, RawAddr};
+
+struct AcceptData {
+    _fd: SharedFd,
+    addr: Box<RawAddr>,
+}
+
+impl Orphan for AcceptData {
+    fn on_completion(&mut self, done: Completion) {
+        // A connection accepted for a future that is gone: close it, never leak it.
+        if done.result >= 0 {
+            sys::close(done.result);
+        }
+    }
+}
+
+/// Accepts one connection (`SOCK_CLOEXEC`; the new socket is blocking-mode agnostic, the ring
+/// does not care). Returns the connected socket and the peer's address (None for non-IP).
+///
+/// # Errors
+///
+/// The kernel's error (`EMFILE` when out of fds, ...).
+///
+/// # Cancel safety
+///
+/// Dropping the future cancels the accept; a connection accepted anyway is closed.
+pub async fn accept(listener: &SharedFd) -> io::Result<(OwnedFd, Option<SocketAddr>)> {
+    let data = AcceptData {
+        _fd: listener.clone(),
+        addr: Box::new(RawAddr::empty()),
+    };
+    let raw = listener.raw();
+    // SAFETY: the entry points at the boxed address and its length, owned by the op data.
+    let op = unsafe {
+        Op::submit(data, |d| {
+            opcode::Accept::new(types::Fd(raw), d.addr.as_mut_ptr(), &mut d.addr.len)
+                .flags(libc::SOCK_CLOEXEC)
+                .build()
+        })
+    }
+    .map_err(|(e, _)| e)?;
+    let (done, data) = op.await;
+    let fd = super::check(done)?;
+    Ok((owned_from_completion(fd as i32), data.addr.to_std()))
+}
+
+struct ConnectData {
+    _fd: SharedFd,
+    addr: Box<RawAddr>,
+}
+
+impl Orphan for ConnectData {}
+
+/// Connects `socket` to `addr`.
+///
+/// # Errors
+///
+/// The kernel's error (`ECONNREFUSED`, `ENETUNREACH`, ...).
+///
+/// # Cancel safety
+///
+/// Dropping the future cancels the connect; the socket is then in an unspecified state and
+/// should be closed (its owner still owns it).
+pub async fn connect(socket: &SharedFd, addr: SocketAddr) -> io::Result<()> {
+    let data = ConnectData {
+        _fd: socket.clone(),
+        addr: Box::new(RawAddr::from_std(addr)),
+    };
+    let raw = socket.raw();
+    // SAFETY: the entry points at the boxed address, owned by the op data.
+    let op = unsafe {
+        Op::submit(data, |d| {
+            opcode::Connect::new(types::Fd(raw), d.addr.as_ptr(), d.addr.len).build()
+        })
+    }
+    .map_err(|(e, _)| e)?;
+    let (done, _) = op.await;
+    super::check(done).map(drop)
+}
+
+struct BufData<B> {
+    _fd: SharedFd,
+    buf: B,
+}
+
+impl<B: 'static> Orphan for BufData<B> {}
+
+/// Receives into `buf`'s spare capacity. Returns the byte count (0: the peer closed) and the
+/// buffer.
+///
+/// # Errors
+///
+/// The kernel's error.
+///
+/// # Cancel safety
+///
+/// Dropping the future cancels the receive; bytes it had already received are lost with the
+/// buffer. Streams that must not lose data receive through a multishot receive into a buffer
+/// ring and keep what arrived (see `percore-net`).
+pub async fn recv<B: IoBufMut>(socket: &SharedFd, buf: B, flags: i32) -> (io::Result<usize>, B) {
+    let data = BufData {
+        _fd: socket.clone(),
+        buf,
+    };
+    let raw = socket.raw();
+    // SAFETY: the entry points at the buffer's spare heap capacity, owned by the op data.
+    let op = unsafe {
+        Op::submit(data, |d| {
+            let init = d.buf.bytes_init();
+            let ptr = d.buf.stable_mut_ptr().wrapping_add(init);
+            let len = (d.buf.bytes_total() - init).min(u32::MAX as usize) as u32;
+            opcode::Recv::new(types::Fd(raw), ptr, len)
+                .flags(flags)
+                .build()
+        })
+    };
+    let op = match op {
+        Ok(op) => op,
+        Err((e, data)) => return (Err(e), data.buf),
+    };
+    let (done, mut data) = op.await;
+    let res = super::check(done).map(|n| {
+        let init = data.buf.bytes_init();
+        // SAFETY: the kernel initialised `n` bytes after the initialised part.
+        unsafe { data.buf.set_init(init + n as usize) };
+        n as usize
+    });
+    (res, data.buf)
+}
+
+/// Sends `buf`'s initialised bytes (`MSG_NOSIGNAL` is always added: a closed peer is an
+/// `EPIPE` error, never a signal). Returns the count sent, possibly fewer than given.
+///
+/// # Errors
+///
+/// The kernel's error (`EPIPE`, `ECONNRESET`, ...).
+///
+/// # Cancel safety
+///
+/// Dropping the future cancels the send; some bytes may have been sent already.
+pub async fn send<B: IoBuf>(socket: &SharedFd, buf: B, flags: i32) -> (io::Result<usize>, B) {
+    let data = BufData {
+        _fd: socket.clone(),
+        buf,
+    };
+    let raw = socket.raw();
+    // SAFETY: the entry points at the buffer's initialised heap bytes, owned by the op data.
+    let op = unsafe {
+        Op::submit(data, |d| {
+            let len = d.buf.bytes_init().min(u32::MAX as usize) as u32;
+            opcode::Send::new(types::Fd(raw), d.buf.stable_ptr(), len)
+                .flags(flags | libc::MSG_NOSIGNAL)
+                .build()
+        })
+    };
+    let op = match op {
+        Ok(op) => op,
+        Err((e, data)) => return (Err(e), data.buf),
+    };
+    let (done, data) = op.await;
+    (super::check(done).map(|n| n as usize), data.buf)
+}
+
+/// What [`recv_from`] learned besides the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecvMeta {
+    /// Bytes placed in the buffer.
+    pub len: usize,
+    /// The sender (None for non-IP families).
+    pub from: Option<SocketAddr>,
+    /// The datagram was longer than the buffer and was cut (`MSG_TRUNC`).
+    pub truncated: bool,
+}
+
+struct MsgData<B> {
+    _fd: SharedFd,
+    buf: B,
+    addr: Box<RawAddr>,
+    iov: Box<libc::iovec>,
+    msg: Box<libc::msghdr>,
+}
+
+impl<B: 'static> Orphan for MsgData<B> {}
+
+impl<B> MsgData<B> {
+    fn new(fd: &SharedFd, buf: B, addr: RawAddr, iov: libc::iovec) -> MsgData<B> {
+        // SAFETY: msghdr is plain old data; all-zero is a valid empty header.
+        let msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        let mut data = MsgData {
+            _fd: fd.clone(),
+            buf,
+            addr: Box::new(addr),
+            iov: Box::new(iov),
+            msg: Box::new(msg),
+        };
+        data.msg.msg_name = data.addr.as_mut_ptr().cast();
+        data.msg.msg_namelen = data.addr.len;
+        data.msg.msg_iov = &mut *data.iov;
+        data.msg.msg_iovlen = 1;
+        data
+    }
+}
+
+/// Receives one datagram into `buf`'s spare capacity, with its sender; a datagram longer than
+/// the space is cut and reported as [`RecvMeta::truncated`].
+///
+/// # Errors
+///
+/// The kernel's error.
+///
+/// # Cancel safety
+///
+/// Dropping the future cancels the receive; a datagram it had already received is lost.
+pub async fn recv_from<B: IoBufMut>(socket: &SharedFd, mut buf: B) -> (io::Result<RecvMeta>, B) {
+    let init = buf.bytes_init();
+    let iov = libc::iovec {
+        iov_base: buf.stable_mut_ptr().wrapping_add(init).cast(),
+        iov_len: buf.bytes_total() - init,
+    };
+    let data = MsgData::new(socket, buf, RawAddr::empty(), iov);
+    let raw = socket.raw();
+    // SAFETY: the msghdr, iovec, address and buffer are all heap memory owned by the op data.
+    let op = unsafe {
+        Op::submit(data, |d| {
+            opcode::RecvMsg::new(types::Fd(raw), &mut *d.msg).build()
+        })
+    };
+    let op = match op {
+        Ok(op) => op,
+        Err((e, data)) => return (Err(e), data.buf),
+    };
+    let (done, mut data) = op.await;
+    let res = super::check(done).map(|n| {
+        let init = data.buf.bytes_init();
+        // SAFETY: the kernel initialised `n` bytes after the initialised part.
+        unsafe { data.buf.set_init(init + n as usize) };
+        data.addr.len = data.msg.msg_namelen;
+        RecvMeta {
+            len: n as usize,
+            from: data.addr.to_std(),
+            truncated: data.msg.msg_flags & libc::MSG_TRUNC != 0,
+        }
+    });
+    (res, data.buf)
+}
+
+/// Sends `buf`'s initialised bytes as one datagram to `to`.
+///
+/// # Errors
+///
+/// The kernel's error (`EMSGSIZE` for a datagram too large, ...).
+///
+/// # Cancel safety
+///
+/// Dropping the future cancels the send; the datagram may have been sent anyway.
+pub async fn send_to<B: IoBuf>(
+    socket: &SharedFd,
+    buf: B,
+    to: SocketAddr,
+) -> (io::Result<usize>, B) {
+    let iov = libc::iovec {
+        iov_base: buf.stable_ptr().cast_mut().cast(),
+        iov_len: buf.bytes_init(),
+    };
+    let data = MsgData::new(socket, buf, RawAddr::from_std(to), iov);
+    let raw = socket.raw();
+    // SAFETY: the msghdr, iovec, address and buffer are all heap memory owned by the op data.
+    let op = unsafe {
+        Op::submit(data, |d| {
+            opcode::SendMsg::new(types::Fd(raw), &*d.msg)
+                .flags(libc::MSG_NOSIGNAL as u32)
+                .build()
+        })
+    };
+    let op = match op {
+        Ok(op) => op,
+        Err((e, data)) => return (Err(e), data.buf),
+    };
+    let (done, data) = op.await;
+    (super::check(done).map(|n| n as usize), data.buf)
+}
+
+struct ShutdownData {
+    _fd: SharedFd,
+}
+
+impl Orphan for ShutdownData {}
+
+/// Shuts down reading, writing or both (`libc::SHUT_RD`, `SHUT_WR`, `SHUT_RDWR`).
+///
+/// # Errors
+///
+/// The kernel's error (`ENOTCONN`, ...).
+///
+/// # Cancel safety
+///
+/// Dropping the future may or may not stop the shutdown.
+pub async fn shutdown(socket: &SharedFd, how: i32) -> io::Result<()> {
+    let raw = socket.raw();
+    // SAFETY: a shutdown entry points at no memory.
+    let op = unsafe {
+        Op::submit(
+            ShutdownData {
+                _fd: socket.clone(),
+            },
+            |_| opcode::Shutdown::new(types::Fd(raw), how).build(),
+        )
+    }
+    .map_err(|(e, _)| e)?;
+    let (done, _) = op.await;
+    super::check(done).map(drop)
+}

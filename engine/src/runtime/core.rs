@@ -1,0 +1,319 @@
+//! One core: its ring, its executor, its timers, and the loop that turns them.
+//!
+//! A loop turn: poll the main future if woken; run up to `budget` queued tasks; fire expired
+//! timers; one `io_uring_enter` that submits everything queued and, if nothing is runnable,
+//! waits for a completion with the nearest timer as timeout (after an optional busy-poll
+//! window); reap completions, waking their futures; drain cross-thread wakes.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::io;
+use std::pin::pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use io_uring::opcode;
+
+use super::context::Entered;
+use crate::cross::remote::{self, Remote};
+use crate::driver::op::Orphan;
+use crate::driver::slab::Completion;
+use crate::driver::{ring::RingConfig, Driver, TOKEN_WAKE};
+use crate::executor::waker::{self, TaskRef, MAIN_TASK};
+use crate::executor::Executor;
+use crate::sys;
+use crate::time::wheel::Wheel;
+
+/// How a core runs.
+#[derive(Debug, Clone)]
+pub(crate) struct CoreConfig {
+    pub(crate) ring_entries: u32,
+    pub(crate) cq_entries: Option<u32>,
+    /// Task polls per loop turn before the ring is checked again.
+    pub(crate) budget: usize,
+    /// Spin on the ring this long before sleeping in the kernel (latency mode).
+    pub(crate) busy_poll: Option<Duration>,
+    /// How long shutdown waits for the kernel to finish cancelled ops.
+    pub(crate) shutdown_limit: Duration,
+    /// This core's position in its runtime, and the CPU it is pinned to.
+    pub(crate) index: usize,
+    pub(crate) cpu: Option<usize>,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            ring_entries: 1024,
+            cq_entries: None,
+            budget: 128,
+            busy_poll: None,
+            shutdown_limit: Duration::from_secs(10),
+            index: 0,
+            cpu: None,
+        }
+    }
+}
+
+pub(crate) struct Core {
+    pub(crate) driver: RefCell<Driver>,
+    pub(crate) executor: Executor,
+    pub(crate) timers: RefCell<Wheel>,
+    pub(crate) remote: Arc<Remote>,
+    pub(crate) config: CoreConfig,
+    /// Set by the eventfd read's completion: cross-thread wakes are waiting.
+    eventfd_fired: Rc<Cell<bool>>,
+    woken: RefCell<Vec<Waker>>,
+    remote_woken: RefCell<Vec<TaskRef>>,
+    loop_turns: Cell<u64>,
+    pub(crate) shutdown: crate::runtime::shutdown::CoreShutdown,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("index", &self.config.index)
+            .field("cpu", &self.config.cpu)
+            .finish()
+    }
+}
+
+/// An orphan for fire-and-forget `MSG_RING`s: if the message fails, fall back to the eventfd.
+struct MsgRingFallback(Arc<Remote>);
+
+/// The standing read of the core's eventfd; owns its buffer.
+struct EventfdRead {
+    buf: Box<[u8; 8]>,
+    fired: Rc<Cell<bool>>,
+}
+
+impl Orphan for EventfdRead {
+    fn on_completion(&mut self, done: Completion) {
+        // -ECANCELED at shutdown is not a wake-up.
+        if done.result != -libc::ECANCELED {
+            self.fired.set(true);
+        }
+    }
+}
+
+impl Orphan for MsgRingFallback {
+    fn on_completion(&mut self, done: Completion) {
+        if done.result < 0 {
+            self.0.signal_eventfd();
+        }
+    }
+}
+
+impl Core {
+    pub(crate) fn new(
+        config: CoreConfig,
+        shutdown: crate::runtime::shutdown::CoreShutdown,
+    ) -> io::Result<Core> {
+        let driver = Driver::new(RingConfig {
+            entries: config.ring_entries,
+            cq_entries: config.cq_entries,
+        })?;
+        let eventfd = sys::eventfd()?;
+        let ring_fd = if driver.features().msg_ring {
+            Some(sys::dup(driver.ring_fd())?)
+        } else {
+            None
+        };
+        let remote = Arc::new(Remote::new(eventfd, ring_fd));
+        let id = remote::register(remote.clone())?;
+        let core = Core {
+            driver: RefCell::new(driver),
+            executor: Executor::new(id),
+            timers: RefCell::new(Wheel::new(Instant::now())),
+            remote,
+            config,
+            eventfd_fired: Rc::new(Cell::new(false)),
+            woken: RefCell::new(Vec::new()),
+            remote_woken: RefCell::new(Vec::new()),
+            loop_turns: Cell::new(0),
+            shutdown,
+        };
+        core.arm_eventfd();
+        Ok(core)
+    }
+
+    pub(crate) fn loop_turns(&self) -> u64 {
+        self.loop_turns.get()
+    }
+
+    fn arm_eventfd(&self) {
+        let mut read = EventfdRead {
+            buf: Box::new([0; 8]),
+            fired: self.eventfd_fired.clone(),
+        };
+        let entry = opcode::Read::new(
+            io_uring::types::Fd(self.remote.eventfd()),
+            read.buf.as_mut_ptr(),
+            8,
+        )
+        .build();
+        // SAFETY: the entry points at the 8-byte heap buffer the orphan owns; the driver keeps
+        // the orphan until the read's completion.
+        unsafe {
+            self.driver
+                .borrow_mut()
+                .submit_orphan(entry, Box::new(read))
+        };
+    }
+
+    /// Queues a `MSG_RING` to `target_ring` from this core's ring.
+    pub(crate) fn send_msg_ring(
+        &self,
+        target_ring: std::os::fd::RawFd,
+        remote: &Arc<Remote>,
+    ) -> bool {
+        let Ok(mut driver) = self.driver.try_borrow_mut() else {
+            return false;
+        };
+        if !driver.features().msg_ring {
+            return false;
+        }
+        let entry =
+            opcode::MsgRingData::new(io_uring::types::Fd(target_ring), 0, TOKEN_WAKE, None).build();
+        // SAFETY: a MSG_RING data message points at no memory of ours.
+        unsafe { driver.submit_orphan(entry, Box::new(MsgRingFallback(remote.clone()))) };
+        true
+    }
+
+    /// Runs `future` to completion on this thread, driving the ring, the tasks and the timers.
+    /// Tasks still alive when it returns are cancelled, and the ring is shut down.
+    pub(crate) fn block_on<F: Future>(&self, future: F) -> F::Output {
+        let _entered = Entered::new(self);
+        let _finish = FinishOnDrop(self);
+        let mut future = pin!(future);
+        let main_waker = waker::task_waker(
+            self.executor.id(),
+            TaskRef {
+                index: MAIN_TASK,
+                generation: 0,
+            },
+        );
+        let mut cx = Context::from_waker(&main_waker);
+        loop {
+            self.loop_turns.set(self.loop_turns.get() + 1);
+            if self.executor.take_main_woken() {
+                self.executor.count_poll();
+                if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+                    return out;
+                }
+            }
+            self.executor.run_batch(self.config.budget);
+            self.fire_timers(Instant::now());
+            self.shutdown.check();
+            if let Err(e) = self.turn_ring() {
+                panic!("io_uring_enter failed on core {}: {e}", self.config.index);
+            }
+        }
+    }
+
+    fn fire_timers(&self, now: Instant) {
+        let mut woken = self.woken.borrow_mut();
+        self.timers.borrow_mut().expire(now, &mut woken);
+        for w in woken.drain(..) {
+            w.wake();
+        }
+    }
+
+    fn turn_ring(&self) -> io::Result<()> {
+        let runnable = self.executor.has_runnable();
+        if !runnable {
+            if let Some(window) = self.config.busy_poll {
+                if self.busy_poll(window)? {
+                    return Ok(());
+                }
+            }
+        }
+        let timeout = if runnable {
+            None
+        } else {
+            let next = self.timers.borrow().next_deadline();
+            Some(match next {
+                Some(deadline) => deadline.saturating_duration_since(Instant::now()),
+                // Nothing to wait for but I/O: wake up now and then anyway, which costs
+                // nothing measurable and bounds the damage of a missed wake-up.
+                None => Duration::from_secs(1),
+            })
+        };
+        let wait = !runnable && timeout != Some(Duration::ZERO);
+        self.driver.borrow_mut().enter(wait, timeout)?;
+        self.reap();
+        Ok(())
+    }
+
+    /// Spins on the ring for up to `window`; true if something became runnable.
+    fn busy_poll(&self, window: Duration) -> io::Result<bool> {
+        let start = Instant::now();
+        let next_timer = self.timers.borrow().next_deadline();
+        loop {
+            self.driver.borrow_mut().enter(false, None)?;
+            if self.reap() > 0 && self.executor.has_runnable() {
+                return Ok(true);
+            }
+            let now = Instant::now();
+            if next_timer.is_some_and(|t| t <= now) {
+                return Ok(true);
+            }
+            if now.duration_since(start) >= window {
+                return Ok(false);
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    /// Reaps completions and cross-thread wakes; returns the number of completions.
+    fn reap(&self) -> usize {
+        let mut woken = self.woken.borrow_mut();
+        let reaped = self.driver.borrow_mut().reap(&mut woken);
+        for w in woken.drain(..) {
+            w.wake();
+        }
+        drop(woken);
+        if self.eventfd_fired.replace(false) {
+            self.arm_eventfd();
+            self.drain_remote();
+        } else if reaped.woken {
+            self.drain_remote();
+        }
+        reaped.completions
+    }
+
+    fn drain_remote(&self) {
+        let mut tasks = self.remote_woken.borrow_mut();
+        self.remote.drain(&mut tasks);
+        for task in tasks.drain(..) {
+            self.executor.schedule(task);
+        }
+    }
+
+    /// Cancels every task, then shuts the ring down; leaks it if the kernel would not finish.
+    fn finish(&self) {
+        self.executor.cancel_all();
+        remote::unregister(self.executor.id());
+        let mut driver = self.driver.borrow_mut();
+        if !driver.shutdown(self.config.shutdown_limit) {
+            // The kernel may still write into op memory: never free it.
+            let slots = driver.drain_slots();
+            std::mem::forget(slots);
+            eprintln!(
+                "percore: core {}: the kernel did not finish every op within {:?}; leaking them",
+                self.config.index, self.config.shutdown_limit
+            );
+            return;
+        }
+        drop(driver.drain_slots());
+    }
+}
+
+struct FinishOnDrop<'a>(&'a Core);
+
+impl Drop for FinishOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.finish();
+    }
+}

@@ -1,0 +1,184 @@
+//! Cancel scopes: deadlines and a cancel button around a future.
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::future::Future;
+use std::pin::pin;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use crate::time::{sleep_until, Elapsed, Instant};
+
+/// Runs `future` for at most `duration`; `None` if the deadline passed first (trio's
+/// `move_on_after`).
+///
+/// # Cancel safety
+///
+/// Dropping it drops `future`. At the deadline `future` is dropped, so it must be safe to
+/// cancel (every engine op is).
+pub async fn move_on_after<F: Future>(duration: Duration, future: F) -> Option<F::Output> {
+    move_on_at(Instant::now() + duration, future).await
+}
+
+/// Like [`move_on_after`] with an absolute deadline.
+pub async fn move_on_at<F: Future>(deadline: Instant, future: F) -> Option<F::Output> {
+    crate::time::timeout_at(deadline, future).await.ok()
+}
+
+/// Runs `future` for at most `duration`; `Err(Elapsed)` if the deadline passed first (trio's
+/// `fail_after`).
+///
+/// # Errors
+///
+/// [`Elapsed`] when the deadline passed.
+///
+/// # Cancel safety
+///
+/// As [`move_on_after`].
+pub async fn fail_after<F: Future>(duration: Duration, future: F) -> Result<F::Output, Elapsed> {
+    crate::time::timeout(duration, future).await
+}
+
+/// Like [`fail_after`] with an absolute deadline.
+///
+/// # Errors
+///
+/// [`Elapsed`] when the deadline passed.
+pub async fn fail_at<F: Future>(deadline: Instant, future: F) -> Result<F::Output, Elapsed> {
+    crate::time::timeout_at(deadline, future).await
+}
+
+struct CancelState {
+    cancelled: Cell<bool>,
+    deadline: Cell<Option<Instant>>,
+    waker: RefCell<Option<Waker>>,
+}
+
+/// A cancel scope with a movable deadline and a cancel button, shareable on one core.
+///
+/// [`CancelScope::run`] runs a future until it finishes, the scope is cancelled, or the
+/// deadline passes, whichever is first; clones of the scope can cancel it or move its deadline
+/// from elsewhere.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use percore_engine::scope::CancelScope;
+///
+/// percore_engine::block_on(async {
+///     let scope = CancelScope::new();
+///     let remote = scope.clone();
+///     remote.cancel();
+///     let r = scope.run(percore_engine::time::sleep(Duration::from_secs(60))).await;
+///     assert!(r.is_none());
+/// });
+/// ```
+#[derive(Clone)]
+pub struct CancelScope {
+    state: Rc<CancelState>,
+}
+
+impl fmt::Debug for CancelScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CancelScope")
+            .field("cancelled", &self.state.cancelled.get())
+            .field("deadline", &self.state.deadline.get())
+            .finish()
+    }
+}
+
+impl Default for CancelScope {
+    fn default() -> Self {
+        CancelScope::new()
+    }
+}
+
+impl CancelScope {
+    /// A scope with no deadline.
+    pub fn new() -> CancelScope {
+        CancelScope {
+            state: Rc::new(CancelState {
+                cancelled: Cell::new(false),
+                deadline: Cell::new(None),
+                waker: RefCell::new(None),
+            }),
+        }
+    }
+
+    /// A scope that cancels itself at `deadline`.
+    pub fn with_deadline(deadline: Instant) -> CancelScope {
+        let scope = CancelScope::new();
+        scope.state.deadline.set(Some(deadline));
+        scope
+    }
+
+    /// Cancels the scope: a running [`CancelScope::run`] drops its future and returns `None`.
+    pub fn cancel(&self) {
+        self.state.cancelled.set(true);
+        self.wake();
+    }
+
+    /// Whether the scope is cancelled (by [`CancelScope::cancel`] or its deadline).
+    pub fn is_cancelled(&self) -> bool {
+        self.state.cancelled.get()
+            || self
+                .state
+                .deadline
+                .get()
+                .is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// Moves (or sets) the deadline.
+    pub fn set_deadline(&self, deadline: Instant) {
+        self.state.deadline.set(Some(deadline));
+        self.wake();
+    }
+
+    /// The deadline, if any.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.state.deadline.get()
+    }
+
+    fn wake(&self) {
+        if let Some(w) = self.state.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    /// Runs `future` inside the scope: `Some(output)` if it finished, `None` if the scope was
+    /// cancelled first. The future is polled before the scope is checked, so a result that
+    /// exists is returned even if the scope was cancelled at the same moment.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping it drops `future`.
+    pub async fn run<F: Future>(&self, future: F) -> Option<F::Output> {
+        let mut future = pin!(future);
+        let mut timer = None::<(Instant, crate::time::Sleep)>;
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(out) = future.as_mut().poll(cx) {
+                return Poll::Ready(Some(out));
+            }
+            if self.state.cancelled.get() {
+                return Poll::Ready(None);
+            }
+            if let Some(deadline) = self.state.deadline.get() {
+                let sleep = match &mut timer {
+                    Some((at, sleep)) if *at == deadline => sleep,
+                    _ => {
+                        timer = Some((deadline, sleep_until(deadline)));
+                        &mut timer.as_mut().expect("just set").1
+                    }
+                };
+                if std::pin::Pin::new(sleep).poll(cx).is_ready() {
+                    return Poll::Ready(None);
+                }
+            }
+            *self.state.waker.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+}

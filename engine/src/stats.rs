@@ -1,0 +1,165 @@
+//! Per-core statistics, readable at run time.
+//!
+//! Each core counts in plain integers (driver and executor counters). [`current`] reads the
+//! calling core's directly. For other threads, every core publishes a snapshot to a shared
+//! board a few times a second (atomic stores of whole values, no read-modify-write) through a
+//! small task the launcher starts; [`RuntimeHandle::stats`](crate::RuntimeHandle::stats) reads
+//! the board.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::runtime::context;
+
+/// One core's counters.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CoreStats {
+    /// Position of the core in its runtime.
+    pub core: usize,
+    /// Tasks polled (main future included).
+    pub tasks_polled: u64,
+    /// Tasks spawned.
+    pub tasks_spawned: u64,
+    /// Tasks alive.
+    pub tasks_alive: u64,
+    /// Tasks in the run queue.
+    pub run_queue_depth: u64,
+    /// Ring entries submitted.
+    pub ops_submitted: u64,
+    /// Completions reaped.
+    pub ops_completed: u64,
+    /// Ops in flight (the kernel still owns them), orphans included.
+    pub ops_in_flight: u64,
+    /// `io_uring_enter` calls.
+    pub ring_enters: u64,
+    /// Completion-queue overflows seen.
+    pub cq_overflows: u64,
+    /// Entries that found the submission queue full.
+    pub sq_full: u64,
+    /// Async cancels submitted for dropped ops.
+    pub cancels: u64,
+    /// Timers pending.
+    pub timers_pending: u64,
+    /// Loop turns.
+    pub loop_turns: u64,
+}
+
+const FIELDS: usize = 13;
+
+impl CoreStats {
+    fn to_array(self) -> [u64; FIELDS] {
+        [
+            self.tasks_polled,
+            self.tasks_spawned,
+            self.tasks_alive,
+            self.run_queue_depth,
+            self.ops_submitted,
+            self.ops_completed,
+            self.ops_in_flight,
+            self.ring_enters,
+            self.cq_overflows,
+            self.sq_full,
+            self.cancels,
+            self.timers_pending,
+            self.loop_turns,
+        ]
+    }
+
+    fn from_array(core: usize, a: [u64; FIELDS]) -> CoreStats {
+        CoreStats {
+            core,
+            tasks_polled: a[0],
+            tasks_spawned: a[1],
+            tasks_alive: a[2],
+            run_queue_depth: a[3],
+            ops_submitted: a[4],
+            ops_completed: a[5],
+            ops_in_flight: a[6],
+            ring_enters: a[7],
+            cq_overflows: a[8],
+            sq_full: a[9],
+            cancels: a[10],
+            timers_pending: a[11],
+            loop_turns: a[12],
+        }
+    }
+}
+
+/// The calling core's counters, now.
+///
+/// # Panics
+///
+/// Panics off a percore core.
+pub fn current() -> CoreStats {
+    context::with_core(|core| {
+        let exec = core.executor.stats();
+        let driver = core.driver.borrow();
+        let d = driver.stats;
+        CoreStats {
+            core: core.config.index,
+            tasks_polled: exec.tasks_polled,
+            tasks_spawned: exec.tasks_spawned,
+            tasks_alive: exec.tasks_alive,
+            run_queue_depth: exec.run_queue_depth,
+            ops_submitted: d.ops_submitted,
+            ops_completed: d.ops_completed,
+            ops_in_flight: driver.in_flight() as u64,
+            ring_enters: d.ring_enters,
+            cq_overflows: d.cq_overflows,
+            sq_full: d.sq_full,
+            cancels: d.cancels,
+            timers_pending: core.timers.borrow().len() as u64,
+            loop_turns: core.loop_turns(),
+        }
+    })
+    .expect("stats::current called off a percore core")
+}
+
+/// Snapshots published by every core of a runtime.
+#[derive(Debug)]
+pub(crate) struct StatsBoard {
+    cores: Vec<[AtomicU64; FIELDS]>,
+}
+
+impl StatsBoard {
+    pub(crate) fn new(cores: usize) -> Arc<StatsBoard> {
+        Arc::new(StatsBoard {
+            cores: (0..cores)
+                .map(|_| std::array::from_fn(|_| AtomicU64::new(0)))
+                .collect(),
+        })
+    }
+
+    fn publish(&self, stats: CoreStats) {
+        if let Some(slots) = self.cores.get(stats.core) {
+            for (slot, value) in slots.iter().zip(stats.to_array()) {
+                slot.store(value, Ordering::Relaxed);
+            }
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> Vec<CoreStats> {
+        self.cores
+            .iter()
+            .enumerate()
+            .map(|(i, slots)| {
+                CoreStats::from_array(i, std::array::from_fn(|f| slots[f].load(Ordering::Relaxed)))
+            })
+            .collect()
+    }
+}
+
+/// How often cores publish their stats.
+const PUBLISH_EVERY: Duration = Duration::from_millis(200);
+
+/// Starts the task that publishes this core's stats; it stops when the handle is dropped.
+pub(crate) fn spawn_publisher(board: Arc<StatsBoard>, _index: usize) -> crate::JoinHandle<()> {
+    crate::spawn(async move {
+        let mut tick = crate::time::interval(PUBLISH_EVERY);
+        loop {
+            tick.tick().await;
+            board.publish(current());
+        }
+    })
+}

@@ -1,0 +1,275 @@
+//! Time: sleeps, intervals and timeouts on the core's timer wheel.
+//!
+//! # Design
+//!
+//! Each core owns one hierarchical timing wheel ([`wheel`]) with microsecond ticks: insert and
+//! cancel are O(1), a million pending timers cost memory, not time. A [`Sleep`] registers
+//! itself on its first pending poll and cancels its entry when dropped. The core's loop fires
+//! expired timers once per turn and sleeps in `io_uring_enter` no longer than the nearest
+//! deadline, so no timeout op is ever submitted.
+//!
+//! A timer never fires early: deadlines round up to the next tick, and a [`Sleep`] checks the
+//! clock itself before it reports completion.
+
+pub(crate) mod wheel;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+pub use std::time::Instant;
+
+use crate::runtime::context;
+use wheel::TimerKey;
+
+/// Waits until `duration` has passed.
+///
+/// # Cancel safety
+///
+/// Cancel-safe: dropping the future removes its timer.
+///
+/// # Panics
+///
+/// Polling it off a percore core panics.
+pub fn sleep(duration: Duration) -> Sleep {
+    sleep_until(Instant::now() + duration)
+}
+
+/// Waits until `deadline`.
+///
+/// # Cancel safety
+///
+/// Cancel-safe: dropping the future removes its timer.
+///
+/// # Panics
+///
+/// Polling it off a percore core panics.
+pub fn sleep_until(deadline: Instant) -> Sleep {
+    Sleep {
+        deadline,
+        key: None,
+    }
+}
+
+/// The future of [`sleep`] and [`sleep_until`].
+#[derive(Debug)]
+#[must_use = "futures do nothing unless polled"]
+pub struct Sleep {
+    deadline: Instant,
+    key: Option<TimerKey>,
+}
+
+impl Sleep {
+    /// When it completes.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Whether the deadline has passed.
+    pub fn is_elapsed(&self) -> bool {
+        Instant::now() >= self.deadline
+    }
+
+    /// Moves the deadline (earlier or later); the sleep is pending again if it moved later.
+    pub fn reset(&mut self, deadline: Instant) {
+        self.cancel_timer();
+        self.deadline = deadline;
+    }
+
+    fn cancel_timer(&mut self) {
+        if let Some(key) = self.key.take() {
+            context::with_core(|core| {
+                if let Ok(mut timers) = core.timers.try_borrow_mut() {
+                    timers.cancel(key);
+                }
+            });
+        }
+    }
+}
+
+impl Future for Sleep {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if Instant::now() >= self.deadline {
+            self.cancel_timer();
+            return Poll::Ready(());
+        }
+        let deadline = self.deadline;
+        let key = self.key;
+        let new_key = context::with_core(|core| {
+            let mut timers = core.timers.borrow_mut();
+            match key {
+                Some(key) if timers.update_waker(key, cx.waker()) => key,
+                _ => timers.insert(deadline, cx.waker().clone()),
+            }
+        })
+        .expect("percore::time::sleep polled off a percore core");
+        self.key = Some(new_key);
+        Poll::Pending
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        self.cancel_timer();
+    }
+}
+
+/// What an [`Interval`] does when ticks were missed (the task was busy past a tick).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MissedTicks {
+    /// Fire the missed ticks back to back until caught up (keeps the average rate).
+    Burst,
+    /// Fire once now, then continue one period after now (keeps the spacing).
+    #[default]
+    Delay,
+    /// Fire once now, then continue on the original schedule (skips the missed ones).
+    Skip,
+}
+
+/// Ticks every `period`, the first tick at once.
+///
+/// # Panics
+///
+/// Panics if `period` is zero.
+pub fn interval(period: Duration) -> Interval {
+    interval_at(Instant::now(), period)
+}
+
+/// Ticks every `period`, the first tick at `start`.
+///
+/// # Panics
+///
+/// Panics if `period` is zero.
+pub fn interval_at(start: Instant, period: Duration) -> Interval {
+    assert!(!period.is_zero(), "interval period must be non-zero");
+    Interval {
+        next: start,
+        period,
+        missed: MissedTicks::default(),
+        sleep: sleep_until(start),
+    }
+}
+
+/// A periodic timer; see [`interval`].
+#[derive(Debug)]
+pub struct Interval {
+    next: Instant,
+    period: Duration,
+    missed: MissedTicks,
+    sleep: Sleep,
+}
+
+impl Interval {
+    /// Chooses what happens to missed ticks.
+    pub fn set_missed_ticks(&mut self, missed: MissedTicks) {
+        self.missed = missed;
+    }
+
+    /// The period.
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+
+    /// Waits for the next tick and returns its scheduled time.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a tick is consumed only when this returns it.
+    pub async fn tick(&mut self) -> Instant {
+        std::future::poll_fn(|cx| self.poll_tick(cx)).await
+    }
+
+    /// Polls for the next tick.
+    pub fn poll_tick(&mut self, cx: &mut Context<'_>) -> Poll<Instant> {
+        if Pin::new(&mut self.sleep).poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        let tick = self.next;
+        let now = Instant::now();
+        self.next = match self.missed {
+            MissedTicks::Burst => tick + self.period,
+            MissedTicks::Delay if now > tick + self.period => now + self.period,
+            MissedTicks::Skip if now > tick + self.period => {
+                let behind = now.duration_since(tick).as_nanos();
+                let periods = behind / self.period.as_nanos() + 1;
+                tick + self.period * periods as u32
+            }
+            _ => tick + self.period,
+        };
+        self.sleep.reset(self.next);
+        Poll::Ready(tick)
+    }
+}
+
+/// The error of a [`timeout`] whose deadline passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Elapsed(());
+
+impl std::fmt::Display for Elapsed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("deadline has elapsed")
+    }
+}
+
+impl std::error::Error for Elapsed {}
+
+impl From<Elapsed> for std::io::Error {
+    fn from(e: Elapsed) -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::TimedOut, e)
+    }
+}
+
+/// Runs `future` for at most `duration`: `Err(Elapsed)` if the deadline passes first.
+///
+/// The inner future is polled before the deadline is checked, so a future that is ready at the
+/// deadline wins: a result that exists is never thrown away.
+///
+/// # Cancel safety
+///
+/// Dropping the returned future drops the inner one: as cancel-safe as `future` is.
+pub fn timeout<F: Future>(duration: Duration, future: F) -> Timeout<F> {
+    timeout_at(Instant::now() + duration, future)
+}
+
+/// Like [`timeout`], with an absolute deadline.
+pub fn timeout_at<F: Future>(deadline: Instant, future: F) -> Timeout<F> {
+    Timeout {
+        future,
+        sleep: sleep_until(deadline),
+    }
+}
+
+/// The future of [`timeout`].
+#[derive(Debug)]
+#[must_use = "futures do nothing unless polled"]
+pub struct Timeout<F> {
+    future: F,
+    sleep: Sleep,
+}
+
+impl<F: Future> Future for Timeout<F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: `future` is structurally pinned (never moved out of the pinned Timeout);
+        // `sleep` is Unpin and not pinned.
+        let this = unsafe { self.get_unchecked_mut() };
+        // SAFETY: see above: `future` is never moved while pinned.
+        let future = unsafe { Pin::new_unchecked(&mut this.future) };
+        if let Poll::Ready(out) = future.poll(cx) {
+            return Poll::Ready(Ok(out));
+        }
+        match Pin::new(&mut this.sleep).poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(Elapsed(()))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// The number of timers pending on this core.
+pub fn pending_timers() -> usize {
+    context::with_core(|core| core.timers.borrow().len()).unwrap_or(0)
+}

@@ -1,0 +1,198 @@
+//! `percore bench`: the engine's self-benchmark (until the load generator lands).
+//!
+//! Each case runs a fixed number of operations on one pinned core and reports wall time and the
+//! core's user/system CPU per operation, median of several rounds. It measures the engine alone;
+//! the side-by-side comparisons with glommio and tokio live in `benches/` (criterion).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Args;
+
+/// Options of `percore bench`.
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// Operations per round.
+    #[arg(long, default_value_t = 200_000)]
+    ops: u64,
+    /// Rounds per case (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// CPU for the measured core (the cross-core case also uses the next one).
+    #[arg(long, default_value_t = 0)]
+    cpu: usize,
+}
+
+struct Sample {
+    wall: Duration,
+    user: Duration,
+    system: Duration,
+}
+
+async fn measure(body: impl Future<Output = ()>) -> Sample {
+    let (u0, s0) = percore::thread_cpu_time();
+    let t0 = Instant::now();
+    body.await;
+    let wall = t0.elapsed();
+    let (u1, s1) = percore::thread_cpu_time();
+    Sample {
+        wall,
+        user: u1.saturating_sub(u0),
+        system: s1.saturating_sub(s0),
+    }
+}
+
+fn ns_per(d: Duration, ops: u64) -> f64 {
+    d.as_nanos() as f64 / ops as f64
+}
+
+pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let runtime = percore::Runtime::builder()
+        .cpus([args.cpu])
+        .build()
+        .context("building the runtime")?;
+    let ops = args.ops;
+    type CaseFuture = Pin<Box<dyn Future<Output = ()>>>;
+    type Case = (&'static str, fn(u64) -> CaseFuture);
+    let cases: [Case; 5] = [
+        ("ring nop round trip", |n| {
+            Box::pin(async move {
+                for _ in 0..n {
+                    percore::ops::nop().await.expect("nop");
+                }
+            })
+        }),
+        ("spawn + join empty task", |n| {
+            Box::pin(async move {
+                for _ in 0..n {
+                    percore::spawn(async {}).await.expect("join");
+                }
+            })
+        }),
+        ("yield round trip", |n| {
+            Box::pin(async move {
+                for _ in 0..n {
+                    percore::yield_now().await;
+                }
+            })
+        }),
+        ("channel ping-pong (one core)", |n| {
+            Box::pin(async move {
+                let (ping_tx, ping_rx) = percore::sync::channel::bounded::<u64>(1);
+                let (pong_tx, pong_rx) = percore::sync::channel::bounded::<u64>(1);
+                let echo = percore::spawn(async move {
+                    while let Some(v) = ping_rx.recv().await {
+                        if pong_tx.send(v).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                for i in 0..n {
+                    ping_tx.send(i).await.expect("send");
+                    pong_rx.recv().await.expect("recv");
+                }
+                drop(ping_tx);
+                echo.await.expect("echo task");
+            })
+        }),
+        ("timer insert + fire (zero delay)", |n| {
+            Box::pin(async move {
+                for _ in 0..n {
+                    percore::time::sleep(Duration::ZERO).await;
+                    let s = percore::time::sleep(Duration::from_secs(3600));
+                    drop(s);
+                }
+            })
+        }),
+    ];
+    println!(
+        "percore bench: engine self-benchmark, {ops} ops x {} rounds, core on CPU {}",
+        args.rounds, args.cpu
+    );
+    println!(
+        "{:<34} {:>12} {:>12} {:>12}",
+        "case", "ns/op wall", "ns/op user", "ns/op sys"
+    );
+    for (name, case) in cases {
+        let mut samples: Vec<Sample> = (0..args.rounds)
+            .map(|_| {
+                let out = runtime
+                    .run(|_| async move { measure(case(ops)).await })
+                    .map_err(|e| anyhow::anyhow!("{e}"));
+                out.map(|mut v| v.remove(0))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        samples.sort_by_key(|s| s.wall);
+        let m = &samples[samples.len() / 2];
+        println!(
+            "{name:<34} {:>12.1} {:>12.1} {:>12.1}",
+            ns_per(m.wall, ops),
+            ns_per(m.user, ops),
+            ns_per(m.system, ops)
+        );
+    }
+    cross_core(&args)
+}
+
+/// Round trips of a message between two pinned cores over cross-core channels.
+fn cross_core(args: &BenchArgs) -> anyhow::Result<()> {
+    let cpus = core_affinity::get_core_ids().unwrap_or_default();
+    if cpus.len() < 2 {
+        println!("cross-core round trip: skipped (one CPU)");
+        return Ok(());
+    }
+    let second = (args.cpu + 1) % cpus.len();
+    let runtime = percore::Runtime::builder()
+        .cpus([args.cpu, second])
+        .build()
+        .context("building the two-core runtime")?;
+    let n = (args.ops / 20).max(1000);
+    let (to_b, from_a) = percore::cross::channel::bounded::<u64>(1);
+    let (to_a, from_b) = percore::cross::channel::bounded::<u64>(1);
+    let side_a = std::sync::Mutex::new(Some((to_b, from_b)));
+    let side_b = std::sync::Mutex::new(Some((to_a, from_a)));
+    let results = runtime
+        .run(|core| {
+            let a = if core.index == 0 {
+                side_a.lock().expect("side a").take()
+            } else {
+                None
+            };
+            let b = if core.index == 1 {
+                side_b.lock().expect("side b").take()
+            } else {
+                None
+            };
+            async move {
+                if let Some((to_b, from_b)) = a {
+                    let t0 = Instant::now();
+                    for i in 0..n {
+                        to_b.send(i).await.expect("send");
+                        from_b.recv().await.expect("recv");
+                    }
+                    return Some(t0.elapsed());
+                }
+                if let Some((to_a, from_a)) = b {
+                    while let Some(v) = from_a.recv().await {
+                        if to_a.send(v).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                None
+            }
+        })
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(Some(wall)) = results.first() {
+        println!(
+            "{:<34} {:>12.1}   (CPUs {} and {})",
+            "cross-core round trip",
+            ns_per(*wall, n),
+            args.cpu,
+            second
+        );
+    }
+    Ok(())
+}
