@@ -52,7 +52,8 @@ pub enum First3<A: Future, B: Future, C: Future> {
 /// percore_engine::block_on(async {
 ///     let (tx, rx) = percore_engine::sync::channel::bounded::<u32>(1);
 ///     tx.try_send(7).unwrap();
-///     match first(rx.recv(), sleep(Duration::from_secs(5))).await {
+///     let winner = first(rx.recv(), sleep(Duration::from_secs(5))).await;
+///     match winner {
 ///         First::A(msg, _timer) => assert_eq!(msg, Some(7)),
 ///         First::B((), _recv) => panic!("timed out"),
 ///     }

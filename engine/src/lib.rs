@@ -26,7 +26,7 @@
 //! [`Runtime::run`] starts one thread per core. A core makes one `io_uring_enter` per loop turn
 //! (submit the batch, wait with the nearest timer as timeout); cross-thread wake-ups use
 //! `IORING_OP_MSG_RING` or an eventfd write; SIGINT/SIGTERM are read from a signalfd when
-//! enabled; [`blocking::spawn_blocking`] runs closures on a bounded pool of plain threads.
+//! enabled; [`runtime::blocking::spawn_blocking`] runs closures on a bounded pool of plain threads.
 //! `unsafe` lives in this crate only, each block with the reason it is sound.
 
 #![deny(unsafe_op_in_unsafe_fn)]

@@ -190,12 +190,11 @@ impl Executor {
         self.main_woken.get() || !self.queue.borrow().is_empty()
     }
 
-    /// Polls up to `budget` queued tasks; returns how many were polled.
-    pub(crate) fn run_batch(&self, budget: usize) -> usize {
-        let mut polled = 0;
-        while polled < budget {
+    /// Polls the next queued task; false if the queue was empty.
+    pub(crate) fn run_one(&self) -> bool {
+        loop {
             let Some(task_ref) = self.queue.borrow_mut().pop_front() else {
-                break;
+                return false;
             };
             let task = {
                 let mut slots = self.slots.borrow_mut();
@@ -211,18 +210,16 @@ impl Executor {
                     None => continue,
                 }
             };
-            polled += 1;
+            self.polled.set(self.polled.get() + 1);
             let waker = waker::task_waker(self.id, task_ref);
             let mut cx = Context::from_waker(&waker);
             let finished = task.poll(&mut cx);
-            if finished {
-                self.remove(task_ref);
-            } else if task.cancel_requested() && task.cancel() {
+            // A task that cancelled itself during the poll is cancelled now.
+            if finished || (task.cancel_requested() && task.cancel()) {
                 self.remove(task_ref);
             }
+            return true;
         }
-        self.polled.set(self.polled.get() + polled as u64);
-        polled
     }
 
     /// Cancels every task (drops every future), including tasks their destructors spawn.

@@ -102,6 +102,9 @@ pub(crate) trait JoinTarget<T> {
     fn set_sink(&self, sink: Box<dyn FnOnce(Result<T, JoinError>)>);
 }
 
+/// Where a detached task's outcome goes.
+type Sink<T> = Box<dyn FnOnce(Result<T, JoinError>)>;
+
 enum Stage<F: Future> {
     Running(F),
     Finished(Result<F::Output, JoinError>),
@@ -111,7 +114,7 @@ enum Stage<F: Future> {
 pub(crate) struct TaskCell<F: Future> {
     stage: RefCell<Stage<F>>,
     join_waker: Cell<Option<Waker>>,
-    sink: Cell<Option<Box<dyn FnOnce(Result<F::Output, JoinError>)>>>,
+    sink: Cell<Option<Sink<F::Output>>>,
     cancel_requested: Cell<bool>,
     pub(crate) task_ref: Cell<TaskRef>,
     executor: u16,
@@ -215,6 +218,12 @@ impl<F: Future + 'static> JoinTarget<F::Output> for TaskCell<F> {
     }
 
     fn request_cancel(&self) {
+        if !matches!(
+            self.stage.try_borrow().as_deref(),
+            Ok(Stage::Running(_)) | Err(_)
+        ) {
+            return;
+        }
         if self.cancel() {
             crate::runtime::context::forget_task(self.executor, self.task_ref.get());
         }
@@ -296,11 +305,16 @@ impl<T: 'static> JoinHandle<T> {
 impl<T> Future for JoinHandle<T> {
     type Output = Result<T, JoinError>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match &self.task {
-            Some(task) => task.poll_join(cx),
-            None => Poll::Ready(Err(JoinError::Cancelled)),
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(task) = &self.task else {
+            return Poll::Ready(Err(JoinError::Cancelled));
+        };
+        let out = task.poll_join(cx);
+        if out.is_ready() {
+            // The result is taken: there is nothing left to cancel on drop.
+            self.task = None;
         }
+        out
     }
 }
 

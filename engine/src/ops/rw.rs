@@ -113,7 +113,7 @@ impl<B: 'static> Orphan for VecData<B> {}
 ///
 /// # Cancel safety
 ///
-/// As [`write`].
+/// As [`write()`].
 pub async fn writev<B: IoBuf>(
     fd: &SharedFd,
     bufs: Vec<B>,
@@ -157,7 +157,7 @@ pub async fn writev<B: IoBuf>(
 ///
 /// # Cancel safety
 ///
-/// As [`read`].
+/// As [`read()`].
 pub async fn readv<B: IoBufMut>(
     fd: &SharedFd,
     mut bufs: Vec<B>,

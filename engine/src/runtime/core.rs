@@ -197,14 +197,20 @@ impl Core {
         let mut cx = Context::from_waker(&main_waker);
         loop {
             self.loop_turns.set(self.loop_turns.get() + 1);
-            if self.executor.take_main_woken() {
-                self.executor.count_poll();
-                if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
-                    return out;
+            // Up to `budget` polls, the main future's among them, before the ring's turn.
+            let mut polled = 0;
+            while polled < self.config.budget {
+                if self.executor.take_main_woken() {
+                    self.executor.count_poll();
+                    if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+                        return out;
+                    }
+                } else if !self.executor.run_one() {
+                    break;
                 }
+                polled += 1;
             }
-            self.executor.run_batch(self.config.budget);
-            self.fire_timers(Instant::now());
+            self.fire_timers();
             self.shutdown.check();
             if let Err(e) = self.turn_ring() {
                 panic!("io_uring_enter failed on core {}: {e}", self.config.index);
@@ -212,9 +218,18 @@ impl Core {
         }
     }
 
-    fn fire_timers(&self, now: Instant) {
+    fn fire_timers(&self) {
+        let mut timers = self.timers.borrow_mut();
+        let Some(next) = timers.next_deadline() else {
+            return;
+        };
+        let now = Instant::now();
+        if next > now {
+            return;
+        }
         let mut woken = self.woken.borrow_mut();
-        self.timers.borrow_mut().expire(now, &mut woken);
+        timers.expire(now, &mut woken);
+        drop(timers);
         for w in woken.drain(..) {
             w.wake();
         }

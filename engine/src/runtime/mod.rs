@@ -15,6 +15,7 @@
 //! [`Runtime::block_on`] runs a single core on the calling thread, the way tests and small
 //! programs use it.
 
+pub mod blocking;
 pub(crate) mod context;
 pub(crate) mod core;
 pub mod shutdown;
@@ -377,15 +378,25 @@ impl Runtime {
         outcome.unwrap_or_else(|p| Err(CoreError::Panicked(panic_text(&*p))))
     }
 
-    /// Runs `future` on a single core on the calling thread (not pinned) and returns its value.
-    /// Tasks it spawned that are still alive when it returns are cancelled.
+    /// Runs `future` on a single core on the calling thread and returns its value. The thread is
+    /// pinned to the first CPU of [`Builder::cpus`] if CPUs were chosen and pinning is on (it
+    /// stays pinned afterwards); otherwise it is left alone. Tasks the future spawned that are
+    /// still alive when it returns are cancelled.
     ///
     /// # Panics
     ///
     /// Panics if the ring cannot be set up, and resumes the future's panic.
     pub fn block_on<F: Future>(&self, future: F) -> F::Output {
+        // Pin the calling thread only when the caller chose the CPUs explicitly.
+        let cpu = match (&self.config.cpus, self.config.pin) {
+            (Some(cpus), true) => cpus
+                .first()
+                .copied()
+                .filter(|&c| core_affinity::set_for_current(core_affinity::CoreId { id: c })),
+            _ => None,
+        };
         let core = Core::new(
-            self.config.core_config(0, None),
+            self.config.core_config(0, cpu),
             CoreShutdown::new(self.shutdown.clone()),
         )
         .unwrap_or_else(|e| panic!("percore: cannot set up the ring: {e}"));

@@ -9,7 +9,7 @@
 //! child: cancellation is by dropping futures, which the engine's op rules make safe.
 //!
 //! Children are real tasks on the current core (they run concurrently with the body, each with
-//! its own poll), whose [`JoinHandle`](crate::JoinHandle)s the scope owns. A child reports its
+//! its own poll), whose [`JoinHandle`] values the scope owns. A child reports its
 //! end to the scope, which wakes the scope's future; the scope frees the finished child's handle
 //! at its next poll.
 //!

@@ -189,7 +189,7 @@ impl RawAddr {
     }
 
     /// The address as std's type, if it is an IPv4 or IPv6 one.
-    pub(crate) fn to_std(&self) -> Option<std::net::SocketAddr> {
+    pub(crate) fn to_std(self) -> Option<std::net::SocketAddr> {
         let ptr = (&self.storage as *const libc::sockaddr_storage).cast::<u8>();
         match i32::from(self.storage.ss_family) {
             libc::AF_INET if self.len as usize >= std::mem::size_of::<libc::sockaddr_in>() => {

@@ -2,7 +2,7 @@
 //!
 //! # Design
 //!
-//! Each core owns one hierarchical timing wheel ([`wheel`]) with microsecond ticks: insert and
+//! Each core owns one hierarchical timing wheel (`wheel.rs`) with microsecond ticks: insert and
 //! cancel are O(1), a million pending timers cost memory, not time. A [`Sleep`] registers
 //! itself on its first pending poll and cancels its entry when dropped. The core's loop fires
 //! expired timers once per turn and sleeps in `io_uring_enter` no longer than the nearest
