@@ -6,3 +6,6 @@
 
 pub mod channel;
 pub(crate) mod remote;
+pub(crate) mod spawn_on;
+
+pub use spawn_on::{spawn_on, SpawnOn};

@@ -49,6 +49,17 @@ pub struct ExecutorStats {
     pub run_queue_depth: u64,
 }
 
+/// What [`Executor::run_one`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ran {
+    /// Polled a task.
+    Task,
+    /// The main future is next: the caller polls it.
+    Main,
+    /// Nothing was queued.
+    Idle,
+}
+
 pub(crate) struct Executor {
     id: u16,
     slots: RefCell<Vec<Slot>>,
@@ -77,7 +88,10 @@ impl Executor {
             slots: RefCell::new(Vec::new()),
             free_head: Cell::new(NO_FREE),
             alive: Cell::new(0),
-            queue: RefCell::new(VecDeque::new()),
+            queue: RefCell::new(VecDeque::from([TaskRef {
+                index: MAIN_TASK,
+                generation: 0,
+            }])),
             main_woken: Cell::new(true),
             spawned: Cell::new(0),
             polled: Cell::new(0),
@@ -159,10 +173,12 @@ impl Executor {
         drop(removed);
     }
 
-    /// Queues a task woken on this core.
+    /// Queues a task woken on this core (the main future takes its turn in the same queue).
     pub(crate) fn schedule(&self, task: TaskRef) {
         if task.index == MAIN_TASK {
-            self.main_woken.set(true);
+            if !self.main_woken.replace(true) {
+                self.queue.borrow_mut().push_back(task);
+            }
             return;
         }
         let mut slots = self.slots.borrow_mut();
@@ -177,25 +193,24 @@ impl Executor {
         self.queue.borrow_mut().push_back(task);
     }
 
-    /// Takes the main future's wake flag.
-    pub(crate) fn take_main_woken(&self) -> bool {
-        self.main_woken.replace(false)
-    }
-
     pub(crate) fn count_poll(&self) {
         self.polled.set(self.polled.get() + 1);
     }
 
     pub(crate) fn has_runnable(&self) -> bool {
-        self.main_woken.get() || !self.queue.borrow().is_empty()
+        !self.queue.borrow().is_empty()
     }
 
-    /// Polls the next queued task; false if the queue was empty.
-    pub(crate) fn run_one(&self) -> bool {
+    /// Polls the next queued task, or says that the main future's turn has come.
+    pub(crate) fn run_one(&self) -> Ran {
         loop {
             let Some(task_ref) = self.queue.borrow_mut().pop_front() else {
-                return false;
+                return Ran::Idle;
             };
+            if task_ref.index == MAIN_TASK {
+                self.main_woken.set(false);
+                return Ran::Main;
+            }
             let task = {
                 let mut slots = self.slots.borrow_mut();
                 let Some(slot) = slots.get_mut(task_ref.index as usize) else {
@@ -218,7 +233,7 @@ impl Executor {
             if finished || (task.cancel_requested() && task.cancel()) {
                 self.remove(task_ref);
             }
-            return true;
+            return Ran::Task;
         }
     }
 

@@ -22,7 +22,7 @@ use crate::driver::op::Orphan;
 use crate::driver::slab::Completion;
 use crate::driver::{ring::RingConfig, Driver, TOKEN_WAKE};
 use crate::executor::waker::{self, TaskRef, MAIN_TASK};
-use crate::executor::Executor;
+use crate::executor::{Executor, Ran};
 use crate::sys;
 use crate::time::wheel::Wheel;
 
@@ -68,6 +68,8 @@ pub(crate) struct Core {
     remote_woken: RefCell<Vec<TaskRef>>,
     loop_turns: Cell<u64>,
     pub(crate) shutdown: crate::runtime::shutdown::CoreShutdown,
+    /// Every core's mailbox, when this core belongs to a multi-core `Runtime::run`.
+    pub(crate) mailboxes: RefCell<Option<Arc<crate::cross::spawn_on::Mailboxes>>>,
 }
 
 impl std::fmt::Debug for Core {
@@ -133,6 +135,7 @@ impl Core {
             remote_woken: RefCell::new(Vec::new()),
             loop_turns: Cell::new(0),
             shutdown,
+            mailboxes: RefCell::new(None),
         };
         core.arm_eventfd();
         Ok(core)
@@ -200,13 +203,15 @@ impl Core {
             // Up to `budget` polls, the main future's among them, before the ring's turn.
             let mut polled = 0;
             while polled < self.config.budget {
-                if self.executor.take_main_woken() {
-                    self.executor.count_poll();
-                    if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
-                        return out;
+                match self.executor.run_one() {
+                    Ran::Main => {
+                        self.executor.count_poll();
+                        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+                            return out;
+                        }
                     }
-                } else if !self.executor.run_one() {
-                    break;
+                    Ran::Task => {}
+                    Ran::Idle => break,
                 }
                 polled += 1;
             }

@@ -298,6 +298,11 @@ impl Runtime {
             None
         };
         let cores = self.cpus.len();
+        let (mailboxes, inboxes) = crate::cross::spawn_on::Mailboxes::new(cores);
+        let inboxes: Vec<_> = inboxes
+            .into_iter()
+            .map(|i| std::sync::Mutex::new(Some(i)))
+            .collect();
         let outcomes: Vec<Result<T, CoreError>> = std::thread::scope(|scope| {
             let threads: Vec<_> = self
                 .cpus
@@ -306,9 +311,24 @@ impl Runtime {
                 .map(|(index, &cpu)| {
                     let f = &f;
                     let signals = signals.as_ref().filter(|_| index == 0);
+                    let mailboxes = mailboxes.clone();
+                    let inbox = inboxes[index]
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .take();
                     std::thread::Builder::new()
                         .name(format!("percore-{index}"))
-                        .spawn_scoped(scope, move || self.run_core(index, cpu, cores, signals, f))
+                        .spawn_scoped(scope, move || {
+                            let start = CoreStart {
+                                index,
+                                cpu,
+                                cores,
+                                signals,
+                                mailboxes,
+                                inbox,
+                            };
+                            self.run_core(start, f)
+                        })
                         .expect("spawning a core thread")
                 })
                 .collect();
@@ -336,18 +356,19 @@ impl Runtime {
         }
     }
 
-    fn run_core<F, Fut, T>(
-        &self,
-        index: usize,
-        cpu: usize,
-        cores: usize,
-        signals: Option<&signal::SignalGuard>,
-        f: &F,
-    ) -> Result<T, CoreError>
+    fn run_core<F, Fut, T>(&self, start: CoreStart<'_>, f: &F) -> Result<T, CoreError>
     where
         F: Fn(CoreInfo) -> Fut,
         Fut: Future<Output = T>,
     {
+        let CoreStart {
+            index,
+            cpu,
+            cores,
+            signals,
+            mailboxes,
+            inbox,
+        } = start;
         let pinned =
             self.config.pin && core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
         let cpu = pinned.then_some(cpu);
@@ -357,6 +378,7 @@ impl Runtime {
         )
         .map_err(CoreError::Setup)?;
         self.shutdown.add_core(core.remote.clone());
+        *core.mailboxes.borrow_mut() = Some(mailboxes);
         let board = self.board.clone();
         let info = CoreInfo { index, cpu, cores };
         let grace = self.shutdown.grace;
@@ -364,6 +386,7 @@ impl Runtime {
             core.block_on(async {
                 let _publisher = crate::stats::spawn_publisher(board, index);
                 let _signals = signals.map(|s| s.spawn_reader());
+                let _mailbox = inbox.map(crate::cross::spawn_on::serve_mailbox);
                 let main = std::pin::pin!(f(info));
                 let deadline = std::pin::pin!(async {
                     shutdown::requested().await;
@@ -403,6 +426,16 @@ impl Runtime {
         self.shutdown.add_core(core.remote.clone());
         core.block_on(future)
     }
+}
+
+/// What one core thread needs to start.
+struct CoreStart<'a> {
+    index: usize,
+    cpu: usize,
+    cores: usize,
+    signals: Option<&'a signal::SignalGuard>,
+    mailboxes: Arc<crate::cross::spawn_on::Mailboxes>,
+    inbox: Option<crate::cross::channel::CrossReceiver<crate::cross::spawn_on::Job>>,
 }
 
 fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
@@ -487,7 +520,7 @@ pub fn current_core() -> CoreInfo {
     context::with_core(|core| CoreInfo {
         index: core.config.index,
         cpu: core.config.cpu,
-        cores: 1,
+        cores: core.mailboxes.borrow().as_ref().map_or(1, |m| m.cores()),
     })
     .expect("current_core called off a percore core")
 }

@@ -62,6 +62,28 @@ impl<T> Receiver<T> {
         }
     }
 
+    /// Receives the next message, waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`Elapsed`](crate::time::Elapsed) if no message came in time. `Ok(None)` means the
+    /// channel is closed and drained, as with [`Receiver::recv`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, like [`Receiver::recv`]: a message is taken only when returned; at the
+    /// deadline the pending receive is dropped without consuming anything.
+    ///
+    /// # Panics
+    ///
+    /// Polling it off a percore core panics (the deadline needs the core's timers).
+    pub async fn recv_timeout(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Result<Option<T>, crate::time::Elapsed> {
+        crate::time::timeout(timeout, self.recv()).await
+    }
+
     /// Receives a message if one is available, without waiting. Messages claimed by
     /// woken receivers that have not run yet are not available (FIFO: no barging).
     ///

@@ -1,0 +1,151 @@
+//! The launcher: every core's value or error comes back; shutdown requests reach every core
+//! and the grace period bounds them; stats are readable while cores run.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use percore_engine::{shutdown, CoreError, Runtime};
+
+fn cpus() -> Vec<usize> {
+    let n = core_affinity::get_core_ids().map_or(1, |c| c.len()).min(2);
+    (0..n).collect()
+}
+
+#[test]
+fn every_core_runs_and_returns_in_order() {
+    let rt = Runtime::builder().cpus(cpus()).build().unwrap();
+    let out = rt
+        .run(|core| async move {
+            assert_eq!(percore_engine::current_core().index, core.index);
+            percore_engine::time::sleep(Duration::from_millis(1)).await;
+            (core.index, core.cpu, core.cores)
+        })
+        .unwrap();
+    let n = cpus().len();
+    for (i, (index, cpu, cores)) in out.into_iter().enumerate() {
+        assert_eq!(index, i);
+        assert_eq!(cpu, Some(i), "pinned to its CPU");
+        assert_eq!(cores, n);
+    }
+}
+
+#[test]
+fn every_failure_is_reported_not_just_the_first() {
+    let rt = Runtime::builder().cpus(cpus()).pin(false).build().unwrap();
+    let err = rt
+        .run(|core| async move {
+            if core.index == 0 {
+                panic!("core zero failed");
+            }
+            if core.cores > 1 {
+                panic!("core one failed too");
+            }
+        })
+        .unwrap_err();
+    assert_eq!(err.failures.len(), cpus().len());
+    for (i, (index, e)) in err.failures.iter().enumerate() {
+        assert_eq!(*index, i);
+        assert!(matches!(e, CoreError::Panicked(_)), "{e}");
+    }
+    assert!(err.to_string().contains("core zero failed"));
+}
+
+#[test]
+fn shutdown_reaches_every_core_and_the_grace_period_bounds_it() {
+    let rt = Runtime::builder()
+        .cpus(cpus())
+        .pin(false)
+        .grace_period(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let handle = rt.handle();
+    let started = Arc::new(AtomicBool::new(false));
+    let s2 = started.clone();
+    let requester = std::thread::spawn(move || {
+        while !s2.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        handle.shutdown();
+    });
+    let err = rt
+        .run(|core| {
+            let started = started.clone();
+            async move {
+                if core.index == 0 {
+                    started.store(true, Ordering::SeqCst);
+                    // A polite core: returns when asked.
+                    shutdown::requested().await;
+                    assert!(shutdown::is_requested());
+                    return;
+                }
+                // A stubborn core: ignores the request and is cancelled after the grace.
+                std::future::pending::<()>().await;
+            }
+        })
+        .err();
+    requester.join().unwrap();
+    if cpus().len() > 1 {
+        let err = err.expect("the stubborn core is reported");
+        assert_eq!(err.failures.len(), 1);
+        assert_eq!(err.failures[0].0, 1);
+        assert!(matches!(err.failures[0].1, CoreError::ShutdownTimedOut));
+    }
+}
+
+#[test]
+fn stats_are_readable_from_outside_while_cores_run() {
+    let rt = Runtime::builder().cpus(cpus()).pin(false).build().unwrap();
+    let handle = rt.handle();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let reader = std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let stats = handle.stats();
+            if stats
+                .iter()
+                .all(|s| s.ops_completed > 100 && s.loop_turns > 0)
+            {
+                stop2.store(true, Ordering::SeqCst);
+                return stats;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "stats never published: {stats:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    rt.run(|_| {
+        let stop = stop.clone();
+        async move {
+            while !stop.load(Ordering::SeqCst) {
+                percore_engine::ops::nop().await.unwrap();
+                percore_engine::time::sleep(Duration::from_micros(100)).await;
+            }
+        }
+    })
+    .unwrap();
+    let stats = reader.join().unwrap();
+    assert_eq!(stats.len(), cpus().len());
+}
+
+#[test]
+fn bad_cpu_lists_are_refused() {
+    assert!(Runtime::builder()
+        .cpus(Vec::<usize>::new())
+        .build()
+        .is_err());
+    assert!(Runtime::builder().cpus([4096]).build().is_err());
+}
+
+#[test]
+fn ring_features_are_reported() {
+    percore_engine::block_on(async {
+        let f = percore_engine::ring_features();
+        let text = f.to_string();
+        assert!(text.contains("io_uring"), "{text}");
+        assert!(f.ext_arg);
+    });
+}

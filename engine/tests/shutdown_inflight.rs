@@ -1,0 +1,95 @@
+//! Shutdown with ops in flight: when a runtime's main future returns, tasks still blocked in
+//! the kernel are cancelled, the ring waits for the kernel to finish every op, and every fd and
+//! buffer is released. Runs under AddressSanitizer too (`.ci/asan-cancel`).
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::*;
+use percore_engine::buf::ring::BufRing;
+use percore_engine::ops;
+
+#[test]
+fn runtime_end_cancels_blocked_ops_and_frees_everything() {
+    let _serial = serial();
+    let before = percore_engine::open_fd_count().unwrap();
+    let (listener, addr) = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = l.local_addr().unwrap();
+        (l, a)
+    };
+    let (peer_a, peer_b) = std::os::unix::net::UnixStream::pair().unwrap();
+    percore_engine::block_on(async move {
+        let listener = shared(listener);
+        let ring = BufRing::new(16, 512).unwrap();
+        let sock = shared(peer_a);
+        // Tasks blocked in the kernel: accept, recv, multishot recv, a long sleep.
+        // Tasks blocked in the kernel: accept, recv, multishot recv, a long sleep. Detached,
+        // so nothing cancels them before the runtime's end does.
+        let l2 = listener.clone();
+        percore_engine::spawn(async move { ops::accept(&l2).await.map(drop) }).detach(|_| {});
+        let s2 = sock.clone();
+        percore_engine::spawn(async move {
+            ops::recv(&s2, Vec::with_capacity(4096), 0)
+                .await
+                .0
+                .map(drop)
+        })
+        .detach(|_| {});
+        let s3 = sock.clone();
+        let r2 = ring.clone();
+        percore_engine::spawn(async move {
+            let mut stream = ops::recv_multishot(&s3, &r2).unwrap();
+            let _ = stream.next().await;
+            std::future::pending::<()>().await;
+        })
+        .detach(|_| {});
+        percore_engine::spawn(percore_engine::time::sleep(Duration::from_secs(3600)))
+            .detach(|_| {});
+        let_kernel_work().await;
+        assert!(in_flight() >= 4, "ops should be in flight: {}", in_flight());
+    });
+    drop(peer_b);
+    // A connection arriving after the runtime ended must not be accepted by a ghost.
+    let _ = TcpStream::connect(addr);
+    assert_eq!(
+        percore_engine::open_fd_count().unwrap(),
+        before,
+        "every fd (ring, eventfd, listener, sockets, accepted) closed after the runtime ended"
+    );
+}
+
+#[test]
+fn runtime_end_with_unsent_data_in_a_full_socket() {
+    let _serial = serial();
+    let before = percore_engine::open_fd_count().unwrap();
+    let (full, mut drain) = full_unix_pair_std();
+    percore_engine::block_on(async move {
+        let full = shared(full);
+        percore_engine::spawn(
+            async move { ops::send(&full, vec![3u8; 1 << 20], 0).await.0.map(drop) },
+        )
+        .detach(|_| {});
+        let_kernel_work().await;
+    });
+    drain.set_nonblocking(true).unwrap();
+    let mut sink = vec![0u8; 1 << 20];
+    while matches!(std::io::Read::read(&mut drain, &mut sink), Ok(n) if n > 0) {}
+    drop(drain);
+    assert_eq!(percore_engine::open_fd_count().unwrap(), before);
+}
+
+fn full_unix_pair_std() -> (
+    std::os::unix::net::UnixStream,
+    std::os::unix::net::UnixStream,
+) {
+    let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    a.set_nonblocking(true).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    while a.write(&chunk).is_ok() {}
+    a.set_nonblocking(false).unwrap();
+    (a, b)
+}
