@@ -111,6 +111,12 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
         "percore bench: engine self-benchmark, {ops} ops x {} rounds, core on CPU {}",
         args.rounds, args.cpu
     );
+    let features = runtime
+        .run(|_| async { percore::ring_features() })
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(f) = features.first() {
+        println!("ring: {f}");
+    }
     println!(
         "{:<34} {:>12} {:>12} {:>12}",
         "case", "ns/op wall", "ns/op user", "ns/op sys"

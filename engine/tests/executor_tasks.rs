@@ -11,7 +11,7 @@ use percore_engine::{spawn, yield_now, JoinError};
 fn join_error_tells_panic_from_cancellation() {
     percore_engine::block_on(async {
         let p = spawn(async { panic!("task panic") }).await;
-        let p: JoinError = p.map(|()| ()).unwrap_err();
+        let p: JoinError = p.unwrap_err();
         assert!(p.is_panic() && !p.is_cancelled());
         assert_eq!(p.panic_message(), Some("task panic"));
 

@@ -132,6 +132,27 @@ fn stats_are_readable_from_outside_while_cores_run() {
 }
 
 #[test]
+fn busy_poll_mode_runs_io_and_timers() {
+    let rt = Runtime::builder()
+        .cpus([0])
+        .pin(false)
+        .busy_poll(Duration::from_micros(50))
+        .build()
+        .unwrap();
+    rt.run(|_| async {
+        for _ in 0..100 {
+            percore_engine::ops::nop().await.unwrap();
+        }
+        let t0 = std::time::Instant::now();
+        percore_engine::time::sleep(Duration::from_millis(2)).await;
+        assert!(t0.elapsed() >= Duration::from_millis(2));
+        let stats = percore_engine::stats::current();
+        assert!(stats.ops_completed >= 100, "{stats:?}");
+    })
+    .unwrap();
+}
+
+#[test]
 fn bad_cpu_lists_are_refused() {
     assert!(Runtime::builder()
         .cpus(Vec::<usize>::new())
