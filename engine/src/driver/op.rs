@@ -27,6 +27,28 @@ pub(crate) trait Orphan: 'static {
     }
 }
 
+/// Builds the entry from `data` and submits it on this core's ring.
+///
+/// # Safety
+///
+/// As for [`Op::submit`].
+unsafe fn submit_on_this_core<T>(
+    mut data: T,
+    build: impl FnOnce(&mut T) -> squeue::Entry,
+    multishot: bool,
+) -> Result<(OpKey, T), (io::Error, T)> {
+    let entry = build(&mut data);
+    let key = context::with_driver(|driver| {
+        // SAFETY: the entry points only at heap memory owned by `data`, which the op future
+        // keeps and which moves to the slot if the future is dropped before the last completion.
+        unsafe { driver.submit(entry, multishot) }
+    });
+    match key {
+        Some(key) => Ok((key, data)),
+        None => Err((context::no_runtime(), data)),
+    }
+}
+
 /// The error an op future reports when the runtime went away under it.
 fn runtime_gone() -> Completion {
     Completion {
@@ -69,18 +91,11 @@ impl<T: Orphan> Op<T> {
     /// when `data` moves (heap memory: a `Vec`'s or `Box`'s contents), and that memory must stay
     /// valid as long as `data` lives.
     pub(crate) unsafe fn submit(
-        mut data: T,
+        data: T,
         build: impl FnOnce(&mut T) -> squeue::Entry,
     ) -> Result<Op<T>, (io::Error, T)> {
-        let entry = build(&mut data);
-        let key = context::with_driver(|driver| {
-            // SAFETY: the entry points only at heap memory owned by `data`, which this Op keeps
-            // and which moves to the slot if the Op is dropped before the last completion.
-            unsafe { driver.submit(entry, false) }
-        });
-        let Some(key) = key else {
-            return Err((context::no_runtime(), data));
-        };
+        // SAFETY: forwarded from the caller.
+        let (key, data) = unsafe { submit_on_this_core(data, build, false) }?;
         Ok(Op {
             key,
             data: Some(data),
@@ -172,17 +187,11 @@ impl<T: Orphan> Multishot<T> {
     ///
     /// As for [`Op::submit`].
     pub(crate) unsafe fn submit(
-        mut data: T,
+        data: T,
         build: impl FnOnce(&mut T) -> squeue::Entry,
     ) -> Result<Multishot<T>, (io::Error, T)> {
-        let entry = build(&mut data);
-        let key = context::with_driver(|driver| {
-            // SAFETY: as in `Op::submit`: memory owned by `data`, kept until the last completion.
-            unsafe { driver.submit(entry, true) }
-        });
-        let Some(key) = key else {
-            return Err((context::no_runtime(), data));
-        };
+        // SAFETY: forwarded from the caller.
+        let (key, data) = unsafe { submit_on_this_core(data, build, true) }?;
         Ok(Multishot {
             key,
             data: Some(data),

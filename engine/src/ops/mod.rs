@@ -22,7 +22,37 @@ pub use socket::{accept, connect, recv, recv_from, send, send_to, shutdown, Recv
 
 use std::io;
 
+use crate::buf::{IoBuf, IoBufMut};
 use crate::driver::slab::Completion;
+
+/// The spare capacity of `buf` after its initialised part, as a kernel pointer and length.
+pub(crate) fn spare<B: IoBufMut>(buf: &mut B) -> (*mut u8, u32) {
+    let init = buf.bytes_init();
+    let len = (buf.bytes_total() - init).min(u32::MAX as usize) as u32;
+    (buf.stable_mut_ptr().wrapping_add(init), len)
+}
+
+/// The initialised bytes of `buf`, as a kernel pointer and length.
+pub(crate) fn filled<B: IoBuf>(buf: &B) -> (*const u8, u32) {
+    (
+        buf.stable_ptr(),
+        buf.bytes_init().min(u32::MAX as usize) as u32,
+    )
+}
+
+/// Turns a read's completion into its byte count and grows `buf`'s initialised part by it.
+///
+/// # Safety
+///
+/// `done` must be the completion of a read into [`spare`]`(buf)`, taken before `buf` changed.
+pub(crate) unsafe fn commit_read<B: IoBufMut>(done: Completion, buf: &mut B) -> io::Result<usize> {
+    check(done).map(|n| {
+        let init = buf.bytes_init();
+        // SAFETY: the kernel initialised `n` bytes of the spare capacity after `init`.
+        unsafe { buf.set_init(init + n as usize) };
+        n as usize
+    })
+}
 
 /// A completion's result as an `io::Result`: `-errno` becomes the OS error.
 pub(crate) fn check(done: Completion) -> io::Result<u32> {

@@ -41,9 +41,7 @@ pub async fn read<B: IoBufMut>(fd: &SharedFd, buf: B, offset: u64) -> (io::Resul
     // by the op data.
     let op = unsafe {
         Op::submit(data, |d| {
-            let init = d.buf.bytes_init();
-            let ptr = d.buf.stable_mut_ptr().wrapping_add(init);
-            let len = (d.buf.bytes_total() - init).min(u32::MAX as usize) as u32;
+            let (ptr, len) = super::spare(&mut d.buf);
             opcode::Read::new(types::Fd(raw), ptr, len)
                 .offset(offset)
                 .build()
@@ -54,12 +52,8 @@ pub async fn read<B: IoBufMut>(fd: &SharedFd, buf: B, offset: u64) -> (io::Resul
         Err((e, data)) => return (Err(e), data.buf),
     };
     let (done, mut data) = op.await;
-    let res = super::check(done).map(|n| {
-        let init = data.buf.bytes_init();
-        // SAFETY: the kernel initialised `n` bytes after the initialised part.
-        unsafe { data.buf.set_init(init + n as usize) };
-        n as usize
-    });
+    // SAFETY: `done` completes the read into the buffer's spare capacity.
+    let res = unsafe { super::commit_read(done, &mut data.buf) };
     (res, data.buf)
 }
 
@@ -83,8 +77,8 @@ pub async fn write<B: IoBuf>(fd: &SharedFd, buf: B, offset: u64) -> (io::Result<
     // SAFETY: the entry points at the buffer's initialised heap bytes, owned by the op data.
     let op = unsafe {
         Op::submit(data, |d| {
-            let len = d.buf.bytes_init().min(u32::MAX as usize) as u32;
-            opcode::Write::new(types::Fd(raw), d.buf.stable_ptr(), len)
+            let (ptr, len) = super::filled(&d.buf);
+            opcode::Write::new(types::Fd(raw), ptr, len)
                 .offset(offset)
                 .build()
         })

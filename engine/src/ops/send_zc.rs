@@ -41,8 +41,8 @@ pub async fn send_zc<B: IoBuf>(socket: &SharedFd, buf: B) -> (io::Result<usize>,
     // until the notification completion (the last one).
     let op = unsafe {
         Multishot::submit(data, |d| {
-            let len = d.buf.bytes_init().min(u32::MAX as usize) as u32;
-            opcode::SendZc::new(types::Fd(raw), d.buf.stable_ptr(), len)
+            let (ptr, len) = super::filled(&d.buf);
+            opcode::SendZc::new(types::Fd(raw), ptr, len)
                 .flags(libc::MSG_NOSIGNAL)
                 .build()
         })

@@ -118,9 +118,7 @@ pub async fn recv<B: IoBufMut>(socket: &SharedFd, buf: B, flags: i32) -> (io::Re
     // SAFETY: the entry points at the buffer's spare heap capacity, owned by the op data.
     let op = unsafe {
         Op::submit(data, |d| {
-            let init = d.buf.bytes_init();
-            let ptr = d.buf.stable_mut_ptr().wrapping_add(init);
-            let len = (d.buf.bytes_total() - init).min(u32::MAX as usize) as u32;
+            let (ptr, len) = super::spare(&mut d.buf);
             opcode::Recv::new(types::Fd(raw), ptr, len)
                 .flags(flags)
                 .build()
@@ -131,12 +129,8 @@ pub async fn recv<B: IoBufMut>(socket: &SharedFd, buf: B, flags: i32) -> (io::Re
         Err((e, data)) => return (Err(e), data.buf),
     };
     let (done, mut data) = op.await;
-    let res = super::check(done).map(|n| {
-        let init = data.buf.bytes_init();
-        // SAFETY: the kernel initialised `n` bytes after the initialised part.
-        unsafe { data.buf.set_init(init + n as usize) };
-        n as usize
-    });
+    // SAFETY: `done` completes the receive into the buffer's spare capacity.
+    let res = unsafe { super::commit_read(done, &mut data.buf) };
     (res, data.buf)
 }
 
@@ -159,8 +153,8 @@ pub async fn send<B: IoBuf>(socket: &SharedFd, buf: B, flags: i32) -> (io::Resul
     // SAFETY: the entry points at the buffer's initialised heap bytes, owned by the op data.
     let op = unsafe {
         Op::submit(data, |d| {
-            let len = d.buf.bytes_init().min(u32::MAX as usize) as u32;
-            opcode::Send::new(types::Fd(raw), d.buf.stable_ptr(), len)
+            let (ptr, len) = super::filled(&d.buf);
+            opcode::Send::new(types::Fd(raw), ptr, len)
                 .flags(flags | libc::MSG_NOSIGNAL)
                 .build()
         })
@@ -224,10 +218,10 @@ impl<B> MsgData<B> {
 ///
 /// Dropping the future cancels the receive; a datagram it had already received is lost.
 pub async fn recv_from<B: IoBufMut>(socket: &SharedFd, mut buf: B) -> (io::Result<RecvMeta>, B) {
-    let init = buf.bytes_init();
+    let (ptr, len) = super::spare(&mut buf);
     let iov = libc::iovec {
-        iov_base: buf.stable_mut_ptr().wrapping_add(init).cast(),
-        iov_len: buf.bytes_total() - init,
+        iov_base: ptr.cast(),
+        iov_len: len as usize,
     };
     let data = MsgData::new(socket, buf, RawAddr::empty(), iov);
     let raw = socket.raw();
@@ -242,13 +236,11 @@ pub async fn recv_from<B: IoBufMut>(socket: &SharedFd, mut buf: B) -> (io::Resul
         Err((e, data)) => return (Err(e), data.buf),
     };
     let (done, mut data) = op.await;
-    let res = super::check(done).map(|n| {
-        let init = data.buf.bytes_init();
-        // SAFETY: the kernel initialised `n` bytes after the initialised part.
-        unsafe { data.buf.set_init(init + n as usize) };
+    // SAFETY: `done` completes the receive into the buffer's spare capacity.
+    let res = unsafe { super::commit_read(done, &mut data.buf) }.map(|n| {
         data.addr.len = data.msg.msg_namelen;
         RecvMeta {
-            len: n as usize,
+            len: n,
             from: data.addr.to_std(),
             truncated: data.msg.msg_flags & libc::MSG_TRUNC != 0,
         }
@@ -270,9 +262,10 @@ pub async fn send_to<B: IoBuf>(
     buf: B,
     to: SocketAddr,
 ) -> (io::Result<usize>, B) {
+    let (ptr, len) = super::filled(&buf);
     let iov = libc::iovec {
-        iov_base: buf.stable_ptr().cast_mut().cast(),
-        iov_len: buf.bytes_init(),
+        iov_base: ptr.cast_mut().cast(),
+        iov_len: len as usize,
     };
     let data = MsgData::new(socket, buf, RawAddr::from_std(to), iov);
     let raw = socket.raw();
