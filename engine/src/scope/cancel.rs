@@ -22,6 +22,10 @@ pub async fn move_on_after<F: Future>(duration: Duration, future: F) -> Option<F
 }
 
 /// Like [`move_on_after`] with an absolute deadline.
+///
+/// # Cancel safety
+///
+/// As [`move_on_after`].
 pub async fn move_on_at<F: Future>(deadline: Instant, future: F) -> Option<F::Output> {
     crate::time::timeout_at(deadline, future).await.ok()
 }
@@ -45,6 +49,10 @@ pub async fn fail_after<F: Future>(duration: Duration, future: F) -> Result<F::O
 /// # Errors
 ///
 /// [`Elapsed`] when the deadline passed.
+///
+/// # Cancel safety
+///
+/// As [`move_on_after`].
 pub async fn fail_at<F: Future>(deadline: Instant, future: F) -> Result<F::Output, Elapsed> {
     crate::time::timeout_at(deadline, future).await
 }
