@@ -43,9 +43,11 @@ pub struct CoreStats {
     pub timers_pending: u64,
     /// Loop turns.
     pub loop_turns: u64,
+    /// Provided buffer rings registered.
+    pub buf_rings: u64,
 }
 
-const FIELDS: usize = 13;
+const FIELDS: usize = 14;
 
 impl CoreStats {
     fn to_array(self) -> [u64; FIELDS] {
@@ -63,6 +65,7 @@ impl CoreStats {
             self.cancels,
             self.timers_pending,
             self.loop_turns,
+            self.buf_rings,
         ]
     }
 
@@ -82,6 +85,7 @@ impl CoreStats {
             cancels: a[10],
             timers_pending: a[11],
             loop_turns: a[12],
+            buf_rings: a[13],
         }
     }
 }
@@ -111,6 +115,7 @@ pub fn current() -> CoreStats {
             cancels: d.cancels,
             timers_pending: core.timers.borrow().len() as u64,
             loop_turns: core.loop_turns(),
+            buf_rings: d.buf_rings,
         }
     })
     .expect("stats::current called off a percore core")

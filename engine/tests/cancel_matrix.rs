@@ -372,3 +372,29 @@ fn ops_dropped_in_a_storm_across_tasks() {
         assert_settles_to(base, "storm").await;
     });
 }
+
+#[test]
+fn buffer_ring_dropped_with_its_orphaned_stream_is_unregistered() {
+    run(async {
+        let base = baseline();
+        let rings_before = percore_engine::stats::current().buf_rings;
+        let (fd, mut peer) = unix_pair();
+        {
+            let ring = BufRing::new(4, 64).unwrap();
+            assert_eq!(percore_engine::stats::current().buf_rings, rings_before + 1);
+            let stream = ops::recv_multishot(&fd, &ring).unwrap();
+            peer.write_all(b"queued").unwrap();
+            let_kernel_work().await;
+            // The stream's orphan now holds the ring's last handle.
+            drop(ring);
+            drop(stream);
+        }
+        drop((fd, peer));
+        assert_settles_to(base, "ring with orphaned stream").await;
+        assert_eq!(
+            percore_engine::stats::current().buf_rings,
+            rings_before,
+            "the ring is unregistered once its last op is done"
+        );
+    });
+}

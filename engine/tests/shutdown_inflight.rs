@@ -93,3 +93,28 @@ fn full_unix_pair_std() -> (
     a.set_nonblocking(false).unwrap();
     (a, b)
 }
+
+#[test]
+fn a_runtime_reused_many_times_keeps_no_ring_or_eventfd() {
+    let _serial = serial();
+    let rt = percore_engine::Runtime::builder()
+        .pin(false)
+        .build()
+        .unwrap();
+    rt.block_on(async {});
+    let before = percore_engine::open_fd_count().unwrap();
+    for _ in 0..20 {
+        rt.block_on(async {
+            percore_engine::ops::nop().await.unwrap();
+        });
+        rt.run(|_| async {
+            percore_engine::time::sleep(Duration::from_micros(10)).await;
+        })
+        .unwrap();
+    }
+    assert_eq!(
+        percore_engine::open_fd_count().unwrap(),
+        before,
+        "each finished core must release its ring and eventfd"
+    );
+}

@@ -66,6 +66,8 @@ pub struct DriverStats {
     pub sq_full: u64,
     /// Async cancels submitted for dropped op futures.
     pub cancels: u64,
+    /// Provided buffer rings registered now.
+    pub buf_rings: u64,
 }
 
 /// What the caller of [`Driver::reap`] must act on besides waking op futures.
@@ -83,6 +85,9 @@ pub(crate) struct Driver {
     backlog: VecDeque<squeue::Entry>,
     features: RingFeatures,
     next_bgid: u16,
+    /// Orphans whose last completion arrived: dropped by the core after the driver's borrow
+    /// ends, because their destructors may need the driver (a buffer ring unregisters itself).
+    graveyard: Vec<Box<dyn op::Orphan>>,
     pub(crate) stats: DriverStats,
 }
 
@@ -112,6 +117,7 @@ impl Driver {
             backlog: VecDeque::new(),
             features,
             next_bgid: 0,
+            graveyard: Vec::new(),
             stats: DriverStats::default(),
         })
     }
@@ -220,6 +226,7 @@ impl Driver {
                 let done = *done;
                 self.slab.remove(key);
                 orphan.on_completion(done);
+                self.graveyard.push(orphan);
             }
             Lifecycle::Multishot {
                 queue, finished, ..
@@ -231,6 +238,7 @@ impl Driver {
                 }
                 if finished {
                     self.slab.remove(key);
+                    self.graveyard.push(orphan);
                 } else {
                     *state = Lifecycle::Orphaned(orphan);
                     self.cancel(key);
@@ -373,7 +381,7 @@ impl Driver {
             let Some(key) = OpKey::from_user_data(cqe.user_data()) else {
                 continue;
             };
-            complete(&mut self.slab, key, done, wakers);
+            complete(&mut self.slab, key, done, wakers, &mut self.graveyard);
         }
         self.stats.ops_completed += reaped.completions as u64;
         reaped
@@ -413,13 +421,24 @@ impl Driver {
         true
     }
 
+    /// Takes the orphans the kernel is done with, to be dropped outside the driver's borrow.
+    pub(crate) fn take_graveyard(&mut self) -> Vec<Box<dyn op::Orphan>> {
+        std::mem::take(&mut self.graveyard)
+    }
+
     /// Frees every slot's state (after [`Driver::shutdown`] returned true).
     pub(crate) fn drain_slots(&mut self) -> Vec<Lifecycle> {
         self.slab.drain()
     }
 }
 
-fn complete(slab: &mut OpSlab, key: OpKey, done: Completion, wakers: &mut Vec<Waker>) {
+fn complete(
+    slab: &mut OpSlab,
+    key: OpKey,
+    done: Completion,
+    wakers: &mut Vec<Waker>,
+    graveyard: &mut Vec<Box<dyn op::Orphan>>,
+) {
     let Some(state) = slab.get_mut(key) else {
         return;
     };
@@ -446,7 +465,9 @@ fn complete(slab: &mut OpSlab, key: OpKey, done: Completion, wakers: &mut Vec<Wa
         Lifecycle::Orphaned(orphan) => {
             orphan.on_completion(done);
             if !cqueue::more(done.flags) {
-                slab.remove(key);
+                if let Some(Lifecycle::Orphaned(orphan)) = slab.remove(key) {
+                    graveyard.push(orphan);
+                }
             }
         }
         // A second completion for a single-shot op does not happen; ignore it.
@@ -473,11 +494,14 @@ impl Driver {
                 .register_buf_ring_with_flags(addr, entries, bgid, 0)
         }?;
         self.next_bgid += 1;
+        self.stats.buf_rings += 1;
         Ok(bgid)
     }
 
     pub(crate) fn unregister_buf_ring(&mut self, bgid: u16) {
         // Failure means it is not registered: nothing to undo.
-        let _ = self.ring.submitter().unregister_buf_ring(bgid);
+        if self.ring.submitter().unregister_buf_ring(bgid).is_ok() {
+            self.stats.buf_rings = self.stats.buf_rings.saturating_sub(1);
+        }
     }
 }

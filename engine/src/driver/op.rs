@@ -140,15 +140,29 @@ impl<T: Orphan + Unpin> Future for Op<T> {
 impl<T: Orphan> Drop for Op<T> {
     fn drop(&mut self) {
         if let Some(data) = self.data.take() {
-            let key = self.key;
-            let mut data = Some(data);
-            context::with_driver(|driver| {
-                if let Some(data) = data.take() {
-                    driver.orphan(key, Box::new(data));
-                }
-            });
-            // No driver: the runtime shut down, which waited for the kernel to finish with
-            // every op, so the data can simply be dropped here.
+            orphan_or_release(self.key, data);
+        }
+    }
+}
+
+/// Hands a dropped op's data to the driver. Off a core (the runtime is gone, and its shutdown
+/// waited for the kernel to finish every op) the data is dropped. If the driver is busy further
+/// up this thread's stack, the data is leaked: the kernel may still own it and nothing can
+/// cancel the op from here; leaking is the only sound choice (it does not happen in practice:
+/// orphans never own op futures).
+fn orphan_or_release<T: Orphan>(key: OpKey, data: T) {
+    let mut data = Some(data);
+    let on_core = context::with_core(|core| {
+        if let Ok(mut driver) = core.driver.try_borrow_mut() {
+            if let Some(data) = data.take() {
+                driver.orphan(key, Box::new(data));
+            }
+        }
+    })
+    .is_some();
+    if on_core {
+        if let Some(data) = data.take() {
+            std::mem::forget(data);
         }
     }
 }
@@ -272,13 +286,7 @@ impl<T: Orphan> Drop for Multishot<T> {
             return;
         }
         if let Some(data) = self.data.take() {
-            let key = self.key;
-            let mut data = Some(data);
-            context::with_driver(|driver| {
-                if let Some(data) = data.take() {
-                    driver.orphan(key, Box::new(data));
-                }
-            });
+            orphan_or_release(self.key, data);
         }
     }
 }

@@ -289,7 +289,12 @@ impl Core {
     /// Reaps completions and cross-thread wakes; returns the number of completions.
     fn reap(&self) -> usize {
         let mut woken = self.woken.borrow_mut();
-        let reaped = self.driver.borrow_mut().reap(&mut woken);
+        let (reaped, dead) = {
+            let mut driver = self.driver.borrow_mut();
+            let reaped = driver.reap(&mut woken);
+            (reaped, driver.take_graveyard())
+        };
+        drop(dead);
         for w in woken.drain(..) {
             w.wake();
         }
@@ -315,10 +320,16 @@ impl Core {
     fn finish(&self) {
         self.executor.cancel_all();
         remote::unregister(self.executor.id());
+        self.shutdown.shared().remove_core(&self.remote);
         let mut driver = self.driver.borrow_mut();
-        if !driver.shutdown(self.config.shutdown_limit) {
+        let finished = driver.shutdown(self.config.shutdown_limit);
+        let slots = driver.drain_slots();
+        let dead = driver.take_graveyard();
+        drop(driver);
+        // Dropped outside the driver's borrow: their destructors may use it.
+        drop(dead);
+        if !finished {
             // The kernel may still write into op memory: never free it.
-            let slots = driver.drain_slots();
             std::mem::forget(slots);
             eprintln!(
                 "percore: core {}: the kernel did not finish every op within {:?}; leaking them",
@@ -326,7 +337,7 @@ impl Core {
             );
             return;
         }
-        drop(driver.drain_slots());
+        drop(slots);
     }
 }
 

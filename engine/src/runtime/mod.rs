@@ -44,6 +44,7 @@ pub struct Builder {
     busy_poll: Option<Duration>,
     grace: Duration,
     signals: bool,
+    announce: bool,
 }
 
 impl Default for Builder {
@@ -57,6 +58,7 @@ impl Default for Builder {
             busy_poll: None,
             grace: Duration::from_secs(5),
             signals: false,
+            announce: false,
         }
     }
 }
@@ -110,6 +112,14 @@ impl Builder {
     /// from a signalfd on the first core.
     pub fn handle_signals(mut self, on: bool) -> Self {
         self.signals = on;
+        self
+    }
+
+    /// Whether each core prints, when it starts, which CPU it runs on and the io_uring features
+    /// its ring got (to stderr; default: no). Servers turn it on; libraries leave it off and read
+    /// [`ring_features`] instead.
+    pub fn announce(mut self, on: bool) -> Self {
+        self.announce = on;
         self
     }
 
@@ -235,7 +245,8 @@ pub struct RuntimeHandle {
 }
 
 impl RuntimeHandle {
-    /// Starts a graceful shutdown of every core.
+    /// Starts a graceful shutdown of every core. The request stays: cores this runtime starts
+    /// later see it at once.
     pub fn shutdown(&self) {
         self.shutdown.request();
     }
@@ -379,6 +390,13 @@ impl Runtime {
         .map_err(CoreError::Setup)?;
         self.shutdown.add_core(core.remote.clone());
         *core.mailboxes.borrow_mut() = Some(mailboxes);
+        if self.config.announce {
+            let cpu = cpu.map_or_else(|| "unpinned".to_string(), |c| format!("CPU {c}"));
+            eprintln!(
+                "percore: core {index} ({cpu}): {}",
+                core.driver.borrow().features()
+            );
+        }
         let board = self.board.clone();
         let info = CoreInfo { index, cpu, cores };
         let grace = self.shutdown.grace;

@@ -45,6 +45,17 @@ impl ShutdownShared {
         }
     }
 
+    /// Forgets a finished core (its remote holds the core's eventfd and ring fd open).
+    pub(crate) fn remove_core(&self, remote: &Arc<Remote>) {
+        let removed = {
+            let mut remotes = self.remotes.lock().unwrap_or_else(|e| e.into_inner());
+            let before = remotes.len();
+            remotes.retain(|r| !Arc::ptr_eq(r, remote));
+            before != remotes.len()
+        };
+        debug_assert!(removed, "a core is removed once");
+    }
+
     /// Starts the graceful shutdown (idempotent).
     pub(crate) fn request(&self) {
         if self.requested.swap(true, Ordering::AcqRel) {
