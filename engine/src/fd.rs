@@ -44,6 +44,12 @@ impl fmt::Debug for SharedFd {
     }
 }
 
+impl std::os::fd::AsFd for SharedFd {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
 impl AsRawFd for SharedFd {
     fn as_raw_fd(&self) -> RawFd {
         self.raw()

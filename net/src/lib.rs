@@ -1,5 +1,47 @@
-//! percore-net: reserved for the net layer of percore (see the project's DESIGN.md).
+//! percore-net: TCP on percore's per-core io_uring engine.
 //!
-//! This crate is a documented placeholder until its issue lands; it exports nothing yet.
+//! - [`tcp::TcpListener`]: one `SO_REUSEPORT` socket per core on a shared port (the kernel
+//!   spreads connections across cores), accepting through a multishot accept; running out of
+//!   fds backs off instead of spinning.
+//! - [`tcp::TcpStream`]: connect (with a timeout), owned-buffer reads and writes, half-close,
+//!   socket options, and a receive path on multishot receive into the core's provided buffer
+//!   ring, so an idle connection pins no buffer.
+//! - [`BufStream`]: line, delimiter, exact and "some" reads, each with a required maximum
+//!   length; bytes already received are never lost when a read future is dropped; writes
+//!   buffered up to a bound with back-pressure.
+//!
+//! # Example
+//!
+//! ```
+//! use percore_net::tcp::{TcpListener, TcpStream};
+//! use percore_net::BufStream;
+//!
+//! percore_engine::block_on(async {
+//!     let mut listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+//!     let addr = listener.local_addr();
+//!     let server = percore_engine::spawn(async move {
+//!         let (conn, _) = listener.accept().await.unwrap();
+//!         let mut conn = BufStream::new(conn);
+//!         let line = conn.read_line(1024).await.unwrap().unwrap();
+//!         conn.write(&line.to_ascii_uppercase()).await.unwrap();
+//!         conn.flush().await.unwrap();
+//!     });
+//!     let mut client = BufStream::new(TcpStream::connect(addr).await.unwrap());
+//!     client.write(b"holla\n").await.unwrap();
+//!     client.flush().await.unwrap();
+//!     assert_eq!(client.read_line(1024).await.unwrap().unwrap(), b"HOLLA\n");
+//!     server.await.unwrap();
+//! });
+//! ```
+//!
+//! # Threads and system calls
+//!
+//! None of its own: every operation is an io_uring op on the calling core (socket creation and
+//! socket options are plain `socket`/`setsockopt` calls through `socket2`).
 
 #![forbid(unsafe_code)]
+
+mod buffered;
+pub mod tcp;
+
+pub use buffered::{BufStream, DEFAULT_WRITE_BUFFER};

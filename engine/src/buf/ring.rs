@@ -24,6 +24,11 @@ use io_uring::types::BufRingEntry;
 
 use crate::runtime::context;
 
+/// Buffers in a core's default receive ring.
+pub const CORE_RING_ENTRIES: u16 = 2048;
+/// Size of each buffer in a core's default receive ring.
+pub const CORE_RING_BUF_SIZE: u32 = 4096;
+
 pub(crate) struct Inner {
     bgid: u16,
     mask: u16,
@@ -120,6 +125,27 @@ impl BufRing {
         Ok(BufRing {
             inner: Rc::new(inner),
         })
+    }
+
+    /// This core's shared receive ring: [`CORE_RING_ENTRIES`] buffers of [`CORE_RING_BUF_SIZE`]
+    /// bytes, registered on first use and released when the core ends. Streams that receive
+    /// through it hold a buffer only while a received chunk waits to be consumed, so an idle
+    /// connection pins none.
+    ///
+    /// # Errors
+    ///
+    /// As [`BufRing::new`].
+    pub fn core_default() -> io::Result<BufRing> {
+        context::with_core(|core| {
+            let mut slot = core.default_ring.borrow_mut();
+            if let Some(ring) = slot.as_ref() {
+                return Ok(ring.clone());
+            }
+            let ring = BufRing::new(CORE_RING_ENTRIES, CORE_RING_BUF_SIZE)?;
+            *slot = Some(ring.clone());
+            Ok(ring)
+        })
+        .unwrap_or_else(|| Err(context::no_runtime()))
     }
 
     /// The buffer group id to put in receive entries.

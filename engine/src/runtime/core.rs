@@ -70,6 +70,8 @@ pub(crate) struct Core {
     pub(crate) shutdown: crate::runtime::shutdown::CoreShutdown,
     /// Every core's mailbox, when this core belongs to a multi-core `Runtime::run`.
     pub(crate) mailboxes: RefCell<Option<Arc<crate::cross::spawn_on::Mailboxes>>>,
+    /// The core's shared receive ring, made on first use (see `BufRing::core_default`).
+    pub(crate) default_ring: RefCell<Option<crate::buf::ring::BufRing>>,
 }
 
 impl std::fmt::Debug for Core {
@@ -136,6 +138,7 @@ impl Core {
             loop_turns: Cell::new(0),
             shutdown,
             mailboxes: RefCell::new(None),
+            default_ring: RefCell::new(None),
         };
         core.arm_eventfd();
         Ok(core)
@@ -319,6 +322,8 @@ impl Core {
     /// Cancels every task, then shuts the ring down; leaks it if the kernel would not finish.
     fn finish(&self) {
         self.executor.cancel_all();
+        // Ops that still use the ring hold their own handles; this is the core's.
+        drop(self.default_ring.borrow_mut().take());
         remote::unregister(self.executor.id());
         self.shutdown.shared().remove_core(&self.remote);
         let mut driver = self.driver.borrow_mut();

@@ -1,0 +1,269 @@
+//! A buffered TCP stream whose every read has a limit.
+//!
+//! # Design
+//!
+//! Received bytes flow from the stream's multishot receive ([`TcpStream::recv_chunk`]) into the
+//! read buffer; a read looks for what it needs there and receives more only if needed. The
+//! receive is cancel-safe and the copy into the buffer happens with no await in between, so a
+//! read future dropped at any point loses nothing: the bytes stay buffered for the next read.
+//!
+//! Every read takes a maximum. A peer that sends a line longer than the maximum gets an
+//! `InvalidData` error (and the bytes stay buffered: nothing is lost, nothing grows past the
+//! limit); the caller usually closes that connection, and no other connection is affected.
+//!
+//! Writes go to a buffer of bounded size; when it is full, `write` flushes it first
+//! (back-pressure: a slow peer slows its writer, memory does not grow).
+
+use std::fmt;
+use std::io;
+use std::net::Shutdown;
+
+use bytes::{Buf, BytesMut};
+
+use crate::tcp::TcpStream;
+
+/// Default bound of the write buffer.
+pub const DEFAULT_WRITE_BUFFER: usize = 64 * 1024;
+
+/// A [`TcpStream`] with a read buffer and a bounded write buffer.
+pub struct BufStream {
+    stream: TcpStream,
+    read_buf: BytesMut,
+    eof: bool,
+    write_buf: Vec<u8>,
+    write_limit: usize,
+}
+
+impl fmt::Debug for BufStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BufStream")
+            .field("stream", &self.stream)
+            .field("buffered_in", &self.read_buf.len())
+            .field("buffered_out", &self.write_buf.len())
+            .finish()
+    }
+}
+
+fn too_long(what: &str, max: usize) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("{what} longer than the limit of {max} bytes"),
+    )
+}
+
+impl BufStream {
+    /// Wraps `stream` with the default write buffer bound.
+    pub fn new(stream: TcpStream) -> BufStream {
+        BufStream::with_write_limit(stream, DEFAULT_WRITE_BUFFER)
+    }
+
+    /// Wraps `stream`; writes are flushed once `write_limit` bytes are buffered.
+    pub fn with_write_limit(stream: TcpStream, write_limit: usize) -> BufStream {
+        BufStream {
+            stream,
+            read_buf: BytesMut::new(),
+            eof: false,
+            write_buf: Vec::new(),
+            write_limit: write_limit.max(1),
+        }
+    }
+
+    /// The stream underneath.
+    pub fn get_ref(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// Bytes received and not yet read.
+    pub fn buffered(&self) -> &[u8] {
+        &self.read_buf
+    }
+
+    /// Receives one more chunk into the read buffer; false at end of stream.
+    async fn fill(&mut self) -> io::Result<bool> {
+        if self.eof {
+            return Ok(false);
+        }
+        match self.stream.recv_chunk().await? {
+            Some(chunk) => {
+                // No await between taking the chunk and buffering it: nothing can be lost.
+                self.read_buf.extend_from_slice(&chunk);
+                if self.read_buf.capacity() > 4 * self.read_buf.len().max(4096) {
+                    // A burst grew the buffer: do not keep that memory per idle connection.
+                    self.read_buf = BytesMut::from(&self.read_buf[..]);
+                }
+                Ok(true)
+            }
+            None => {
+                self.eof = true;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Reads up to and including `delim`, at most `max` bytes in all. At end of stream,
+    /// returns what is left (without the delimiter) or `None` if nothing is.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidData` if `max` bytes arrive without the delimiter (the bytes stay buffered);
+    /// the stream's errors.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: received bytes stay buffered for the next read.
+    pub async fn read_until(&mut self, delim: u8, max: usize) -> io::Result<Option<Vec<u8>>> {
+        let mut searched = 0;
+        loop {
+            let window = &self.read_buf[searched..self.read_buf.len().min(max)];
+            if let Some(i) = window.iter().position(|&b| b == delim) {
+                let end = searched + i + 1;
+                return Ok(Some(self.read_buf.split_to(end).to_vec()));
+            }
+            searched = self.read_buf.len().min(max);
+            if self.read_buf.len() >= max {
+                return Err(too_long("line", max));
+            }
+            if !self.fill().await? {
+                if self.read_buf.is_empty() {
+                    return Ok(None);
+                }
+                return Ok(Some(self.read_buf.split().to_vec()));
+            }
+        }
+    }
+
+    /// Reads a line ending in `\n` (included), at most `max` bytes; see
+    /// [`BufStream::read_until`].
+    ///
+    /// # Errors
+    ///
+    /// As [`BufStream::read_until`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe.
+    pub async fn read_line(&mut self, max: usize) -> io::Result<Option<Vec<u8>>> {
+        self.read_until(b'\n', max).await
+    }
+
+    /// Reads exactly `n` bytes.
+    ///
+    /// # Errors
+    ///
+    /// `UnexpectedEof` if the stream ends first (the bytes stay buffered); the stream's errors.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe.
+    pub async fn read_exact(&mut self, n: usize) -> io::Result<Vec<u8>> {
+        while self.read_buf.len() < n {
+            if !self.fill().await? {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("stream ended after {} of {n} bytes", self.read_buf.len()),
+                ));
+            }
+        }
+        Ok(self.read_buf.split_to(n).to_vec())
+    }
+
+    /// Reads whatever is available, at most `max` bytes, waiting only if nothing is buffered;
+    /// `None` at end of stream.
+    ///
+    /// # Errors
+    ///
+    /// The stream's errors.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe.
+    pub async fn read_some(&mut self, max: usize) -> io::Result<Option<Vec<u8>>> {
+        if self.read_buf.is_empty() && !self.fill().await? {
+            return Ok(None);
+        }
+        let n = self.read_buf.len().min(max.max(1));
+        Ok(Some(self.read_buf.split_to(n).to_vec()))
+    }
+
+    /// Discards `n` buffered bytes (at most what is buffered).
+    pub fn consume(&mut self, n: usize) {
+        let n = n.min(self.read_buf.len());
+        self.read_buf.advance(n);
+    }
+
+    /// Buffers `data` for sending, flushing first whenever the buffer would pass its bound.
+    ///
+    /// # Errors
+    ///
+    /// The errors of the flushes it makes.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel-safe once it flushes: a dropped flush may have sent a prefix of the buffer
+    /// (see [`BufStream::flush`]); close the stream then.
+    pub async fn write(&mut self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            let room = self.write_limit - self.write_buf.len();
+            if room == 0 {
+                self.flush().await?;
+                continue;
+            }
+            let take = room.min(data.len());
+            self.write_buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+        }
+        Ok(())
+    }
+
+    /// Sends everything buffered.
+    ///
+    /// # Errors
+    ///
+    /// The stream's errors; the unsent rest stays buffered.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping it mid-way may leave a prefix sent and the buffer emptied: the stream is then
+    /// in an unknown state and should be closed.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        if self.write_buf.is_empty() {
+            return Ok(());
+        }
+        let buf = std::mem::take(&mut self.write_buf);
+        let (res, buf) = self.stream.write_all(buf).await;
+        match res {
+            Ok(()) => {
+                let mut buf = buf;
+                buf.clear();
+                // Keep the allocation for the next writes, unless a burst made it large.
+                if buf.capacity() <= self.write_limit {
+                    self.write_buf = buf;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.write_buf = buf;
+                Err(e)
+            }
+        }
+    }
+
+    /// Flushes, then half-closes the sending side (the peer reads end of stream).
+    ///
+    /// # Errors
+    ///
+    /// As [`BufStream::flush`] and [`TcpStream::shutdown`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`BufStream::flush`].
+    pub async fn shutdown_write(&mut self) -> io::Result<()> {
+        self.flush().await?;
+        self.stream.shutdown(Shutdown::Write).await
+    }
+
+    /// The stream back, with whatever was buffered in and out.
+    pub fn into_parts(self) -> (TcpStream, BytesMut, Vec<u8>) {
+        (self.stream, self.read_buf, self.write_buf)
+    }
+}

@@ -1,0 +1,337 @@
+//! A TCP connection on the current core.
+
+use std::fmt;
+use std::io;
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::OwnedFd;
+use std::time::Duration;
+
+use percore_engine::buf::ring::{BufRing, RingBuf};
+use percore_engine::buf::{IoBuf, IoBufMut};
+use percore_engine::fd::SharedFd;
+use percore_engine::ops::{self, Received, RecvStream};
+use socket2::{Domain, SockRef, Socket, Type};
+
+/// A TCP connection. `!Send`: it lives on the core that made it (hand it to another core as an
+/// fd with [`TcpStream::into_owned_fd`] and [`TcpStream::from_owned_fd`]).
+pub struct TcpStream {
+    fd: SharedFd,
+    receiver: Option<Receiver>,
+    eof: bool,
+}
+
+/// The multishot receive, armed on first use.
+struct Receiver {
+    ring: BufRing,
+    stream: Option<RecvStream>,
+}
+
+impl fmt::Debug for TcpStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpStream")
+            .field("fd", &self.fd)
+            .field("peer", &self.peer_addr().ok())
+            .finish()
+    }
+}
+
+/// How long a ring that ran dry is given to refill before the receive is re-armed.
+const RING_DRY_BACKOFF: Duration = Duration::from_micros(200);
+
+impl TcpStream {
+    /// Connects to `addr` (IPv4 or IPv6). `TCP_NODELAY` is on.
+    ///
+    /// # Errors
+    ///
+    /// The kernel's error (`ConnectionRefused`, ...), or running off a percore core.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future cancels the connect and closes the socket.
+    pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+        let fd = SharedFd::new(OwnedFd::from(socket));
+        ops::connect(&fd, addr).await?;
+        let stream = TcpStream::from_shared(fd);
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+
+    /// Connects to `addr`, giving up after `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// `TimedOut` when the deadline passed, otherwise as [`TcpStream::connect`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`TcpStream::connect`].
+    pub async fn connect_timeout(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+        match percore_engine::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(result) => result,
+            Err(elapsed) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("connect to {addr} timed out after {timeout:?} ({elapsed})"),
+            )),
+        }
+    }
+
+    fn from_shared(fd: SharedFd) -> TcpStream {
+        TcpStream {
+            fd,
+            receiver: None,
+            eof: false,
+        }
+    }
+
+    /// Wraps a connected socket (from another core, or from std). `TCP_NODELAY` is set.
+    ///
+    /// # Errors
+    ///
+    /// Fails if the fd is not a socket.
+    pub fn from_owned_fd(fd: OwnedFd) -> io::Result<TcpStream> {
+        let stream = TcpStream::from_shared(SharedFd::new(fd));
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+
+    /// Wraps a std stream.
+    ///
+    /// # Errors
+    ///
+    /// As [`TcpStream::from_owned_fd`].
+    pub fn from_std(stream: std::net::TcpStream) -> io::Result<TcpStream> {
+        TcpStream::from_owned_fd(OwnedFd::from(stream))
+    }
+
+    /// Gives the fd back, for hand-off to another core or to std.
+    ///
+    /// # Errors
+    ///
+    /// Gives the stream back while an op (a receive armed by [`TcpStream::recv_chunk`], say)
+    /// still holds the fd; drop the receive first by not having used `recv_chunk`, or wait.
+    pub fn into_owned_fd(mut self) -> Result<OwnedFd, TcpStream> {
+        self.receiver = None;
+        let TcpStream { fd, receiver, eof } = self;
+        fd.try_unwrap()
+            .map_err(|fd| TcpStream { fd, receiver, eof })
+    }
+
+    /// The peer's address.
+    ///
+    /// # Errors
+    ///
+    /// `NotConnected` after the peer went away.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.sock()
+            .peer_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("peer is not an IP address"))
+    }
+
+    /// The local address.
+    ///
+    /// # Errors
+    ///
+    /// The kernel's error.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.sock()
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("local address is not an IP address"))
+    }
+
+    /// Sets `TCP_NODELAY` (on by default).
+    ///
+    /// # Errors
+    ///
+    /// The kernel's error.
+    pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
+        self.sock().set_tcp_nodelay(on)
+    }
+
+    /// Turns TCP keepalive on with probes after `idle`, or off with `None`.
+    ///
+    /// # Errors
+    ///
+    /// The kernel's error.
+    pub fn set_keepalive(&self, idle: Option<Duration>) -> io::Result<()> {
+        let sock = self.sock();
+        match idle {
+            Some(idle) => sock.set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(idle)),
+            None => sock.set_keepalive(false),
+        }
+    }
+
+    fn sock(&self) -> SockRef<'_> {
+        SockRef::from(&self.fd)
+    }
+
+    /// The shared fd (for ops this type does not wrap).
+    pub fn fd(&self) -> &SharedFd {
+        &self.fd
+    }
+
+    /// Receives into `buf`'s spare capacity (one receive op). Returns the count (0: the peer
+    /// closed its side) and the buffer.
+    ///
+    /// # Errors
+    ///
+    /// The kernel's error (`ConnectionReset`, ...).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future cancels the receive; bytes it had already received are lost with
+    /// the buffer. For reads that must survive cancellation use [`TcpStream::recv_chunk`] (or
+    /// [`BufStream`](crate::BufStream), built on it).
+    pub async fn read<B: IoBufMut>(&self, buf: B) -> (io::Result<usize>, B) {
+        ops::recv(&self.fd, buf, 0).await
+    }
+
+    /// Sends `buf`'s initialised bytes once; returns how many were sent.
+    ///
+    /// # Errors
+    ///
+    /// The kernel's error (`BrokenPipe`, `ConnectionReset`, ...).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future cancels the send; some bytes may have been sent.
+    pub async fn write<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, B) {
+        ops::send(&self.fd, buf, 0).await
+    }
+
+    /// Sends all of `buf`, looping over short sends.
+    ///
+    /// # Errors
+    ///
+    /// The kernel's error; how much was sent before it is then unknown to the caller.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future stops sending; a prefix of the bytes may have been sent, so the
+    /// stream should then be closed.
+    pub async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        let mut sent = 0;
+        let mut buf = buf;
+        while sent < buf.len() {
+            let rest = if sent == 0 {
+                std::mem::take(&mut buf)
+            } else {
+                buf.split_off(sent)
+            };
+            let (res, back) = ops::send(&self.fd, rest, 0).await;
+            match res {
+                Ok(0) => {
+                    buf.extend_from_slice(&back);
+                    return (Err(io::ErrorKind::WriteZero.into()), buf);
+                }
+                Ok(n) => {
+                    buf.extend_from_slice(&back);
+                    sent += n;
+                }
+                Err(e) => {
+                    buf.extend_from_slice(&back);
+                    return (Err(e), buf);
+                }
+            }
+        }
+        (Ok(()), buf)
+    }
+
+    /// Sends several buffers with one `writev`; returns the count sent (possibly short).
+    ///
+    /// # Errors
+    ///
+    /// The kernel's error.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`TcpStream::write`].
+    pub async fn writev<B: IoBuf>(&self, bufs: Vec<B>) -> (io::Result<usize>, Vec<B>) {
+        ops::writev(&self.fd, bufs, ops::CURRENT_POSITION).await
+    }
+
+    /// Half-closes the connection: `Shutdown::Write` sends FIN (the peer reads end of
+    /// stream) while this side can still receive.
+    ///
+    /// # Errors
+    ///
+    /// The kernel's error (`NotConnected`).
+    ///
+    /// # Cancel safety
+    ///
+    /// The shutdown may or may not have happened when the future is dropped.
+    pub async fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        let how = match how {
+            Shutdown::Read => libc_shut::RD,
+            Shutdown::Write => libc_shut::WR,
+            Shutdown::Both => libc_shut::RDWR,
+        };
+        ops::shutdown(&self.fd, how).await
+    }
+
+    /// The next chunk of received bytes, in a buffer lent by the core's receive ring (give
+    /// it back by dropping it soon); `Ok(None)` at end of stream.
+    ///
+    /// The first call arms a multishot receive on the core's shared ring; it stays armed while
+    /// the connection lives, and buffers are only taken when bytes arrive.
+    ///
+    /// # Errors
+    ///
+    /// The kernel's error (`ConnectionReset`, ...).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a chunk leaves the stream only when this returns it; chunks that arrive
+    /// while nobody awaits wait in the stream.
+    pub async fn recv_chunk(&mut self) -> io::Result<Option<RingBuf>> {
+        if self.eof {
+            return Ok(None);
+        }
+        loop {
+            let receiver = match &mut self.receiver {
+                Some(r) => r,
+                None => self.receiver.insert(Receiver {
+                    ring: BufRing::core_default()?,
+                    stream: None,
+                }),
+            };
+            let stream = match &mut receiver.stream {
+                Some(s) => s,
+                None => receiver
+                    .stream
+                    .insert(ops::recv_multishot(&self.fd, &receiver.ring)?),
+            };
+            match stream.next().await {
+                Ok(Received::Data(chunk)) => return Ok(Some(chunk)),
+                Ok(Received::Eof) => {
+                    self.eof = true;
+                    receiver.stream = None;
+                    return Ok(None);
+                }
+                // The kernel stopped the multishot (it may do so under pressure): re-arm.
+                Ok(Received::Ended) => receiver.stream = None,
+                Err(e) if e.raw_os_error() == Some(ENOBUFS) => {
+                    // Every buffer of the ring is lent out: give them time to come back.
+                    receiver.stream = None;
+                    percore_engine::time::sleep(RING_DRY_BACKOFF).await;
+                }
+                Err(e) => {
+                    receiver.stream = None;
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// `ENOBUFS` on Linux (every architecture): the provided buffer ring is empty.
+const ENOBUFS: i32 = 105;
+
+/// `shutdown(2)`'s `how` values (Linux ABI).
+mod libc_shut {
+    pub(super) const RD: i32 = 0;
+    pub(super) const WR: i32 = 1;
+    pub(super) const RDWR: i32 = 2;
+}

@@ -1,0 +1,79 @@
+//! A port served by every core: each core binds its own SO_REUSEPORT listener, the kernel
+//! spreads connections, and a shutdown request ends every accept loop.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use percore_engine::{first, shutdown, First, Runtime};
+use percore_net::tcp::TcpListener;
+use percore_net::BufStream;
+
+const CONNECTIONS: usize = 200;
+
+#[test]
+fn connections_spread_across_cores_and_shutdown_stops_accepting() {
+    let cpus: Vec<usize> =
+        (0..core_affinity::get_core_ids().map_or(1, |c| c.len()).min(2)).collect();
+    // A free port for every core to share.
+    let addr: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let rt = Runtime::builder().cpus(cpus.clone()).build().unwrap();
+    let handle = rt.handle();
+    let bound = Arc::new(AtomicUsize::new(0));
+    let b2 = bound.clone();
+    let clients = std::thread::spawn(move || {
+        while b2.load(Ordering::SeqCst) < cpus.len() {
+            std::thread::yield_now();
+        }
+        for i in 0..CONNECTIONS {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            writeln!(s, "hello {i}").unwrap();
+            let mut line = String::new();
+            BufReader::new(&s).read_line(&mut line).unwrap();
+            assert_eq!(line, format!("HELLO {i}\n"));
+        }
+        handle.shutdown();
+    });
+    let per_core = rt
+        .run(|_| {
+            let bound = bound.clone();
+            async move {
+                let mut listener = TcpListener::bind(addr).unwrap();
+                bound.fetch_add(1, Ordering::SeqCst);
+                let served = std::rc::Rc::new(std::cell::Cell::new(0usize));
+                let s2 = served.clone();
+                let accept_loop = Box::pin(async move {
+                    loop {
+                        let (conn, _) = listener.accept().await.unwrap();
+                        s2.set(s2.get() + 1);
+                        percore_engine::spawn(async move {
+                            let mut conn = BufStream::new(conn);
+                            while let Ok(Some(line)) = conn.read_line(1024).await {
+                                conn.write(&line.to_ascii_uppercase()).await.unwrap();
+                                conn.flush().await.unwrap();
+                            }
+                        })
+                        .detach(|_| {});
+                    }
+                });
+                match first(shutdown::requested(), accept_loop).await {
+                    First::A((), _accepting) => served.get(),
+                    First::B(never, _) => never,
+                }
+            }
+        })
+        .unwrap();
+    clients.join().unwrap();
+    eprintln!("connections per core: {per_core:?}");
+    assert_eq!(per_core.iter().sum::<usize>(), CONNECTIONS);
+    if per_core.len() > 1 {
+        assert!(
+            per_core.iter().all(|&n| n > 0),
+            "the kernel spread them: {per_core:?}"
+        );
+    }
+}
