@@ -14,6 +14,14 @@ fn loopback() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
 
+/// A listener, a std client connected to it, and the accepted percore side.
+async fn accepted_pair() -> (TcpListener, std::net::TcpStream, TcpStream) {
+    let mut listener = TcpListener::bind(loopback()).unwrap();
+    let client = std::net::TcpStream::connect(listener.local_addr()).unwrap();
+    let (conn, _) = listener.accept().await.unwrap();
+    (listener, client, conn)
+}
+
 /// Echoes every byte of every connection until the peer closes (a task per connection).
 fn spawn_echo_server(mut listener: TcpListener) -> percore_engine::JoinHandle<()> {
     percore_engine::spawn(async move {
@@ -153,10 +161,7 @@ fn a_line_over_the_limit_fails_only_that_connection_and_loses_nothing() {
 #[test]
 fn a_dropped_read_loses_no_bytes() {
     percore_engine::block_on(async {
-        let mut listener = TcpListener::bind(loopback()).unwrap();
-        let addr = listener.local_addr();
-        let mut client = std::net::TcpStream::connect(addr).unwrap();
-        let (conn, _) = listener.accept().await.unwrap();
+        let (_listener, mut client, conn) = accepted_pair().await;
         let mut conn = BufStream::new(conn);
         // Half a line, then the read is cancelled by a deadline.
         client.write_all(b"hello, ").unwrap();
@@ -195,10 +200,7 @@ fn a_dropped_read_loses_no_bytes() {
 #[test]
 fn an_idle_connection_pins_no_receive_buffer() {
     percore_engine::block_on(async {
-        let mut listener = TcpListener::bind(loopback()).unwrap();
-        let addr = listener.local_addr();
-        let mut client = std::net::TcpStream::connect(addr).unwrap();
-        let (conn, _) = listener.accept().await.unwrap();
+        let (_listener, mut client, conn) = accepted_pair().await;
         let mut conn = BufStream::new(conn);
         client.write_all(b"ping\n").unwrap();
         assert_eq!(conn.read_line(10).await.unwrap().unwrap(), b"ping\n");
