@@ -6,6 +6,8 @@
 //! - [`tcp::TcpStream`]: connect (with a timeout), owned-buffer reads and writes, half-close,
 //!   socket options, and a receive path on multishot receive into the core's provided buffer
 //!   ring, so an idle connection pins no buffer.
+//! - [`udp::UdpSocket`]: datagrams with owned buffers, truncation reported, sharded binding,
+//!   connected mode.
 //! - [`BufStream`]: line, delimiter, exact and "some" reads, each with a required maximum
 //!   length; bytes already received are never lost when a read future is dropped; writes
 //!   buffered up to a bound with back-pressure.
@@ -43,5 +45,6 @@
 
 mod buffered;
 pub mod tcp;
+pub mod udp;
 
 pub use buffered::{BufStream, DEFAULT_WRITE_BUFFER};
