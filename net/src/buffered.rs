@@ -32,6 +32,7 @@ pub struct BufStream {
     eof: bool,
     write_buf: Vec<u8>,
     write_limit: usize,
+    idle_timeout: Option<std::time::Duration>,
 }
 
 impl fmt::Debug for BufStream {
@@ -65,7 +66,16 @@ impl BufStream {
             eof: false,
             write_buf: Vec::new(),
             write_limit: write_limit.max(1),
+            idle_timeout: None,
         }
+    }
+
+    /// Makes every wait for incoming bytes fail with `TimedOut` after `timeout` without any
+    /// (`None`: wait forever). A peer that trickles a line byte by byte still resets it with
+    /// each byte; combine with a read's maximum, or a deadline on the whole exchange, to bound
+    /// a slow peer completely.
+    pub fn set_idle_timeout(&mut self, timeout: Option<std::time::Duration>) {
+        self.idle_timeout = timeout;
     }
 
     /// The stream underneath.
@@ -83,7 +93,15 @@ impl BufStream {
         if self.eof {
             return Ok(false);
         }
-        match self.stream.recv_chunk().await? {
+        let chunk = match self.idle_timeout {
+            Some(t) => percore_engine::time::timeout(t, self.stream.recv_chunk())
+                .await
+                .map_err(|_| {
+                    io::Error::new(io::ErrorKind::TimedOut, format!("no bytes for {t:?}"))
+                })??,
+            None => self.stream.recv_chunk().await?,
+        };
+        match chunk {
             Some(chunk) => {
                 // No await between taking the chunk and buffering it: nothing can be lost.
                 self.read_buf.extend_from_slice(&chunk);

@@ -8,6 +8,8 @@
 //!   ring, so an idle connection pins no buffer.
 //! - [`udp::UdpSocket`]: datagrams with owned buffers, truncation reported, sharded binding,
 //!   connected mode.
+//! - [`service::TcpService`]: a handler per connection in a scope, a per-core connection cap,
+//!   idle timeouts, errors counted and reported, drained on graceful shutdown.
 //! - [`BufStream`]: line, delimiter, exact and "some" reads, each with a required maximum
 //!   length; bytes already received are never lost when a read future is dropped; writes
 //!   buffered up to a bound with back-pressure.
@@ -44,6 +46,7 @@
 #![forbid(unsafe_code)]
 
 mod buffered;
+pub mod service;
 pub mod tcp;
 pub mod udp;
 

@@ -1,0 +1,250 @@
+//! `percore serve`: the built-in services, on every chosen CPU, stopped by Ctrl-C or SIGTERM.
+//!
+//! - `echo`: TCP; every byte read is written back.
+//! - `holla`: TCP; each line is answered upper-cased (diesel's tutorial server).
+//! - `udp-echo`: UDP; each datagram is sent back to its sender.
+//!
+//! Each core binds its own `SO_REUSEPORT` socket on the address; the kernel spreads peers
+//! across cores. On SIGINT/SIGTERM the services stop accepting, open connections are closed at
+//! their next read, and the process exits 0 once every core is done (after the grace period at
+//! the latest).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::{Args, ValueEnum};
+use percore::net::service::TcpService;
+use percore::net::tcp::TcpListener;
+use percore::net::udp::UdpSocket;
+use percore::net::BufStream;
+use percore::{first, shutdown, First};
+
+/// Which service to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Service {
+    /// TCP echo: every byte read is written back.
+    Echo,
+    /// TCP: each line answered upper-cased.
+    Holla,
+    /// UDP echo: each datagram sent back.
+    UdpEcho,
+}
+
+/// Options of `percore serve`.
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// The service.
+    service: Service,
+    /// Address to listen on (every core binds it).
+    #[arg(long, default_value = "127.0.0.1:7000")]
+    listen: SocketAddr,
+    /// CPUs to run a core on: `0`, `0-3` or `0,2` (default: all).
+    #[arg(long, value_parser = parse_cpus)]
+    cpus: Option<CpuList>,
+    /// Live connections per core at most.
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: usize,
+    /// Close a connection idle this long (`500ms`, `30s`, `2m`); default: never.
+    #[arg(long, value_parser = parse_duration)]
+    idle_timeout: Option<Duration>,
+    /// Longest line `holla` accepts, in bytes.
+    #[arg(long, default_value_t = 64 * 1024)]
+    max_line: usize,
+    /// How long connections get to finish after Ctrl-C / SIGTERM.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    grace: Duration,
+}
+
+/// A list of CPUs, as `--cpus` takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CpuList(pub(crate) Vec<usize>);
+
+/// Parses `0`, `0-3`, `0,2`, `0-1,4`.
+pub(crate) fn parse_cpus(s: &str) -> Result<CpuList, String> {
+    let mut cpus = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let a: usize = a
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("bad CPU number in {part:?}"))?;
+                let b: usize = b
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("bad CPU number in {part:?}"))?;
+                if a > b {
+                    return Err(format!("empty CPU range {part:?}"));
+                }
+                cpus.extend(a..=b);
+            }
+            None => cpus.push(
+                part.parse()
+                    .map_err(|_| format!("bad CPU number {part:?}"))?,
+            ),
+        }
+    }
+    if cpus.is_empty() {
+        return Err("expected CPUs like 0, 0-3 or 0,2".into());
+    }
+    cpus.sort_unstable();
+    cpus.dedup();
+    Ok(CpuList(cpus))
+}
+
+/// Parses `250ms`, `2s`, `1m`, `1.5s`, or plain seconds.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("expected a duration like 500ms or 2s, got {s:?}"))?;
+    let secs = match unit {
+        "us" => value / 1e6,
+        "ms" => value / 1e3,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("unknown unit {unit:?} (use us, ms, s, m)")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("duration out of range: {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let mut builder = percore::Runtime::builder()
+        .handle_signals(true)
+        .announce(true)
+        .grace_period(args.grace);
+    if let Some(cpus) = &args.cpus {
+        builder = builder.cpus(cpus.0.iter().copied());
+    }
+    let runtime = builder.build().context("building the runtime")?;
+    eprintln!(
+        "percore serve {:?} on {} (CPUs {:?}); Ctrl-C to stop",
+        args.service,
+        args.listen,
+        runtime.cpus()
+    );
+    let outcome = runtime.run(|_| async {
+        let result = match args.service {
+            Service::Echo | Service::Holla => serve_tcp(&args).await,
+            Service::UdpEcho => serve_udp(&args).await,
+        };
+        result.map_err(|e| e.to_string())
+    });
+    match outcome {
+        Ok(cores) => {
+            let failures: Vec<_> = cores.into_iter().filter_map(Result::err).collect();
+            if !failures.is_empty() {
+                bail!("service failed: {}", failures.join("; "));
+            }
+            eprintln!("percore serve: stopped");
+            Ok(())
+        }
+        Err(e) => bail!("{e}"),
+    }
+}
+
+async fn serve_tcp(args: &ServeArgs) -> std::io::Result<()> {
+    let listener = TcpListener::bind(args.listen)?;
+    let mut service = TcpService::new().max_connections(args.max_connections);
+    if let Some(t) = args.idle_timeout {
+        service = service.idle_timeout(t);
+    }
+    let max_line = args.max_line;
+    let stats = match args.service {
+        Service::Holla => {
+            service
+                .serve(listener, move |conn, _| holla(conn, max_line))
+                .await?
+        }
+        _ => service.serve(listener, |conn, _| echo(conn)).await?,
+    };
+    eprintln!(
+        "percore serve: core {}: {} connections ({} failed, {} panicked)",
+        percore::current_core().index,
+        stats.accepted,
+        stats.failed,
+        stats.panicked
+    );
+    Ok(())
+}
+
+/// Every byte back, until the peer closes or a shutdown starts.
+async fn echo(mut conn: BufStream) -> std::io::Result<()> {
+    loop {
+        let read = Box::pin(conn.read_some(64 * 1024));
+        let bytes = match first(shutdown::requested(), read).await {
+            First::A((), _) => return Ok(()),
+            First::B(bytes, _) => bytes?,
+        };
+        let Some(bytes) = bytes else { return Ok(()) };
+        conn.write(&bytes).await?;
+        conn.flush().await?;
+    }
+}
+
+/// Each line back upper-cased (diesel's "holla" server).
+async fn holla(mut conn: BufStream, max_line: usize) -> std::io::Result<()> {
+    loop {
+        let read = Box::pin(conn.read_line(max_line));
+        let line = match first(shutdown::requested(), read).await {
+            First::A((), _) => return Ok(()),
+            First::B(line, _) => line?,
+        };
+        let Some(line) = line else { return Ok(()) };
+        conn.write(&line.to_ascii_uppercase()).await?;
+        conn.flush().await?;
+    }
+}
+
+async fn serve_udp(args: &ServeArgs) -> std::io::Result<()> {
+    let socket = UdpSocket::bind_sharded(args.listen)?;
+    loop {
+        let recv = Box::pin(socket.recv_from(Vec::with_capacity(65_536)));
+        let (meta, buf) = match first(shutdown::requested(), recv).await {
+            First::A((), _) => return Ok(()),
+            First::B(received, _) => received,
+        };
+        let meta = meta?;
+        if let Some(from) = meta.from {
+            // A failed reply (the peer went away) is that peer's problem, not the service's.
+            let (_sent, _) = socket.send_to(buf, from).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpus("0"), Ok(CpuList(vec![0])));
+        assert_eq!(parse_cpus("0-3"), Ok(CpuList(vec![0, 1, 2, 3])));
+        assert_eq!(parse_cpus("0,2"), Ok(CpuList(vec![0, 2])));
+        assert_eq!(parse_cpus("2,0-1,2"), Ok(CpuList(vec![0, 1, 2])));
+        assert!(parse_cpus("").is_err());
+        assert!(parse_cpus("3-1").is_err());
+        assert!(parse_cpus("x").is_err());
+        assert!(parse_cpus("1-").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("5h").is_err());
+        assert!(parse_duration("ms").is_err());
+    }
+}

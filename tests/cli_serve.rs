@@ -1,0 +1,160 @@
+//! `percore serve` as a user runs it: real sockets against the real binary, stopped by SIGTERM.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// Starts `percore serve ...` and waits until it accepts connections (bounded).
+fn start(args: &[&str], addr: SocketAddr, probe_tcp: bool) -> Child {
+    let child = Command::new(env!("CARGO_BIN_EXE_percore"))
+        .arg("serve")
+        .args(args)
+        .args(["--listen", &addr.to_string(), "--cpus", "0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if probe_tcp {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < deadline, "server never listened");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    } else {
+        // UDP has no handshake: wait for the start-up line on stderr instead.
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    child
+}
+
+fn stop(child: Child) -> String {
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: kill(2) on our own child's pid, which it holds until it is waited for.
+    let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "exit {:?}: {stderr}", out.status);
+    assert!(stderr.contains("stopped"), "{stderr}");
+    stderr
+}
+
+#[test]
+fn holla_upper_cases_lines_and_limits_what_it_reads() {
+    let addr = free_port();
+    let server = start(
+        &["holla", "--idle-timeout", "300ms", "--max-line", "16"],
+        addr,
+        true,
+    );
+
+    let conn = TcpStream::connect(addr).unwrap();
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    for line in ["holla\n", "percore\n"] {
+        (&conn).write_all(line.as_bytes()).unwrap();
+        let mut back = String::new();
+        reader.read_line(&mut back).unwrap();
+        assert_eq!(back, line.to_uppercase());
+    }
+
+    // A line over the limit closes that connection only.
+    let mut long = TcpStream::connect(addr).unwrap();
+    long.write_all(&[b'x'; 100]).unwrap();
+    long.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut sink = [0u8; 16];
+    assert!(
+        matches!(long.read(&mut sink), Ok(0) | Err(_)),
+        "the long line's connection is closed"
+    );
+    (&conn).write_all(b"still fine\n").unwrap();
+    let mut back = String::new();
+    reader.read_line(&mut back).unwrap();
+    assert_eq!(back, "STILL FINE\n");
+
+    // Slowloris: a line trickled slower than the idle timeout is cut off.
+    let mut slow = TcpStream::connect(addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let t0 = Instant::now();
+    let mut closed = false;
+    for b in b"slow line" {
+        if slow.write_all(&[*b]).is_err() {
+            closed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let mut probe = [0u8; 1];
+        slow.set_nonblocking(true).unwrap();
+        let r = slow.read(&mut probe);
+        slow.set_nonblocking(false).unwrap();
+        if matches!(r, Ok(0)) || matches!(&r, Err(e) if e.kind() != std::io::ErrorKind::WouldBlock)
+        {
+            closed = true;
+            break;
+        }
+    }
+    assert!(
+        closed,
+        "the trickling connection must be closed by the idle timeout"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(4));
+
+    let stderr = stop(server);
+    assert!(
+        stderr.contains("failed"),
+        "errors are reported, not silent: {stderr}"
+    );
+}
+
+#[test]
+fn echo_and_udp_echo() {
+    let addr = free_port();
+    let server = start(&["echo"], addr, true);
+    let mut c = TcpStream::connect(addr).unwrap();
+    let payload: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+    let writer = {
+        let mut w = c.try_clone().unwrap();
+        let p = payload.clone();
+        std::thread::spawn(move || w.write_all(&p).unwrap())
+    };
+    let mut back = vec![0u8; payload.len()];
+    c.read_exact(&mut back).unwrap();
+    writer.join().unwrap();
+    assert!(back == payload);
+    stop(server);
+
+    let addr = free_port();
+    let server = start(&["udp-echo"], addr, false);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut got = None;
+    for _ in 0..25 {
+        sock.send_to(b"datagram", addr).unwrap();
+        let mut buf = [0u8; 64];
+        if let Ok((n, from)) = sock.recv_from(&mut buf) {
+            got = Some((buf[..n].to_vec(), from));
+            break;
+        }
+    }
+    let (data, from) = got.expect("udp-echo answered");
+    assert_eq!(data, b"datagram");
+    assert_eq!(from, addr);
+    stop(server);
+}
+
+#[test]
+fn bad_arguments_are_clear_errors() {
+    let out = Command::new(env!("CARGO_BIN_EXE_percore"))
+        .args(["serve", "echo", "--cpus", "3-1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("empty CPU range"));
+}
