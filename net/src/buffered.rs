@@ -2,7 +2,7 @@
 //!
 //! # Design
 //!
-//! Received bytes flow from the stream's multishot receive ([`TcpStream::recv_chunk`]) into the
+//! Received bytes flow from the stream's multishot receive ([`ByteStream::recv_chunk`]) into the
 //! read buffer; a read looks for what it needs there and receives more only if needed. The
 //! receive is cancel-safe and the copy into the buffer happens with no await in between, so a
 //! read future dropped at any point loses nothing: the bytes stay buffered for the next read.
@@ -16,18 +16,19 @@
 
 use std::fmt;
 use std::io;
-use std::net::Shutdown;
 
 use bytes::{Buf, BytesMut};
 
+use crate::stream::ByteStream;
 use crate::tcp::TcpStream;
 
 /// Default bound of the write buffer.
 pub const DEFAULT_WRITE_BUFFER: usize = 64 * 1024;
 
-/// A [`TcpStream`] with a read buffer and a bounded write buffer.
-pub struct BufStream {
-    stream: TcpStream,
+/// A byte stream ([`TcpStream`] by default, or a [`UnixStream`](crate::unix::UnixStream))
+/// with a read buffer and a bounded write buffer.
+pub struct BufStream<S = TcpStream> {
+    stream: S,
     read_buf: BytesMut,
     eof: bool,
     write_buf: Vec<u8>,
@@ -35,7 +36,7 @@ pub struct BufStream {
     idle_timeout: Option<std::time::Duration>,
 }
 
-impl fmt::Debug for BufStream {
+impl<S: fmt::Debug> fmt::Debug for BufStream<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BufStream")
             .field("stream", &self.stream)
@@ -52,14 +53,14 @@ fn too_long(what: &str, max: usize) -> io::Error {
     )
 }
 
-impl BufStream {
+impl<S: ByteStream> BufStream<S> {
     /// Wraps `stream` with the default write buffer bound.
-    pub fn new(stream: TcpStream) -> BufStream {
+    pub fn new(stream: S) -> BufStream<S> {
         BufStream::with_write_limit(stream, DEFAULT_WRITE_BUFFER)
     }
 
     /// Wraps `stream`; writes are flushed once `write_limit` bytes are buffered.
-    pub fn with_write_limit(stream: TcpStream, write_limit: usize) -> BufStream {
+    pub fn with_write_limit(stream: S, write_limit: usize) -> BufStream<S> {
         BufStream {
             stream,
             read_buf: BytesMut::new(),
@@ -79,7 +80,7 @@ impl BufStream {
     }
 
     /// The stream underneath.
-    pub fn get_ref(&self) -> &TcpStream {
+    pub fn get_ref(&self) -> &S {
         &self.stream
     }
 
@@ -270,18 +271,18 @@ impl BufStream {
     ///
     /// # Errors
     ///
-    /// As [`BufStream::flush`] and [`TcpStream::shutdown`].
+    /// As [`BufStream::flush`], and the kernel's error for the shutdown.
     ///
     /// # Cancel safety
     ///
     /// As [`BufStream::flush`].
     pub async fn shutdown_write(&mut self) -> io::Result<()> {
         self.flush().await?;
-        self.stream.shutdown(Shutdown::Write).await
+        self.stream.shutdown_write().await
     }
 
     /// The stream back, with whatever was buffered in and out.
-    pub fn into_parts(self) -> (TcpStream, BytesMut, Vec<u8>) {
+    pub fn into_parts(self) -> (S, BytesMut, Vec<u8>) {
         (self.stream, self.read_buf, self.write_buf)
     }
 }

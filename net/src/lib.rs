@@ -6,6 +6,8 @@
 //! - [`tcp::TcpStream`]: connect (with a timeout), owned-buffer reads and writes, half-close,
 //!   socket options, and a receive path on multishot receive into the core's provided buffer
 //!   ring, so an idle connection pins no buffer.
+//! - [`unix::UnixStream`] and [`unix::UnixListener`]: Unix domain stream sockets with the
+//!   same stream API.
 //! - [`udp::UdpSocket`]: datagrams with owned buffers, truncation reported, sharded binding,
 //!   connected mode.
 //! - [`service::TcpService`]: a handler per connection in a scope, a per-core connection cap,
@@ -47,7 +49,10 @@
 
 mod buffered;
 pub mod service;
+mod stream;
 pub mod tcp;
 pub mod udp;
+pub mod unix;
 
 pub use buffered::{BufStream, DEFAULT_WRITE_BUFFER};
+pub use stream::ByteStream;

@@ -138,8 +138,8 @@ impl TcpListener {
                 }
                 Some(Err(e)) => {
                     self.accepts = None;
-                    match e.raw_os_error() {
-                        Some(EMFILE | ENFILE | ENOBUFS | ENOMEM) => {
+                    match e {
+                        e if is_resource_exhaustion(&e) => {
                             let mut stats = self.stats.get();
                             if self.backoff == ACCEPT_BACKOFF.0 {
                                 eprintln!(
@@ -152,12 +152,12 @@ impl TcpListener {
                             percore_engine::time::sleep(self.backoff).await;
                             self.backoff = (self.backoff * 2).min(ACCEPT_BACKOFF.1);
                         }
-                        Some(ECONNABORTED) => {
+                        e if is_aborted(&e) => {
                             let mut stats = self.stats.get();
                             stats.aborted += 1;
                             self.stats.set(stats);
                         }
-                        _ => return Err(e),
+                        e => return Err(e),
                     }
                 }
                 // The kernel ended the multishot: re-arm.
@@ -165,6 +165,16 @@ impl TcpListener {
             }
         }
     }
+}
+
+/// Whether an accept failed for lack of fds or memory (back off and retry, never spin).
+pub(crate) fn is_resource_exhaustion(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(EMFILE | ENFILE | ENOBUFS | ENOMEM))
+}
+
+/// Whether an accept failed because the connection went away first (just go on).
+pub(crate) fn is_aborted(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(ECONNABORTED)
 }
 
 // Linux errno values (identical on every Linux architecture).

@@ -14,7 +14,7 @@
 //! while it is idle, and a chunk is only taken from the stream when returned (cancel-safe).
 //! Use one form or the other on a stream, not both (each would see part of the bytes).
 
-mod listener;
+pub(crate) mod listener;
 mod stream;
 
 pub use listener::{AcceptStats, TcpListener, DEFAULT_BACKLOG};

@@ -6,37 +6,28 @@ use std::net::{Shutdown, SocketAddr};
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
-use percore_engine::buf::ring::{BufRing, RingBuf};
+use percore_engine::buf::ring::RingBuf;
 use percore_engine::buf::{IoBuf, IoBufMut};
 use percore_engine::fd::SharedFd;
-use percore_engine::ops::{self, Received, RecvStream};
+use percore_engine::ops;
 use socket2::{Domain, SockRef, Socket, Type};
+
+use crate::stream::{ByteStream, StreamCore};
 
 /// A TCP connection. `!Send`: it lives on the core that made it (hand it to another core as an
 /// fd with [`TcpStream::into_owned_fd`] and [`TcpStream::from_owned_fd`]).
 pub struct TcpStream {
-    fd: SharedFd,
-    receiver: Option<Receiver>,
-    eof: bool,
-}
-
-/// The multishot receive, armed on first use.
-struct Receiver {
-    ring: BufRing,
-    stream: Option<RecvStream>,
+    core: StreamCore,
 }
 
 impl fmt::Debug for TcpStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TcpStream")
-            .field("fd", &self.fd)
+            .field("fd", self.core.fd())
             .field("peer", &self.peer_addr().ok())
             .finish()
     }
 }
-
-/// How long a ring that ran dry is given to refill before the receive is re-armed.
-const RING_DRY_BACKOFF: Duration = Duration::from_micros(200);
 
 impl TcpStream {
     /// Connects to `addr` (IPv4 or IPv6). `TCP_NODELAY` is on.
@@ -78,9 +69,7 @@ impl TcpStream {
 
     fn from_shared(fd: SharedFd) -> TcpStream {
         TcpStream {
-            fd,
-            receiver: None,
-            eof: false,
+            core: StreamCore::new(fd),
         }
     }
 
@@ -110,11 +99,8 @@ impl TcpStream {
     ///
     /// Gives the stream back while an op (a receive armed by [`TcpStream::recv_chunk`], say)
     /// still holds the fd; drop the receive first by not having used `recv_chunk`, or wait.
-    pub fn into_owned_fd(mut self) -> Result<OwnedFd, TcpStream> {
-        self.receiver = None;
-        let TcpStream { fd, receiver, eof } = self;
-        fd.try_unwrap()
-            .map_err(|fd| TcpStream { fd, receiver, eof })
+    pub fn into_owned_fd(self) -> Result<OwnedFd, TcpStream> {
+        self.core.into_fd().map_err(|core| TcpStream { core })
     }
 
     /// The peer's address.
@@ -164,12 +150,12 @@ impl TcpStream {
     }
 
     fn sock(&self) -> SockRef<'_> {
-        SockRef::from(&self.fd)
+        SockRef::from(self.core.fd())
     }
 
     /// The shared fd (for ops this type does not wrap).
     pub fn fd(&self) -> &SharedFd {
-        &self.fd
+        self.core.fd()
     }
 
     /// Receives into `buf`'s spare capacity (one receive op). Returns the count (0: the peer
@@ -185,7 +171,7 @@ impl TcpStream {
     /// the buffer. For reads that must survive cancellation use [`TcpStream::recv_chunk`] (or
     /// [`BufStream`](crate::BufStream), built on it).
     pub async fn read<B: IoBufMut>(&self, buf: B) -> (io::Result<usize>, B) {
-        ops::recv(&self.fd, buf, 0).await
+        self.core.read(buf).await
     }
 
     /// Sends `buf`'s initialised bytes once; returns how many were sent.
@@ -198,7 +184,7 @@ impl TcpStream {
     ///
     /// Dropping the future cancels the send; some bytes may have been sent.
     pub async fn write<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, B) {
-        ops::send(&self.fd, buf, 0).await
+        self.core.write(buf).await
     }
 
     /// Sends all of `buf`, looping over short sends.
@@ -212,31 +198,7 @@ impl TcpStream {
     /// Dropping the future stops sending; a prefix of the bytes may have been sent, so the
     /// stream should then be closed.
     pub async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
-        let mut sent = 0;
-        let mut buf = buf;
-        while sent < buf.len() {
-            let rest = if sent == 0 {
-                std::mem::take(&mut buf)
-            } else {
-                buf.split_off(sent)
-            };
-            let (res, back) = ops::send(&self.fd, rest, 0).await;
-            match res {
-                Ok(0) => {
-                    buf.extend_from_slice(&back);
-                    return (Err(io::ErrorKind::WriteZero.into()), buf);
-                }
-                Ok(n) => {
-                    buf.extend_from_slice(&back);
-                    sent += n;
-                }
-                Err(e) => {
-                    buf.extend_from_slice(&back);
-                    return (Err(e), buf);
-                }
-            }
-        }
-        (Ok(()), buf)
+        self.core.write_all(buf).await
     }
 
     /// Sends several buffers with one `writev`; returns the count sent (possibly short).
@@ -249,7 +211,7 @@ impl TcpStream {
     ///
     /// As [`TcpStream::write`].
     pub async fn writev<B: IoBuf>(&self, bufs: Vec<B>) -> (io::Result<usize>, Vec<B>) {
-        ops::writev(&self.fd, bufs, ops::CURRENT_POSITION).await
+        self.core.writev(bufs).await
     }
 
     /// Half-closes the connection: `Shutdown::Write` sends FIN (the peer reads end of
@@ -268,7 +230,7 @@ impl TcpStream {
             Shutdown::Write => libc_shut::WR,
             Shutdown::Both => libc_shut::RDWR,
         };
-        ops::shutdown(&self.fd, how).await
+        self.core.shutdown(how).await
     }
 
     /// The next chunk of received bytes, in a buffer lent by the core's receive ring (give
@@ -286,48 +248,23 @@ impl TcpStream {
     /// Cancel-safe: a chunk leaves the stream only when this returns it; chunks that arrive
     /// while nobody awaits wait in the stream.
     pub async fn recv_chunk(&mut self) -> io::Result<Option<RingBuf>> {
-        if self.eof {
-            return Ok(None);
-        }
-        loop {
-            let receiver = match &mut self.receiver {
-                Some(r) => r,
-                None => self.receiver.insert(Receiver {
-                    ring: BufRing::core_default()?,
-                    stream: None,
-                }),
-            };
-            let stream = match &mut receiver.stream {
-                Some(s) => s,
-                None => receiver
-                    .stream
-                    .insert(ops::recv_multishot(&self.fd, &receiver.ring)?),
-            };
-            match stream.next().await {
-                Ok(Received::Data(chunk)) => return Ok(Some(chunk)),
-                Ok(Received::Eof) => {
-                    self.eof = true;
-                    receiver.stream = None;
-                    return Ok(None);
-                }
-                // The kernel stopped the multishot (it may do so under pressure): re-arm.
-                Ok(Received::Ended) => receiver.stream = None,
-                Err(e) if e.raw_os_error() == Some(ENOBUFS) => {
-                    // Every buffer of the ring is lent out: give them time to come back.
-                    receiver.stream = None;
-                    percore_engine::time::sleep(RING_DRY_BACKOFF).await;
-                }
-                Err(e) => {
-                    receiver.stream = None;
-                    return Err(e);
-                }
-            }
-        }
+        self.core.recv_chunk().await
     }
 }
 
-/// `ENOBUFS` on Linux (every architecture): the provided buffer ring is empty.
-const ENOBUFS: i32 = 105;
+impl ByteStream for TcpStream {
+    async fn recv_chunk(&mut self) -> io::Result<Option<RingBuf>> {
+        self.core.recv_chunk().await
+    }
+
+    async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        self.core.write_all(buf).await
+    }
+
+    async fn shutdown_write(&self) -> io::Result<()> {
+        self.core.shutdown_write().await
+    }
+}
 
 /// `shutdown(2)`'s `how` values (Linux ABI).
 mod libc_shut {

@@ -1,0 +1,153 @@
+//! What every byte stream here shares: the fd, the receive path on the core's buffer ring,
+//! sending, half-close. [`TcpStream`](crate::tcp::TcpStream) and
+//! [`UnixStream`](crate::unix::UnixStream) wrap a [`StreamCore`]; [`ByteStream`] is what
+//! [`BufStream`](crate::BufStream) needs from them.
+
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+
+use percore_engine::buf::ring::{BufRing, RingBuf};
+use percore_engine::buf::{IoBuf, IoBufMut};
+use percore_engine::fd::SharedFd;
+use percore_engine::ops::{self, Received, RecvStream};
+
+/// What a buffered stream needs from the stream under it.
+pub trait ByteStream {
+    /// The next chunk of received bytes (lent by the core's ring); `None` at end of stream.
+    ///
+    /// # Cancel safety
+    ///
+    /// Must be cancel-safe: a chunk leaves the stream only when returned.
+    fn recv_chunk(&mut self) -> impl Future<Output = io::Result<Option<RingBuf>>>;
+
+    /// Sends all of `buf`; gives the buffer back.
+    fn write_all(&self, buf: Vec<u8>) -> impl Future<Output = (io::Result<()>, Vec<u8>)>;
+
+    /// Half-closes the sending side.
+    fn shutdown_write(&self) -> impl Future<Output = io::Result<()>>;
+}
+
+/// The multishot receive, armed on first use.
+struct Receiver {
+    ring: BufRing,
+    stream: Option<RecvStream>,
+}
+
+/// The shared part of a connected byte stream.
+pub(crate) struct StreamCore {
+    fd: SharedFd,
+    receiver: Option<Receiver>,
+    eof: bool,
+}
+
+/// How long a ring that ran dry is given to refill before the receive is re-armed.
+const RING_DRY_BACKOFF: Duration = Duration::from_micros(200);
+
+/// `ENOBUFS` on Linux (every architecture): the provided buffer ring is empty.
+const ENOBUFS: i32 = 105;
+
+/// `shutdown(2)`'s `SHUT_WR` (Linux ABI).
+const SHUT_WR: i32 = 1;
+
+impl StreamCore {
+    pub(crate) fn new(fd: SharedFd) -> StreamCore {
+        StreamCore {
+            fd,
+            receiver: None,
+            eof: false,
+        }
+    }
+
+    pub(crate) fn fd(&self) -> &SharedFd {
+        &self.fd
+    }
+
+    /// Drops the armed receive (its cancel lands later) and gives the fd back if no op holds
+    /// it any more.
+    pub(crate) fn into_fd(mut self) -> Result<std::os::fd::OwnedFd, StreamCore> {
+        self.receiver = None;
+        let StreamCore { fd, receiver, eof } = self;
+        fd.try_unwrap()
+            .map_err(|fd| StreamCore { fd, receiver, eof })
+    }
+
+    pub(crate) async fn read<B: IoBufMut>(&self, buf: B) -> (io::Result<usize>, B) {
+        ops::recv(&self.fd, buf, 0).await
+    }
+
+    pub(crate) async fn write<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, B) {
+        ops::send(&self.fd, buf, 0).await
+    }
+
+    pub(crate) async fn writev<B: IoBuf>(&self, bufs: Vec<B>) -> (io::Result<usize>, Vec<B>) {
+        ops::writev(&self.fd, bufs, ops::CURRENT_POSITION).await
+    }
+
+    pub(crate) async fn shutdown(&self, how: i32) -> io::Result<()> {
+        ops::shutdown(&self.fd, how).await
+    }
+
+    pub(crate) async fn write_all(&self, mut buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        let mut sent = 0;
+        while sent < buf.len() {
+            let rest = if sent == 0 {
+                std::mem::take(&mut buf)
+            } else {
+                buf.split_off(sent)
+            };
+            let (res, back) = ops::send(&self.fd, rest, 0).await;
+            buf.extend_from_slice(&back);
+            match res {
+                Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf),
+                Ok(n) => sent += n,
+                Err(e) => return (Err(e), buf),
+            }
+        }
+        (Ok(()), buf)
+    }
+
+    pub(crate) async fn recv_chunk(&mut self) -> io::Result<Option<RingBuf>> {
+        if self.eof {
+            return Ok(None);
+        }
+        loop {
+            let receiver = match &mut self.receiver {
+                Some(r) => r,
+                None => self.receiver.insert(Receiver {
+                    ring: BufRing::core_default()?,
+                    stream: None,
+                }),
+            };
+            let stream = match &mut receiver.stream {
+                Some(s) => s,
+                None => receiver
+                    .stream
+                    .insert(ops::recv_multishot(&self.fd, &receiver.ring)?),
+            };
+            match stream.next().await {
+                Ok(Received::Data(chunk)) => return Ok(Some(chunk)),
+                Ok(Received::Eof) => {
+                    self.eof = true;
+                    receiver.stream = None;
+                    return Ok(None);
+                }
+                // The kernel stopped the multishot (it may do so under pressure): re-arm.
+                Ok(Received::Ended) => receiver.stream = None,
+                Err(e) if e.raw_os_error() == Some(ENOBUFS) => {
+                    // Every buffer of the ring is lent out: give them time to come back.
+                    receiver.stream = None;
+                    percore_engine::time::sleep(RING_DRY_BACKOFF).await;
+                }
+                Err(e) => {
+                    receiver.stream = None;
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    pub(crate) async fn shutdown_write(&self) -> io::Result<()> {
+        self.shutdown(SHUT_WR).await
+    }
+}

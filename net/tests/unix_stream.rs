@@ -1,0 +1,68 @@
+//! Unix domain stream sockets with the same buffered API as TCP.
+
+use std::io::Write;
+
+use percore_net::unix::{UnixListener, UnixStream};
+use percore_net::BufStream;
+
+fn socket_path(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("percore-{}-{name}.sock", std::process::id()))
+}
+
+#[test]
+fn listener_accepts_and_buffered_lines_round_trip() {
+    percore_engine::block_on(async {
+        let path = socket_path("lines");
+        let mut listener = UnixListener::bind(&path).unwrap();
+        let server = percore_engine::spawn(async move {
+            let conn = listener.accept().await.unwrap();
+            let mut conn = BufStream::new(conn);
+            while let Some(line) = conn.read_line(128).await.unwrap() {
+                conn.write(&line.to_ascii_uppercase()).await.unwrap();
+                conn.flush().await.unwrap();
+            }
+            listener.stats().accepted
+        });
+        let mut client = BufStream::new(UnixStream::connect(&path).await.unwrap());
+        for word in ["unix\n", "domain\n", "sockets\n"] {
+            client.write(word.as_bytes()).await.unwrap();
+            client.flush().await.unwrap();
+            let back = client.read_line(128).await.unwrap().unwrap();
+            assert_eq!(back, word.to_uppercase().into_bytes());
+        }
+        client.shutdown_write().await.unwrap();
+        assert_eq!(server.await.unwrap(), 1);
+        assert!(!path.exists(), "the socket file goes with the listener");
+    });
+}
+
+#[test]
+fn pairs_and_limits() {
+    percore_engine::block_on(async {
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut b = BufStream::new(b);
+        let (r, _) = a.write_all(vec![b'z'; 300]).await;
+        r.unwrap();
+        let err = b.read_line(100).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        assert_eq!(
+            b.read_exact(300).await.unwrap(),
+            vec![b'z'; 300],
+            "nothing was lost"
+        );
+        drop(a);
+        assert_eq!(b.read_some(10).await.unwrap(), None);
+    });
+}
+
+#[test]
+fn std_interop_and_connect_errors() {
+    percore_engine::block_on(async {
+        let missing = socket_path("missing");
+        assert!(UnixStream::connect(&missing).await.is_err());
+        let (std_a, mut std_b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut a = BufStream::new(UnixStream::from_std(std_a));
+        std_b.write_all(b"from std\n").unwrap();
+        assert_eq!(a.read_line(64).await.unwrap().unwrap(), b"from std\n");
+    });
+}
