@@ -30,6 +30,22 @@
 //! cargo bench -p percore-benches --bench engine -- channel_pingpong   # one case
 //! ```
 //!
+//! # TCP echo (`src/bin/echo_*.rs`, `echo/run.sh`)
+//!
+//! One echo server per runtime, written the same way on one core: `echo_raw_uring` (the
+//! floor: a runtime-free io_uring loop with multishot accept, multishot recv into a provided
+//! buffer ring and batched submits), `echo_percore`, `echo_tokio` (`current_thread`),
+//! `echo_glommio` and `echo_monoio` (io_uring driver); and `echo_client`, a closed-loop tokio
+//! load client that prints one JSON line (round trips/s, p50/p99/p99.9/max µs, and with
+//! `--server-pid` the server's user and system CPU µs per round trip).
+//! `benches/echo/run.sh` builds them, pins server to CPU 0 and client to CPU 1, alternates the
+//! servers for several rounds per point and prints a table of medians and ratios:
+//!
+//! ```text
+//! benches/echo/run.sh
+//! DURATION=5 ROUNDS=5 SIZES=64 CONNS="64 512" SERVERS="raw percore tokio" benches/echo/run.sh
+//! ```
+//!
 //! The machines here are shared 2-vCPU VMs: compare runtimes within one run and record ratios
 //! with the command that produced them in BENCHMARKS.md, never absolute figures alone.
 

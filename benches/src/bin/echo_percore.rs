@@ -1,0 +1,116 @@
+//! The TCP echo server of the echo benchmark on percore: one core (CPU 0 by default), a
+//! `TcpListener`, and per connection a task that echoes what it receives.
+//!
+//! `--mode chunk` (the default, the fastest with the public API): `TcpStream::recv_chunk`
+//! (a multishot receive into the core's provided-buffer ring), the chunk copied into a reused
+//! `Vec`, then `TcpStream::write_all`. `--mode read`: a one-shot `TcpStream::read` into a
+//! reused 64 KiB `Vec` and `write_all`. `--mode bufstream`: `BufStream::read_some` ->
+//! `write` -> `flush`.
+//!
+//! Run: `echo_percore --listen 127.0.0.1:7000 --cpu 0`; see `benches/echo/run.sh`.
+
+use std::io;
+use std::net::SocketAddr;
+
+use clap::{Parser, ValueEnum};
+use percore_engine::Runtime;
+use percore_net::tcp::{TcpListener, TcpStream};
+use percore_net::BufStream;
+
+/// How a connection task reads and writes.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Mode {
+    /// `recv_chunk` + copy into a reused `Vec` + `write_all`.
+    Chunk,
+    /// One-shot `read` into a reused `Vec` + `write_all`.
+    Read,
+    /// `BufStream::read_some` + `write` + `flush`.
+    Bufstream,
+}
+
+/// Command line.
+#[derive(Parser, Debug)]
+struct Args {
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7000")]
+    listen: SocketAddr,
+    /// The CPU of the (single) core.
+    #[arg(long, default_value_t = 0)]
+    cpu: usize,
+    /// How connections read and write.
+    #[arg(long, value_enum, default_value_t = Mode::Chunk)]
+    mode: Mode,
+}
+
+/// Bytes read at most per `read` / `read_some`.
+const READ_MAX: usize = 64 * 1024;
+
+async fn echo_chunk(mut stream: TcpStream) -> io::Result<()> {
+    let mut out: Vec<u8> = Vec::with_capacity(READ_MAX);
+    while let Some(chunk) = stream.recv_chunk().await? {
+        out.clear();
+        out.extend_from_slice(&chunk);
+        // Give the ring buffer back before the send, not after it.
+        drop(chunk);
+        let (res, back) = stream.write_all(out).await;
+        res?;
+        out = back;
+    }
+    Ok(())
+}
+
+async fn echo_read(stream: TcpStream) -> io::Result<()> {
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_MAX);
+    loop {
+        buf.clear();
+        let (res, back) = stream.read(buf).await;
+        if res? == 0 {
+            return Ok(());
+        }
+        let (res, back) = stream.write_all(back).await;
+        res?;
+        buf = back;
+    }
+}
+
+async fn echo_bufstream(stream: TcpStream) -> io::Result<()> {
+    let mut stream = BufStream::new(stream);
+    while let Some(data) = stream.read_some(READ_MAX).await? {
+        stream.write(&data).await?;
+        stream.flush().await?;
+    }
+    Ok(())
+}
+
+async fn serve(listen: SocketAddr, mode: Mode) -> io::Result<()> {
+    let mut listener = TcpListener::bind(listen)?;
+    eprintln!(
+        "echo_percore ({mode:?}) listening on {}",
+        listener.local_addr()
+    );
+    loop {
+        let (stream, _peer) = listener.accept().await?;
+        let task = async move {
+            match mode {
+                Mode::Chunk => echo_chunk(stream).await,
+                Mode::Read => echo_read(stream).await,
+                Mode::Bufstream => echo_bufstream(stream).await,
+            }
+        };
+        // A reset connection at the end of a run is normal: nothing to report.
+        percore_engine::spawn(task).detach(|_outcome| {});
+    }
+}
+
+fn main() -> io::Result<()> {
+    let args = Args::parse();
+    let runtime = Runtime::builder().cpus([args.cpu]).build()?;
+    let (listen, mode) = (args.listen, args.mode);
+    for res in runtime
+        .run(move |_core| serve(listen, mode))
+        .map_err(|e| io::Error::other(e.to_string()))?
+    {
+        res?;
+    }
+    Ok(())
+}
