@@ -238,7 +238,7 @@ impl<S: ByteStream> BufStream<S> {
     ///
     /// # Errors
     ///
-    /// The stream's errors; the unsent rest stays buffered.
+    /// The stream's errors; what was not sent stays buffered.
     ///
     /// # Cancel safety
     ///

@@ -21,7 +21,7 @@ pub trait ByteStream {
     /// Must be cancel-safe: a chunk leaves the stream only when returned.
     fn recv_chunk(&mut self) -> impl Future<Output = io::Result<Option<RingBuf>>>;
 
-    /// Sends all of `buf`; gives the buffer back.
+    /// Sends all of `buf`; gives it back emptied of what was sent (the unsent rest on error).
     fn write_all(&self, buf: Vec<u8>) -> impl Future<Output = (io::Result<()>, Vec<u8>)>;
 
     /// Half-closes the sending side.
@@ -88,19 +88,17 @@ impl StreamCore {
         ops::shutdown(&self.fd, how).await
     }
 
+    /// Sends all of `buf`; gives it back emptied of what was sent (empty on success, the
+    /// unsent rest on error), its allocation kept for reuse.
     pub(crate) async fn write_all(&self, mut buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
-        let mut sent = 0;
-        while sent < buf.len() {
-            let rest = if sent == 0 {
-                std::mem::take(&mut buf)
-            } else {
-                buf.split_off(sent)
-            };
-            let (res, back) = ops::send(&self.fd, rest, 0).await;
-            buf.extend_from_slice(&back);
+        while !buf.is_empty() {
+            let (res, back) = ops::send(&self.fd, buf, 0).await;
+            buf = back;
             match res {
                 Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf),
-                Ok(n) => sent += n,
+                Ok(n) if n >= buf.len() => buf.clear(),
+                // A short send (rare): keep the rest at the front and go on.
+                Ok(n) => drop(buf.drain(..n)),
                 Err(e) => return (Err(e), buf),
             }
         }

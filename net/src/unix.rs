@@ -119,7 +119,7 @@ impl UnixStream {
         self.core.write(buf).await
     }
 
-    /// Sends all of `buf`.
+    /// Sends all of `buf`; it comes back emptied of what was sent (the unsent rest on error).
     ///
     /// # Errors
     ///

@@ -187,11 +187,12 @@ impl TcpStream {
         self.core.write(buf).await
     }
 
-    /// Sends all of `buf`, looping over short sends.
+    /// Sends all of `buf`, looping over short sends. The buffer comes back emptied of what was
+    /// sent, its allocation kept for reuse: empty on success, the unsent rest on error.
     ///
     /// # Errors
     ///
-    /// The kernel's error; how much was sent before it is then unknown to the caller.
+    /// The kernel's error; the returned buffer then holds what was not sent.
     ///
     /// # Cancel safety
     ///
