@@ -2,13 +2,12 @@
 //!
 //! Each core counts in plain integers (driver and executor counters). [`current`] reads the
 //! calling core's directly. For other threads, every core publishes a snapshot to a shared
-//! board a few times a second (atomic stores of whole values, no read-modify-write) through a
-//! small task the launcher starts; [`RuntimeHandle::stats`](crate::RuntimeHandle::stats) reads
-//! the board.
+//! board (atomic stores of whole values, no read-modify-write) before it sleeps and every 1024
+//! loop turns while busy, when anything changed; no timer wakes a core for it.
+//! [`RuntimeHandle::stats`](crate::RuntimeHandle::stats) reads the board.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::runtime::context;
 
@@ -136,7 +135,7 @@ impl StatsBoard {
         })
     }
 
-    fn publish(&self, stats: CoreStats) {
+    pub(crate) fn publish(&self, stats: CoreStats) {
         if let Some(slots) = self.cores.get(stats.core) {
             for (slot, value) in slots.iter().zip(stats.to_array()) {
                 slot.store(value, Ordering::Relaxed);
@@ -153,18 +152,4 @@ impl StatsBoard {
             })
             .collect()
     }
-}
-
-/// How often cores publish their stats.
-const PUBLISH_EVERY: Duration = Duration::from_millis(200);
-
-/// Starts the task that publishes this core's stats; it stops when the handle is dropped.
-pub(crate) fn spawn_publisher(board: Arc<StatsBoard>, _index: usize) -> crate::JoinHandle<()> {
-    crate::spawn(async move {
-        let mut tick = crate::time::interval(PUBLISH_EVERY);
-        loop {
-            tick.tick().await;
-            board.publish(current());
-        }
-    })
 }

@@ -398,3 +398,44 @@ fn buffer_ring_dropped_with_its_orphaned_stream_is_unregistered() {
         );
     });
 }
+
+#[test]
+fn a_ring_buffer_is_sent_straight_and_recycled_even_when_the_send_is_dropped() {
+    run(async {
+        let ring = BufRing::new(8, 256).unwrap();
+        let base = baseline();
+        let (fd, mut peer) = unix_pair();
+        let (out, mut out_peer) = unix_pair();
+        let mut stream = ops::recv_multishot(&fd, &ring).unwrap();
+        peer.write_all(b"forward me").unwrap();
+        let ops::Received::Data(chunk) = stream.next().await.unwrap() else {
+            panic!("expected data");
+        };
+        // Sent on without a copy; the buffer comes back with the result.
+        let (sent, chunk) = ops::send(&out, chunk, 0).await;
+        assert_eq!(sent.unwrap(), 10);
+        assert_eq!(ring.lent(), 1);
+        drop(chunk);
+        assert_eq!(ring.lent(), 0);
+        let mut got = [0u8; 10];
+        out_peer.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"forward me");
+
+        // A send of a lent buffer dropped in flight (the socket is full): the buffer goes back
+        // to the ring only after the kernel is done with it.
+        let (full, mut drain) = full_unix_pair();
+        peer.write_all(b"stuck").unwrap();
+        let ops::Received::Data(chunk) = stream.next().await.unwrap() else {
+            panic!("expected data");
+        };
+        let send = poll_once(Box::pin(ops::send(&full, chunk, 0))).await;
+        let_kernel_work().await;
+        drop(send);
+        drain.set_nonblocking(true).unwrap();
+        let mut sink = vec![0u8; 1 << 20];
+        while matches!(drain.read(&mut sink), Ok(n) if n > 0) {}
+        drop((stream, fd, peer, out, out_peer, full, drain));
+        assert_settles_to(base, "ring buffer sends").await;
+        assert_eq!(ring.lent(), 0, "the orphaned send's buffer was recycled");
+    });
+}

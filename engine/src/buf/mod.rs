@@ -4,7 +4,8 @@
 //! while the kernel still writes. So ops take buffers by value and give them back with the
 //! result, `(io::Result<T>, B)`. [`IoBuf`] is a buffer the kernel may read from (writes, sends),
 //! [`IoBufMut`] one it may write into (reads, receives). Both are implemented for `Vec<u8>`,
-//! `Box<[u8]>`, `BytesMut`; `IoBuf` also for `Bytes` and `&'static [u8]`/`&'static str`.
+//! `Box<[u8]>`, `BytesMut`; `IoBuf` also for `Bytes`, `&'static [u8]`/`&'static str` and
+//! [`ring::RingBuf`] (so received bytes can be sent on straight from the buffer ring).
 //!
 //! A read fills the buffer's spare capacity after its initialised part (`Vec::len`): read into
 //! `Vec::with_capacity(n)` and the vector's length grows by the bytes read.

@@ -278,6 +278,24 @@ impl Deref for RingBuf {
     }
 }
 
+// SAFETY: the bytes live in the ring's buffer allocation, which never moves and is freed only
+// when the last handle to the ring goes (this RingBuf holds one); the kernel does not write
+// into a lent buffer until it is recycled, which needs this RingBuf dropped. So the pointer is
+// stable, valid and unchanging for the RingBuf's whole life, wherever the RingBuf moves.
+unsafe impl crate::buf::IoBuf for RingBuf {
+    fn stable_ptr(&self) -> *const u8 {
+        self.as_ptr()
+    }
+
+    fn bytes_init(&self) -> usize {
+        self.len
+    }
+
+    fn bytes_total(&self) -> usize {
+        self.len
+    }
+}
+
 impl Drop for RingBuf {
     fn drop(&mut self) {
         self.ring.recycle(self.bid);

@@ -70,6 +70,8 @@ pub(crate) struct Core {
     pub(crate) shutdown: crate::runtime::shutdown::CoreShutdown,
     /// Every core's mailbox, when this core belongs to a multi-core `Runtime::run`.
     pub(crate) mailboxes: RefCell<Option<Arc<crate::cross::spawn_on::Mailboxes>>>,
+    /// Where this core publishes its stats, and the progress count last published.
+    pub(crate) publisher: RefCell<Option<(Arc<crate::stats::StatsBoard>, u64)>>,
     /// The core's shared receive ring, made on first use (see `BufRing::core_default`).
     pub(crate) default_ring: RefCell<Option<crate::buf::ring::BufRing>>,
 }
@@ -139,6 +141,7 @@ impl Core {
             shutdown,
             mailboxes: RefCell::new(None),
             default_ring: RefCell::new(None),
+            publisher: RefCell::new(None),
         };
         core.arm_eventfd();
         Ok(core)
@@ -220,6 +223,9 @@ impl Core {
             }
             self.fire_timers();
             self.shutdown.check();
+            if self.loop_turns.get() % 1024 == 0 {
+                self.publish_stats();
+            }
             if let Err(e) = self.turn_ring() {
                 panic!("io_uring_enter failed on core {}: {e}", self.config.index);
             }
@@ -252,21 +258,41 @@ impl Core {
                 }
             }
         }
+        // With no timer pending the wait has no timeout: every wake-up source (completions,
+        // MSG_RING, the eventfd) posts to the ring, and a timeout would cost a kernel hrtimer
+        // per sleep.
         let timeout = if runnable {
             None
         } else {
-            let next = self.timers.borrow().next_deadline();
-            Some(match next {
-                Some(deadline) => deadline.saturating_duration_since(Instant::now()),
-                // Nothing to wait for but I/O: wake up now and then anyway, which costs
-                // nothing measurable and bounds the damage of a missed wake-up.
-                None => Duration::from_secs(1),
-            })
+            self.publish_stats();
+            self.timers
+                .borrow()
+                .next_deadline()
+                .map(|deadline| deadline.saturating_duration_since(Instant::now()))
         };
         let wait = !runnable && timeout != Some(Duration::ZERO);
         self.driver.borrow_mut().enter(wait, timeout)?;
         self.reap();
         Ok(())
+    }
+
+    /// Publishes this core's stats to its runtime's board, if it has one and they changed.
+    /// Called before the core sleeps and every 1024 loop turns, so readers see current figures
+    /// without a timer waking the core.
+    pub(crate) fn publish_stats(&self) {
+        let mut publisher = self.publisher.borrow_mut();
+        let Some((board, last)) = publisher.as_mut() else {
+            return;
+        };
+        let progress =
+            self.executor.stats().tasks_polled + self.driver.borrow().stats.ops_completed;
+        if progress == *last {
+            return;
+        }
+        *last = progress;
+        let board = board.clone();
+        drop(publisher);
+        board.publish(crate::stats::current());
     }
 
     /// Spins on the ring for up to `window`; true if something became runnable.

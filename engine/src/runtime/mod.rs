@@ -390,6 +390,7 @@ impl Runtime {
         .map_err(CoreError::Setup)?;
         self.shutdown.add_core(core.remote.clone());
         *core.mailboxes.borrow_mut() = Some(mailboxes);
+        *core.publisher.borrow_mut() = Some((self.board.clone(), u64::MAX));
         if self.config.announce {
             let cpu = cpu.map_or_else(|| "unpinned".to_string(), |c| format!("CPU {c}"));
             eprintln!(
@@ -397,12 +398,10 @@ impl Runtime {
                 core.driver.borrow().features()
             );
         }
-        let board = self.board.clone();
         let info = CoreInfo { index, cpu, cores };
         let grace = self.shutdown.grace;
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             core.block_on(async {
-                let _publisher = crate::stats::spawn_publisher(board, index);
                 let _signals = signals.map(|s| s.spawn_reader());
                 let _mailbox = inbox.map(crate::cross::spawn_on::serve_mailbox);
                 let main = std::pin::pin!(f(info));
