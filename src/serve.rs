@@ -36,7 +36,7 @@ pub(crate) enum Service {
 pub(crate) struct ServeArgs {
     /// The service.
     service: Service,
-    /// Address to listen on (every core binds it).
+    /// Address to listen on (every core binds it). Port 0 picks a free port, printed at start.
     #[arg(long, default_value = "127.0.0.1:7000")]
     listen: SocketAddr,
     /// CPUs to run a core on: `0`, `0-3` or `0,2` (default: all).
@@ -116,7 +116,59 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
+/// For port 0: binds a `SO_REUSEPORT` socket to a free port and keeps it for the run, so that
+/// every core joins that one port and no other server can be handed it meanwhile.
+fn reserve_port(
+    addr: SocketAddr,
+    udp: bool,
+) -> anyhow::Result<(SocketAddr, Option<socket2::Socket>)> {
+    if addr.port() != 0 {
+        return Ok((addr, None));
+    }
+    let ty = if udp {
+        socket2::Type::DGRAM
+    } else {
+        socket2::Type::STREAM
+    };
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), ty, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    let actual = socket
+        .local_addr()?
+        .as_socket()
+        .context("reserved socket has no IP address")?;
+    Ok((actual, Some(socket)))
+}
+
+/// Start-up shared by the cores: the port reservation is dropped once every core is bound (a
+/// bound reservation would take its share of a UDP port's datagrams and never read them).
+struct Startup {
+    reservation: std::sync::Mutex<Option<socket2::Socket>>,
+    bound: std::sync::atomic::AtomicUsize,
+    cores: usize,
+}
+
+impl Startup {
+    /// Called by each core once its socket is bound; prints where it listens (scripts and
+    /// tests wait for this line).
+    fn core_bound(&self, addr: SocketAddr) {
+        eprintln!(
+            "percore serve: core {} listening on {addr}",
+            percore::current_core().index
+        );
+        let bound = self.bound.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1;
+        if bound == self.cores {
+            let mut reservation = self.reservation.lock().unwrap_or_else(|e| e.into_inner());
+            drop(reservation.take());
+        }
+    }
+}
+
+pub(crate) fn run(mut args: ServeArgs) -> anyhow::Result<()> {
+    let (listen, reservation) =
+        reserve_port(args.listen, args.service == Service::UdpEcho).context("choosing a port")?;
+    args.listen = listen;
     let mut builder = percore::Runtime::builder()
         .handle_signals(true)
         .announce(true)
@@ -131,10 +183,15 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         args.listen,
         runtime.cpus()
     );
+    let startup = Startup {
+        reservation: std::sync::Mutex::new(reservation),
+        bound: std::sync::atomic::AtomicUsize::new(0),
+        cores: runtime.cpus().len(),
+    };
     let outcome = runtime.run(|_| async {
         let result = match args.service {
-            Service::Echo | Service::Holla => serve_tcp(&args).await,
-            Service::UdpEcho => serve_udp(&args).await,
+            Service::Echo | Service::Holla => serve_tcp(&args, &startup).await,
+            Service::UdpEcho => serve_udp(&args, &startup).await,
         };
         result.map_err(|e| e.to_string())
     });
@@ -151,8 +208,9 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
 }
 
-async fn serve_tcp(args: &ServeArgs) -> std::io::Result<()> {
+async fn serve_tcp(args: &ServeArgs, startup: &Startup) -> std::io::Result<()> {
     let listener = TcpListener::bind(args.listen)?;
+    startup.core_bound(args.listen);
     let mut service = TcpService::new().max_connections(args.max_connections);
     if let Some(t) = args.idle_timeout {
         service = service.idle_timeout(t);
@@ -204,8 +262,9 @@ async fn holla(mut conn: BufStream, max_line: usize) -> std::io::Result<()> {
     }
 }
 
-async fn serve_udp(args: &ServeArgs) -> std::io::Result<()> {
+async fn serve_udp(args: &ServeArgs, startup: &Startup) -> std::io::Result<()> {
     let socket = UdpSocket::bind_sharded(args.listen)?;
+    startup.core_bound(args.listen);
     loop {
         let recv = Box::pin(socket.recv_from(Vec::with_capacity(65_536)));
         let (meta, buf) = match first(shutdown::requested(), recv).await {

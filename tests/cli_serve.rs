@@ -5,55 +5,73 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+/// A running `percore serve`, its address, and its stderr so far (read by a thread).
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    stderr: std::sync::mpsc::Receiver<String>,
 }
 
-/// Starts `percore serve ...` and waits until it accepts connections (bounded).
-fn start(args: &[&str], addr: SocketAddr, probe_tcp: bool) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_percore"))
+impl Drop for Server {
+    fn drop(&mut self) {
+        // A failing test must not leave its server running.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `percore serve ...` on a port it picks itself and waits for its "listening on" line
+/// (bounded): no port is guessed, so parallel tests never share one.
+fn start(args: &[&str]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_percore"))
         .arg("serve")
         .args(args)
-        .args(["--listen", &addr.to_string(), "--cpus", "0"])
+        .args(["--listen", "127.0.0.1:0", "--cpus", "0"])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    if probe_tcp {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "server never listened");
-            std::thread::sleep(Duration::from_millis(5));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
         }
-    } else {
-        // UDP has no handshake: wait for the start-up line on stderr instead.
-        std::thread::sleep(Duration::from_millis(200));
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let addr = loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("server never said where it listens");
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    Server {
+        child,
+        addr,
+        stderr: rx,
     }
-    child
 }
 
-fn stop(child: Child) -> String {
-    let pid = child.id() as libc::pid_t;
+fn stop(mut server: Server) -> String {
+    let pid = server.child.id() as libc::pid_t;
     // SAFETY: kill(2) on our own child's pid, which it holds until it is waited for.
     let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
     assert_eq!(rc, 0);
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(out.status.success(), "exit {:?}: {stderr}", out.status);
+    let status = server.child.wait().unwrap();
+    let stderr: String = server.stderr.iter().collect::<Vec<_>>().join("\n");
+    assert!(status.success(), "exit {status:?}: {stderr}");
     assert!(stderr.contains("stopped"), "{stderr}");
     stderr
 }
 
 #[test]
 fn holla_upper_cases_lines_and_limits_what_it_reads() {
-    let addr = free_port();
-    let server = start(
-        &["holla", "--idle-timeout", "300ms", "--max-line", "16"],
-        addr,
-        true,
-    );
+    let server = start(&["holla", "--idle-timeout", "300ms", "--max-line", "16"]);
+    let addr = server.addr;
 
     let conn = TcpStream::connect(addr).unwrap();
     let mut reader = BufReader::new(conn.try_clone().unwrap());
@@ -114,8 +132,8 @@ fn holla_upper_cases_lines_and_limits_what_it_reads() {
 
 #[test]
 fn echo_and_udp_echo() {
-    let addr = free_port();
-    let server = start(&["echo"], addr, true);
+    let server = start(&["echo"]);
+    let addr = server.addr;
     let mut c = TcpStream::connect(addr).unwrap();
     let payload: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
     let writer = {
@@ -129,8 +147,8 @@ fn echo_and_udp_echo() {
     assert!(back == payload);
     stop(server);
 
-    let addr = free_port();
-    let server = start(&["udp-echo"], addr, false);
+    let server = start(&["udp-echo"]);
+    let addr = server.addr;
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
