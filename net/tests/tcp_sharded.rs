@@ -16,11 +16,15 @@ const CONNECTIONS: usize = 200;
 fn connections_spread_across_cores_and_shutdown_stops_accepting() {
     let cpus: Vec<usize> =
         (0..core_affinity::get_core_ids().map_or(1, |c| c.len()).min(2)).collect();
-    // A free port for every core to share.
-    let addr: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
+    // A port for every core to share, held (bound, not listening, SO_REUSEPORT) for the whole
+    // run so that nothing else can be handed it.
+    let holder = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    holder.set_reuse_address(true).unwrap();
+    holder.set_reuse_port(true).unwrap();
+    holder
+        .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
         .unwrap();
+    let addr: SocketAddr = holder.local_addr().unwrap().as_socket().unwrap();
     let rt = Runtime::builder().cpus(cpus.clone()).build().unwrap();
     let handle = rt.handle();
     let bound = Arc::new(AtomicUsize::new(0));

@@ -269,11 +269,12 @@ fn ipv6_loopback() {
 #[test]
 fn refused_and_timed_out_connects() {
     percore_engine::block_on(async {
-        // A port nobody listens on: bind a std listener, note the port, close it.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        // A port that is bound but not listening: held (no other test can be handed it) and
+        // refusing connections.
+        let holder =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        holder.bind(&loopback().into()).unwrap();
+        let port = holder.local_addr().unwrap().as_socket().unwrap();
         let err = TcpStream::connect(port).await.unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
 
