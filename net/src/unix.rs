@@ -4,21 +4,18 @@
 //! same way when fds run out); [`UnixStream`] receives on the core's buffer ring and works with
 //! [`BufStream`](crate::BufStream).
 
-use std::cell::Cell;
 use std::fmt;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use percore_engine::buf::ring::RingBuf;
 use percore_engine::buf::{IoBuf, IoBufMut};
 use percore_engine::fd::SharedFd;
-use percore_engine::ops::{self, AcceptStream};
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use crate::stream::{ByteStream, StreamCore};
-use crate::tcp::listener::{is_aborted, is_resource_exhaustion};
+use crate::tcp::listener::Acceptor;
 use crate::tcp::AcceptStats;
 
 /// A connected Unix stream socket; `!Send`.
@@ -176,23 +173,18 @@ impl ByteStream for UnixStream {
 /// A listening Unix stream socket on this core. The socket file is removed when the listener
 /// is dropped.
 pub struct UnixListener {
-    fd: SharedFd,
+    acceptor: Acceptor,
     path: PathBuf,
-    accepts: Option<AcceptStream>,
-    stats: Cell<AcceptStats>,
 }
 
 impl fmt::Debug for UnixListener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UnixListener")
             .field("path", &self.path)
-            .field("stats", &self.stats.get())
+            .field("stats", &self.acceptor.stats())
             .finish()
     }
 }
-
-/// Back-off after an accept failed for lack of fds or memory.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 
 impl UnixListener {
     /// Binds and listens at `path` (which must not exist).
@@ -206,10 +198,11 @@ impl UnixListener {
         socket.bind(&SockAddr::unix(&path)?)?;
         socket.listen(crate::tcp::DEFAULT_BACKLOG)?;
         Ok(UnixListener {
-            fd: SharedFd::new(OwnedFd::from(socket)),
+            acceptor: Acceptor::new(
+                SharedFd::new(OwnedFd::from(socket)),
+                path.display().to_string(),
+            ),
             path,
-            accepts: None,
-            stats: Cell::new(AcceptStats::default()),
         })
     }
 
@@ -220,47 +213,22 @@ impl UnixListener {
 
     /// What this listener counted.
     pub fn stats(&self) -> AcceptStats {
-        self.stats.get()
+        self.acceptor.stats()
     }
 
     /// Accepts the next connection.
     ///
     /// # Errors
     ///
-    /// Fatal listener errors (running out of fds is not one: it is counted and backed off).
+    /// Fatal listener errors; running out of fds is not one: as for
+    /// [`TcpListener::accept`](crate::tcp::TcpListener::accept), it is counted, logged and
+    /// backed off (5 ms doubling to 1 s).
     ///
     /// # Cancel safety
     ///
     /// Cancel-safe: accepted connections wait in the multishot accept for a later call.
     pub async fn accept(&mut self) -> io::Result<UnixStream> {
-        loop {
-            let accepts = match &mut self.accepts {
-                Some(a) => a,
-                None => self.accepts.insert(ops::accept_multishot(&self.fd)?),
-            };
-            match accepts.next().await {
-                Some(Ok(fd)) => {
-                    let mut s = self.stats.get();
-                    s.accepted += 1;
-                    self.stats.set(s);
-                    return Ok(UnixStream::from_owned_fd(fd));
-                }
-                Some(Err(e)) => {
-                    self.accepts = None;
-                    match e {
-                        e if is_resource_exhaustion(&e) => {
-                            let mut s = self.stats.get();
-                            s.resource_errors += 1;
-                            self.stats.set(s);
-                            percore_engine::time::sleep(ACCEPT_BACKOFF).await;
-                        }
-                        e if is_aborted(&e) => {}
-                        e => return Err(e),
-                    }
-                }
-                None => self.accepts = None,
-            }
-        }
+        Ok(UnixStream::from_owned_fd(self.acceptor.next().await?))
     }
 }
 

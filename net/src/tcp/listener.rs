@@ -34,18 +34,85 @@ pub struct AcceptStats {
 
 /// A TCP listener on this core; see the module docs for sharding across cores.
 pub struct TcpListener {
+    acceptor: Acceptor,
+    local: SocketAddr,
+}
+
+/// The accept loop both listeners share: a multishot accept re-armed whenever the kernel ends
+/// it, a doubling back-off when fds or memory run out, and the counts.
+pub(crate) struct Acceptor {
     fd: SharedFd,
     accepts: Option<AcceptStream>,
-    local: SocketAddr,
     stats: Cell<AcceptStats>,
     backoff: Duration,
+    name: String,
+}
+
+impl Acceptor {
+    pub(crate) fn new(fd: SharedFd, name: String) -> Acceptor {
+        Acceptor {
+            fd,
+            accepts: None,
+            stats: Cell::new(AcceptStats::default()),
+            backoff: ACCEPT_BACKOFF.0,
+            name,
+        }
+    }
+
+    pub(crate) fn stats(&self) -> AcceptStats {
+        self.stats.get()
+    }
+
+    fn count(&self, f: impl FnOnce(&mut AcceptStats)) {
+        let mut stats = self.stats.get();
+        f(&mut stats);
+        self.stats.set(stats);
+    }
+
+    /// The next accepted fd. Cancel-safe (connections wait in the multishot accept); running
+    /// out of fds or memory is counted, logged once per streak and backed off, never returned.
+    pub(crate) async fn next(&mut self) -> io::Result<OwnedFd> {
+        loop {
+            let accepts = match &mut self.accepts {
+                Some(a) => a,
+                None => self.accepts.insert(ops::accept_multishot(&self.fd)?),
+            };
+            match accepts.next().await {
+                Some(Ok(fd)) => {
+                    self.backoff = ACCEPT_BACKOFF.0;
+                    self.count(|s| s.accepted += 1);
+                    return Ok(fd);
+                }
+                Some(Err(e)) => {
+                    self.accepts = None;
+                    if is_resource_exhaustion(&e) {
+                        if self.backoff == ACCEPT_BACKOFF.0 {
+                            eprintln!(
+                                "percore-net: accept on {} failed ({e}); backing off",
+                                self.name
+                            );
+                        }
+                        self.count(|s| s.resource_errors += 1);
+                        percore_engine::time::sleep(self.backoff).await;
+                        self.backoff = (self.backoff * 2).min(ACCEPT_BACKOFF.1);
+                    } else if is_aborted(&e) {
+                        self.count(|s| s.aborted += 1);
+                    } else {
+                        return Err(e);
+                    }
+                }
+                // The kernel ended the multishot: re-arm.
+                None => self.accepts = None,
+            }
+        }
+    }
 }
 
 impl fmt::Debug for TcpListener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TcpListener")
             .field("local", &self.local)
-            .field("stats", &self.stats.get())
+            .field("stats", &self.acceptor.stats())
             .finish()
     }
 }
@@ -81,11 +148,8 @@ impl TcpListener {
             .as_socket()
             .ok_or_else(|| io::Error::other("listener has no IP address"))?;
         Ok(TcpListener {
-            fd: SharedFd::new(OwnedFd::from(socket)),
-            accepts: None,
+            acceptor: Acceptor::new(SharedFd::new(OwnedFd::from(socket)), local.to_string()),
             local,
-            stats: Cell::new(AcceptStats::default()),
-            backoff: ACCEPT_BACKOFF.0,
         })
     }
 
@@ -96,7 +160,7 @@ impl TcpListener {
 
     /// What this listener counted so far.
     pub fn stats(&self) -> AcceptStats {
-        self.stats.get()
+        self.acceptor.stats()
     }
 
     /// Accepts the next connection (`TCP_NODELAY` on) and its peer's address.
@@ -115,65 +179,25 @@ impl TcpListener {
     /// until a later call takes them; none is lost or leaked.
     pub async fn accept(&mut self) -> io::Result<(TcpStream, SocketAddr)> {
         loop {
-            let accepts = match &mut self.accepts {
-                Some(a) => a,
-                None => self.accepts.insert(ops::accept_multishot(&self.fd)?),
-            };
-            match accepts.next().await {
-                Some(Ok(fd)) => {
-                    self.backoff = ACCEPT_BACKOFF.0;
-                    let mut stats = self.stats.get();
-                    stats.accepted += 1;
-                    self.stats.set(stats);
-                    let peer = SockRef::from(&fd)
-                        .peer_addr()
-                        .ok()
-                        .and_then(|a| a.as_socket());
-                    let stream = TcpStream::from_owned_fd(fd)?;
-                    match peer {
-                        Some(peer) => return Ok((stream, peer)),
-                        // Reset between accept and getpeername: not a connection any more.
-                        None => continue,
-                    }
-                }
-                Some(Err(e)) => {
-                    self.accepts = None;
-                    match e {
-                        e if is_resource_exhaustion(&e) => {
-                            let mut stats = self.stats.get();
-                            if self.backoff == ACCEPT_BACKOFF.0 {
-                                eprintln!(
-                                    "percore-net: accept on {} failed ({e}); backing off",
-                                    self.local
-                                );
-                            }
-                            stats.resource_errors += 1;
-                            self.stats.set(stats);
-                            percore_engine::time::sleep(self.backoff).await;
-                            self.backoff = (self.backoff * 2).min(ACCEPT_BACKOFF.1);
-                        }
-                        e if is_aborted(&e) => {
-                            let mut stats = self.stats.get();
-                            stats.aborted += 1;
-                            self.stats.set(stats);
-                        }
-                        e => return Err(e),
-                    }
-                }
-                // The kernel ended the multishot: re-arm.
-                None => self.accepts = None,
-            }
+            let fd = self.acceptor.next().await?;
+            let peer = SockRef::from(&fd)
+                .peer_addr()
+                .ok()
+                .and_then(|a| a.as_socket());
+            // Reset between accept and getpeername: not a connection any more.
+            let Some(peer) = peer else { continue };
+            return Ok((TcpStream::from_owned_fd(fd)?, peer));
         }
     }
 }
 
 /// Whether an accept failed for lack of fds or memory (back off and retry, never spin).
-pub(crate) fn is_resource_exhaustion(e: &io::Error) -> bool {
+fn is_resource_exhaustion(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(EMFILE | ENFILE | ENOBUFS | ENOMEM))
 }
 
 /// Whether an accept failed because the connection went away first (just go on).
-pub(crate) fn is_aborted(e: &io::Error) -> bool {
+fn is_aborted(e: &io::Error) -> bool {
     e.raw_os_error() == Some(ECONNABORTED)
 }
 
