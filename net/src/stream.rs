@@ -22,9 +22,17 @@ pub trait ByteStream {
     fn recv_chunk(&mut self) -> impl Future<Output = io::Result<Option<RingBuf>>>;
 
     /// Sends all of `buf`; gives it back emptied of what was sent (the unsent rest on error).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future mid-way may leave a prefix of `buf` sent: close the stream then.
     fn write_all(&self, buf: Vec<u8>) -> impl Future<Output = (io::Result<()>, Vec<u8>)>;
 
     /// Half-closes the sending side.
+    ///
+    /// # Cancel safety
+    ///
+    /// The shutdown may or may not have happened when the future is dropped.
     fn shutdown_write(&self) -> impl Future<Output = io::Result<()>>;
 }
 
