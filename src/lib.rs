@@ -2,7 +2,8 @@
 //!
 //! This is the facade: it re-exports the engine (executor, ops, time, scopes, sync, cross-core
 //! channels, launcher) and, as they land, the networking, pool, protocol and load-generation
-//! crates. The `percore` binary (`percore bench`, later `serve` and `load`) is built from it.
+//! crates. The `percore` binary (`percore bench`, `serve`, `load`, `engine-bench`) is built
+//! from it.
 //!
 //! # Example
 //!
@@ -22,5 +23,8 @@
 pub use percore_engine::*;
 pub use percore_macros::{main, test};
 
-/// The networking crate (placeholder until the net issue lands).
+/// The networking crate: TCP, UDP and Unix sockets, buffered streams, services.
 pub use percore_net as net;
+
+/// The load generator behind `percore load` and `percore bench`.
+pub use percore_loadtest as loadtest;

@@ -2,6 +2,8 @@
 
 #![forbid(unsafe_code)]
 
+mod bench;
+mod load;
 mod selfbench;
 mod serve;
 
@@ -17,19 +19,37 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Measure the engine on this machine: ring round trips, spawn, yield, channels, timers,
-    /// cross-core messages. Ends by itself and prints a table.
-    Bench(selfbench::BenchArgs),
+    /// The demo: start percore's echo service on one CPU, load it from another, print the
+    /// capacity and the latency (coordinated omission corrected) and write an SVG report.
+    /// Ends by itself (12 s by default).
+    Bench(bench::BenchArgs),
+    /// Load a server: `tcp://`, `udp://` or `http://` targets, open loop (`--rate`) or closed
+    /// loop, HDR latency, JSON, interval logs and plots. `percore load merge` combines
+    /// interval logs.
+    Load(Box<load::LoadArgs>),
     /// Run a built-in service (echo, holla, udp-echo) on every chosen CPU until Ctrl-C or
     /// SIGTERM.
     Serve(serve::ServeArgs),
+    /// Measure the engine on this machine: ring round trips, spawn, yield, channels, timers,
+    /// cross-core messages. Ends by itself and prints a table.
+    EngineBench(selfbench::BenchArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Bench(args) => selfbench::run(args),
+    let outcome = match cli.command {
+        Command::Bench(args) => bench::run(args),
+        Command::Load(args) => load::run(*args),
         Command::Serve(args) => serve::run(args),
+        Command::EngineBench(args) => selfbench::run(args),
+    };
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line with its causes; no backtrace, whatever RUST_BACKTRACE says.
+            eprintln!("percore: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }
 

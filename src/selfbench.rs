@@ -1,4 +1,5 @@
-//! `percore bench`: the engine's self-benchmark (until the load generator lands).
+//! `percore engine-bench`: the engine's self-benchmark (ring, spawn, yield, channels, timers,
+//! cross-core messages), one core, a table of ns per operation.
 //!
 //! Each case runs a fixed number of operations on one pinned core and reports wall time and the
 //! core's user/system CPU per operation, median of several rounds. It measures the engine alone;
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Args;
 
-/// Options of `percore bench`.
+/// Options of `percore engine-bench`.
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
     /// Operations per round.
@@ -119,7 +120,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
         }),
     ];
     println!(
-        "percore bench: engine self-benchmark, {ops} ops x {} rounds, core on CPU {}",
+        "percore engine-bench: engine self-benchmark, {ops} ops x {} rounds, core on CPU {}",
         args.rounds, args.cpu
     );
     let features = runtime

@@ -1,13 +1,14 @@
-//! The README's main command: `percore bench` runs, prints its table and ends by itself.
+//! `percore engine-bench` (the engine's self-benchmark) runs, prints its table and ends by
+//! itself. (`percore bench`, the README's demo, is tested with the load generator.)
 
 use std::process::Command;
 
 #[test]
-fn percore_bench_ends_by_itself_with_a_table() {
+fn percore_engine_bench_ends_by_itself_with_a_table() {
     let out = Command::new(env!("CARGO_BIN_EXE_percore"))
-        .args(["bench", "--ops", "2000", "--rounds", "1"])
+        .args(["engine-bench", "--ops", "2000", "--rounds", "1"])
         .output()
-        .expect("running percore bench");
+        .expect("running percore engine-bench");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

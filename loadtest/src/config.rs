@@ -1,0 +1,157 @@
+//! A planned run: target, loop mode, size, and limits.
+
+use std::time::Duration;
+
+use crate::target::Target;
+
+/// How requests are issued.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Mode {
+    /// Requests at a fixed total rate (requests/s across all connections and cores), each with
+    /// an intended send time fixed in advance; latency is measured from that time.
+    Open {
+        /// Total requests per second.
+        rate: f64,
+        /// Spacing of the intended times.
+        arrival: Arrival,
+    },
+    /// Each connection sends its next request when a response arrives (up to `pipeline`
+    /// outstanding); latency is the service time.
+    Closed,
+}
+
+/// Spacing of open-loop arrivals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// Evenly spaced.
+    Uniform,
+    /// Exponential gaps (a Poisson process of the same mean rate), from a seeded generator.
+    Poisson,
+}
+
+/// When the run ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// After this long (measured, after the warm-up).
+    Duration(Duration),
+    /// After this many requests in total (measured, after the warm-up).
+    Requests(u64),
+}
+
+/// Options of the HTTP protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpOptions {
+    /// The method (`GET`, `POST`, ...).
+    pub method: String,
+    /// Extra headers, `(name, value)`.
+    pub headers: Vec<(String, String)>,
+    /// The request body (sent with `Content-Length`); empty for none.
+    pub body: Vec<u8>,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            method: "GET".into(),
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+}
+
+/// Everything a run needs.
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    /// What to load.
+    pub target: Target,
+    /// Open or closed loop.
+    pub mode: Mode,
+    /// Connections in total (split across cores). For UDP, connected sockets.
+    pub connections: usize,
+    /// When to stop.
+    pub stop: Stop,
+    /// CPUs to run a generator shard on.
+    pub cpus: Vec<usize>,
+    /// Load applied before measuring starts (not recorded).
+    pub warmup: Duration,
+    /// Requests outstanding per connection at most (1: no pipelining).
+    pub pipeline: usize,
+    /// Payload size of echo requests, in bytes.
+    pub payload: usize,
+    /// A request not answered within this is a timeout error (and its connection is
+    /// reopened).
+    pub timeout: Duration,
+    /// HTTP options (HTTP targets only).
+    pub http: HttpOptions,
+    /// Largest response accepted, in bytes (head plus body for HTTP).
+    pub max_response: usize,
+    /// Seed of the Poisson arrivals.
+    pub seed: u64,
+}
+
+impl LoadConfig {
+    /// A closed-loop, 10 s, 64-connection run on CPU 0 with 64-byte payloads.
+    pub fn new(target: Target) -> LoadConfig {
+        LoadConfig {
+            target,
+            mode: Mode::Closed,
+            connections: 64,
+            stop: Stop::Duration(Duration::from_secs(10)),
+            cpus: vec![0],
+            warmup: Duration::ZERO,
+            pipeline: 1,
+            payload: 64,
+            timeout: Duration::from_secs(5),
+            http: HttpOptions::default(),
+            max_response: 16 << 20,
+            seed: 0x5eed_1e55_c0ff_ee00,
+        }
+    }
+
+    /// Checks the combination.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the option at fault.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.connections == 0 {
+            return Err("--connections must be at least 1".into());
+        }
+        if self.cpus.is_empty() {
+            return Err("--cpus names no CPU".into());
+        }
+        if self.connections < self.cpus.len() {
+            return Err(format!(
+                "{} connections cannot be spread over {} CPUs: give at least one per CPU",
+                self.connections,
+                self.cpus.len()
+            ));
+        }
+        if self.pipeline == 0 {
+            return Err("--pipeline must be at least 1".into());
+        }
+        if self.pipeline > 1 && matches!(self.target, Target::Udp { .. }) {
+            return Err("udp targets do not pipeline (a lost datagram would reorder the window): use more --connections".into());
+        }
+        if let Mode::Open { rate, .. } = self.mode {
+            if !(rate.is_finite() && rate > 0.0) {
+                return Err("--rate must be a positive number of requests per second".into());
+            }
+        }
+        if let Stop::Requests(0) = self.stop {
+            return Err("--requests must be at least 1".into());
+        }
+        if self.timeout.is_zero() {
+            return Err("--timeout must be positive".into());
+        }
+        if matches!(self.target, Target::Udp { .. }) && self.payload > 65_507 {
+            return Err("a UDP payload is at most 65507 bytes".into());
+        }
+        if self.payload > self.max_response && !matches!(self.target, Target::Http { .. }) {
+            return Err(
+                "--payload exceeds --max-response: the echo could never be accepted".into(),
+            );
+        }
+        Ok(())
+    }
+}

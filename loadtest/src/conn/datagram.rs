@@ -1,0 +1,112 @@
+//! The datagram driver (UDP echo): one request in flight per connected socket; a late answer
+//! to a timed-out request is recognised and ignored; a datagram larger than the receive buffer
+//! (`--max-response`) is a protocol error, never silently cut.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::rc::Rc;
+use std::time::Instant;
+
+use percore_engine::time::{sleep_until, timeout_at};
+use percore_net::udp::UdpSocket;
+
+use super::{Backoff, ConnCtx};
+use crate::protocol::{DatagramCheck, ProtocolError};
+use crate::record::ErrorKind;
+use crate::schedule::{Next, Schedule};
+
+/// Largest datagram a receive buffer holds (the UDP maximum).
+const MAX_DATAGRAM: usize = 65_536;
+
+/// Runs one UDP "connection" (a connected socket) until its schedule is over.
+pub(crate) async fn drive_datagram(ctx: Rc<ConnCtx>, mut schedule: Schedule) {
+    let socket = match open(&ctx) {
+        Ok(socket) => socket,
+        Err(e) => {
+            ctx.recorder.borrow_mut().connect_failed(&e, Instant::now());
+            return;
+        }
+    };
+    let mut session = ctx.protocol.session();
+    let buf_len = ctx.max_response.min(MAX_DATAGRAM) + 1;
+    let mut out: Vec<u8> = Vec::new();
+    let mut inbuf: Vec<u8> = Vec::with_capacity(buf_len);
+    let mut backoff = Backoff::new();
+    loop {
+        let now = Instant::now();
+        let Some(intended) = schedule.take_due(now) else {
+            match schedule.peek(now) {
+                Next::Done => break,
+                Next::Now => continue,
+                Next::At(at) => {
+                    sleep_until(at).await;
+                    continue;
+                }
+            }
+        };
+        session.write_request(&mut out);
+        let req = ctx.send(intended, now);
+        let (res, buf) = socket.send(std::mem::take(&mut out)).await;
+        out = buf;
+        out.clear();
+        let mut failure = res.err().map(|e| ErrorKind::Io(e.kind()));
+        let deadline = req.sent + ctx.timeout;
+        while failure.is_none() {
+            inbuf.clear();
+            let received = timeout_at(deadline, socket.recv(std::mem::take(&mut inbuf))).await;
+            let (res, buf) = match received {
+                Ok(pair) => pair,
+                Err(_elapsed) => {
+                    // The receive and its buffer went with the timed-out future.
+                    inbuf = Vec::with_capacity(buf_len);
+                    failure = Some(ErrorKind::Timeout);
+                    break;
+                }
+            };
+            inbuf = buf;
+            let meta = match res {
+                Ok(meta) => meta,
+                Err(e) => {
+                    failure = Some(ErrorKind::Io(e.kind()));
+                    break;
+                }
+            };
+            if meta.truncated || meta.len >= buf_len {
+                failure = Some(ErrorKind::Protocol(ProtocolError(
+                    "datagram larger than --max-response",
+                )));
+                break;
+            }
+            match session.check_datagram(&inbuf[..meta.len]) {
+                Ok(DatagramCheck::Answer) => {
+                    ctx.answered(req, None, Instant::now());
+                    backoff.reset();
+                    break;
+                }
+                Ok(DatagramCheck::Stale) => continue,
+                Err(p) => failure = Some(ErrorKind::Protocol(p)),
+            }
+        }
+        if let Some(kind) = failure {
+            let mut inflight = std::collections::VecDeque::from([req]);
+            ctx.fail_all(&mut inflight, kind);
+            if matches!(kind, ErrorKind::Io(_)) {
+                // Refused (nothing listens) or unreachable: do not spin on it.
+                backoff.wait().await;
+            }
+        }
+    }
+    let unsent = schedule.overdue(Instant::now());
+    ctx.recorder.borrow_mut().unsent(unsent);
+}
+
+/// A socket bound to an ephemeral port of the target's family and connected to the target, so
+/// datagrams from anyone else are filtered by the kernel.
+fn open(ctx: &ConnCtx) -> std::io::Result<UdpSocket> {
+    let local = match ctx.addr {
+        SocketAddr::V4(_) => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+        SocketAddr::V6(_) => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
+    };
+    let socket = UdpSocket::bind(local)?;
+    socket.connect(ctx.addr)?;
+    Ok(socket)
+}

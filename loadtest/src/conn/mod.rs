@@ -1,0 +1,120 @@
+//! Connection drivers: one task per connection, owning its schedule, its protocol session and
+//! its socket. A lost connection fails what it had outstanding and is reopened (counted) with
+//! a doubling back-off; it stops when its schedule is over, when the run's end passes, or when
+//! the target stayed unreachable for longer than the request timeout.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::protocol::Protocol;
+use crate::record::{ErrorKind, Recorder};
+
+mod datagram;
+mod stream;
+
+pub(crate) use datagram::drive_datagram;
+pub(crate) use stream::drive_stream;
+
+/// First pause after a failed connect (doubles up to [`MAX_BACKOFF`]).
+const MIN_BACKOFF: Duration = Duration::from_millis(10);
+const MAX_BACKOFF: Duration = Duration::from_millis(500);
+
+/// What every connection of a shard shares.
+#[derive(Debug)]
+pub(crate) struct ConnCtx {
+    pub(crate) protocol: Arc<dyn Protocol>,
+    pub(crate) addr: SocketAddr,
+    pub(crate) pipeline: usize,
+    pub(crate) timeout: Duration,
+    pub(crate) max_response: usize,
+    /// No request is sent after this (duration runs).
+    pub(crate) end: Option<Instant>,
+    pub(crate) recorder: Rc<RefCell<Recorder>>,
+}
+
+/// A request on the wire.
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    intended: Instant,
+    sent: Instant,
+    measured: bool,
+}
+
+/// How a connection's life ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    /// The schedule is over.
+    Finished,
+    /// The connection was lost; open another.
+    Lost,
+}
+
+impl ConnCtx {
+    /// Records a request going out now; returns its in-flight entry.
+    fn send(&self, intended: Instant, now: Instant) -> InFlight {
+        let mut rec = self.recorder.borrow_mut();
+        let measured = rec.measures(intended);
+        if measured {
+            rec.sent(intended, now);
+        }
+        InFlight {
+            intended,
+            sent: now,
+            measured,
+        }
+    }
+
+    /// Records the answer to `req`, which arrived at `now`: a success, or an error status.
+    fn answered(&self, req: InFlight, error_status: Option<u16>, now: Instant) {
+        if !req.measured {
+            return;
+        }
+        let mut rec = self.recorder.borrow_mut();
+        match error_status {
+            None => rec.answered(req.intended, req.sent, now),
+            Some(status) => rec.failed(ErrorKind::Status(status), now),
+        }
+    }
+
+    /// Fails every request in flight with `kind`.
+    fn fail_all(&self, inflight: &mut VecDeque<InFlight>, kind: ErrorKind) {
+        let now = Instant::now();
+        let mut rec = self.recorder.borrow_mut();
+        for req in inflight.drain(..) {
+            if req.measured {
+                rec.failed(kind, now);
+            }
+        }
+    }
+
+    /// Whether a connection that has been down since `since` should stop trying.
+    fn gives_up(&self, since: Instant, now: Instant) -> bool {
+        match self.end {
+            Some(end) => now >= end,
+            None => now.duration_since(since) > self.timeout,
+        }
+    }
+}
+
+/// The doubling pause between attempts to reach the target.
+#[derive(Debug)]
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff(MIN_BACKOFF)
+    }
+
+    fn reset(&mut self) {
+        self.0 = MIN_BACKOFF;
+    }
+
+    async fn wait(&mut self) {
+        percore_engine::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(MAX_BACKOFF);
+    }
+}

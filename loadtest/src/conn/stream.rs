@@ -1,0 +1,199 @@
+//! The byte-stream driver (TCP echo, HTTP): requests written in batches up to the pipeline
+//! window, responses parsed from the chunks the multishot receive lends (copied only when one
+//! straddles two chunks).
+
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::time::Instant;
+
+use percore_engine::time::{sleep_until, timeout_at};
+use percore_net::tcp::TcpStream;
+
+use super::{Backoff, ConnCtx, Ended, InFlight};
+use crate::protocol::{Parsed, ProtocolError};
+use crate::record::ErrorKind;
+use crate::schedule::{Next, Schedule};
+
+/// Runs one connection slot until its schedule is over, reconnecting when it is lost.
+pub(crate) async fn drive_stream(ctx: Rc<ConnCtx>, mut schedule: Schedule) {
+    let mut backoff = Backoff::new();
+    let mut opened_before = false;
+    let mut down_since: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        if schedule.peek(now) == Next::Done || ctx.end.is_some_and(|end| now >= end) {
+            break;
+        }
+        let stream = match TcpStream::connect_timeout(ctx.addr, ctx.timeout).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                let now = Instant::now();
+                ctx.recorder.borrow_mut().connect_failed(&e, now);
+                if ctx.gives_up(*down_since.get_or_insert(now), now) {
+                    break;
+                }
+                backoff.wait().await;
+                continue;
+            }
+        };
+        if opened_before {
+            ctx.recorder.borrow_mut().reconnected(Instant::now());
+        }
+        opened_before = true;
+        down_since = None;
+        backoff.reset();
+        if run_connection(&ctx, stream, &mut schedule).await == Ended::Finished {
+            break;
+        }
+    }
+    let unsent = schedule.overdue(Instant::now());
+    ctx.recorder.borrow_mut().unsent(unsent);
+}
+
+/// One connection's life.
+async fn run_connection(ctx: &ConnCtx, mut stream: TcpStream, schedule: &mut Schedule) -> Ended {
+    let mut session = ctx.protocol.session();
+    let mut inflight: VecDeque<InFlight> = VecDeque::with_capacity(ctx.pipeline);
+    let mut out: Vec<u8> = Vec::new();
+    // Bytes of a response that straddles chunks.
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        // Fill the window with the requests that are due.
+        let now = Instant::now();
+        while inflight.len() < ctx.pipeline {
+            let Some(intended) = schedule.take_due(now) else {
+                break;
+            };
+            session.write_request(&mut out);
+            inflight.push_back(ctx.send(intended, now));
+        }
+        if !out.is_empty() {
+            let (res, buf) = stream.write_all(std::mem::take(&mut out)).await;
+            out = buf;
+            out.clear();
+            if let Err(e) = res {
+                ctx.fail_all(&mut inflight, ErrorKind::Io(e.kind()));
+                return Ended::Lost;
+            }
+        }
+        let Some(oldest) = inflight.front().copied() else {
+            match schedule.peek(Instant::now()) {
+                Next::Done => return Ended::Finished,
+                Next::Now => continue,
+                Next::At(at) => {
+                    sleep_until(at).await;
+                    continue;
+                }
+            }
+        };
+        // Wait for bytes until the oldest request times out or, with room in the window, the
+        // next one is due.
+        let expires = oldest.sent + ctx.timeout;
+        let mut deadline = expires;
+        if inflight.len() < ctx.pipeline {
+            if let Next::At(at) = schedule.peek(now) {
+                deadline = deadline.min(at);
+            }
+        }
+        let chunk = match timeout_at(deadline, stream.recv_chunk()).await {
+            Err(_elapsed) => {
+                if Instant::now() >= expires {
+                    ctx.fail_all(&mut inflight, ErrorKind::Timeout);
+                    return Ended::Lost;
+                }
+                continue;
+            }
+            Ok(Ok(Some(chunk))) => chunk,
+            Ok(Ok(None)) => {
+                // The server closed: a close-delimited response may end here.
+                if !inflight.is_empty() {
+                    match session.parse_at_eof(&pending) {
+                        Ok(Parsed::Complete(resp)) => {
+                            if let Some(req) = inflight.pop_front() {
+                                ctx.answered(req, resp.error_status, Instant::now());
+                            }
+                        }
+                        Ok(Parsed::Incomplete) => {}
+                        Err(p) => {
+                            ctx.fail_all(&mut inflight, ErrorKind::Protocol(p));
+                        }
+                    }
+                }
+                ctx.fail_all(&mut inflight, ErrorKind::Closed);
+                return match schedule.peek(Instant::now()) {
+                    Next::Done => Ended::Finished,
+                    _ => Ended::Lost,
+                };
+            }
+            Ok(Err(e)) => {
+                ctx.fail_all(&mut inflight, ErrorKind::Io(e.kind()));
+                return Ended::Lost;
+            }
+        };
+        let now = Instant::now();
+        let parsed = if pending.is_empty() {
+            let outcome = parse_responses(ctx, &mut *session, &chunk, &mut inflight, now);
+            if let Ok((used, _)) = outcome {
+                pending.extend_from_slice(&chunk[used..]);
+            }
+            outcome
+        } else {
+            pending.extend_from_slice(&chunk);
+            let outcome = parse_responses(ctx, &mut *session, &pending, &mut inflight, now);
+            if let Ok((used, _)) = outcome {
+                pending.drain(..used);
+            }
+            outcome
+        };
+        drop(chunk);
+        match parsed {
+            Err(p) => {
+                ctx.fail_all(&mut inflight, ErrorKind::Protocol(p));
+                return Ended::Lost;
+            }
+            Ok((_, true)) => {
+                // The server said it closes after that response.
+                ctx.fail_all(&mut inflight, ErrorKind::Closed);
+                return Ended::Lost;
+            }
+            Ok((_, false)) if pending.len() > ctx.max_response => {
+                ctx.fail_all(
+                    &mut inflight,
+                    ErrorKind::Protocol(ProtocolError("response larger than --max-response")),
+                );
+                return Ended::Lost;
+            }
+            Ok((_, false)) => {}
+        }
+    }
+}
+
+/// Parses every complete response at the front of `data`, answering requests in order.
+/// Returns the bytes used and whether the server announced it closes.
+fn parse_responses(
+    ctx: &ConnCtx,
+    session: &mut dyn crate::protocol::Session,
+    data: &[u8],
+    inflight: &mut VecDeque<InFlight>,
+    now: Instant,
+) -> Result<(usize, bool), ProtocolError> {
+    let mut used = 0;
+    while used < data.len() {
+        if inflight.is_empty() {
+            return Err(ProtocolError("bytes received with no request outstanding"));
+        }
+        match session.parse(&data[used..])? {
+            Parsed::Incomplete => break,
+            Parsed::Complete(resp) => {
+                used += resp.len;
+                if let Some(req) = inflight.pop_front() {
+                    ctx.answered(req, resp.error_status, now);
+                }
+                if resp.close {
+                    return Ok((used, true));
+                }
+            }
+        }
+    }
+    Ok((used, false))
+}

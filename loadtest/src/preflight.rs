@@ -1,0 +1,111 @@
+//! Before the run: one request on a plain blocking socket, so a bad target fails fast with a
+//! clear message (refused, unreachable, timed out, not the protocol expected) instead of a run
+//! full of errors.
+
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use crate::config::LoadConfig;
+use crate::protocol::{DatagramCheck, Parsed, Protocol, Transport};
+
+/// How long the probe waits at most, whatever the request timeout.
+const PROBE_LIMIT: Duration = Duration::from_secs(5);
+
+/// Sends one request and checks the answer.
+///
+/// # Errors
+///
+/// A sentence saying what is wrong with the target.
+pub(crate) fn check(config: &LoadConfig, protocol: &dyn Protocol) -> Result<(), String> {
+    let addr = config.target.addr();
+    let wait = config.timeout.min(PROBE_LIMIT);
+    let what = format!("{} ({})", config.target, protocol.name());
+    let io_err = |step: &str, e: io::Error| match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+            format!("{what}: no answer to {step} within {wait:?}")
+        }
+        _ => format!("{what}: {step} failed: {e}"),
+    };
+    let mut session = protocol.session();
+    let mut request = Vec::new();
+    session.write_request(&mut request);
+    match protocol.transport() {
+        Transport::Stream => {
+            let mut conn =
+                TcpStream::connect_timeout(&addr, wait).map_err(|e| io_err("connect", e))?;
+            conn.set_read_timeout(Some(wait))
+                .map_err(|e| io_err("setup", e))?;
+            conn.write_all(&request)
+                .map_err(|e| io_err("sending a request", e))?;
+            let deadline = Instant::now() + wait;
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = match conn.read(&mut buf) {
+                    Ok(n) => n,
+                    Err(e) => return Err(io_err("reading the response", e)),
+                };
+                let parsed = if n == 0 {
+                    session.parse_at_eof(&got)
+                } else {
+                    got.extend_from_slice(&buf[..n]);
+                    session.parse(&got)
+                };
+                match parsed {
+                    Ok(Parsed::Complete(_)) => return Ok(()),
+                    Ok(Parsed::Incomplete) if n == 0 => {
+                        return Err(format!(
+                            "{what}: the server closed the connection without answering"
+                        ))
+                    }
+                    Ok(Parsed::Incomplete) if got.len() > config.max_response => {
+                        return Err(format!("{what}: response larger than --max-response"))
+                    }
+                    Ok(Parsed::Incomplete) if Instant::now() >= deadline => {
+                        return Err(format!("{what}: incomplete response after {wait:?}"))
+                    }
+                    Ok(Parsed::Incomplete) => {}
+                    Err(p) => {
+                        return Err(format!(
+                            "{what}: not the protocol expected: {p} (got {:?})",
+                            preview(&got)
+                        ))
+                    }
+                }
+            }
+        }
+        Transport::Datagram => {
+            let local = if addr.is_ipv6() {
+                "[::]:0"
+            } else {
+                "0.0.0.0:0"
+            };
+            let socket = UdpSocket::bind(local).map_err(|e| io_err("bind", e))?;
+            socket.connect(addr).map_err(|e| io_err("connect", e))?;
+            socket
+                .set_read_timeout(Some(wait))
+                .map_err(|e| io_err("setup", e))?;
+            socket
+                .send(&request)
+                .map_err(|e| io_err("sending a datagram", e))?;
+            let mut buf = vec![0u8; 65_536];
+            let n = socket
+                .recv(&mut buf)
+                .map_err(|e| io_err("receiving the answer", e))?;
+            match session.check_datagram(&buf[..n]) {
+                Ok(DatagramCheck::Answer) => Ok(()),
+                Ok(DatagramCheck::Stale) | Err(_) => Err(format!(
+                    "{what}: not the protocol expected: the answer differs from the datagram sent (got {:?})",
+                    preview(&buf[..n])
+                )),
+            }
+        }
+    }
+}
+
+/// The start of what came back, for the error message.
+fn preview(bytes: &[u8]) -> String {
+    let cut = &bytes[..bytes.len().min(60)];
+    String::from_utf8_lossy(cut).into_owned()
+}

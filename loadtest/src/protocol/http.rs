@@ -1,0 +1,414 @@
+//! HTTP/1.1 with keep-alive: one prebuilt request, responses parsed incrementally with
+//! `httparse` (head) and a hand-written body framer (`Content-Length`, chunked, or delimited
+//! by the server closing). Interim `1xx` responses are skipped. Limits: the head is at most
+//! [`MAX_HEAD`] bytes and [`MAX_HEADERS`] headers; head plus body at most the configured
+//! maximum response size. A status of 400 or above is an error response.
+
+use std::sync::Arc;
+
+use super::{Parsed, Protocol, ProtocolError, Response, Session, Transport};
+use crate::config::HttpOptions;
+
+/// Longest response head accepted.
+pub const MAX_HEAD: usize = 64 * 1024;
+/// Most headers accepted in a response.
+pub const MAX_HEADERS: usize = 64;
+/// Longest chunk-size or trailer line accepted.
+const MAX_LINE: usize = 4096;
+
+/// HTTP/1.1 requests of one shape.
+#[derive(Debug)]
+pub struct Http {
+    request: Arc<[u8]>,
+    head_only: bool,
+    max_response: usize,
+}
+
+impl Http {
+    /// `method path` on `host`, with the options' headers and body.
+    pub fn new(host: &str, path: &str, options: &HttpOptions, max_response: usize) -> Http {
+        let mut req = format!("{} {} HTTP/1.1\r\nHost: {}\r\n", options.method, path, host);
+        let has = |name: &str| {
+            options
+                .headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case(name))
+        };
+        for (name, value) in &options.headers {
+            req.push_str(&format!("{name}: {value}\r\n"));
+        }
+        if !options.body.is_empty() && !has("content-length") {
+            req.push_str(&format!("Content-Length: {}\r\n", options.body.len()));
+        }
+        req.push_str("\r\n");
+        let mut bytes = req.into_bytes();
+        bytes.extend_from_slice(&options.body);
+        Http {
+            request: bytes.into(),
+            head_only: options.method.eq_ignore_ascii_case("HEAD"),
+            max_response,
+        }
+    }
+}
+
+impl Protocol for Http {
+    fn name(&self) -> &'static str {
+        "http"
+    }
+
+    fn transport(&self) -> Transport {
+        Transport::Stream
+    }
+
+    fn pipelines(&self) -> bool {
+        true
+    }
+
+    fn session(&self) -> Box<dyn Session> {
+        Box::new(HttpSession {
+            request: self.request.clone(),
+            head_only: self.head_only,
+            max_response: self.max_response,
+        })
+    }
+}
+
+struct HttpSession {
+    request: Arc<[u8]>,
+    head_only: bool,
+    max_response: usize,
+}
+
+impl Session for HttpSession {
+    fn write_request(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.request);
+    }
+
+    fn parse(&mut self, input: &[u8]) -> Result<Parsed, ProtocolError> {
+        parse_response(input, self.head_only, self.max_response, false)
+    }
+
+    fn parse_at_eof(&mut self, input: &[u8]) -> Result<Parsed, ProtocolError> {
+        parse_response(input, self.head_only, self.max_response, true)
+    }
+}
+
+/// How a response body is delimited.
+enum Framing {
+    None,
+    Length(usize),
+    Chunked,
+    UntilClose,
+}
+
+/// Parses one response from the front of `input` (skipping interim 1xx responses, which are
+/// counted in the consumed length). `at_eof`: the server has closed, so a close-delimited body
+/// ends at the end of `input`.
+///
+/// # Errors
+///
+/// Not HTTP, a malformed head or chunk, or a limit exceeded.
+pub fn parse_response(
+    input: &[u8],
+    head_only: bool,
+    max_response: usize,
+    at_eof: bool,
+) -> Result<Parsed, ProtocolError> {
+    let mut start = 0;
+    loop {
+        let rest = &input[start..];
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut headers);
+        let head_len = match response.parse(rest) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => {
+                if rest.len() > MAX_HEAD {
+                    return Err(ProtocolError("http: response head too large"));
+                }
+                if at_eof && !rest.is_empty() {
+                    return Err(ProtocolError(
+                        "http: connection closed inside a response head",
+                    ));
+                }
+                return Ok(Parsed::Incomplete);
+            }
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(ProtocolError("http: too many response headers"))
+            }
+            Err(_) => return Err(ProtocolError("http: malformed response head (not HTTP?)")),
+        };
+        if head_len > MAX_HEAD {
+            return Err(ProtocolError("http: response head too large"));
+        }
+        let status = response.code.unwrap_or(0);
+        let version = response.version.unwrap_or(1);
+        if (100..200).contains(&status) && status != 101 {
+            start += head_len;
+            continue;
+        }
+        let mut framing = if head_only || status == 204 || status == 304 || status == 101 {
+            Framing::None
+        } else {
+            Framing::UntilClose
+        };
+        let mut close = version == 0;
+        for h in response.headers.iter() {
+            if h.name.eq_ignore_ascii_case("content-length") {
+                if matches!(framing, Framing::Chunked) {
+                    continue;
+                }
+                let len = std::str::from_utf8(h.value)
+                    .ok()
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .ok_or(ProtocolError("http: bad Content-Length"))?;
+                if !matches!(framing, Framing::None) {
+                    framing = Framing::Length(len);
+                }
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                if contains_token(h.value, b"chunked") && !matches!(framing, Framing::None) {
+                    framing = Framing::Chunked;
+                }
+            } else if h.name.eq_ignore_ascii_case("connection") {
+                if contains_token(h.value, b"close") {
+                    close = true;
+                } else if contains_token(h.value, b"keep-alive") {
+                    close = false;
+                }
+            }
+        }
+        let body_start = start + head_len;
+        let end = match framing {
+            Framing::None => Some(body_start),
+            Framing::Length(len) => {
+                if head_len.saturating_add(len) > max_response {
+                    return Err(ProtocolError("http: response larger than --max-response"));
+                }
+                let end = body_start + len;
+                if input.len() >= end {
+                    Some(end)
+                } else if at_eof {
+                    return Err(ProtocolError(
+                        "http: connection closed inside a response body",
+                    ));
+                } else {
+                    None
+                }
+            }
+            Framing::Chunked => {
+                match chunked_end(&input[body_start..], max_response.saturating_sub(head_len))? {
+                    Some(n) => Some(body_start + n),
+                    None if at_eof => {
+                        return Err(ProtocolError(
+                            "http: connection closed inside a chunked body",
+                        ))
+                    }
+                    None => None,
+                }
+            }
+            Framing::UntilClose => {
+                close = true;
+                if input.len() - start > max_response {
+                    return Err(ProtocolError("http: response larger than --max-response"));
+                }
+                at_eof.then_some(input.len())
+            }
+        };
+        return Ok(match end {
+            Some(end) => Parsed::Complete(Response {
+                len: end,
+                error_status: (status >= 400).then_some(status),
+                close,
+            }),
+            None => Parsed::Incomplete,
+        });
+    }
+}
+
+/// Whether a comma-separated header value holds `token` (case-insensitive).
+fn contains_token(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// Where a chunked body that starts `body` ends, if it is all there.
+fn chunked_end(body: &[u8], max_body: usize) -> Result<Option<usize>, ProtocolError> {
+    let mut pos = 0;
+    let mut total: usize = 0;
+    loop {
+        let (line_len, size) = match httparse::parse_chunk_size(&body[pos..]) {
+            Ok(httparse::Status::Complete((n, size))) => (n, size),
+            Ok(httparse::Status::Partial) => {
+                return if body.len() - pos > MAX_LINE {
+                    Err(ProtocolError("http: chunk-size line too long"))
+                } else {
+                    Ok(None)
+                };
+            }
+            Err(_) => return Err(ProtocolError("http: malformed chunk size")),
+        };
+        pos += line_len;
+        if size == 0 {
+            return trailers_end(body, pos);
+        }
+        let size = usize::try_from(size).unwrap_or(usize::MAX);
+        total = total.saturating_add(size);
+        if total > max_body {
+            return Err(ProtocolError("http: response larger than --max-response"));
+        }
+        let data_end = pos.saturating_add(size);
+        if body.len() < data_end.saturating_add(2) {
+            return Ok(None);
+        }
+        if &body[data_end..data_end + 2] != b"\r\n" {
+            return Err(ProtocolError("http: chunk not followed by CRLF"));
+        }
+        pos = data_end + 2;
+    }
+}
+
+/// Skips the trailer section that starts at `pos` (lines up to an empty one).
+fn trailers_end(body: &[u8], mut pos: usize) -> Result<Option<usize>, ProtocolError> {
+    let mut trailer_bytes = 0;
+    loop {
+        let Some(nl) = body[pos..].windows(2).position(|w| w == b"\r\n") else {
+            return if body.len() - pos > MAX_LINE {
+                Err(ProtocolError("http: trailer line too long"))
+            } else {
+                Ok(None)
+            };
+        };
+        if nl == 0 {
+            return Ok(Some(pos + 2));
+        }
+        trailer_bytes += nl + 2;
+        if trailer_bytes > MAX_HEAD {
+            return Err(ProtocolError("http: trailers too large"));
+        }
+        pos += nl + 2;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::SplitMix64;
+
+    const MAX: usize = 1 << 20;
+
+    fn complete(input: &[u8]) -> Response {
+        match parse_response(input, false, MAX, false).unwrap() {
+            Parsed::Complete(r) => r,
+            Parsed::Incomplete => panic!("incomplete: {:?}", String::from_utf8_lossy(input)),
+        }
+    }
+
+    #[test]
+    fn frames_by_length_chunks_and_close() {
+        let r = complete(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloHTTP/1.1");
+        assert_eq!(r, Response::ok(43));
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n3;x=y\r\nabc\r\n0\r\nX-T: 1\r\n\r\n";
+        assert_eq!(complete(chunked).len, chunked.len());
+        for cut in 0..chunked.len() {
+            assert_eq!(
+                parse_response(&chunked[..cut], false, MAX, false).unwrap(),
+                Parsed::Incomplete,
+                "cut {cut}"
+            );
+        }
+        let until_close = b"HTTP/1.0 200 OK\r\n\r\nbody";
+        assert_eq!(
+            parse_response(until_close, false, MAX, false).unwrap(),
+            Parsed::Incomplete
+        );
+        let r = match parse_response(until_close, false, MAX, true).unwrap() {
+            Parsed::Complete(r) => r,
+            Parsed::Incomplete => panic!(),
+        };
+        assert!(r.close);
+        assert_eq!(r.len, until_close.len());
+    }
+
+    #[test]
+    fn statuses_interim_responses_and_close() {
+        let r =
+            complete(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        assert_eq!(r.error_status, Some(404));
+        assert!(r.close);
+        let interim = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n";
+        assert_eq!(complete(interim), Response::ok(interim.len()));
+        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n";
+        assert_eq!(
+            parse_response(head, true, MAX, false).unwrap(),
+            Parsed::Complete(Response::ok(head.len()))
+        );
+    }
+
+    #[test]
+    fn refuses_garbage_and_oversize() {
+        for bad in [
+            &b"percore-load-echo percore"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabcd",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 9999999999\r\n\r\n",
+        ] {
+            assert!(
+                parse_response(bad, false, MAX, false).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let mut huge = b"HTTP/1.1 200 OK\r\n".to_vec();
+        while huge.len() <= MAX_HEAD {
+            huge.extend_from_slice(
+                b"X-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n",
+            );
+        }
+        assert!(parse_response(&huge, false, MAX, false).is_err());
+        let closed_early = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc";
+        assert!(parse_response(closed_early, false, MAX, true).is_err());
+    }
+
+    /// Random bytes, and random mutations and cuts of valid responses: the parser never panics,
+    /// and whatever it calls complete lies within the input.
+    #[test]
+    fn fuzz_never_panics_and_stays_in_bounds() {
+        let seeds: [&[u8]; 3] = [
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\nhello",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.0 500 Oops\r\n\r\nbody",
+        ];
+        let mut rng = SplitMix64(42);
+        for round in 0..200_000u32 {
+            let mut input: Vec<u8> = if round % 4 == 0 {
+                let len = (rng.next_u64() % 200) as usize;
+                (0..len).map(|_| rng.next_u64() as u8).collect()
+            } else {
+                seeds[round as usize % 3].to_vec()
+            };
+            for _ in 0..(rng.next_u64() % 4) {
+                if input.is_empty() {
+                    break;
+                }
+                let i = (rng.next_u64() as usize) % input.len();
+                match rng.next_u64() % 3 {
+                    0 => input[i] = rng.next_u64() as u8,
+                    1 => input.truncate(i),
+                    _ => input.insert(
+                        i,
+                        b"0123456789abcdef\r\n:; "[(rng.next_u64() % 21) as usize],
+                    ),
+                }
+            }
+            for at_eof in [false, true] {
+                if let Ok(Parsed::Complete(r)) =
+                    parse_response(&input, round % 7 == 0, 4096, at_eof)
+                {
+                    assert!(r.len <= input.len());
+                    assert!(r.len > 0);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! Recording on a shard: per-second interval histograms and counters, rolled over by the time
+//! of each event and shipped to the aggregator, so nothing grows with the run's length.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
+use std::sync::mpsc::Sender;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use crate::protocol::ProtocolError;
+
+/// Why a request failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ErrorKind {
+    /// No response within the request timeout.
+    Timeout,
+    /// The server closed the connection with the request outstanding.
+    Closed,
+    /// The connection failed (reset, broken pipe, ...).
+    Io(io::ErrorKind),
+    /// The response broke the protocol.
+    Protocol(ProtocolError),
+    /// The server answered with an error status (HTTP 4xx/5xx).
+    Status(u16),
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ErrorKind::Timeout => f.write_str("timeout"),
+            ErrorKind::Closed => f.write_str("closed by server"),
+            ErrorKind::Io(kind) => write!(f, "io: {kind}"),
+            ErrorKind::Protocol(p) => write!(f, "protocol: {p}"),
+            ErrorKind::Status(s) => write!(f, "status {s}"),
+        }
+    }
+}
+
+/// Counts by a displayable key.
+pub(crate) type Counts = BTreeMap<String, u64>;
+
+fn bump(counts: &mut Counts, key: impl fmt::Display, by: u64) {
+    *counts.entry(key.to_string()).or_insert(0) += by;
+}
+
+/// What one shard recorded in one interval.
+#[derive(Debug)]
+pub(crate) struct IntervalData {
+    /// Completion minus intended send time, ns, of successful responses.
+    pub(crate) latency: Histogram<u64>,
+    /// Completion minus actual send time, ns.
+    pub(crate) service: Histogram<u64>,
+    pub(crate) sent: u64,
+    pub(crate) ok: u64,
+    pub(crate) errors: Counts,
+    pub(crate) error_count: u64,
+    pub(crate) connect_errors: Counts,
+    pub(crate) reconnects: u64,
+    /// Requests that were due but never sent (the target unreachable at the end).
+    pub(crate) unsent: u64,
+    pub(crate) lag_max_ns: u64,
+    pub(crate) lag_sum_ns: u64,
+    /// CPU time the shard's thread used while this interval was current: (user, system).
+    pub(crate) cpu: (Duration, Duration),
+}
+
+/// Histograms track 1 ns .. 1 h at 3 significant digits, growing as needed.
+pub(crate) fn new_histogram() -> Histogram<u64> {
+    let mut h = Histogram::new_with_max(1_000_000_000, 3).expect("valid histogram bounds");
+    h.auto(true);
+    h
+}
+
+impl IntervalData {
+    pub(crate) fn new() -> IntervalData {
+        IntervalData {
+            latency: new_histogram(),
+            service: new_histogram(),
+            sent: 0,
+            ok: 0,
+            errors: Counts::new(),
+            error_count: 0,
+            connect_errors: Counts::new(),
+            reconnects: 0,
+            unsent: 0,
+            lag_max_ns: 0,
+            lag_sum_ns: 0,
+            cpu: (Duration::ZERO, Duration::ZERO),
+        }
+    }
+
+    /// Adds `other` into `self`.
+    pub(crate) fn merge(&mut self, other: &IntervalData) {
+        // Both auto-resize, so adding cannot fail on range.
+        let _ = self.latency.add(&other.latency);
+        let _ = self.service.add(&other.service);
+        self.sent += other.sent;
+        self.ok += other.ok;
+        for (k, v) in &other.errors {
+            bump(&mut self.errors, k, *v);
+        }
+        self.error_count += other.error_count;
+        for (k, v) in &other.connect_errors {
+            bump(&mut self.connect_errors, k, *v);
+        }
+        self.reconnects += other.reconnects;
+        self.unsent += other.unsent;
+        self.lag_max_ns = self.lag_max_ns.max(other.lag_max_ns);
+        self.lag_sum_ns += other.lag_sum_ns;
+        self.cpu.0 += other.cpu.0;
+        self.cpu.1 += other.cpu.1;
+    }
+}
+
+/// One shard's interval, sent to the aggregator.
+#[derive(Debug)]
+pub(crate) struct Report {
+    pub(crate) shard: usize,
+    /// Seconds since the measured start.
+    pub(crate) index: u64,
+    /// The interval's length when the shard ended inside it (its last report).
+    pub(crate) last_len: Option<Duration>,
+    pub(crate) data: IntervalData,
+}
+
+/// A shard's recorder: shared by its connection tasks (core-local, behind a `RefCell`).
+#[derive(Debug)]
+pub(crate) struct Recorder {
+    shard: usize,
+    /// The measured start; events before it (warm-up) are not recorded.
+    start: Instant,
+    current: u64,
+    data: IntervalData,
+    /// The thread's CPU time when the current interval began (set by the first measured
+    /// event, so warm-up CPU is not counted).
+    cpu_mark: Option<(Duration, Duration)>,
+    out: Sender<Report>,
+}
+
+fn thread_cpu() -> (Duration, Duration) {
+    percore_engine::thread_cpu_time()
+}
+
+fn ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl Recorder {
+    pub(crate) fn new(shard: usize, start: Instant, out: Sender<Report>) -> Recorder {
+        Recorder {
+            shard,
+            start,
+            current: 0,
+            data: IntervalData::new(),
+            cpu_mark: None,
+            out,
+        }
+    }
+
+    /// Whether an event at `at` is measured (not warm-up).
+    pub(crate) fn measures(&self, at: Instant) -> bool {
+        at >= self.start
+    }
+
+    /// Makes the interval holding `now` current, shipping the ones before it.
+    pub(crate) fn roll(&mut self, now: Instant) {
+        let Some(since) = now.checked_duration_since(self.start) else {
+            return;
+        };
+        if self.cpu_mark.is_none() {
+            self.cpu_mark = Some(thread_cpu());
+        }
+        let index = since.as_secs();
+        while self.current < index {
+            self.ship(None);
+        }
+    }
+
+    fn ship(&mut self, last_len: Option<Duration>) {
+        let cpu = thread_cpu();
+        let mut data = std::mem::replace(&mut self.data, IntervalData::new());
+        if let Some(mark) = self.cpu_mark {
+            data.cpu = (cpu.0.saturating_sub(mark.0), cpu.1.saturating_sub(mark.1));
+        }
+        self.cpu_mark = Some(cpu);
+        // The aggregator only goes away when the run is being torn down.
+        let _ = self.out.send(Report {
+            shard: self.shard,
+            index: self.current,
+            last_len,
+            data,
+        });
+        self.current += 1;
+    }
+
+    /// A measured request went out at `sent`, intended at `intended`.
+    pub(crate) fn sent(&mut self, intended: Instant, sent: Instant) {
+        self.roll(sent);
+        let lag = ns(sent.saturating_duration_since(intended));
+        self.data.sent += 1;
+        self.data.lag_max_ns = self.data.lag_max_ns.max(lag);
+        self.data.lag_sum_ns += lag;
+    }
+
+    /// A measured request was answered at `done`.
+    pub(crate) fn answered(&mut self, intended: Instant, sent: Instant, done: Instant) {
+        self.roll(done);
+        self.data.ok += 1;
+        self.data
+            .latency
+            .saturating_record(ns(done.saturating_duration_since(intended)).max(1));
+        self.data
+            .service
+            .saturating_record(ns(done.saturating_duration_since(sent)).max(1));
+    }
+
+    /// A measured request failed at `now`.
+    pub(crate) fn failed(&mut self, kind: ErrorKind, now: Instant) {
+        self.roll(now);
+        self.data.error_count += 1;
+        bump(&mut self.data.errors, kind, 1);
+    }
+
+    /// A connection attempt failed.
+    pub(crate) fn connect_failed(&mut self, error: &io::Error, now: Instant) {
+        if !self.measures(now) {
+            return;
+        }
+        self.roll(now);
+        bump(&mut self.data.connect_errors, error.kind(), 1);
+    }
+
+    /// A connection was opened again after it had been lost.
+    pub(crate) fn reconnected(&mut self, now: Instant) {
+        if !self.measures(now) {
+            return;
+        }
+        self.roll(now);
+        self.data.reconnects += 1;
+    }
+
+    /// A connection stopped with `count` requests due but unsent.
+    pub(crate) fn unsent(&mut self, count: u64) {
+        self.data.unsent += count;
+    }
+
+    /// The shard is done: ships the last, partial interval.
+    pub(crate) fn finish(&mut self, now: Instant) {
+        self.roll(now);
+        let in_interval = now
+            .checked_duration_since(self.start)
+            .map(|d| d - Duration::from_secs(d.as_secs()))
+            .unwrap_or_default();
+        self.ship(Some(in_interval));
+    }
+}

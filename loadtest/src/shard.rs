@@ -1,0 +1,119 @@
+//! One generator shard per core: its share of the connections (a contiguous range of the
+//! run's connection indices, so schedules interleave across cores), a recorder, and a ticker
+//! that ships intervals while the connections are quiet.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use percore_engine::CoreInfo;
+
+use crate::config::{LoadConfig, Stop};
+use crate::conn::{drive_datagram, drive_stream, ConnCtx};
+use crate::protocol::{Protocol, Transport};
+use crate::record::{Recorder, Report};
+use crate::schedule::{Schedule, Window};
+
+/// What every shard is given.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    pub(crate) config: LoadConfig,
+    pub(crate) protocol: Arc<dyn Protocol>,
+    pub(crate) window: Window,
+}
+
+/// The connections `[first, first + count)` of `total` that shard `index` of `shards` runs.
+pub(crate) fn share(total: usize, shards: usize, index: usize) -> (usize, usize) {
+    let base = total / shards;
+    let extra = total % shards;
+    let first = index * base + index.min(extra);
+    (first, base + usize::from(index < extra))
+}
+
+/// Runs one shard to the end of its schedules.
+pub(crate) async fn run_shard(plan: &Plan, core: CoreInfo, out: Sender<Report>) {
+    let config = &plan.config;
+    let recorder = Rc::new(RefCell::new(Recorder::new(
+        core.index,
+        plan.window.measure_from,
+        out,
+    )));
+    let ctx = Rc::new(ConnCtx {
+        protocol: plan.protocol.clone(),
+        addr: config.target.addr(),
+        pipeline: config.pipeline,
+        timeout: config.timeout,
+        max_response: config.max_response,
+        end: plan.window.end,
+        recorder: recorder.clone(),
+    });
+    let ticker = {
+        let recorder = recorder.clone();
+        let first_tick = plan.window.measure_from + Duration::from_secs(1);
+        percore_engine::spawn(async move {
+            let mut tick = percore_engine::time::interval_at(first_tick, Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                recorder.borrow_mut().roll(Instant::now());
+            }
+        })
+    };
+    let (first, count) = share(config.connections, core.cores, core.index);
+    let datagram = plan.protocol.transport() == Transport::Datagram;
+    let tasks: Vec<_> = (first..first + count)
+        .map(|i| {
+            let quota = match config.stop {
+                Stop::Requests(n) => {
+                    let (_, mine) = share(n as usize, config.connections, i);
+                    Some(mine as u64)
+                }
+                Stop::Duration(_) => None,
+            };
+            let schedule = Schedule::new(
+                config.mode,
+                plan.window,
+                i,
+                config.connections,
+                quota,
+                config.seed,
+            );
+            if datagram {
+                percore_engine::spawn(drive_datagram(ctx.clone(), schedule))
+            } else {
+                percore_engine::spawn(drive_stream(ctx.clone(), schedule))
+            }
+        })
+        .collect();
+    drop(ctx);
+    for task in tasks {
+        if let Err(e) = task.await {
+            // A connection task panicked: that is a bug, not a load result; let it show.
+            std::panic::panic_any(format!("load connection task failed: {e}"));
+        }
+    }
+    drop(ticker);
+    recorder.borrow_mut().finish(Instant::now());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::share;
+
+    #[test]
+    fn shares_cover_every_connection_once() {
+        for total in [1, 2, 7, 64, 1000] {
+            for shards in 1..=4.min(total) {
+                let mut next = 0;
+                for i in 0..shards {
+                    let (first, count) = share(total, shards, i);
+                    assert_eq!(first, next);
+                    assert!(count >= total / shards);
+                    next += count;
+                }
+                assert_eq!(next, total);
+            }
+        }
+    }
+}

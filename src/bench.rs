@@ -1,0 +1,217 @@
+//! `percore bench`: the one-command demo. Starts percore's own echo service (a child
+//! `percore serve`, pinned to one CPU) on a free loopback port, loads it from another CPU and
+//! prints what it measured, ending by itself (12 s by default, 20 s at most).
+//!
+//! Without `--rate` it runs two phases: a closed loop that finds the service's capacity, then
+//! an open loop at 75% of that capacity whose latencies are measured from each request's
+//! intended send time (coordinated omission corrected). The SVG report is drawn from the last
+//! phase. The service's own CPU per request (user and system, from `/proc`) is printed beside
+//! the generator's.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use clap::{Args, ValueEnum};
+use percore::loadtest::{Arrival, LoadConfig, Mode, RunResult, Stop, Target};
+
+use crate::serve::parse_duration;
+
+/// The service under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum BenchService {
+    /// TCP echo.
+    Echo,
+    /// UDP datagram echo.
+    UdpEcho,
+}
+
+/// Options of `percore bench`.
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// The service to start and load.
+    #[arg(long, value_enum, default_value = "echo")]
+    service: BenchService,
+    /// Open-loop rate (requests/s); default: 75% of the capacity a closed-loop phase finds.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Only the closed-loop phase.
+    #[arg(long, conflicts_with = "rate")]
+    closed_loop: bool,
+    /// Total measured time (at most 20 s).
+    #[arg(long, value_parser = parse_duration, default_value = "12s")]
+    duration: Duration,
+    /// Connections (UDP: sockets).
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Payload size in bytes.
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    /// CPU of the service.
+    #[arg(long, default_value_t = 0)]
+    server_cpu: usize,
+    /// CPU of the load generator (default: the last CPU, or the service's if it is alone).
+    #[arg(long)]
+    client_cpu: Option<usize>,
+    /// Where to write the SVG report.
+    #[arg(long, default_value = "percore-bench.svg")]
+    plot: PathBuf,
+    /// Also write the JSON report of the last phase here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// The service as a child process; killed when dropped.
+struct ServiceProcess {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ServiceProcess {
+    fn start(service: BenchService, cpu: usize) -> anyhow::Result<ServiceProcess> {
+        let name = match service {
+            BenchService::Echo => "echo",
+            BenchService::UdpEcho => "udp-echo",
+        };
+        let mut child = Command::new(std::env::current_exe().context("finding percore")?)
+            .args(["serve", name, "--listen", "127.0.0.1:0", "--cpus"])
+            .arg(cpu.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting percore serve")?;
+        let stderr = child.stderr.take().context("service stderr")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { return };
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(rest.split_whitespace().next().map(str::to_string));
+                }
+            }
+        });
+        let mut process = ServiceProcess {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        let addr = rx
+            .recv_timeout(Duration::from_secs(10))
+            .ok()
+            .flatten()
+            .context("the service did not say where it listens")?;
+        process.addr = addr.parse().context("the service's address")?;
+        Ok(process)
+    }
+
+    /// The service's (user, system) CPU seconds so far.
+    fn cpu(&self) -> (f64, f64) {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())) else {
+            return (0.0, 0.0);
+        };
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let tick = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+                / 100.0
+        };
+        (tick(11), tick(12))
+    }
+}
+
+pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.duration > Duration::from_secs(20) || args.duration < Duration::from_secs(2) {
+        bail!("--duration must be between 2s and 20s");
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let client_cpu = args
+        .client_cpu
+        .unwrap_or(if cpus > 1 { cpus - 1 } else { args.server_cpu });
+    let service = ServiceProcess::start(args.service, args.server_cpu)?;
+    let scheme = match args.service {
+        BenchService::Echo => "tcp",
+        BenchService::UdpEcho => "udp",
+    };
+    let target = Target::parse(&format!("{scheme}://{}", service.addr))?;
+    println!(
+        "percore bench: {scheme} echo service on CPU {}, load from CPU {client_cpu}, {} connections, {} B payloads",
+        args.server_cpu, args.connections, args.payload
+    );
+    let mut config = LoadConfig::new(target);
+    config.cpus = vec![client_cpu];
+    config.connections = args.connections;
+    config.payload = args.payload;
+    config.warmup = Duration::from_millis(500);
+
+    let phases: Vec<(&str, Duration)> = if args.closed_loop || args.rate.is_some() {
+        vec![("", args.duration)]
+    } else {
+        let capacity = args.duration.mul_f64(0.4);
+        vec![
+            ("capacity", capacity),
+            ("latency", args.duration - capacity),
+        ]
+    };
+    let mut last = None;
+    let mut capacity_rate = None;
+    for (name, duration) in phases {
+        config.stop = Stop::Duration(duration);
+        config.mode = match (name, args.rate, capacity_rate) {
+            ("capacity", _, _) => Mode::Closed,
+            (_, Some(rate), _) => Mode::Open {
+                rate,
+                arrival: Arrival::Uniform,
+            },
+            ("latency", None, Some(cap)) => Mode::Open {
+                rate: cap * 0.75,
+                arrival: Arrival::Uniform,
+            },
+            _ => Mode::Closed,
+        };
+        match config.mode {
+            Mode::Closed => println!("\n== closed loop ({name}), {duration:?}"),
+            Mode::Open { rate, .. } => {
+                println!("\n== open loop at {rate:.0} req/s ({name}), {duration:?}")
+            }
+        }
+        let before = service.cpu();
+        let started = Instant::now();
+        let result = crate::load::load_with_files(&config, None, true)?;
+        let after = service.cpu();
+        print!("{}", result.summary());
+        print_service_cpu(&result, before, after, started.elapsed());
+        if name == "capacity" {
+            capacity_rate = Some(result.achieved_rate.max(1.0));
+        }
+        last = Some(result);
+    }
+    let last = last.context("no phase ran")?;
+    crate::load::write_reports(&last, args.json.as_deref(), Some(&args.plot))?;
+    println!("\nreport: {}", args.plot.display());
+    Ok(())
+}
+
+fn print_service_cpu(result: &RunResult, before: (f64, f64), after: (f64, f64), wall: Duration) {
+    let requests = (result.requests.max(1)) as f64;
+    println!(
+        "  service   {:.2} µs user + {:.2} µs system CPU per request ({:.0}% of its core over {:.1} s)",
+        (after.0 - before.0) * 1e6 / requests,
+        (after.1 - before.1) * 1e6 / requests,
+        100.0 * ((after.0 - before.0) + (after.1 - before.1)) / wall.as_secs_f64(),
+        wall.as_secs_f64()
+    );
+}

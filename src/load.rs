@@ -1,0 +1,244 @@
+//! `percore load TARGET [options]` and `percore load merge A.hlog B.hlog ... --out M.hlog`: the
+//! command line over [`percore::loadtest`].
+
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Subcommand, ValueEnum};
+use percore::loadtest::config::HttpOptions;
+use percore::loadtest::{Arrival, LoadConfig, Mode, RunResult, Sinks, Stop, Target};
+
+use crate::serve::{parse_cpus, parse_duration, CpuList};
+
+/// Options of `percore load`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub(crate) struct LoadArgs {
+    #[command(subcommand)]
+    command: Option<LoadCommand>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum LoadCommand {
+    /// Merge interval logs of several runs (several machines) into one: histograms of the
+    /// same second (absolute time) are added.
+    Merge(MergeArgs),
+}
+
+#[derive(Debug, Args)]
+struct MergeArgs {
+    /// The logs to merge.
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// Where to write the merged log.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// Arrival spacing of the open loop.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ArrivalArg {
+    Uniform,
+    Poisson,
+}
+
+/// Options of one load run.
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// `tcp://HOST:PORT` (echo), `udp://HOST:PORT` (datagram echo) or
+    /// `http://HOST[:PORT]/PATH` (HTTP/1.1 keep-alive).
+    #[arg(required = true)]
+    target: Option<String>,
+    /// Open loop: total requests per second across all connections and cores; latency is
+    /// measured from each request's intended send time.
+    #[arg(long, required_unless_present = "closed_loop")]
+    rate: Option<f64>,
+    /// Open-loop arrival spacing.
+    #[arg(long, value_enum, default_value = "uniform")]
+    arrival: ArrivalArg,
+    /// Closed loop: each connection sends when its previous response arrives.
+    #[arg(long, conflicts_with = "rate")]
+    closed_loop: bool,
+    /// Connections in total (UDP: connected sockets).
+    #[arg(long, short = 'c', default_value_t = 64)]
+    connections: usize,
+    /// How long to measure (`10s`, `1m`); default 10 s.
+    #[arg(long, short = 'd', value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Stop after this many requests instead.
+    #[arg(long, conflicts_with = "duration")]
+    requests: Option<u64>,
+    /// CPUs to run a generator shard on: `1`, `0-3` or `0,2` (default: all).
+    #[arg(long, value_parser = parse_cpus)]
+    cpus: Option<CpuList>,
+    /// Load applied before measuring (not recorded).
+    #[arg(long, value_parser = parse_duration, default_value = "0s")]
+    warmup: Duration,
+    /// Requests outstanding per connection at most.
+    #[arg(long, default_value_t = 1)]
+    pipeline: usize,
+    /// Echo payload size in bytes.
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    /// A request unanswered this long is a timeout error (its connection is reopened).
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    timeout: Duration,
+    /// HTTP method.
+    #[arg(long, short = 'X', default_value = "GET")]
+    method: String,
+    /// HTTP header, `Name: value` (repeatable).
+    #[arg(long = "header", short = 'H')]
+    headers: Vec<String>,
+    /// HTTP request body.
+    #[arg(long)]
+    body: Option<String>,
+    /// Largest response accepted, in bytes.
+    #[arg(long, default_value_t = 16 << 20)]
+    max_response: usize,
+    /// Seed of the Poisson arrivals.
+    #[arg(long, default_value_t = 0x5eed_1e55)]
+    seed: u64,
+    /// Write the JSON report here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write an HdrHistogram interval log (format 1.3, nanoseconds) here.
+    #[arg(long)]
+    hlog: Option<PathBuf>,
+    /// Write an SVG plot (latency spectrum and timeline) here.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// No live progress line.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+}
+
+impl RunArgs {
+    fn config(&self) -> anyhow::Result<LoadConfig> {
+        let target = self.target.as_deref().unwrap_or_default();
+        let mut config = LoadConfig::new(Target::parse(target)?);
+        config.mode = match (self.rate, self.closed_loop) {
+            (_, true) => Mode::Closed,
+            (Some(rate), false) => Mode::Open {
+                rate,
+                arrival: match self.arrival {
+                    ArrivalArg::Uniform => Arrival::Uniform,
+                    ArrivalArg::Poisson => Arrival::Poisson,
+                },
+            },
+            (None, false) => bail!("give --rate R (open loop) or --closed-loop"),
+        };
+        config.connections = self.connections;
+        config.stop = match self.requests {
+            Some(n) => Stop::Requests(n),
+            None => Stop::Duration(self.duration.unwrap_or(Duration::from_secs(10))),
+        };
+        config.cpus = match &self.cpus {
+            Some(list) => list.0.clone(),
+            None => (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect(),
+        };
+        config.warmup = self.warmup;
+        config.pipeline = self.pipeline;
+        config.payload = self.payload;
+        config.timeout = self.timeout;
+        config.max_response = self.max_response;
+        config.seed = self.seed;
+        let mut headers = Vec::new();
+        for h in &self.headers {
+            let Some((name, value)) = h.split_once(':') else {
+                bail!("bad --header {h:?}: expected `Name: value`");
+            };
+            headers.push((name.trim().to_string(), value.trim().to_string()));
+        }
+        config.http = HttpOptions {
+            method: self.method.clone(),
+            headers,
+            body: self.body.clone().unwrap_or_default().into_bytes(),
+        };
+        Ok(config)
+    }
+}
+
+pub(crate) fn run(args: LoadArgs) -> anyhow::Result<()> {
+    match args.command {
+        Some(LoadCommand::Merge(merge)) => run_merge(&merge),
+        None => {
+            let result = run_load(&args.run, !args.run.quiet)?;
+            print!("{}", result.summary());
+            Ok(())
+        }
+    }
+}
+
+/// Runs one load and writes its files; the progress line goes to stderr when it is a terminal.
+pub(crate) fn run_load(args: &RunArgs, progress: bool) -> anyhow::Result<RunResult> {
+    let config = args.config()?;
+    let result = load_with_files(&config, args.hlog.as_deref(), progress)?;
+    write_reports(&result, args.json.as_deref(), args.plot.as_deref())?;
+    Ok(result)
+}
+
+/// Runs `config`, writing the interval log to `hlog` if given.
+pub(crate) fn load_with_files(
+    config: &LoadConfig,
+    hlog: Option<&Path>,
+    progress: bool,
+) -> anyhow::Result<RunResult> {
+    let mut hlog_file = match hlog {
+        Some(path) => Some(BufWriter::new(
+            File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => None,
+    };
+    let mut stderr = std::io::stderr();
+    let sinks = Sinks {
+        hlog: hlog_file.as_mut().map(|f| f as &mut dyn Write),
+        progress: (progress && stderr.is_terminal()).then_some(&mut stderr as &mut dyn Write),
+    };
+    let result = percore::loadtest::run(config, sinks)?;
+    if let Some(mut f) = hlog_file {
+        f.flush().context("writing the interval log")?;
+    }
+    Ok(result)
+}
+
+/// Writes the JSON report and the SVG plot where asked.
+pub(crate) fn write_reports(
+    result: &RunResult,
+    json: Option<&Path>,
+    plot: Option<&Path>,
+) -> anyhow::Result<()> {
+    if let Some(path) = json {
+        std::fs::write(path, result.to_json())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = plot {
+        percore::loadtest::plot::write_svg(result, path).map_err(anyhow::Error::msg)?;
+    }
+    Ok(())
+}
+
+fn run_merge(args: &MergeArgs) -> anyhow::Result<()> {
+    let mut inputs = Vec::new();
+    for path in &args.inputs {
+        inputs.push(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?);
+    }
+    let mut out = BufWriter::new(
+        File::create(&args.out).with_context(|| format!("creating {}", args.out.display()))?,
+    );
+    let summary = percore::loadtest::hlog::merge(&inputs, &mut out).map_err(anyhow::Error::msg)?;
+    out.flush()?;
+    println!(
+        "merged {} logs: {} intervals in, {} out, {} latency samples -> {}",
+        inputs.len(),
+        summary.intervals_in,
+        summary.intervals_out,
+        summary.latency_count,
+        args.out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,89 @@
+//! Bad targets and options: clear errors, never a panic, never a run full of noise.
+
+use std::net::{SocketAddr, TcpListener};
+
+use socket2::{Domain, Socket, Type};
+
+use crate::helpers::{load_fails, percore_serve};
+
+/// A TCP port held by a bound socket that does not listen: connecting is refused, and no
+/// other process can be handed the port meanwhile.
+fn refusing_port() -> (Socket, SocketAddr) {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    (socket, addr)
+}
+
+#[test]
+fn refused_silent_and_foreign_targets_are_named_clearly() {
+    let (_held, refused) = refusing_port();
+    let err = load_fails(&[&format!("tcp://{refused}"), "--rate", "100", "-d", "1s"]);
+    assert!(
+        err.contains("bad target") && err.contains("refused"),
+        "{err}"
+    );
+
+    // A UDP port held by a socket that never answers.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let err = load_fails(&[
+        &format!("udp://{}", silent.local_addr().unwrap()),
+        "--closed-loop",
+        "--timeout",
+        "300ms",
+    ]);
+    assert!(err.contains("no answer"), "{err}");
+
+    // HTTP spoken to an echo server: the echo is not an HTTP response.
+    let echo = percore_serve("echo");
+    let err = load_fails(&[&format!("http://{}/", echo.addr), "--closed-loop"]);
+    assert!(err.contains("not the protocol expected"), "{err}");
+
+    // Echo spoken to a server that answers something else.
+    let other = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = other.local_addr().unwrap();
+    let answer = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut conn, _) = other.accept().unwrap();
+        let mut buf = [0u8; 64];
+        let _ = conn.read(&mut buf);
+        let _ =
+            conn.write_all(b"-ERR unknown command\r\n more bytes to fill the payload length\r\n");
+    });
+    let err = load_fails(&[&format!("tcp://{addr}"), "--closed-loop"]);
+    assert!(
+        err.contains("not the protocol expected") && err.contains("echo mismatch"),
+        "{err}"
+    );
+    answer.join().unwrap();
+}
+
+#[test]
+fn bad_options_are_refused_before_anything_runs() {
+    for (args, says) in [
+        (vec!["tcp://127.0.0.1:9", "-d", "1s"], "--rate"),
+        (vec!["ftp://127.0.0.1:9", "--closed-loop"], "unknown scheme"),
+        (
+            vec!["tcp://no-such-host.invalid:9", "--closed-loop"],
+            "cannot resolve",
+        ),
+        (
+            vec!["tcp://127.0.0.1:9", "--closed-loop", "--pipeline", "0"],
+            "--pipeline",
+        ),
+        (vec!["tcp://127.0.0.1:9", "--rate=-5"], "--rate"),
+        (
+            vec!["udp://127.0.0.1:9", "--closed-loop", "--pipeline", "4"],
+            "pipeline",
+        ),
+        (
+            vec!["tcp://127.0.0.1:9", "--closed-loop", "-H", "no colon"],
+            "--header",
+        ),
+    ] {
+        let err = load_fails(&args);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}

@@ -1,0 +1,220 @@
+//! HTTP/1.1 targets: real nginx (one worker) on a loopback port, and a misbehaving server for
+//! malformed responses (nginx cannot be made to send those).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::helpers::{load, temp_dir, Server};
+
+/// nginx serving `/` (200, "hello") on a free port, everything in `dir`.
+fn nginx(dir: &Path) -> Server {
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    // Workers run as nobody: they must be able to read the prefix.
+    let _ = Command::new("chmod").arg("755").arg(dir).status();
+    for _attempt in 0..5 {
+        // nginx cannot report a port it picked, so find a free one; a clash makes nginx exit
+        // at once and the next attempt takes another.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let d = dir.display();
+        let conf = format!(
+            "worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+               fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+               keepalive_requests 1000000;\n\
+               server {{\n    listen 127.0.0.1:{port};\n    location / {{ return 200 \"hello\\n\"; }}\n\
+                 location /missing {{ return 404; }}\n  }}\n}}\n"
+        );
+        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+        let mut child = Command::new("nginx")
+            .arg("-p")
+            .arg(dir)
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .args(["-g", "daemon off;"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx (nginx-light) is installed by .ci/test-all");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            if let Ok(mut conn) = TcpStream::connect(addr) {
+                let _ = conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                let mut got = String::new();
+                let _ = conn.read_to_string(&mut got);
+                if got.starts_with("HTTP/1.1 200") {
+                    return Server { child, addr };
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    panic!(
+        "nginx did not start: {}",
+        std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
+    );
+}
+
+#[test]
+fn nginx_keep_alive_statuses_and_bodies() {
+    let dir = temp_dir("nginx");
+    let server = nginx(&dir.join("nginx"));
+    let base = format!("http://{}", server.addr);
+    let run = load(
+        &dir,
+        &[
+            &format!("{base}/"),
+            "--closed-loop",
+            "-d",
+            "1500ms",
+            "-c",
+            "8",
+            "--pipeline",
+            "2",
+            "--cpus",
+            "1",
+        ],
+    );
+    run.assert_exact_accounting();
+    assert_eq!(run.u64("errors"), 0, "{}", run.stdout());
+    assert_eq!(run.u64("reconnects"), 0, "keep-alive: {}", run.stdout());
+    assert!(run.u64("responses") > 1000, "{}", run.stdout());
+
+    let run = load(
+        &dir,
+        &[
+            &format!("{base}/missing"),
+            "--closed-loop",
+            "--requests",
+            "500",
+            "-c",
+            "4",
+            "--cpus",
+            "1",
+        ],
+    );
+    run.assert_exact_accounting();
+    assert_eq!(run.json["error_kinds"]["status 404"].as_u64(), Some(500));
+
+    let run = load(
+        &dir,
+        &[
+            &format!("{base}/"),
+            "--rate",
+            "1000",
+            "-d",
+            "1s",
+            "-c",
+            "4",
+            "--cpus",
+            "1",
+            "-X",
+            "POST",
+            "-H",
+            "X-Test: yes",
+            "--body",
+            "payload",
+        ],
+    );
+    run.assert_exact_accounting();
+    assert_eq!(run.u64("errors"), 0, "{}", run.stdout());
+}
+
+/// A server whose every connection answers its first request properly and its second with
+/// one kind of garbage (by connection number), then closes.
+fn misbehaving_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let bad: [&[u8]; 5] = [
+            b"garbage that is not http\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: nope\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\ncut short",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 999999999\r\n\r\n",
+        ];
+        for (n, conn) in listener.incoming().enumerate().take(2000) {
+            let Ok(mut conn) = conn else { continue };
+            let garbage = bad[n % bad.len()];
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                for reply in [
+                    &b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"[..],
+                    garbage,
+                ] {
+                    let mut got = Vec::new();
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => got.extend_from_slice(&buf[..k]),
+                        }
+                    }
+                    if conn.write_all(reply).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn malformed_responses_are_counted_errors_and_the_run_goes_on() {
+    let addr = misbehaving_server();
+    let dir = temp_dir("malformed");
+    let run = load(
+        &dir,
+        &[
+            &format!("http://{addr}/"),
+            "--rate",
+            "400",
+            "-d",
+            "1500ms",
+            "-c",
+            "4",
+            "--cpus",
+            "1",
+            "--max-response",
+            "1000000",
+            "--timeout",
+            "1s",
+        ],
+    );
+    run.assert_exact_accounting();
+    assert!(run.u64("responses") >= 100, "{}", run.stdout());
+    let kinds = run.json["error_kinds"].as_object().unwrap();
+    let protocol: u64 = kinds
+        .iter()
+        .filter(|(k, _)| k.starts_with("protocol: http"))
+        .map(|(_, v)| v.as_u64().unwrap())
+        .sum();
+    assert!(protocol >= 50, "{}", run.stdout());
+    for expected in [
+        "malformed response head",
+        "bad Content-Length",
+        "malformed chunk size",
+        "larger than --max-response",
+    ] {
+        assert!(
+            kinds.keys().any(|k| k.contains(expected)),
+            "no {expected:?} among {kinds:?}"
+        );
+    }
+    assert!(run.u64("reconnects") >= 50, "{}", run.stdout());
+}
