@@ -98,13 +98,17 @@ pub fn run(config: &LoadConfig, sinks: Sinks<'_>) -> Result<RunResult, LoadError
     let (tx, rx) = mpsc::channel::<Report>();
     let cpus = config.cpus.clone();
     let shards = cpus.len();
+    let busy_poll = config.busy_poll;
     let generator = {
         let plan = plan.clone();
         std::thread::Builder::new()
             .name("percore-load".into())
             .spawn(move || -> Result<(), String> {
-                let runtime = Runtime::builder()
-                    .cpus(cpus)
+                let mut builder = Runtime::builder().cpus(cpus);
+                if let Some(window) = busy_poll {
+                    builder = builder.busy_poll(window);
+                }
+                let runtime = builder
                     .build()
                     .map_err(|e| format!("starting the runtime: {e}"))?;
                 let tx = std::sync::Mutex::new(tx);

@@ -157,16 +157,24 @@ impl Schedule {
         let count = match &self.spacing {
             Spacing::Closed => 0,
             Spacing::Uniform { first, gap_s, k } => {
-                let until = match self.end {
-                    Some(end) => now.min(end),
-                    None => now,
+                // Intended times due by `now` (at or before it), or all before the end once it
+                // has passed; estimated, then settled on the exact times `peek` uses.
+                let at = |n: u64| *first + Duration::from_secs_f64(*gap_s * n as f64);
+                let due = |n: u64| match self.end {
+                    Some(end) if now >= end => at(n) < end,
+                    _ => at(n) <= now,
                 };
-                if until < *first {
-                    0
-                } else {
-                    let due = ((until - *first).as_secs_f64() / gap_s).floor() as u64 + 1;
-                    due.saturating_sub(*k)
+                let mut n = match now.checked_duration_since(*first) {
+                    Some(d) => (d.as_secs_f64() / gap_s) as u64,
+                    None => 0,
+                };
+                while n > 0 && !due(n - 1) {
+                    n -= 1;
                 }
+                while due(n) {
+                    n += 1;
+                }
+                n.saturating_sub(*k)
             }
             Spacing::Poisson { next, .. } => u64::from(*next <= now),
         };
@@ -292,6 +300,19 @@ mod tests {
         }
         assert_eq!(s.take_due(late), None);
         assert_eq!(s.overdue(late), 0);
+
+        // An end that falls exactly on an intended time excludes it.
+        let window = Window {
+            t0,
+            measure_from: t0,
+            end: Some(t0 + Duration::from_millis(100)),
+        };
+        let s = Schedule::new(mode, window, 0, 1, None, 1);
+        assert_eq!(s.overdue(t0 + Duration::from_secs(5)), 10);
+        assert_eq!(s.overdue(t0 + Duration::from_millis(100)), 10);
+        assert_eq!(s.overdue(t0 + Duration::from_millis(99)), 10);
+        assert_eq!(s.overdue(t0 + Duration::from_millis(90)), 10);
+        assert_eq!(s.overdue(t0 + Duration::from_millis(89)), 9);
     }
 
     #[test]
