@@ -152,6 +152,7 @@ impl RunArgs {
         config.max_response = self.max_response;
         config.seed = self.seed;
         config.busy_poll = self.busy_poll;
+        config.stop_on_signals = true;
         let mut headers = Vec::new();
         for h in &self.headers {
             let Some((name, value)) = h.split_once(':') else {

@@ -90,6 +90,9 @@ pub struct LoadConfig {
     /// Spin this long on the ring before a shard sleeps in the kernel: more precise send times
     /// (and no wake-up latency) at the price of CPU.
     pub busy_poll: Option<Duration>,
+    /// Stop early on SIGINT/SIGTERM (no new requests; in-flight ones get the request timeout)
+    /// and report what was measured, instead of dying. For command-line use.
+    pub stop_on_signals: bool,
 }
 
 impl LoadConfig {
@@ -109,6 +112,7 @@ impl LoadConfig {
             max_response: 16 << 20,
             seed: 0x5eed_1e55_c0ff_ee00,
             busy_poll: None,
+            stop_on_signals: false,
         }
     }
 

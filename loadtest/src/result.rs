@@ -143,6 +143,8 @@ pub struct RunResult {
     pub schedule_lag_mean_ns: u64,
     /// Generator CPU.
     pub generator_cpu: GeneratorCpu,
+    /// A signal (Ctrl-C) stopped the run before its end.
+    pub stopped_early: bool,
     /// Who limited the run.
     pub verdict: Verdict,
     /// Per second.
@@ -176,6 +178,7 @@ struct Json<'a> {
     schedule_lag_ns: Lag,
     generator_cpu: GeneratorCpu,
     generator_bottleneck: bool,
+    stopped_early: bool,
     verdict: &'a Verdict,
     timeline: &'a [TimelineEntry],
 }
@@ -218,6 +221,7 @@ impl RunResult {
             },
             generator_cpu: self.generator_cpu,
             generator_bottleneck: self.verdict.bottleneck == "generator",
+            stopped_early: self.stopped_early,
             verdict: &self.verdict,
             timeline: &self.timeline,
         };
@@ -241,6 +245,12 @@ impl RunResult {
             self.pipeline,
             self.duration_s
         );
+        if self.stopped_early {
+            let _ = writeln!(
+                s,
+                "  stopped early by a signal: what follows covers the time it ran"
+            );
+        }
         match self.offered_rate {
             Some(offered) => {
                 let _ = writeln!(

@@ -93,18 +93,34 @@ pub fn run(config: &LoadConfig, sinks: Sinks<'_>) -> Result<RunResult, LoadError
             measure_from,
             end,
         },
+        stopped_early: std::sync::atomic::AtomicBool::new(false),
     });
     let aggregator_cpu = percore_engine::thread_cpu_time();
     let (tx, rx) = mpsc::channel::<Report>();
     let cpus = config.cpus.clone();
     let shards = cpus.len();
     let busy_poll = config.busy_poll;
+    let stop_on_signals = config.stop_on_signals;
+    let grace = config.timeout + Duration::from_secs(1);
+    // Held here (and so in the generator thread started below) so the signals reach the
+    // runtime's signalfd and stop the run, rather than kill the process.
+    let _held = if stop_on_signals {
+        Some(
+            percore_engine::runtime::hold_shutdown_signals()
+                .map_err(|e| LoadError::Generator(format!("holding SIGINT/SIGTERM: {e}")))?,
+        )
+    } else {
+        None
+    };
     let generator = {
         let plan = plan.clone();
         std::thread::Builder::new()
             .name("percore-load".into())
             .spawn(move || -> Result<(), String> {
-                let mut builder = Runtime::builder().cpus(cpus);
+                let mut builder = Runtime::builder()
+                    .cpus(cpus)
+                    .handle_signals(stop_on_signals)
+                    .grace_period(grace);
                 if let Some(window) = busy_poll {
                     builder = builder.busy_poll(window);
                 }
@@ -165,9 +181,12 @@ pub fn run(config: &LoadConfig, sinks: Sinks<'_>) -> Result<RunResult, LoadError
         .last()
         .map_or(0.0, |e| e.t_s + e.length_s)
         .max(1e-3);
+    let stopped_early = plan
+        .stopped_early
+        .load(std::sync::atomic::Ordering::Relaxed);
     let duration_s = match config.stop {
-        Stop::Duration(d) => until_last.max(d.as_secs_f64()),
-        Stop::Requests(_) => until_last,
+        Stop::Duration(d) if !stopped_early => until_last.max(d.as_secs_f64()),
+        _ => until_last,
     };
     let totals = agg.totals;
     let achieved = totals.ok as f64 / duration_s;
@@ -227,6 +246,7 @@ pub fn run(config: &LoadConfig, sinks: Sinks<'_>) -> Result<RunResult, LoadError
         schedule_lag_mean_ns: totals.lag_sum_ns.checked_div(totals.sent).unwrap_or(0),
         latency: totals.latency,
         service_time: totals.service,
+        stopped_early,
         verdict: verdict(offered, achieved, &timeline, &generator_cpu),
         generator_cpu,
         timeline,

@@ -152,6 +152,11 @@ impl Schedule {
         Some(intended)
     }
 
+    /// Ends the schedule now (the run was stopped early).
+    pub(crate) fn stop(&mut self) {
+        self.left = Some(0);
+    }
+
     /// How many requests were due at `now` but not taken (what a stopped connection leaves).
     pub(crate) fn overdue(&self, now: Instant) -> u64 {
         let count = match &self.spacing {

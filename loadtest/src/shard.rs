@@ -22,6 +22,8 @@ pub(crate) struct Plan {
     pub(crate) config: LoadConfig,
     pub(crate) protocol: Arc<dyn Protocol>,
     pub(crate) window: Window,
+    /// Set when a signal stopped the run early.
+    pub(crate) stopped_early: std::sync::atomic::AtomicBool,
 }
 
 /// The connections `[first, first + count)` of `total` that shard `index` of `shards` runs.
@@ -48,7 +50,17 @@ pub(crate) async fn run_shard(plan: &Plan, core: CoreInfo, out: Sender<Report>) 
         max_response: config.max_response,
         end: plan.window.end,
         recorder: recorder.clone(),
+        stop: percore_engine::sync::Event::new(),
     });
+    // Ctrl-C / SIGTERM (when the runtime watches them): stop sending, let in-flight requests
+    // finish, report.
+    let stopper = {
+        let ctx = ctx.clone();
+        percore_engine::spawn(async move {
+            percore_engine::shutdown::requested().await;
+            ctx.stop.set();
+        })
+    };
     let ticker = {
         let recorder = recorder.clone();
         let first_tick = plan.window.measure_from + Duration::from_secs(1);
@@ -86,7 +98,6 @@ pub(crate) async fn run_shard(plan: &Plan, core: CoreInfo, out: Sender<Report>) 
             }
         })
         .collect();
-    drop(ctx);
     for task in tasks {
         if let Err(e) = task.await {
             // A connection task panicked: that is a bug, not a load result; let it show.
@@ -94,6 +105,12 @@ pub(crate) async fn run_shard(plan: &Plan, core: CoreInfo, out: Sender<Report>) 
         }
     }
     drop(ticker);
+    drop(stopper);
+    if ctx.stop.is_set() {
+        plan.stopped_early
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    drop(ctx);
     recorder.borrow_mut().finish(Instant::now());
 }
 

@@ -111,3 +111,54 @@ fn a_server_killed_mid_run_gives_counted_errors_and_the_run_completes() {
         run.stdout()
     );
 }
+
+#[test]
+fn sigint_stops_the_run_early_and_still_reports() {
+    let server = percore_serve("echo");
+    let dir = temp_dir("sigint");
+    let json = dir.join("run.json");
+    let started = std::time::Instant::now();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_percore"))
+        .args([
+            "load",
+            &format!("tcp://{}", server.addr),
+            "--rate",
+            "2000",
+            "-d",
+            "30s",
+            "-c",
+            "8",
+            "--cpus",
+            "1",
+            "-q",
+            "--json",
+        ])
+        .arg(&json)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: kill(2) on our own child's pid, which stays ours until it is waited for.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) },
+        0
+    );
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let sent = report["requests"].as_u64().unwrap();
+    assert!((1000..=4000).contains(&sent), "{report}");
+    assert_eq!(
+        sent,
+        report["responses"].as_u64().unwrap() + report["errors"].as_u64().unwrap()
+    );
+    assert_eq!(report["stopped_early"], true);
+    let achieved = report["achieved_rate"].as_f64().unwrap();
+    assert!(
+        achieved > 1500.0,
+        "the rate is over the time it ran: {report}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("stopped early"));
+}

@@ -21,6 +21,8 @@ pub(crate) mod core;
 pub mod shutdown;
 mod signal;
 
+pub use signal::{hold_shutdown_signals, HeldSignals};
+
 use std::fmt;
 use std::future::Future;
 use std::io;

@@ -13,6 +13,36 @@ use crate::sys;
 
 const SIGNALS: [libc::c_int; 2] = [libc::SIGINT, libc::SIGTERM];
 
+/// SIGINT and SIGTERM held (blocked) in the thread that made it, until dropped.
+///
+/// A process that runs a runtime with [`Builder::handle_signals`](super::Builder::handle_signals)
+/// on a thread of its own, while its main thread does other work, takes this in the main
+/// thread *before* starting that thread: the signals then reach the runtime's signalfd instead
+/// of killing the process through a thread that does not block them.
+#[derive(Debug)]
+pub struct HeldSignals {
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+/// Blocks SIGINT and SIGTERM in the calling thread (and the threads it starts from now on);
+/// dropping the result unblocks them in this thread.
+///
+/// # Errors
+///
+/// The kernel refused the mask change.
+pub fn hold_shutdown_signals() -> io::Result<HeldSignals> {
+    sys::block_signals(&SIGNALS)?;
+    Ok(HeldSignals {
+        _not_send: std::marker::PhantomData,
+    })
+}
+
+impl Drop for HeldSignals {
+    fn drop(&mut self) {
+        let _ = sys::unblock_signals(&SIGNALS);
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct SignalGuard {
     fd: OwnedFd,

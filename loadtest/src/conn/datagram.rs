@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::rc::Rc;
 use std::time::Instant;
 
-use percore_engine::time::{sleep_until, timeout_at};
+use percore_engine::time::timeout_at;
 use percore_net::udp::UdpSocket;
 
 use super::{Backoff, ConnCtx};
@@ -33,12 +33,13 @@ pub(crate) async fn drive_datagram(ctx: Rc<ConnCtx>, mut schedule: Schedule) {
     let mut backoff = Backoff::new();
     loop {
         let now = Instant::now();
+        ctx.stopped(&mut schedule);
         let Some(intended) = schedule.take_due(now) else {
             match schedule.peek(now) {
                 Next::Done => break,
                 Next::Now => continue,
                 Next::At(at) => {
-                    sleep_until(at).await;
+                    ctx.pause_until(at).await;
                     continue;
                 }
             }
@@ -91,7 +92,7 @@ pub(crate) async fn drive_datagram(ctx: Rc<ConnCtx>, mut schedule: Schedule) {
             ctx.fail_all(&mut inflight, kind);
             if matches!(kind, ErrorKind::Io(_)) {
                 // Refused (nothing listens) or unreachable: do not spin on it.
-                backoff.wait().await;
+                backoff.wait(&ctx).await;
             }
         }
     }

@@ -10,8 +10,11 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use percore_engine::sync::Event;
+
 use crate::protocol::Protocol;
 use crate::record::{ErrorKind, Recorder};
+use crate::schedule::Schedule;
 
 mod datagram;
 mod stream;
@@ -34,6 +37,8 @@ pub(crate) struct ConnCtx {
     /// No request is sent after this (duration runs).
     pub(crate) end: Option<Instant>,
     pub(crate) recorder: Rc<RefCell<Recorder>>,
+    /// Set when the run is stopped early (Ctrl-C): no new requests, in-flight ones finish.
+    pub(crate) stop: Event,
 }
 
 /// A request on the wire.
@@ -91,6 +96,23 @@ impl ConnCtx {
         }
     }
 
+    /// Ends `schedule` if the run was stopped early; true if it was.
+    fn stopped(&self, schedule: &mut Schedule) -> bool {
+        if self.stop.is_set() {
+            schedule.stop();
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Sleeps until `at`, or until the run is stopped early.
+    async fn pause_until(&self, at: Instant) {
+        let sleep = std::pin::pin!(percore_engine::time::sleep_until(at));
+        let stop = std::pin::pin!(self.stop.wait());
+        let _ = percore_engine::first(sleep, stop).await;
+    }
+
     /// Whether a connection that has been down since `since` should stop trying.
     fn gives_up(&self, since: Instant, now: Instant) -> bool {
         match self.end {
@@ -113,8 +135,8 @@ impl Backoff {
         self.0 = MIN_BACKOFF;
     }
 
-    async fn wait(&mut self) {
-        percore_engine::time::sleep(self.0).await;
+    async fn wait(&mut self, ctx: &ConnCtx) {
+        ctx.pause_until(Instant::now() + self.0).await;
         self.0 = (self.0 * 2).min(MAX_BACKOFF);
     }
 }

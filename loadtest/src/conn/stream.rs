@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Instant;
 
-use percore_engine::time::{sleep_until, timeout_at};
+use percore_engine::time::timeout_at;
 use percore_net::tcp::TcpStream;
 
 use super::{Backoff, ConnCtx, Ended, InFlight};
@@ -21,7 +21,10 @@ pub(crate) async fn drive_stream(ctx: Rc<ConnCtx>, mut schedule: Schedule) {
     let mut down_since: Option<Instant> = None;
     loop {
         let now = Instant::now();
-        if schedule.peek(now) == Next::Done || ctx.end.is_some_and(|end| now >= end) {
+        if ctx.stopped(&mut schedule)
+            || schedule.peek(now) == Next::Done
+            || ctx.end.is_some_and(|end| now >= end)
+        {
             break;
         }
         let stream = match TcpStream::connect_timeout(ctx.addr, ctx.timeout).await {
@@ -32,7 +35,7 @@ pub(crate) async fn drive_stream(ctx: Rc<ConnCtx>, mut schedule: Schedule) {
                 if ctx.gives_up(*down_since.get_or_insert(now), now) {
                     break;
                 }
-                backoff.wait().await;
+                backoff.wait(&ctx).await;
                 continue;
             }
         };
@@ -60,6 +63,7 @@ async fn run_connection(ctx: &ConnCtx, mut stream: TcpStream, schedule: &mut Sch
     loop {
         // Fill the window with the requests that are due.
         let now = Instant::now();
+        ctx.stopped(schedule);
         while inflight.len() < ctx.pipeline {
             let Some(intended) = schedule.take_due(now) else {
                 break;
@@ -81,7 +85,7 @@ async fn run_connection(ctx: &ConnCtx, mut stream: TcpStream, schedule: &mut Sch
                 Next::Done => return Ended::Finished,
                 Next::Now => continue,
                 Next::At(at) => {
-                    sleep_until(at).await;
+                    ctx.pause_until(at).await;
                     continue;
                 }
             }
