@@ -139,10 +139,8 @@ fn sigint_stops_the_run_early_and_still_reports() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     // SAFETY: kill(2) on our own child's pid, which stays ours until it is waited for.
-    assert_eq!(
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) },
-        0
-    );
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    assert_eq!(rc, 0);
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{out:?}");
     assert!(started.elapsed() < Duration::from_secs(10));
