@@ -48,7 +48,7 @@ pub fn write_svg(result: &RunResult, path: &std::path::Path) -> Result<(), Strin
         * 1.1;
     let mut chart = ChartBuilder::on(&top)
         .caption(&title, ("sans-serif", 20))
-        .margin(15)
+        .margin(25)
         .x_label_area_size(40)
         .y_label_area_size(70)
         .build_cartesian_2d((1.0f64..1e6f64).log_scale(), 0.0f64..y_max)
@@ -58,11 +58,8 @@ pub fn write_svg(result: &RunResult, path: &std::path::Path) -> Result<(), Strin
         .x_desc("percentile")
         .y_desc("latency (ms)")
         .x_label_formatter(&|x| {
-            let p = 100.0 * (1.0 - 1.0 / x);
-            format!("{p:.4}%")
-                .trim_end_matches('0')
-                .trim_end_matches('.')
-                .to_string()
+            let p = format!("{:.4}", 100.0 * (1.0 - 1.0 / x));
+            format!("{}%", p.trim_end_matches('0').trim_end_matches('.'))
         })
         .draw()
         .map_err(|e| err(&e))?;
@@ -84,19 +81,19 @@ pub fn write_svg(result: &RunResult, path: &std::path::Path) -> Result<(), Strin
         .draw()
         .map_err(|e| err(&e))?;
 
+    // A run's last interval can be a sliver (the drain after the end): its rate would mislead.
+    let seconds: Vec<_> = result
+        .timeline
+        .iter()
+        .filter(|e| e.length_s >= 0.5)
+        .collect();
     let t_max = result
         .timeline
         .last()
         .map_or(1.0, |e| e.t_s + e.length_s)
         .max(1.0);
-    let rate_max = result
-        .timeline
-        .iter()
-        .map(|e| e.rate)
-        .fold(1.0f64, f64::max)
-        * 1.1;
-    let p99_max = result
-        .timeline
+    let rate_max = seconds.iter().map(|e| e.rate).fold(1.0f64, f64::max) * 1.1;
+    let p99_max = seconds
         .iter()
         .map(|e| e.latency_ns.p99 as f64 / 1e6)
         .fold(0.001f64, f64::max)
@@ -123,10 +120,7 @@ pub fn write_svg(result: &RunResult, path: &std::path::Path) -> Result<(), Strin
         .map_err(|e| err(&e))?;
     timeline
         .draw_series(LineSeries::new(
-            result
-                .timeline
-                .iter()
-                .map(|e| (e.t_s + e.length_s / 2.0, e.rate)),
+            seconds.iter().map(|e| (e.t_s + e.length_s / 2.0, e.rate)),
             &BLACK,
         ))
         .map_err(|e| err(&e))?
@@ -134,8 +128,7 @@ pub fn write_svg(result: &RunResult, path: &std::path::Path) -> Result<(), Strin
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
     timeline
         .draw_secondary_series(LineSeries::new(
-            result
-                .timeline
+            seconds
                 .iter()
                 .map(|e| (e.t_s + e.length_s / 2.0, e.latency_ns.p99 as f64 / 1e6)),
             &RED,
