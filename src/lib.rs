@@ -24,3 +24,6 @@ pub use percore_macros::{main, test};
 
 /// The networking crate (placeholder until the net issue lands).
 pub use percore_net as net;
+
+/// The core-local connection pool.
+pub use percore_pool as pool;

@@ -166,3 +166,26 @@ fn factory_failures_surface_and_free_the_slot() {
         }
     });
 }
+
+/// The pool is closed while a checkout waits for the factory: the new connection is closed
+/// and the checkout fails with `Closed`.
+#[test]
+fn close_during_creation_discards_the_new_connection() {
+    let server = EchoServer::start();
+    percore_engine::block_on(async {
+        let addr = server.addr;
+        let pool = Pool::builder(1).build(move || async move {
+            sleep(Duration::from_millis(20)).await;
+            connect(addr).await
+        });
+        let p = pool.clone();
+        let checkout = percore_engine::spawn(async move { p.get().await.map(drop) });
+        while pool.stats().pending == 0 {
+            percore_engine::yield_now().await;
+        }
+        pool.close();
+        assert!(matches!(checkout.await.unwrap(), Err(PoolError::Closed)));
+        let stats = pool.stats();
+        assert_eq!((stats.created, stats.discarded, stats.pending), (1, 1, 0));
+    });
+}
