@@ -43,14 +43,14 @@
 //!     let pool = Pool::builder(4).build(move || async move {
 //!         Ok(BufStream::new(TcpStream::connect(addr).await?))
 //!     });
+//!     // `with` discards the connection if the closure fails, panics or is cancelled.
 //!     let reply = pool
-//!         .with(async |conn: &mut BufStream| {
+//!         .with(async |conn: &mut BufStream| -> std::io::Result<Vec<u8>> {
 //!             conn.write(b"holla\n").await?;
 //!             conn.flush().await?;
-//!             conn.read_line(1024).await?.ok_or(std::io::ErrorKind::UnexpectedEof.into())
+//!             Ok(conn.read_line(1024).await?.unwrap_or_default())
 //!         })
 //!         .await
-//!         .map_err(|e: std::io::Error| e)
 //!         .unwrap();
 //!     assert_eq!(reply, b"HOLLA\n");
 //!     assert_eq!(pool.stats().idle, 1);

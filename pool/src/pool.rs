@@ -135,11 +135,11 @@ impl<C: 'static> Pool<C> {
     /// # Examples
     ///
     /// ```ignore
-    /// let reply = pool.with(async |conn: &mut BufStream| {
+    /// let reply = pool.with(async |conn: &mut BufStream| -> io::Result<Vec<u8>> {
     ///     conn.write(b"holla\n").await?;
     ///     conn.flush().await?;
     ///     conn.read_line(1024).await?.ok_or(io::ErrorKind::UnexpectedEof.into())
-    /// }).await?;
+    /// }).await?; // a failed exchange leaves its connection discarded, not back in the pool
     /// ```
     ///
     /// # Errors
