@@ -32,6 +32,11 @@ use crate::stats::{CounterCell, PoolStats};
 ///
 /// `!Send`: it lives on the core that built it, with the connections it holds.
 ///
+/// ```compile_fail
+/// fn send<T: Send>() {}
+/// send::<percore_pool::Pool<std::net::TcpStream>>();
+/// ```
+///
 /// # Examples
 ///
 /// ```
