@@ -28,3 +28,6 @@ pub use percore_net as net;
 
 /// The load generator behind `percore load` and `percore bench`.
 pub use percore_loadtest as loadtest;
+
+/// The core-local connection pool.
+pub use percore_pool as pool;
