@@ -24,3 +24,6 @@ pub use percore_macros::{main, test};
 
 /// The networking crate (placeholder until the net issue lands).
 pub use percore_net as net;
+
+/// UDP conversations: one task per peer on a shared port.
+pub use percore_udp_conversation as udp_conversation;

@@ -61,6 +61,7 @@
 mod admission;
 mod client;
 mod conversation;
+mod echo;
 mod inbox;
 mod panic;
 mod receive;
@@ -70,6 +71,7 @@ mod stats;
 pub use admission::Admission;
 pub use client::ClientConversation;
 pub use conversation::{Conversation, ConversationSender, Failure};
+pub use echo::{numbered_echo, numbered_reply};
 pub use inbox::OverflowPolicy;
 pub use service::ConversationService;
 pub use stats::{ConversationStats, DropReason, DroppedStats, EndReason, EndedStats};

@@ -82,9 +82,10 @@ fn new_conversations_per_second_are_capped() {
     percore_engine::block_on(async {
         let service = ConversationService::new().max_new_per_second(50);
         let server = serve(service, hoard);
+        // Held open, so that 300 distinct source ports are 300 distinct peers.
+        let peers: Vec<UdpSocket> = (0..300).map(|_| client()).collect();
         let t0 = Instant::now();
-        for _ in 0..300 {
-            let socket = client();
+        for socket in &peers {
             let (r, _) = socket.send_to(b"hi".to_vec(), server.addr).await;
             r.unwrap();
         }

@@ -46,21 +46,11 @@ where
     }
 }
 
-/// Answers the k-th datagram (k from 1) with `k:payload`, until the service stops.
-pub async fn numbered_echo(mut conv: Conversation) -> io::Result<()> {
-    let mut k = 0u64;
-    while let Some(payload) = conv.recv().await {
-        k += 1;
-        conv.send(numbered(k, &payload)).await?;
-    }
-    Ok(())
-}
+pub use percore_udp_conversation::numbered_echo;
 
 /// `k:payload`.
 pub fn numbered(k: u64, payload: &[u8]) -> Vec<u8> {
-    let mut reply = format!("{k}:").into_bytes();
-    reply.extend_from_slice(payload);
-    reply
+    percore_udp_conversation::numbered_reply(k, payload)
 }
 
 /// A client socket on 127.0.0.1.
