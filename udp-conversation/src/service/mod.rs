@@ -40,6 +40,7 @@
 //! returns once they all have (the runtime's grace period bounds the wait). Dropping the
 //! `serve` future cancels every conversation at once.
 
+mod demux;
 mod table;
 mod task;
 
@@ -47,11 +48,9 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::pin;
 use std::rc::Rc;
 use std::time::Duration;
 
-use percore_engine::{first, shutdown, First};
 use percore_net::udp::UdpSocket;
 
 use crate::admission::Admission;
@@ -63,9 +62,6 @@ use table::Table;
 
 pub(crate) type AdmitHook = Rc<dyn Fn(SocketAddr, &[u8]) -> Admission>;
 pub(crate) type FailurePolicy = Rc<dyn Fn(SocketAddr, SocketAddr, &Failure)>;
-
-/// Consecutive receive errors after which `serve` gives up with the last one.
-const MAX_RECEIVE_ERRORS_IN_A_ROW: u32 = 100;
 
 /// The numeric limits of a service.
 #[derive(Debug, Clone)]
@@ -252,7 +248,6 @@ impl ConversationService {
         E: fmt::Display + 'static,
     {
         let socket = Rc::new(socket);
-        let local = socket.local_addr();
         let table = Rc::new(Table::new(
             socket.clone(),
             self.limits.clone(),
@@ -260,39 +255,21 @@ impl ConversationService {
             self.on_failure.clone(),
             self.counters.clone(),
         ));
-        let mut source = DatagramSource::new(socket, self.limits.max_datagram);
+        let max_datagram = self.limits.max_datagram;
         let result = percore_engine::scope(|s| async move {
-            let mut errors_in_a_row = 0u32;
-            loop {
-                let next = pin!(source.next());
-                let received = match first(pin!(shutdown::requested()), next).await {
-                    First::A((), _) => break,
-                    First::B(received, _) => received,
-                };
-                let datagram = match received {
-                    Ok(d) => d,
-                    Err(e) => {
-                        table.counters.receive_error();
-                        eprintln!("percore-udp-conversation: {local}: receive failed: {e}");
-                        errors_in_a_row += 1;
-                        if errors_in_a_row >= MAX_RECEIVE_ERRORS_IN_A_ROW {
-                            return Err(e);
-                        }
-                        continue;
-                    }
-                };
-                errors_in_a_row = 0;
-                if let Some(shared) = table.deliver(&datagram) {
+            let start: demux::Starter = {
+                let table = table.clone();
+                Box::new(move |shared| {
                     let conversation = handler(Conversation::new(shared.clone()));
                     let table = table.clone();
                     s.spawn(async move {
                         task::run(shared, table, conversation).await;
                         Ok(())
                     });
-                }
-            }
-            table.close_all();
-            Ok::<(), io::Error>(())
+                })
+            };
+            let source = DatagramSource::new(socket, max_datagram);
+            demux::receive_loop(source, table, start).await
         })
         .await;
         match result {

@@ -148,7 +148,7 @@ impl Table {
 
     /// Hands a conversation's failure to the service's policy.
     pub(crate) fn report_failure(&self, peer: SocketAddr, failure: &Failure) {
-        (self.on_failure)(self.socket.local_addr(), peer, failure);
+        (self.on_failure)(self.local_addr(), peer, failure);
     }
 
     /// Ends every conversation's input (the service is stopping): handlers drain their inbox,
@@ -158,6 +158,10 @@ impl Table {
         for shared in all {
             shared.inbox.close();
         }
+    }
+
+    pub(crate) fn local_addr(&self) -> SocketAddr {
+        self.socket.local_addr()
     }
 
     pub(crate) fn limits(&self) -> &Limits {

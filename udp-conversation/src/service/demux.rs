@@ -1,0 +1,71 @@
+//! The demultiplexer: receive loops on the core's socket, each handing datagrams to the table.
+//!
+//! # One receive at a time
+//!
+//! The loop keeps exactly one receive op in flight and delivers each datagram as soon as the
+//! receive completes, with no await in between, so datagrams reach inboxes in the socket's
+//! queue order. Several receives in flight on one socket were tried: the kernel does not
+//! complete them in queue order under load (the ordering test caught it), so a faster path
+//! must be a single multishot receive, which completes in queue order; the `receive` seam is
+//! where it goes.
+
+use std::io;
+use std::pin::pin;
+use std::rc::Rc;
+
+use percore_engine::{first, shutdown, First};
+
+use super::table::Table;
+use crate::conversation::Shared;
+use crate::receive::DatagramSource;
+
+/// Starts the task of a conversation the table just admitted.
+pub(crate) type Starter = Box<dyn Fn(Rc<Shared>)>;
+
+/// Consecutive receive errors after which a loop gives up with the last one.
+const MAX_RECEIVE_ERRORS_IN_A_ROW: u32 = 100;
+
+/// Receives until a graceful shutdown is requested, then closes every conversation's input.
+///
+/// # Errors
+///
+/// The socket's error after 100 receive errors in a row (each is logged and counted).
+///
+/// # Cancel safety
+///
+/// Dropping it loses at most the datagram its receive had taken.
+pub(crate) async fn receive_loop(
+    mut source: DatagramSource,
+    table: Rc<Table>,
+    start: Starter,
+) -> io::Result<()> {
+    let mut errors_in_a_row = 0u32;
+    loop {
+        let next = pin!(source.next());
+        let received = match first(pin!(shutdown::requested()), next).await {
+            First::A((), _) => break,
+            First::B(received, _) => received,
+        };
+        match received {
+            Ok(datagram) => {
+                errors_in_a_row = 0;
+                if let Some(shared) = table.deliver(&datagram) {
+                    start(shared);
+                }
+            }
+            Err(e) => {
+                table.counters.receive_error();
+                eprintln!(
+                    "percore-udp-conversation: {}: receive failed: {e}",
+                    table.local_addr()
+                );
+                errors_in_a_row += 1;
+                if errors_in_a_row >= MAX_RECEIVE_ERRORS_IN_A_ROW {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    table.close_all();
+    Ok(())
+}
