@@ -4,7 +4,8 @@
 //!
 //! The demultiplexer and the conversation's task share one `Shared` per conversation: the
 //! peer, the core's socket, the inbox, the tasks forked from the conversation, and the first
-//! failure of such a task. The handler owns the [`Conversation`] (the only receiver); any number
+//! signal that ends it from outside the handler (a forked task failed, or the idle sweep found
+//! the peer quiet for the idle timeout). The handler owns the [`Conversation`] (the only receiver); any number
 //! of [`ConversationSender`]s send on it. When the conversation ends (its task's end guard
 //! runs, in every case) the inbox closes, forked tasks are cancelled (their handles dropped)
 //! and senders fail with `NotConnected` from then on.
@@ -49,13 +50,22 @@ impl fmt::Display for Failure {
     }
 }
 
+/// What ends a conversation from outside its handler.
+#[derive(Debug)]
+pub(crate) enum EndSignal {
+    /// A forked task failed or panicked.
+    ChildFailed(Failure),
+    /// No datagram for the idle timeout.
+    Idle,
+}
+
 pub(crate) struct Shared {
     pub(crate) peer: SocketAddr,
     socket: Rc<UdpSocket>,
     pub(crate) inbox: Inbox,
     children: RefCell<Vec<JoinHandle<()>>>,
-    child_failure: RefCell<Option<Failure>>,
-    failure_waker: RefCell<Option<Waker>>,
+    end_signal: RefCell<Option<EndSignal>>,
+    end_waker: RefCell<Option<Waker>>,
     ended: Cell<bool>,
 }
 
@@ -66,8 +76,8 @@ impl Shared {
             socket,
             inbox,
             children: RefCell::new(Vec::new()),
-            child_failure: RefCell::new(None),
-            failure_waker: RefCell::new(None),
+            end_signal: RefCell::new(None),
+            end_waker: RefCell::new(None),
             ended: Cell::new(false),
         }
     }
@@ -83,25 +93,27 @@ impl Shared {
         sent.map(drop)
     }
 
-    fn fail_from_child(&self, failure: Failure) {
+    /// Ends the conversation from outside its handler (the first signal wins).
+    pub(crate) fn signal_end(&self, signal: EndSignal) {
         {
-            let mut slot = self.child_failure.borrow_mut();
-            if slot.is_none() {
-                *slot = Some(failure);
+            let mut slot = self.end_signal.borrow_mut();
+            if slot.is_some() {
+                return;
             }
+            *slot = Some(signal);
         }
-        let waker = self.failure_waker.borrow_mut().take();
+        let waker = self.end_waker.borrow_mut().take();
         if let Some(w) = waker {
             w.wake();
         }
     }
 
-    /// The first failure of a forked task, once there is one.
-    pub(crate) fn poll_child_failure(&self, cx: &mut Context<'_>) -> Poll<Failure> {
-        if let Some(f) = self.child_failure.borrow_mut().take() {
-            return Poll::Ready(f);
+    /// The signal that ends the conversation, once there is one.
+    pub(crate) fn poll_end_signal(&self, cx: &mut Context<'_>) -> Poll<EndSignal> {
+        if let Some(signal) = self.end_signal.borrow_mut().take() {
+            return Poll::Ready(signal);
         }
-        let mut waker = self.failure_waker.borrow_mut();
+        let mut waker = self.end_waker.borrow_mut();
         match waker.as_ref() {
             Some(w) if w.will_wake(cx.waker()) => {}
             _ => *waker = Some(cx.waker().clone()),
@@ -116,7 +128,7 @@ impl Shared {
         let children = std::mem::take(&mut *self.children.borrow_mut());
         // Dropping the handles cancels the tasks; no borrow is held meanwhile.
         drop(children);
-        self.failure_waker.borrow_mut().take();
+        self.end_waker.borrow_mut().take();
     }
 }
 
@@ -208,7 +220,7 @@ impl Conversation {
                 Err(panic) => Failure::Panicked(panic),
             };
             if let Some(shared) = shared.upgrade() {
-                shared.fail_from_child(failure);
+                shared.signal_end(EndSignal::ChildFailed(failure));
             }
         });
         let mut children = self.shared.children.borrow_mut();

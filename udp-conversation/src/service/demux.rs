@@ -1,5 +1,12 @@
 //! The demultiplexer: receive loops on the core's socket, each handing datagrams to the table.
 //!
+//! # Idle sweep
+//!
+//! One timer per core, not one per conversation: every eighth of the idle timeout (at least
+//! 1 ms, at most 1 s) the sweep signals the end of each conversation whose latest datagram is
+//! older than the timeout. So a conversation ends between `idle` and `idle` plus one sweep
+//! period after its peer's last datagram, and a conversation's task polls no timer.
+//!
 //! # One receive at a time
 //!
 //! The loop keeps exactly one receive op in flight and delivers each datagram as soon as the
@@ -9,10 +16,13 @@
 //! must be a single multishot receive, which completes in queue order; the `receive` seam is
 //! where it goes.
 
+use std::convert::Infallible;
 use std::io;
 use std::pin::pin;
 use std::rc::Rc;
+use std::time::Duration;
 
+use percore_engine::time::interval;
 use percore_engine::{first, shutdown, First};
 
 use super::table::Table;
@@ -68,4 +78,19 @@ pub(crate) async fn receive_loop(
     }
     table.close_all();
     Ok(())
+}
+
+/// How often the idle sweep runs for an idle timeout: an eighth of it, within 1 ms ..= 1 s.
+pub(crate) fn sweep_period(idle: Duration) -> Duration {
+    (idle / 8).clamp(Duration::from_millis(1), Duration::from_secs(1))
+}
+
+/// Ends quiet conversations: every [`sweep_period`], those whose peer sent nothing for `idle`.
+/// Never returns; it is dropped with the receive loop.
+pub(crate) async fn sweep_idle(table: Rc<Table>, idle: Duration) -> Infallible {
+    let mut tick = interval(sweep_period(idle));
+    loop {
+        tick.tick().await;
+        table.sweep_idle(idle);
+    }
 }

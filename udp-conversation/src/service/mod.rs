@@ -48,9 +48,11 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::rc::Rc;
 use std::time::Duration;
 
+use percore_engine::{first, First};
 use percore_net::udp::UdpSocket;
 
 use crate::admission::Admission;
@@ -181,7 +183,9 @@ impl ConversationService {
         self
     }
 
-    /// Ends a conversation whose peer sent nothing for `timeout` (every datagram resets it).
+    /// Ends a conversation whose peer sent nothing for `timeout` (every datagram resets it);
+    /// one sweep per core checks every eighth of the timeout (at least every 1 ms, at most
+    /// every 1 s), so the end comes at most one such period late.
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.limits.idle_timeout = Some(timeout);
         self
@@ -255,7 +259,7 @@ impl ConversationService {
             self.on_failure.clone(),
             self.counters.clone(),
         ));
-        let max_datagram = self.limits.max_datagram;
+        let (max_datagram, idle_timeout) = (self.limits.max_datagram, self.limits.idle_timeout);
         let result = percore_engine::scope(|s| async move {
             let start: demux::Starter = {
                 let table = table.clone();
@@ -269,7 +273,18 @@ impl ConversationService {
                 })
             };
             let source = DatagramSource::new(socket, max_datagram);
-            demux::receive_loop(source, table, start).await
+            let receive = pin!(demux::receive_loop(source, table.clone(), start));
+            match idle_timeout {
+                None => receive.await,
+                Some(idle) => {
+                    // The sweep stops with the receive loop.
+                    let sweep = pin!(demux::sweep_idle(table, idle));
+                    match first(receive, sweep).await {
+                        First::A(received, _) => received,
+                        First::B(never, _) => match never {},
+                    }
+                }
+            }
         })
         .await;
         match result {

@@ -15,13 +15,14 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::time::Duration;
 
 use percore_engine::time::Instant;
 use percore_net::udp::UdpSocket;
 
 use super::{AdmitHook, FailurePolicy, Limits};
 use crate::admission::{Admission, RateLimiter, Tombstones};
-use crate::conversation::{Failure, Shared};
+use crate::conversation::{EndSignal, Failure, Shared};
 use crate::inbox::Inbox;
 use crate::receive::Received;
 use crate::stats::{Counters, DropReason};
@@ -160,11 +161,23 @@ impl Table {
         }
     }
 
-    pub(crate) fn local_addr(&self) -> SocketAddr {
-        self.socket.local_addr()
+    /// Signals the end of every conversation whose peer has sent nothing for `idle` (their
+    /// tasks remove their entries).
+    pub(crate) fn sweep_idle(&self, idle: Duration) {
+        let now = Instant::now();
+        let quiet: Vec<Rc<Shared>> = self
+            .entries
+            .borrow()
+            .values()
+            .filter(|s| now.saturating_duration_since(s.inbox.last_arrival()) >= idle)
+            .cloned()
+            .collect();
+        for shared in quiet {
+            shared.signal_end(EndSignal::Idle);
+        }
     }
 
-    pub(crate) fn limits(&self) -> &Limits {
-        &self.limits
+    pub(crate) fn local_addr(&self) -> SocketAddr {
+        self.socket.local_addr()
     }
 }

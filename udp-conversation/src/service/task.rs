@@ -3,28 +3,21 @@
 //!
 //! # Design
 //!
-//! The task races three things, polled in this order on every wake-up: the handler (wrapped so
-//! a panic becomes a value), the first failure of a forked task, and the idle watch. Whichever
-//! finishes first ends the conversation; the others are dropped (the handler's future is
-//! dropped before the entry goes). An `EndGuard` owned by the task does the removal in its
+//! The task races two things, polled in this order on every wake-up: the handler (wrapped so
+//! a panic becomes a value), and the end signal (a forked task failed, or the core's idle
+//! sweep found the peer quiet). Whichever comes first ends the conversation (the handler's
+//! future is dropped before the entry goes). An `EndGuard` owned by the task does the removal in its
 //! `Drop`, so the entry also goes when the task itself is cancelled (the service stopped):
 //! there is no path that leaves a stale entry.
-//!
-//! The idle watch sleeps until the latest arrival plus the timeout, and when it wakes re-reads
-//! the latest arrival: one timer per idle period, not one timer update per datagram.
 
 use std::fmt;
-use std::future::{pending, poll_fn, Future};
-use std::pin::{pin, Pin};
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::task::Poll;
-use std::time::Duration;
-
-use percore_engine::time::{sleep_until, Instant};
 
 use super::table::Table;
-use crate::conversation::{Failure, Shared};
-use crate::inbox::Inbox;
+use crate::conversation::{EndSignal, Failure, Shared};
 use crate::panic::CatchPanic;
 use crate::stats::EndReason;
 
@@ -45,8 +38,7 @@ impl Drop for EndGuard {
 
 enum Outcome<E> {
     Returned(Result<Result<(), E>, String>),
-    ChildFailed(Failure),
-    Idle,
+    Signalled(EndSignal),
 }
 
 /// Runs one conversation to its end; see the module docs.
@@ -61,18 +53,11 @@ where
         reason: EndReason::Cancelled,
     };
     let mut handler = CatchPanic::new(handler);
-    let mut idle = pin!(idle_expiry(&shared.inbox, table.limits().idle_timeout));
     let outcome = poll_fn(|cx| {
         if let Poll::Ready(r) = Pin::new(&mut handler).poll(cx) {
             return Poll::Ready(Outcome::Returned(r));
         }
-        if let Poll::Ready(f) = shared.poll_child_failure(cx) {
-            return Poll::Ready(Outcome::ChildFailed(f));
-        }
-        if idle.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Outcome::Idle);
-        }
-        Poll::Pending
+        shared.poll_end_signal(cx).map(Outcome::Signalled)
     })
     .await;
     drop(handler);
@@ -80,29 +65,15 @@ where
         Outcome::Returned(Ok(Ok(()))) => (EndReason::Completed, None),
         Outcome::Returned(Ok(Err(e))) => (EndReason::Failed, Some(Failure::Failed(e.to_string()))),
         Outcome::Returned(Err(panic)) => (EndReason::Panicked, Some(Failure::Panicked(panic))),
-        Outcome::ChildFailed(f) if f.is_panic() => (EndReason::Panicked, Some(f)),
-        Outcome::ChildFailed(f) => (EndReason::Failed, Some(f)),
-        Outcome::Idle => (EndReason::IdleTimeout, None),
+        Outcome::Signalled(EndSignal::ChildFailed(f)) if f.is_panic() => {
+            (EndReason::Panicked, Some(f))
+        }
+        Outcome::Signalled(EndSignal::ChildFailed(f)) => (EndReason::Failed, Some(f)),
+        Outcome::Signalled(EndSignal::Idle) => (EndReason::IdleTimeout, None),
     };
     guard.reason = reason;
     drop(guard);
     if let Some(failure) = failure {
         table.report_failure(shared.peer, &failure);
-    }
-}
-
-/// Completes once no datagram has arrived for `idle` (never, without a timeout).
-async fn idle_expiry(inbox: &Inbox, idle: Option<Duration>) {
-    let Some(idle) = idle else {
-        return pending().await;
-    };
-    let mut sleep = sleep_until(inbox.last_arrival() + idle);
-    loop {
-        (&mut sleep).await;
-        let deadline = inbox.last_arrival() + idle;
-        if Instant::now() >= deadline {
-            return;
-        }
-        sleep.reset(deadline);
     }
 }
