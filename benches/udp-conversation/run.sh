@@ -30,6 +30,7 @@ cargo build --release -p percore-benches --bin udp_conv_echo --bin udp_conv_clie
 BIN="$ROOT/target/release"
 OUT=${OUT:-$(mktemp /tmp/udp-conv-bench.XXXXXX.tsv)}
 : >"$OUT"
+ERR=$(mktemp /tmp/udp-conv-server.XXXXXX.err)
 
 SERVER_PID=""
 cleanup() {
@@ -39,7 +40,7 @@ cleanup() {
         SERVER_PID=""
     fi
 }
-trap cleanup EXIT INT TERM
+trap 'cleanup; rm -f "$ERR"' EXIT INT TERM
 
 echo "# results (one JSON line per run) in $OUT" >&2
 for size in $SIZES; do
@@ -49,9 +50,13 @@ for size in $SIZES; do
                 port=$("$BIN/udp_conv_client" --free-port)
                 addr="127.0.0.1:$port"
                 taskset -c "$SERVER_CPU" "$BIN/udp_conv_echo" --server "$server" \
-                    --listen "$addr" --cpu "$SERVER_CPU" 2>/dev/null &
+                    --listen "$addr" --cpu "$SERVER_CPU" 2>"$ERR" &
                 SERVER_PID=$!
-                sleep 0.2
+                # A datagram sent before the server binds draws an ICMP error: wait for it.
+                for _ in $(seq 100); do
+                    grep -q "listening on" "$ERR" && break
+                    sleep 0.05
+                done
                 json=$(taskset -c "$CLIENT_CPU" "$BIN/udp_conv_client" --cpu "$CLIENT_CPU" \
                     --addr "$addr" --peers "$peers" --size "$size" \
                     --duration "$DURATION" --warmup "$WARMUP" --server-pid "$SERVER_PID") || json=""
