@@ -98,6 +98,28 @@ fn a_panicking_or_failing_handler_ends_only_its_conversation_and_is_reported() {
     });
 }
 
+#[test]
+fn a_handler_that_panics_before_its_future_exists_ends_only_its_conversation() {
+    percore_engine::block_on(async {
+        let doomed = client();
+        let doomed_addr = doomed.local_addr();
+        let service = ConversationService::new().on_failure(|_, _, _| {});
+        let server = serve(service, move |conv: Conversation| {
+            assert_ne!(
+                conv.peer(),
+                doomed_addr,
+                "this peer makes the handler call panic"
+            );
+            numbered_echo(conv)
+        });
+        let (sent, _) = doomed.send_to(b"x".to_vec(), server.addr).await;
+        sent.unwrap();
+        wait_until("it panicked", || server.stats().ended.panicked == 1).await;
+        assert_eq!(server.stats().live, 0);
+        assert_eq!(ask(&client(), server.addr, b"y").await, b"1:y");
+    });
+}
+
 /// On its first datagram forks a ticker that sends `tick` every 5 ms (failing after `max`
 /// ticks if `max` is set); ends on `stop`.
 fn ticking(max: Option<u32>) -> impl Fn(Conversation) -> TickFuture {

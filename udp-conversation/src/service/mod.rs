@@ -37,8 +37,8 @@
 //!
 //! When a graceful shutdown of the runtime is requested, `serve` stops receiving and closes
 //! every conversation's inbox: handlers drain it, see `recv` return `None`, and return; `serve`
-//! returns once they all have (the runtime's grace period bounds the wait). Dropping the
-//! `serve` future cancels every conversation at once.
+//! returns once they all have (the runtime's grace period bounds the wait). The idle sweep
+//! stops with the receive loop. Dropping the `serve` future cancels every conversation at once.
 
 mod demux;
 mod table;
@@ -262,12 +262,15 @@ impl ConversationService {
         let (max_datagram, idle_timeout) = (self.limits.max_datagram, self.limits.idle_timeout);
         let result = percore_engine::scope(|s| async move {
             let start: demux::Starter = {
-                let table = table.clone();
+                let (table, handler) = (table.clone(), Rc::new(handler));
                 Box::new(move |shared| {
-                    let conversation = handler(Conversation::new(shared.clone()));
-                    let table = table.clone();
+                    let (table, handler) = (table.clone(), handler.clone());
+                    let conversation = Conversation::new(shared.clone());
                     s.spawn(async move {
-                        task::run(shared, table, conversation).await;
+                        // The handler is called inside the task, so that even a panic in the
+                        // call itself (before its future exists) ends only this conversation.
+                        let run = async move { handler(conversation).await };
+                        task::run(shared, table, run).await;
                         Ok(())
                     });
                 })
