@@ -67,6 +67,8 @@ pub(crate) struct Shared {
     end_signal: RefCell<Option<EndSignal>>,
     end_waker: RefCell<Option<Waker>>,
     ended: Cell<bool>,
+    /// The idle sweep's view: arrivals at its last look, and looks since they last changed.
+    idle_check: Cell<(u64, u32)>,
 }
 
 impl Shared {
@@ -79,6 +81,7 @@ impl Shared {
             end_signal: RefCell::new(None),
             end_waker: RefCell::new(None),
             ended: Cell::new(false),
+            idle_check: Cell::new((0, 0)),
         }
     }
 
@@ -91,6 +94,16 @@ impl Shared {
         }
         let (sent, _) = self.socket.send_to(buf, self.peer).await;
         sent.map(drop)
+    }
+
+    /// One look of the idle sweep: true once no datagram arrived for `quiet_looks` looks in a
+    /// row.
+    pub(crate) fn idle_for(&self, quiet_looks: u32) -> bool {
+        let arrivals = self.inbox.arrivals();
+        let (seen, quiet) = self.idle_check.get();
+        let quiet = if arrivals == seen { quiet + 1 } else { 0 };
+        self.idle_check.set((arrivals, quiet));
+        quiet >= quiet_looks
     }
 
     /// Ends the conversation from outside its handler (the first signal wins).

@@ -10,14 +10,13 @@
 //! goes, and the caller counts it. Arrival order is kept. A zero-length datagram is an empty
 //! `Vec`, data like any other; the end of the conversation's input is the inbox being closed.
 //!
-//! The inbox also keeps the time of the latest arrival, which the idle timeout reads.
+//! The inbox also counts arrivals, which the idle sweep reads (a counter, not a clock read per
+//! datagram).
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fmt;
 use std::task::{Context, Poll, Waker};
-
-use percore_engine::time::Instant;
 
 /// Which datagram goes when a conversation's inbox is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -34,7 +33,7 @@ pub(crate) struct Inbox {
     capacity: usize,
     waker: RefCell<Option<Waker>>,
     closed: Cell<bool>,
-    last_arrival: Cell<Instant>,
+    arrivals: Cell<u64>,
 }
 
 impl fmt::Debug for Inbox {
@@ -55,15 +54,15 @@ impl Inbox {
             capacity: capacity.max(1),
             waker: RefCell::new(None),
             closed: Cell::new(false),
-            last_arrival: Cell::new(Instant::now()),
+            arrivals: Cell::new(0),
         }
     }
 
     /// Queues `datagram` (never waits); returns `false` if the policy dropped one datagram
     /// (this one or the oldest) to stay within the capacity. Every arrival, kept or not,
     /// counts as activity for the idle timeout.
-    pub(crate) fn push(&self, datagram: Vec<u8>, policy: OverflowPolicy, now: Instant) -> bool {
-        self.last_arrival.set(now);
+    pub(crate) fn push(&self, datagram: Vec<u8>, policy: OverflowPolicy) -> bool {
+        self.arrivals.set(self.arrivals.get() + 1);
         if self.closed.get() {
             return false;
         }
@@ -118,9 +117,9 @@ impl Inbox {
         self.queue.borrow_mut().pop_front()
     }
 
-    /// When the latest datagram arrived (or the inbox was made).
-    pub(crate) fn last_arrival(&self) -> Instant {
-        self.last_arrival.get()
+    /// Datagrams that arrived so far, kept or not.
+    pub(crate) fn arrivals(&self) -> u64 {
+        self.arrivals.get()
     }
 }
 
@@ -136,10 +135,10 @@ mod tests {
     #[test]
     fn keeps_order_and_drops_newest_when_full() {
         let inbox = Inbox::new(2);
-        let now = Instant::now();
-        assert!(inbox.push(b"a".to_vec(), OverflowPolicy::DropNewest, now));
-        assert!(inbox.push(Vec::new(), OverflowPolicy::DropNewest, now));
-        assert!(!inbox.push(b"c".to_vec(), OverflowPolicy::DropNewest, now));
+        assert!(inbox.push(b"a".to_vec(), OverflowPolicy::DropNewest));
+        assert!(inbox.push(Vec::new(), OverflowPolicy::DropNewest));
+        assert!(!inbox.push(b"c".to_vec(), OverflowPolicy::DropNewest));
+        assert_eq!(inbox.arrivals(), 3);
         assert_eq!(poll(&inbox), Poll::Ready(Some(b"a".to_vec())));
         assert_eq!(poll(&inbox), Poll::Ready(Some(Vec::new())), "empty is data");
         assert_eq!(poll(&inbox), Poll::Pending);
@@ -148,9 +147,8 @@ mod tests {
     #[test]
     fn drop_oldest_keeps_the_freshest() {
         let inbox = Inbox::new(2);
-        let now = Instant::now();
         for d in [b"a", b"b", b"c"] {
-            inbox.push(d.to_vec(), OverflowPolicy::DropOldest, now);
+            inbox.push(d.to_vec(), OverflowPolicy::DropOldest);
         }
         assert_eq!(inbox.try_recv(), Some(b"b".to_vec()));
         assert_eq!(inbox.try_recv(), Some(b"c".to_vec()));
@@ -159,10 +157,10 @@ mod tests {
     #[test]
     fn close_drains_then_ends() {
         let inbox = Inbox::new(4);
-        inbox.push(b"x".to_vec(), OverflowPolicy::DropNewest, Instant::now());
+        inbox.push(b"x".to_vec(), OverflowPolicy::DropNewest);
         inbox.close();
         assert_eq!(poll(&inbox), Poll::Ready(Some(b"x".to_vec())));
         assert_eq!(poll(&inbox), Poll::Ready(None));
-        assert!(!inbox.push(b"y".to_vec(), OverflowPolicy::DropNewest, Instant::now()));
+        assert!(!inbox.push(b"y".to_vec(), OverflowPolicy::DropNewest));
     }
 }

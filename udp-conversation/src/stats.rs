@@ -2,7 +2,7 @@
 //! (by reason), and datagrams dropped (by reason). Every datagram the service does not deliver
 //! is counted under one reason; nothing is dropped silently.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::fmt;
 
 /// Why a conversation ended.
@@ -108,24 +108,22 @@ pub struct ConversationStats {
 /// The live counters behind [`ConversationStats`] (core-local, no atomics).
 #[derive(Default)]
 pub(crate) struct Counters {
-    stats: Cell<ConversationStats>,
+    stats: RefCell<ConversationStats>,
 }
 
 impl fmt::Debug for Counters {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.stats.get().fmt(f)
+        self.stats.borrow().fmt(f)
     }
 }
 
 impl Counters {
     pub(crate) fn get(&self) -> ConversationStats {
-        self.stats.get()
+        *self.stats.borrow()
     }
 
     fn bump(&self, f: impl FnOnce(&mut ConversationStats)) {
-        let mut s = self.stats.get();
-        f(&mut s);
-        self.stats.set(s);
+        f(&mut self.stats.borrow_mut());
     }
 
     pub(crate) fn received(&self) {

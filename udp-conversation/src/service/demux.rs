@@ -2,10 +2,11 @@
 //!
 //! # Idle sweep
 //!
-//! One timer per core, not one per conversation: every eighth of the idle timeout (at least
-//! 1 ms, at most 1 s) the sweep signals the end of each conversation whose latest datagram is
-//! older than the timeout. So a conversation ends between `idle` and `idle` plus one sweep
-//! period after its peer's last datagram, and a conversation's task polls no timer.
+//! One timer per core, not one per conversation, and no clock read per datagram: every eighth
+//! of the idle timeout (at least 1 ms, at most 1 s) the sweep looks at each conversation's
+//! arrival counter, and signals the end of those whose counter has not moved for enough looks
+//! in a row to cover the timeout. So a conversation ends between `idle` and `idle` plus one
+//! sweep period after its peer's last datagram, and a conversation's task polls no timer.
 //!
 //! # One receive at a time
 //!
@@ -80,17 +81,44 @@ pub(crate) async fn receive_loop(
     Ok(())
 }
 
-/// How often the idle sweep runs for an idle timeout: an eighth of it, within 1 ms ..= 1 s.
+/// How often the idle sweep looks for an idle timeout: an eighth of it, within 1 ms ..= 1 s.
 pub(crate) fn sweep_period(idle: Duration) -> Duration {
     (idle / 8).clamp(Duration::from_millis(1), Duration::from_secs(1))
+}
+
+/// Looks in a row without an arrival that make a conversation idle: enough to cover `idle`.
+fn quiet_looks(idle: Duration, period: Duration) -> u32 {
+    let looks = idle.as_nanos().div_ceil(period.as_nanos().max(1));
+    u32::try_from(looks).unwrap_or(u32::MAX).max(1)
 }
 
 /// Ends quiet conversations: every [`sweep_period`], those whose peer sent nothing for `idle`.
 /// Never returns; it is dropped with the receive loop.
 pub(crate) async fn sweep_idle(table: Rc<Table>, idle: Duration) -> Infallible {
-    let mut tick = interval(sweep_period(idle));
+    let period = sweep_period(idle);
+    let looks = quiet_looks(idle, period);
+    let mut tick = interval(period);
     loop {
         tick.tick().await;
-        table.sweep_idle(idle);
+        table.sweep_idle(looks);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sweep_covers_the_idle_timeout() {
+        let ms = Duration::from_millis;
+        for (idle, period, looks) in [
+            (ms(150), ms(18) + Duration::from_micros(750), 8),
+            (Duration::from_secs(60), Duration::from_secs(1), 60),
+            (ms(2), ms(1), 2),
+            (Duration::ZERO, ms(1), 1),
+        ] {
+            assert_eq!(sweep_period(idle), period, "{idle:?}");
+            assert_eq!(quiet_looks(idle, period), looks, "{idle:?}");
+        }
     }
 }

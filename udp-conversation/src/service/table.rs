@@ -15,7 +15,6 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Duration;
 
 use percore_engine::time::Instant;
 use percore_net::udp::UdpSocket;
@@ -84,22 +83,18 @@ impl Table {
             self.counters.dropped(DropReason::Truncated);
             return None;
         }
-        let now = Instant::now();
         if let Some(shared) = self.entries.borrow().get(&from) {
-            if !shared
-                .inbox
-                .push(d.payload.to_vec(), self.limits.overflow, now)
-            {
+            if !shared.inbox.push(d.payload.to_vec(), self.limits.overflow) {
                 self.counters.dropped(DropReason::InboxFull);
             }
             return None;
         }
-        if let Some(reason) = self.refuse(from, d.payload, now) {
+        if let Some(reason) = self.refuse(from, d.payload, Instant::now()) {
             self.counters.dropped(reason);
             return None;
         }
         let inbox = Inbox::new(self.limits.inbox_capacity);
-        inbox.push(d.payload.to_vec(), self.limits.overflow, now);
+        inbox.push(d.payload.to_vec(), self.limits.overflow);
         let shared = Rc::new(Shared::new(from, self.socket.clone(), inbox));
         self.entries.borrow_mut().insert(from, shared.clone());
         self.counters.created();
@@ -161,15 +156,14 @@ impl Table {
         }
     }
 
-    /// Signals the end of every conversation whose peer has sent nothing for `idle` (their
-    /// tasks remove their entries).
-    pub(crate) fn sweep_idle(&self, idle: Duration) {
-        let now = Instant::now();
+    /// One look of the idle sweep: signals the end of every conversation whose peer sent
+    /// nothing during the last `quiet_looks` looks (their tasks remove their entries).
+    pub(crate) fn sweep_idle(&self, quiet_looks: u32) {
         let quiet: Vec<Rc<Shared>> = self
             .entries
             .borrow()
             .values()
-            .filter(|s| now.saturating_duration_since(s.inbox.last_arrival()) >= idle)
+            .filter(|s| s.idle_for(quiet_looks))
             .cloned()
             .collect();
         for shared in quiet {
