@@ -84,18 +84,22 @@ for line in open(sys.argv[1]):
     if server not in order:
         order.append(server)
 
-def ratio(key, server, base):
+def cpu(r):
+    return r.get("server_user_us_per_rt", 0) + r.get("server_sys_us_per_rt", 0)
+
+def ratio(key, server, base, of=lambda r: r["rt_per_s"]):
     rs = []
     for (s, rnd), r in runs[key].items():
         b = runs[key].get((base, rnd))
-        if s == server and b and b["rt_per_s"] > 0:
-            rs.append(r["rt_per_s"] / b["rt_per_s"])
+        if s == server and b and of(b) > 0:
+            rs.append(of(r) / of(b))
     if not rs:
         return "-"
     return f"{st.median(rs):.2f} ({min(rs):.2f}-{max(rs):.2f})"
 
 hdr = ["size", "peers", "server", "rt/s", "p50 us", "p99 us", "p99.9 us", "lost", "bad",
-       "user us/rt", "sys us/rt", "vs plain", "vs tokio"]
+       "user us/rt", "sys us/rt", "rt/s vs plain", "rt/s vs tokio", "CPU/rt vs plain",
+       "CPU/rt vs tokio"]
 rows = []
 for key in sorted(runs):
     for server in order:
@@ -107,12 +111,14 @@ for key in sorted(runs):
                      f"{med('p50_us'):.0f}", f"{med('p99_us'):.0f}", f"{med('p999_us'):.0f}",
                      f"{sum(r['lost'] for r in rs)}", f"{sum(r['bad'] for r in rs)}",
                      f"{med('server_user_us_per_rt'):.2f}", f"{med('server_sys_us_per_rt'):.2f}",
-                     ratio(key, server, "plain"), ratio(key, server, "tokio")])
+                     ratio(key, server, "plain"), ratio(key, server, "tokio"),
+                     ratio(key, server, "plain", cpu), ratio(key, server, "tokio", cpu)])
 w = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(hdr)]
 print("| " + " | ".join(h.ljust(w[i]) for i, h in enumerate(hdr)) + " |")
 print("|" + "|".join("-" * (x + 2) for x in w) + "|")
 for r in rows:
     print("| " + " | ".join(c.ljust(w[i]) for i, c in enumerate(r)) + " |")
-print("\nmedians over rounds (lost/bad: totals); ratios are rt/s per round vs the same round's "
-      "plain / tokio run, median (min-max)")
+print("\nmedians over rounds (lost/bad: totals); ratios compare each round's run with the same "
+      "round's plain / tokio run (round trips/s; server CPU user+sys per round trip), "
+      "median (min-max)")
 PY
