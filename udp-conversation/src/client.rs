@@ -8,7 +8,7 @@
 //! `first(sleep=5, datagram=True)` client: send, wait for the reply or the timeout, whichever
 //! comes first, and send again up to `retries` times.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -23,6 +23,8 @@ pub struct ClientConversation {
     socket: UdpSocket,
     peer: SocketAddr,
     max_datagram: usize,
+    /// The receive buffer, reused (a reply is copied out at its own length).
+    buf: RefCell<Option<Vec<u8>>>,
     strangers: Cell<u64>,
     unmatched: Cell<u64>,
 }
@@ -65,6 +67,7 @@ impl ClientConversation {
             socket,
             peer,
             max_datagram: 65_535,
+            buf: RefCell::new(None),
             strangers: Cell::new(0),
             unmatched: Cell::new(0),
         })
@@ -74,6 +77,7 @@ impl ClientConversation {
     /// 65,535).
     pub fn with_max_datagram(mut self, n: usize) -> Self {
         self.max_datagram = n.max(1);
+        self.buf = RefCell::new(None);
         self
     }
 
@@ -126,10 +130,14 @@ impl ClientConversation {
     /// (UDP may lose datagrams anyway).
     pub async fn recv(&self) -> io::Result<Vec<u8>> {
         loop {
-            let (meta, buf) = self
-                .socket
-                .recv(Vec::with_capacity(self.max_datagram))
-                .await;
+            let mut buf = self
+                .buf
+                .take()
+                .unwrap_or_else(|| Vec::with_capacity(self.max_datagram));
+            buf.clear();
+            let (meta, buf) = self.socket.recv(buf).await;
+            let datagram = buf.clone();
+            *self.buf.borrow_mut() = Some(buf);
             let meta = meta?;
             if meta.from != Some(self.peer) {
                 self.strangers.set(self.strangers.get() + 1);
@@ -144,7 +152,7 @@ impl ClientConversation {
                     ),
                 ));
             }
-            return Ok(buf);
+            return Ok(datagram);
         }
     }
 

@@ -92,3 +92,23 @@ fn request_matching_skips_replies_that_do_not_match() {
         assert_eq!(conv.unmatched_dropped(), 1);
     });
 }
+
+#[test]
+fn a_reply_over_the_size_limit_is_an_error_not_a_cut_datagram() {
+    percore_engine::block_on(async {
+        let server = client();
+        let conv = ClientConversation::connect(server.local_addr())
+            .unwrap()
+            .with_max_datagram(10);
+        conv.send(b"hi".to_vec()).await.unwrap();
+        let (meta, _) = server.recv_from(Vec::with_capacity(64)).await;
+        let me = meta.unwrap().from.unwrap();
+        for reply in [vec![1u8; 11], vec![2u8; 10]] {
+            let (r, _) = server.send_to(reply, me).await;
+            r.unwrap();
+        }
+        let err = conv.recv().await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert_eq!(conv.recv().await.unwrap(), vec![2u8; 10]);
+    });
+}
