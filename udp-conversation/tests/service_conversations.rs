@@ -267,3 +267,35 @@ fn arrival_order_is_kept_under_a_burst_from_another_thread() {
         }
     });
 }
+
+/// Waits at most 30 ms for each next datagram (an engine cancel scope); says `quiet` when
+/// none came, and ends after three quiet periods.
+async fn impatient(mut conv: Conversation) -> io::Result<()> {
+    let mut quiet = 0;
+    while quiet < 3 {
+        match percore_engine::scope::move_on_after(Duration::from_millis(30), conv.recv()).await {
+            Some(Some(d)) => conv.send(d).await?,
+            Some(None) => return Ok(()),
+            None => {
+                quiet += 1;
+                conv.send(b"quiet".to_vec()).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn a_handler_times_out_its_receives_with_a_cancel_scope() {
+    percore_engine::block_on(async {
+        let server = serve(ConversationService::new(), impatient);
+        let peer = client();
+        assert_eq!(ask(&peer, server.addr, b"a").await, b"a");
+        for _ in 0..3 {
+            let (reply, _) = recv_within(&peer, Duration::from_secs(5)).await.unwrap();
+            assert_eq!(reply, b"quiet");
+        }
+        wait_until("it ended", || server.stats().ended.completed == 1).await;
+        assert_eq!(server.stats().dropped.total(), 0);
+    });
+}
