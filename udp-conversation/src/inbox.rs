@@ -117,6 +117,11 @@ impl Inbox {
         self.queue.borrow_mut().pop_front()
     }
 
+    /// Datagrams queued now.
+    pub(crate) fn len(&self) -> usize {
+        self.queue.borrow().len()
+    }
+
     /// Datagrams that arrived so far, kept or not.
     pub(crate) fn arrivals(&self) -> u64 {
         self.arrivals.get()

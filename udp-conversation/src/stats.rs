@@ -35,6 +35,8 @@ pub enum DropReason {
     InboxFull,
     /// Longer than the service's maximum datagram size.
     Truncated,
+    /// Still in the inbox when the conversation ended (its handler never read it).
+    Unread,
 }
 
 /// Conversations ended, by reason.
@@ -74,6 +76,8 @@ pub struct DroppedStats {
     pub inbox_full: u64,
     /// [`DropReason::Truncated`].
     pub truncated: u64,
+    /// [`DropReason::Unread`].
+    pub unread: u64,
 }
 
 impl DroppedStats {
@@ -85,6 +89,7 @@ impl DroppedStats {
             + self.tombstoned
             + self.inbox_full
             + self.truncated
+            + self.unread
     }
 }
 
@@ -156,16 +161,22 @@ impl Counters {
     }
 
     pub(crate) fn dropped(&self, reason: DropReason) {
+        self.dropped_n(reason, 1);
+    }
+
+    pub(crate) fn dropped_n(&self, reason: DropReason, n: u64) {
         self.bump(|s| {
             let d = &mut s.dropped;
-            match reason {
-                DropReason::OverCap => d.over_cap += 1,
-                DropReason::OverRate => d.over_rate += 1,
-                DropReason::Refused => d.refused += 1,
-                DropReason::Tombstoned => d.tombstoned += 1,
-                DropReason::InboxFull => d.inbox_full += 1,
-                DropReason::Truncated => d.truncated += 1,
-            }
+            let counter = match reason {
+                DropReason::OverCap => &mut d.over_cap,
+                DropReason::OverRate => &mut d.over_rate,
+                DropReason::Refused => &mut d.refused,
+                DropReason::Tombstoned => &mut d.tombstoned,
+                DropReason::InboxFull => &mut d.inbox_full,
+                DropReason::Truncated => &mut d.truncated,
+                DropReason::Unread => &mut d.unread,
+            };
+            *counter += n;
         });
     }
 }

@@ -19,7 +19,7 @@ use std::task::Poll;
 use super::table::Table;
 use crate::conversation::{EndSignal, Failure, Shared};
 use crate::panic::CatchPanic;
-use crate::stats::EndReason;
+use crate::stats::{DropReason, EndReason};
 
 /// Removes the entry and counts the end, whatever way the task ends.
 struct EndGuard {
@@ -30,6 +30,10 @@ struct EndGuard {
 
 impl Drop for EndGuard {
     fn drop(&mut self) {
+        let unread = self.shared.inbox.len() as u64;
+        if unread > 0 {
+            self.table.counters.dropped_n(DropReason::Unread, unread);
+        }
         self.shared.end();
         self.table.remove(&self.shared);
         self.table.counters.ended(self.reason);
