@@ -31,3 +31,6 @@ pub use percore_loadtest as loadtest;
 
 /// The core-local connection pool.
 pub use percore_pool as pool;
+
+/// UDP conversations: one task per peer on a shared port.
+pub use percore_udp_conversation as udp_conversation;

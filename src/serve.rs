@@ -3,6 +3,8 @@
 //! - `echo`: TCP; every byte read is written back.
 //! - `holla`: TCP; each line is answered upper-cased (diesel's tutorial server).
 //! - `udp-echo`: UDP; each datagram is sent back to its sender.
+//! - `conversation-echo`: UDP conversations; a peer's k-th datagram is answered `k:payload`
+//!   (k counted per peer from 1); peers beyond `--max-conversations` (per core) get no answer.
 //!
 //! Each core binds its own `SO_REUSEPORT` socket on the address; the kernel spreads peers
 //! across cores. On SIGINT/SIGTERM the services stop accepting, open connections are closed at
@@ -18,6 +20,7 @@ use percore::net::service::TcpService;
 use percore::net::tcp::TcpListener;
 use percore::net::udp::UdpSocket;
 use percore::net::BufStream;
+use percore::udp_conversation::{numbered_echo, ConversationService};
 use percore::{first, shutdown, First};
 
 /// Which service to run.
@@ -29,6 +32,8 @@ pub(crate) enum Service {
     Holla,
     /// UDP echo: each datagram sent back.
     UdpEcho,
+    /// UDP conversations: a peer's k-th datagram answered `k:payload`.
+    ConversationEcho,
 }
 
 /// Options of `percore serve`.
@@ -45,9 +50,13 @@ pub(crate) struct ServeArgs {
     /// Live connections per core at most.
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
-    /// Close a connection idle this long (`500ms`, `30s`, `2m`); default: never.
+    /// Close a connection idle this long (`500ms`, `30s`, `2m`); default: never
+    /// (conversation-echo: 60s).
     #[arg(long, value_parser = parse_duration)]
     idle_timeout: Option<Duration>,
+    /// Live UDP conversations per core at most (conversation-echo).
+    #[arg(long, default_value_t = 10_000)]
+    max_conversations: usize,
     /// Longest line `holla` accepts, in bytes.
     #[arg(long, default_value_t = 64 * 1024)]
     max_line: usize,
@@ -166,8 +175,8 @@ impl Startup {
 }
 
 pub(crate) fn run(mut args: ServeArgs) -> anyhow::Result<()> {
-    let (listen, reservation) =
-        reserve_port(args.listen, args.service == Service::UdpEcho).context("choosing a port")?;
+    let udp = matches!(args.service, Service::UdpEcho | Service::ConversationEcho);
+    let (listen, reservation) = reserve_port(args.listen, udp).context("choosing a port")?;
     args.listen = listen;
     let mut builder = percore::Runtime::builder()
         .handle_signals(true)
@@ -192,6 +201,7 @@ pub(crate) fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         let result = match args.service {
             Service::Echo | Service::Holla => serve_tcp(&args, &startup).await,
             Service::UdpEcho => serve_udp(&args, &startup).await,
+            Service::ConversationEcho => serve_conversations(&args, &startup).await,
         };
         result.map_err(|e| e.to_string())
     });
@@ -277,6 +287,27 @@ async fn serve_udp(args: &ServeArgs, startup: &Startup) -> std::io::Result<()> {
             let (_sent, _) = socket.send_to(buf, from).await;
         }
     }
+}
+
+async fn serve_conversations(args: &ServeArgs, startup: &Startup) -> std::io::Result<()> {
+    let socket = UdpSocket::bind_sharded(args.listen)?;
+    startup.core_bound(args.listen);
+    let service = ConversationService::new()
+        .max_conversations(args.max_conversations)
+        .idle_timeout(args.idle_timeout.unwrap_or(Duration::from_secs(60)));
+    let stats = service.serve(socket, numbered_echo).await?;
+    eprintln!(
+        "percore serve: core {}: {} conversations ({} failed, {} panicked, {} idle), \
+         {} datagrams dropped ({} over the cap)",
+        percore::current_core().index,
+        stats.created,
+        stats.ended.failed,
+        stats.ended.panicked,
+        stats.ended.idle_timeout,
+        stats.dropped.total(),
+        stats.dropped.over_cap
+    );
+    Ok(())
 }
 
 #[cfg(test)]

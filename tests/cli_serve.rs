@@ -176,3 +176,48 @@ fn bad_arguments_are_clear_errors() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("empty CPU range"));
 }
+
+#[test]
+fn conversation_echo_numbers_each_peers_datagrams_and_caps_peers() {
+    let server = start(&[
+        "conversation-echo",
+        "--max-conversations",
+        "3",
+        "--idle-timeout",
+        "30s",
+    ]);
+    let addr = server.addr;
+    let peer = || {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        sock
+    };
+    let ask = |sock: &UdpSocket, payload: &[u8]| {
+        sock.send_to(payload, addr).unwrap();
+        let mut buf = [0u8; 64];
+        sock.recv_from(&mut buf)
+            .ok()
+            .map(|(n, from)| (buf[..n].to_vec(), from))
+    };
+    // The first peer probes until the service answers (a datagram sent before the service
+    // runs may be lost); it holds one of the 3 conversations.
+    let probe = peer();
+    assert!(
+        (0..25).any(|_| ask(&probe, b"probe").is_some()),
+        "conversation-echo answered"
+    );
+    let (a, b, c) = (peer(), peer(), peer());
+    assert_eq!(ask(&a, b"x"), Some((b"1:x".to_vec(), addr)));
+    assert_eq!(ask(&b, b"").map(|r| r.0), Some(b"1:".to_vec()));
+    assert_eq!(ask(&a, b"y").map(|r| r.0), Some(b"2:y".to_vec()));
+    assert_eq!(ask(&a, b"abc").map(|r| r.0), Some(b"3:abc".to_vec()));
+    assert_eq!(
+        ask(&c, b"over the cap"),
+        None,
+        "a peer beyond the cap gets no answer"
+    );
+    assert_eq!(ask(&b, b"z").map(|r| r.0), Some(b"2:z".to_vec()));
+    let stderr = stop(server);
+    assert!(stderr.contains("over the cap"), "{stderr}");
+}

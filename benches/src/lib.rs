@@ -46,7 +46,90 @@
 //! DURATION=5 ROUNDS=5 SIZES=64 CONNS="64 512" SERVERS="raw percore tokio" benches/echo/run.sh
 //! ```
 //!
+//! # UDP conversations (`src/bin/udp_conv_*.rs`, `udp-conversation/run.sh`)
+//!
+//! `udp_conv_echo --server conv|plain|tokio`: the numbered echo (`k:payload` per peer) on
+//! percore's conversation service, on a plain percore UDP loop with a `HashMap` of per-peer
+//! counters, and on tokio the same way; `udp_conv_client`: a closed-loop tokio client with one
+//! socket per peer that checks every reply and prints one JSON line like `echo_client`.
+//! `benches/udp-conversation/run.sh` alternates the three servers and prints medians and ratios.
+//!
 //! The machines here are shared 2-vCPU VMs: compare runtimes within one run and record ratios
 //! with the command that produced them in BENCHMARKS.md, never absolute figures alone.
 
 #![forbid(unsafe_code)]
+
+use std::io;
+
+use hdrhistogram::Histogram;
+
+/// A process's (utime, stime) in clock ticks, from `/proc/PID/stat`: the load clients read the
+/// server's CPU time at the start and the end of the measured window.
+///
+/// # Errors
+///
+/// The file cannot be read or does not parse.
+pub fn proc_times(pid: u32) -> io::Result<(u64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces, so split after its ')').
+    let rest = &stat[stat.rfind(')').map_or(0, |i| i + 1)..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state); utime is field 14, stime field 15.
+    let parse = |i: usize| -> io::Result<u64> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .ok_or_else(|| io::Error::other("bad /proc/PID/stat"))
+    };
+    Ok((parse(11)?, parse(12)?))
+}
+
+/// The latency fields of a load client's JSON line, from a histogram of nanoseconds:
+/// `"p50_us":..,"p99_us":..,"p999_us":..,"max_us":..`.
+pub fn latency_json(hist: &Histogram<u64>) -> String {
+    let us = |ns: u64| ns as f64 / 1000.0;
+    format!(
+        "\"p50_us\":{:.1},\"p99_us\":{:.1},\"p999_us\":{:.1},\"max_us\":{:.1}",
+        us(hist.value_at_quantile(0.50)),
+        us(hist.value_at_quantile(0.99)),
+        us(hist.value_at_quantile(0.999)),
+        us(hist.max()),
+    )
+}
+
+/// The server-CPU fields of a load client's JSON line (with a leading comma): user and system
+/// µs per round trip between two [`proc_times`] readings; `ticks_per_sec` is `_SC_CLK_TCK`.
+pub fn server_cpu_json(
+    before: (u64, u64),
+    after: (u64, u64),
+    round_trips: u64,
+    ticks_per_sec: f64,
+) -> String {
+    let tick_us = 1e6 / ticks_per_sec;
+    let per = |d: u64| {
+        if round_trips == 0 {
+            0.0
+        } else {
+            d as f64 * tick_us / round_trips as f64
+        }
+    };
+    format!(
+        ",\"server_user_us_per_rt\":{:.3},\"server_sys_us_per_rt\":{:.3}",
+        per(after.0.saturating_sub(before.0)),
+        per(after.1.saturating_sub(before.1)),
+    )
+}
+
+/// Runs `future` on a tokio `current_thread` runtime (I/O and timers enabled) on this thread,
+/// pinned to `cpu`: how the load clients run.
+///
+/// # Errors
+///
+/// The runtime cannot be built.
+pub fn block_on_pinned<F: std::future::Future>(cpu: usize, future: F) -> io::Result<F::Output> {
+    core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(future))
+}

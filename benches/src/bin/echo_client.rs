@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use hdrhistogram::Histogram;
+use percore_benches::{block_on_pinned, latency_json, proc_times, server_cpu_json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -48,22 +49,6 @@ struct Args {
     /// Print a free TCP port of 127.0.0.1 and exit.
     #[arg(long)]
     free_port: bool,
-}
-
-/// A process's (utime, stime) in clock ticks, from `/proc/PID/stat`.
-fn proc_times(pid: u32) -> io::Result<(u64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces, so split after its ')').
-    let rest = &stat[stat.rfind(')').map_or(0, |i| i + 1)..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // rest starts at field 3 (state); utime is field 14, stime field 15.
-    let parse = |i: usize| -> io::Result<u64> {
-        fields
-            .get(i)
-            .and_then(|f| f.parse().ok())
-            .ok_or_else(|| io::Error::other("bad /proc/PID/stat"))
-    };
-    Ok((parse(11)?, parse(12)?))
 }
 
 fn clock_ticks_per_sec() -> f64 {
@@ -165,33 +150,21 @@ async fn run(args: &Args) -> io::Result<String> {
     let hist = hist.borrow();
     let count = hist.len();
     let rt_per_s = count as f64 / args.duration;
-    let us = |ns: u64| ns as f64 / 1000.0;
     let mut json = format!(
-        "{{\"connections\":{},\"size\":{},\"round_trips\":{},\"rt_per_s\":{:.1},\
-         \"p50_us\":{:.1},\"p99_us\":{:.1},\"p999_us\":{:.1},\"max_us\":{:.1},\"errors\":{}",
+        "{{\"connections\":{},\"size\":{},\"round_trips\":{},\"rt_per_s\":{:.1},{},\"errors\":{}",
         args.connections,
         args.size,
         count,
         rt_per_s,
-        us(hist.value_at_quantile(0.50)),
-        us(hist.value_at_quantile(0.99)),
-        us(hist.value_at_quantile(0.999)),
-        us(hist.max()),
+        latency_json(&hist),
         errors,
     );
-    if let (Some((u0, s0)), Some((u1, s1))) = (cpu_before, cpu_after) {
-        let tick_us = 1e6 / clock_ticks_per_sec();
-        let per = |d: u64| {
-            if count == 0 {
-                0.0
-            } else {
-                d as f64 * tick_us / count as f64
-            }
-        };
-        json.push_str(&format!(
-            ",\"server_user_us_per_rt\":{:.3},\"server_sys_us_per_rt\":{:.3}",
-            per(u1.saturating_sub(u0)),
-            per(s1.saturating_sub(s0)),
+    if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
+        json.push_str(&server_cpu_json(
+            before,
+            after,
+            count,
+            clock_ticks_per_sec(),
         ));
     }
     json.push('}');
@@ -205,11 +178,7 @@ fn main() -> io::Result<()> {
         println!("{}", l.local_addr()?.port());
         return Ok(());
     }
-    core_affinity::set_for_current(core_affinity::CoreId { id: args.cpu });
-    let json = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(run(&args))?;
+    let json = block_on_pinned(args.cpu, run(&args))??;
     println!("{json}");
     Ok(())
 }

@@ -1,0 +1,283 @@
+//! [`Conversation`]: one peer's side of a conversation service, owned by that peer's task.
+//!
+//! # Design
+//!
+//! The demultiplexer and the conversation's task share one `Shared` per conversation: the
+//! peer, the core's socket, the inbox, the tasks forked from the conversation, and the first
+//! signal that ends it from outside the handler (a forked task failed, or the idle sweep found
+//! the peer quiet for the idle timeout). The handler owns the [`Conversation`] (the only receiver); any number
+//! of [`ConversationSender`]s send on it. When the conversation ends (its task's end guard
+//! runs, in every case) the inbox closes, forked tasks are cancelled (their handles dropped)
+//! and senders fail with `NotConnected` from then on.
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::future::{poll_fn, Future};
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use percore_engine::buf::IoBuf;
+use percore_engine::JoinHandle;
+use percore_net::udp::UdpSocket;
+
+use crate::inbox::Inbox;
+use crate::panic::CatchPanic;
+
+/// How a conversation failed, as the service's failure policy sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The handler, or a task forked from it, returned this error (its `Display` text).
+    Failed(String),
+    /// The handler, or a task forked from it, panicked with this message.
+    Panicked(String),
+}
+
+impl Failure {
+    /// Whether it was a panic.
+    pub fn is_panic(&self) -> bool {
+        matches!(self, Failure::Panicked(_))
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Failed(e) => write!(f, "failed: {e}"),
+            Failure::Panicked(p) => write!(f, "panicked: {p}"),
+        }
+    }
+}
+
+/// What ends a conversation from outside its handler.
+#[derive(Debug)]
+pub(crate) enum EndSignal {
+    /// A forked task failed or panicked.
+    ChildFailed(Failure),
+    /// No datagram for the idle timeout.
+    Idle,
+}
+
+pub(crate) struct Shared {
+    pub(crate) peer: SocketAddr,
+    socket: Rc<UdpSocket>,
+    pub(crate) inbox: Inbox,
+    children: RefCell<Vec<JoinHandle<()>>>,
+    end_signal: RefCell<Option<EndSignal>>,
+    end_waker: RefCell<Option<Waker>>,
+    ended: Cell<bool>,
+    /// The idle sweep's view: arrivals at its last look, and looks since they last changed.
+    idle_check: Cell<(u64, u32)>,
+}
+
+impl Shared {
+    pub(crate) fn new(peer: SocketAddr, socket: Rc<UdpSocket>, inbox: Inbox) -> Shared {
+        Shared {
+            peer,
+            socket,
+            inbox,
+            children: RefCell::new(Vec::new()),
+            end_signal: RefCell::new(None),
+            end_waker: RefCell::new(None),
+            ended: Cell::new(false),
+            idle_check: Cell::new((0, 0)),
+        }
+    }
+
+    async fn send<B: IoBuf>(&self, buf: B) -> io::Result<()> {
+        if self.ended.get() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the conversation has ended",
+            ));
+        }
+        let (sent, _) = self.socket.send_to(buf, self.peer).await;
+        sent.map(drop)
+    }
+
+    /// One look of the idle sweep: true once no datagram arrived for `quiet_looks` looks in a
+    /// row.
+    pub(crate) fn idle_for(&self, quiet_looks: u32) -> bool {
+        let arrivals = self.inbox.arrivals();
+        let (seen, quiet) = self.idle_check.get();
+        let quiet = if arrivals == seen { quiet + 1 } else { 0 };
+        self.idle_check.set((arrivals, quiet));
+        quiet >= quiet_looks
+    }
+
+    /// Ends the conversation from outside its handler (the first signal wins).
+    pub(crate) fn signal_end(&self, signal: EndSignal) {
+        {
+            let mut slot = self.end_signal.borrow_mut();
+            if slot.is_some() {
+                return;
+            }
+            *slot = Some(signal);
+        }
+        let waker = self.end_waker.borrow_mut().take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// The signal that ends the conversation, once there is one.
+    pub(crate) fn poll_end_signal(&self, cx: &mut Context<'_>) -> Poll<EndSignal> {
+        if let Some(signal) = self.end_signal.borrow_mut().take() {
+            return Poll::Ready(signal);
+        }
+        let mut waker = self.end_waker.borrow_mut();
+        match waker.as_ref() {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => *waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// Ends the conversation: closes the inbox and cancels every forked task.
+    pub(crate) fn end(&self) {
+        self.ended.set(true);
+        self.inbox.close();
+        let children = std::mem::take(&mut *self.children.borrow_mut());
+        // Dropping the handles cancels the tasks; no borrow is held meanwhile.
+        drop(children);
+        self.end_waker.borrow_mut().take();
+    }
+}
+
+/// One peer's conversation, handed to the service's handler, which owns it.
+///
+/// Receives the peer's datagrams in arrival order ([`Conversation::recv`]), sends datagrams to
+/// the peer ([`Conversation::send`]), and forks helper tasks that can send too and are cancelled
+/// when the conversation ends ([`Conversation::fork_child`]). Timeouts inside a handler are the
+/// engine's cancel scopes: `percore_engine::scope::fail_after(d, conv.recv())`.
+pub struct Conversation {
+    shared: Rc<Shared>,
+}
+
+impl fmt::Debug for Conversation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conversation")
+            .field("peer", &self.shared.peer)
+            .field("inbox", &self.shared.inbox)
+            .finish()
+    }
+}
+
+impl Conversation {
+    pub(crate) fn new(shared: Rc<Shared>) -> Conversation {
+        Conversation { shared }
+    }
+
+    /// The peer's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.shared.peer
+    }
+
+    /// The peer's next datagram (a zero-length datagram is an empty `Vec`), waiting for one;
+    /// `None` when the service is stopping and the inbox has been drained.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a datagram is taken from the inbox only when the future returns it.
+    pub async fn recv(&mut self) -> Option<Vec<u8>> {
+        poll_fn(|cx| self.shared.inbox.poll_recv(cx)).await
+    }
+
+    /// The next datagram if one is queued, without waiting.
+    pub fn try_recv(&mut self) -> Option<Vec<u8>> {
+        self.shared.inbox.try_recv()
+    }
+
+    /// Sends `buf`'s bytes to the peer as one datagram.
+    ///
+    /// # Errors
+    ///
+    /// The kernel's error (`EMSGSIZE` for a datagram too large, ...).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future cancels the send; the datagram may have gone out anyway.
+    pub async fn send<B: IoBuf>(&self, buf: B) -> io::Result<()> {
+        self.shared.send(buf).await
+    }
+
+    /// A handle that sends to the peer, for helper tasks.
+    pub fn sender(&self) -> ConversationSender {
+        ConversationSender {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Runs `child` as a task tied to this conversation (the seed's `fork_child`): it is
+    /// cancelled when the conversation ends, and its error or panic ends the conversation
+    /// (reported to the service's failure policy like the handler's own). Give it a
+    /// [`ConversationSender`] to let it send.
+    ///
+    /// # Panics
+    ///
+    /// Off a percore core.
+    pub fn fork_child<F, E>(&self, child: F)
+    where
+        F: Future<Output = Result<(), E>> + 'static,
+        E: fmt::Display + 'static,
+    {
+        if self.shared.ended.get() {
+            return;
+        }
+        let shared = Rc::downgrade(&self.shared);
+        let handle = percore_engine::spawn(async move {
+            let failure = match CatchPanic::new(child).await {
+                Ok(Ok(())) => return,
+                Ok(Err(e)) => Failure::Failed(e.to_string()),
+                Err(panic) => Failure::Panicked(panic),
+            };
+            if let Some(shared) = shared.upgrade() {
+                shared.signal_end(EndSignal::ChildFailed(failure));
+            }
+        });
+        let mut children = self.shared.children.borrow_mut();
+        children.retain(|c| !c.is_finished());
+        children.push(handle);
+    }
+}
+
+/// Sends to a conversation's peer; cheap to clone, usable from forked tasks.
+#[derive(Clone)]
+pub struct ConversationSender {
+    shared: Rc<Shared>,
+}
+
+impl fmt::Debug for ConversationSender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConversationSender")
+            .field("peer", &self.shared.peer)
+            .field("ended", &self.shared.ended.get())
+            .finish()
+    }
+}
+
+impl ConversationSender {
+    /// The peer's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.shared.peer
+    }
+
+    /// Whether the conversation has ended.
+    pub fn is_ended(&self) -> bool {
+        self.shared.ended.get()
+    }
+
+    /// Sends `buf`'s bytes to the peer as one datagram.
+    ///
+    /// # Errors
+    ///
+    /// `NotConnected` once the conversation has ended; the kernel's errors.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Conversation::send`].
+    pub async fn send<B: IoBuf>(&self, buf: B) -> io::Result<()> {
+        self.shared.send(buf).await
+    }
+}

@@ -1,0 +1,124 @@
+//! The demultiplexer: receive loops on the core's socket, each handing datagrams to the table.
+//!
+//! # Idle sweep
+//!
+//! One timer per core, not one per conversation, and no clock read per datagram: every eighth
+//! of the idle timeout (at least 1 ms, at most 1 s) the sweep looks at each conversation's
+//! arrival counter, and signals the end of those whose counter has not moved for enough looks
+//! in a row to cover the timeout. So a conversation ends between `idle` and `idle` plus one
+//! sweep period after its peer's last datagram, and a conversation's task polls no timer.
+//!
+//! # One receive at a time
+//!
+//! The loop keeps exactly one receive op in flight and delivers each datagram as soon as the
+//! receive completes, with no await in between, so datagrams reach inboxes in the socket's
+//! queue order. Several receives in flight on one socket were tried: the kernel does not
+//! complete them in queue order under load (the ordering test caught it), so a faster path
+//! must be a single multishot receive, which completes in queue order; the `receive` seam is
+//! where it goes.
+
+use std::convert::Infallible;
+use std::io;
+use std::pin::pin;
+use std::rc::Rc;
+use std::time::Duration;
+
+use percore_engine::time::interval;
+use percore_engine::{first, shutdown, First};
+
+use super::table::Table;
+use crate::conversation::Shared;
+use crate::receive::DatagramSource;
+
+/// Starts the task of a conversation the table just admitted.
+pub(crate) type Starter = Box<dyn Fn(Rc<Shared>)>;
+
+/// Consecutive receive errors after which a loop gives up with the last one.
+const MAX_RECEIVE_ERRORS_IN_A_ROW: u32 = 100;
+
+/// Receives until a graceful shutdown is requested, then closes every conversation's input.
+///
+/// # Errors
+///
+/// The socket's error after 100 receive errors in a row (each is logged and counted).
+///
+/// # Cancel safety
+///
+/// Dropping it loses at most the datagram its receive had taken.
+pub(crate) async fn receive_loop(
+    mut source: DatagramSource,
+    table: Rc<Table>,
+    start: Starter,
+) -> io::Result<()> {
+    let mut errors_in_a_row = 0u32;
+    loop {
+        let next = pin!(source.next());
+        let received = match first(pin!(shutdown::requested()), next).await {
+            First::A((), _) => break,
+            First::B(received, _) => received,
+        };
+        match received {
+            Ok(datagram) => {
+                errors_in_a_row = 0;
+                if let Some(shared) = table.deliver(&datagram) {
+                    start(shared);
+                }
+            }
+            Err(e) => {
+                table.counters.receive_error();
+                eprintln!(
+                    "percore-udp-conversation: {}: receive failed: {e}",
+                    table.local_addr()
+                );
+                errors_in_a_row += 1;
+                if errors_in_a_row >= MAX_RECEIVE_ERRORS_IN_A_ROW {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    table.close_all();
+    Ok(())
+}
+
+/// How often the idle sweep looks for an idle timeout: an eighth of it, within 1 ms ..= 1 s.
+pub(crate) fn sweep_period(idle: Duration) -> Duration {
+    (idle / 8).clamp(Duration::from_millis(1), Duration::from_secs(1))
+}
+
+/// Looks in a row without an arrival that make a conversation idle: enough to cover `idle`.
+fn quiet_looks(idle: Duration, period: Duration) -> u32 {
+    let looks = idle.as_nanos().div_ceil(period.as_nanos().max(1));
+    u32::try_from(looks).unwrap_or(u32::MAX).max(1)
+}
+
+/// Ends quiet conversations: every [`sweep_period`], those whose peer sent nothing for `idle`.
+/// Never returns; it is dropped with the receive loop.
+pub(crate) async fn sweep_idle(table: Rc<Table>, idle: Duration) -> Infallible {
+    let period = sweep_period(idle);
+    let looks = quiet_looks(idle, period);
+    let mut tick = interval(period);
+    loop {
+        tick.tick().await;
+        table.sweep_idle(looks);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sweep_covers_the_idle_timeout() {
+        let ms = Duration::from_millis;
+        for (idle, period, looks) in [
+            (ms(150), ms(18) + Duration::from_micros(750), 8),
+            (Duration::from_secs(60), Duration::from_secs(1), 60),
+            (ms(2), ms(1), 2),
+            (Duration::ZERO, ms(1), 1),
+        ] {
+            assert_eq!(sweep_period(idle), period, "{idle:?}");
+            assert_eq!(quiet_looks(idle, period), looks, "{idle:?}");
+        }
+    }
+}
