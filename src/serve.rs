@@ -5,17 +5,19 @@
 //! - `udp-echo`: UDP; each datagram is sent back to its sender.
 //!
 //! Each core binds its own `SO_REUSEPORT` socket on the address; the kernel spreads peers
-//! across cores. On SIGINT/SIGTERM the services stop accepting, open connections are closed at
+//! across cores (or, with `--accept handoff`, the first core accepts every TCP connection and
+//! hands each to the least-loaded core). On SIGINT/SIGTERM the services stop accepting, open connections are closed at
 //! their next read, and the process exits 0 once every core is done (after the grace period at
 //! the latest).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::{Args, ValueEnum};
-use percore::net::service::TcpService;
-use percore::net::tcp::TcpListener;
+use percore::net::service::{Accept, TcpService};
+use percore::net::tcp::{Handoff, TcpListener};
 use percore::net::udp::UdpSocket;
 use percore::net::BufStream;
 use percore::{first, shutdown, First};
@@ -31,6 +33,15 @@ pub(crate) enum Service {
     UdpEcho,
 }
 
+/// How TCP connections reach the cores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum AcceptMode {
+    /// A `SO_REUSEPORT` listener per core; the kernel's hash spreads connections.
+    Sharded,
+    /// One listener on the first core; each connection handed to the least-loaded core.
+    Handoff,
+}
+
 /// Options of `percore serve`.
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
@@ -42,6 +53,9 @@ pub(crate) struct ServeArgs {
     /// CPUs to run a core on: `0`, `0-3` or `0,2` (default: all).
     #[arg(long, value_parser = parse_cpus)]
     cpus: Option<CpuList>,
+    /// How TCP connections reach the cores.
+    #[arg(long, value_enum, default_value_t = AcceptMode::Sharded)]
+    accept: AcceptMode,
     /// Live connections per core at most.
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
@@ -183,14 +197,21 @@ pub(crate) fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         args.listen,
         runtime.cpus()
     );
+    let handoff = (args.accept == AcceptMode::Handoff && args.service != Service::UdpEcho)
+        .then(|| Handoff::new(runtime.cpus().len()));
     let startup = Startup {
         reservation: std::sync::Mutex::new(reservation),
         bound: std::sync::atomic::AtomicUsize::new(0),
-        cores: runtime.cpus().len(),
+        // In hand-off mode only the first core listens.
+        cores: if handoff.is_some() {
+            1
+        } else {
+            runtime.cpus().len()
+        },
     };
     let outcome = runtime.run(|_| async {
         let result = match args.service {
-            Service::Echo | Service::Holla => serve_tcp(&args, &startup).await,
+            Service::Echo | Service::Holla => serve_tcp(&args, &startup, handoff.as_ref()).await,
             Service::UdpEcho => serve_udp(&args, &startup).await,
         };
         result.map_err(|e| e.to_string())
@@ -208,9 +229,31 @@ pub(crate) fn run(mut args: ServeArgs) -> anyhow::Result<()> {
     }
 }
 
-async fn serve_tcp(args: &ServeArgs, startup: &Startup) -> std::io::Result<()> {
-    let listener = TcpListener::bind(args.listen)?;
-    startup.core_bound(args.listen);
+async fn serve_tcp(
+    args: &ServeArgs,
+    startup: &Startup,
+    handoff: Option<&Arc<Handoff>>,
+) -> std::io::Result<()> {
+    let accept = match handoff {
+        None => {
+            let listener = TcpListener::bind(args.listen)?;
+            startup.core_bound(args.listen);
+            Accept::Sharded(listener)
+        }
+        Some(handoff) => {
+            let listener = if percore::current_core().index == 0 {
+                let listener = TcpListener::bind(args.listen)?;
+                startup.core_bound(args.listen);
+                Some(listener)
+            } else {
+                None
+            };
+            Accept::Handoff {
+                handoff: handoff.clone(),
+                listener,
+            }
+        }
+    };
     let mut service = TcpService::new().max_connections(args.max_connections);
     if let Some(t) = args.idle_timeout {
         service = service.idle_timeout(t);
@@ -219,10 +262,10 @@ async fn serve_tcp(args: &ServeArgs, startup: &Startup) -> std::io::Result<()> {
     let stats = match args.service {
         Service::Holla => {
             service
-                .serve(listener, move |conn, _| holla(conn, max_line))
+                .serve_with(accept, move |conn, _| holla(conn, max_line))
                 .await?
         }
-        _ => service.serve(listener, |conn, _| echo(conn)).await?,
+        _ => service.serve_with(accept, |conn, _| echo(conn)).await?,
     };
     eprintln!(
         "percore serve: core {}: {} connections ({} failed, {} panicked)",

@@ -17,12 +17,13 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use percore_engine::sync::Semaphore;
 use percore_engine::{first, shutdown, First};
 
-use crate::tcp::TcpListener;
+use crate::tcp::{Handoff, Inbox, TcpListener, TcpStream};
 use crate::BufStream;
 
 /// What a service counted on this core.
@@ -96,7 +97,7 @@ impl TcpService {
 
     /// Serves `listener` until a graceful shutdown is requested and every connection ended.
     /// `handler` gets each connection as a [`BufStream`] (with the idle timeout set) and the
-    /// peer's address.
+    /// peer's address. The same as [`TcpService::serve_with`] with [`Accept::Sharded`].
     ///
     /// # Errors
     ///
@@ -106,24 +107,69 @@ impl TcpService {
     /// # Cancel safety
     ///
     /// Dropping the future cancels every connection's handler (their sockets close).
-    pub async fn serve<H, Fut>(
-        &self,
-        mut listener: TcpListener,
-        handler: H,
-    ) -> io::Result<ServiceStats>
+    pub async fn serve<H, Fut>(&self, listener: TcpListener, handler: H) -> io::Result<ServiceStats>
     where
         H: Fn(BufStream, SocketAddr) -> Fut + 'static,
         Fut: Future<Output = io::Result<()>> + 'static,
     {
+        self.serve_with(Accept::Sharded(listener), handler).await
+    }
+
+    /// Serves the connections `accept` brings (see [`Accept`]) until a graceful shutdown is
+    /// requested and every connection ended; otherwise as [`TcpService::serve`].
+    ///
+    /// In hand-off mode the core given the listener also runs the acceptor (as a task of the
+    /// service's scope), and every core serves what its inbox receives.
+    ///
+    /// # Errors
+    ///
+    /// The listener's fatal errors; `InvalidInput` when this core's hand-off inbox was taken
+    /// already.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future cancels every connection's handler (their sockets close) and
+    /// closes the connections still queued for this core.
+    pub async fn serve_with<H, Fut>(&self, accept: Accept, handler: H) -> io::Result<ServiceStats>
+    where
+        H: Fn(BufStream, SocketAddr) -> Fut + 'static,
+        Fut: Future<Output = io::Result<()>> + 'static,
+    {
+        let (name, mut source, acceptor) = match accept {
+            Accept::Sharded(listener) => (
+                listener.local_addr().to_string(),
+                Source::Listener(listener),
+                None,
+            ),
+            Accept::Handoff { handoff, listener } => {
+                let core = percore_engine::current_core().index;
+                let inbox = handoff.inbox(core).ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("hand-off inbox of core {core} missing or taken"),
+                    )
+                })?;
+                let name = match &listener {
+                    Some(l) => format!("{} (hand-off)", l.local_addr()),
+                    None => format!("hand-off core {core}"),
+                };
+                let acceptor = listener.map(|l| (l, handoff));
+                (name, Source::Inbox(inbox), acceptor)
+            }
+        };
         let counters = Rc::new(Counters {
             stats: Cell::new(ServiceStats::default()),
-            name: listener.local_addr().to_string(),
+            name,
         });
         let limit = Rc::new(Semaphore::new(self.max_connections));
         let handler = Rc::new(handler);
         let idle = self.idle_timeout;
         let c2 = counters.clone();
         let result = percore_engine::scope(|s| async move {
+            if let Some((listener, handoff)) = acceptor {
+                s.spawn(run_acceptor(listener, handoff));
+            }
+            let handed_off = source.is_inbox();
             loop {
                 // Wait for room under the cap, then for a connection or the shutdown.
                 let permit_wait = Box::pin(limit.acquire(1));
@@ -134,14 +180,22 @@ impl TcpService {
                     }
                 };
                 permit.forget();
-                let accept = Box::pin(listener.accept());
+                let accept = Box::pin(source.next());
                 let (conn, peer) = match first(shutdown::requested(), accept).await {
-                    First::A((), _) => {
+                    First::B(Some(Ok(accepted)), _) => accepted,
+                    First::B(Some(Err(e)), _) if handed_off => {
+                        // One bad hand-off is that connection's problem, not the service's.
+                        limit.add_permits(1);
+                        eprintln!("percore-net: {}: handed-off connection: {e}", c2.name);
+                        continue;
+                    }
+                    First::B(Some(Err(e)), _) => return Err(e),
+                    First::A((), _) | First::B(None, _) => {
                         limit.add_permits(1);
                         break;
                     }
-                    First::B(accepted, _) => accepted?,
                 };
+                let handed_to = source.handed_to();
                 c2.bump(|s| s.accepted += 1);
                 let (handler, counters, limit) = (handler.clone(), c2.clone(), limit.clone());
                 s.spawn(async move {
@@ -149,6 +203,9 @@ impl TcpService {
                     conn.set_idle_timeout(idle);
                     let outcome = percore_engine::spawn(handler(conn, peer)).await;
                     limit.add_permits(1);
+                    if let Some((handoff, core)) = handed_to {
+                        handoff.finished(core);
+                    }
                     match outcome {
                         Ok(Ok(())) => counters.bump(|s| s.completed += 1),
                         Ok(Err(e)) => {
@@ -169,6 +226,8 @@ impl TcpService {
                     Ok(())
                 });
             }
+            // Stop taking hand-offs now: connections still queued for this core close.
+            drop(source);
             Ok::<(), io::Error>(())
         })
         .await;
@@ -178,5 +237,64 @@ impl TcpService {
                 .into_error()
                 .unwrap_or_else(|| io::Error::other("service task panicked"))),
         }
+    }
+}
+
+/// Where a service's connections come from.
+#[derive(Debug)]
+pub enum Accept {
+    /// This core's own `SO_REUSEPORT` listener (the kernel spreads connections).
+    Sharded(TcpListener),
+    /// Hand-off: connections arrive in this core's inbox of `handoff`; the one core given the
+    /// `listener` also accepts them and passes each to the least-loaded core.
+    Handoff {
+        /// The runtime's shared hand-off state.
+        handoff: Arc<Handoff>,
+        /// The listener, on exactly one core; `None` on the others.
+        listener: Option<TcpListener>,
+    },
+}
+
+/// The per-core end of an [`Accept`].
+enum Source {
+    Listener(TcpListener),
+    Inbox(Inbox),
+}
+
+impl Source {
+    async fn next(&mut self) -> Option<io::Result<(TcpStream, SocketAddr)>> {
+        match self {
+            Source::Listener(l) => Some(l.accept().await),
+            Source::Inbox(inbox) => inbox.next().await,
+        }
+    }
+
+    fn is_inbox(&self) -> bool {
+        matches!(self, Source::Inbox(_))
+    }
+
+    /// For a handed-off connection: whose count to take it off when it ends.
+    fn handed_to(&self) -> Option<(Arc<Handoff>, usize)> {
+        match self {
+            Source::Inbox(inbox) => Some((inbox.handoff().clone(), inbox.core())),
+            Source::Listener(_) => None,
+        }
+    }
+}
+
+/// The hand-off acceptor: accepts until a shutdown is requested, passing each connection on.
+async fn run_acceptor(mut listener: TcpListener, handoff: Arc<Handoff>) -> io::Result<()> {
+    let name = listener.local_addr();
+    let accepting = Box::pin(async move {
+        loop {
+            let (fd, peer) = listener.accept_fd().await?;
+            if handoff.dispatch(fd, peer).await.is_none() {
+                eprintln!("percore-net: {name}: no core left to serve {peer}; closed");
+            }
+        }
+    });
+    match first(shutdown::requested(), accepting).await {
+        First::A((), _) => Ok(()),
+        First::B(result, _) => result,
     }
 }
