@@ -1,8 +1,10 @@
 //! What every byte stream here shares: the fd, the receive path on the core's buffer ring,
-//! sending, half-close. [`TcpStream`](crate::tcp::TcpStream) and
+//! sending (zero-copy `SEND_ZC` at or above a per-stream threshold, a plain send below),
+//! half-close. [`TcpStream`](crate::tcp::TcpStream) and
 //! [`UnixStream`](crate::unix::UnixStream) wrap a [`StreamCore`]; [`ByteStream`] is what
 //! [`BufStream`](crate::BufStream) needs from them.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::io;
 use std::time::Duration;
@@ -47,6 +49,8 @@ pub(crate) struct StreamCore {
     fd: SharedFd,
     receiver: Option<Receiver>,
     eof: bool,
+    /// Sends of at least this many bytes go through `SEND_ZC`; `None`: never.
+    zc_threshold: Cell<Option<usize>>,
 }
 
 /// How long a ring that ran dry is given to refill before the receive is re-armed.
@@ -55,16 +59,30 @@ const RING_DRY_BACKOFF: Duration = Duration::from_micros(200);
 /// `ENOBUFS` on Linux (every architecture): the provided buffer ring is empty.
 const ENOBUFS: i32 = 105;
 
+/// `EOPNOTSUPP` and `EINVAL` on Linux: the socket or the kernel has no `SEND_ZC`.
+const EOPNOTSUPP: i32 = 95;
+const EINVAL: i32 = 22;
+
 /// `shutdown(2)`'s `SHUT_WR` (Linux ABI).
 const SHUT_WR: i32 = 1;
 
 impl StreamCore {
-    pub(crate) fn new(fd: SharedFd) -> StreamCore {
+    /// A stream core; sends of `zc_threshold` bytes or more are zero-copy (`None`: never).
+    pub(crate) fn new(fd: SharedFd, zc_threshold: Option<usize>) -> StreamCore {
         StreamCore {
             fd,
             receiver: None,
             eof: false,
+            zc_threshold: Cell::new(zc_threshold),
         }
+    }
+
+    pub(crate) fn zc_threshold(&self) -> Option<usize> {
+        self.zc_threshold.get()
+    }
+
+    pub(crate) fn set_zc_threshold(&self, threshold: Option<usize>) {
+        self.zc_threshold.set(threshold);
     }
 
     pub(crate) fn fd(&self) -> &SharedFd {
@@ -75,17 +93,42 @@ impl StreamCore {
     /// it any more.
     pub(crate) fn into_fd(mut self) -> Result<std::os::fd::OwnedFd, StreamCore> {
         self.receiver = None;
-        let StreamCore { fd, receiver, eof } = self;
-        fd.try_unwrap()
-            .map_err(|fd| StreamCore { fd, receiver, eof })
+        let StreamCore {
+            fd,
+            receiver,
+            eof,
+            zc_threshold,
+        } = self;
+        fd.try_unwrap().map_err(|fd| StreamCore {
+            fd,
+            receiver,
+            eof,
+            zc_threshold,
+        })
     }
 
     pub(crate) async fn read<B: IoBufMut>(&self, buf: B) -> (io::Result<usize>, B) {
         ops::recv(&self.fd, buf, 0).await
     }
 
+    /// One send: zero-copy at or above the threshold, a plain (copying) send below. A socket
+    /// or kernel that refuses `SEND_ZC` turns it off for this stream and gets a plain send.
     pub(crate) async fn write<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, B) {
-        ops::send(&self.fd, buf, 0).await
+        let zero_copy = self
+            .zc_threshold
+            .get()
+            .is_some_and(|t| buf.bytes_init() >= t);
+        if !zero_copy {
+            return ops::send(&self.fd, buf, 0).await;
+        }
+        let (res, buf) = ops::send_zc(&self.fd, buf).await;
+        match res {
+            Err(e) if matches!(e.raw_os_error(), Some(EOPNOTSUPP | EINVAL)) => {
+                self.zc_threshold.set(None);
+                ops::send(&self.fd, buf, 0).await
+            }
+            res => (res, buf),
+        }
     }
 
     pub(crate) async fn writev<B: IoBuf>(&self, bufs: Vec<B>) -> (io::Result<usize>, Vec<B>) {
@@ -100,7 +143,7 @@ impl StreamCore {
     /// unsent rest on error), its allocation kept for reuse.
     pub(crate) async fn write_all(&self, mut buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
         while !buf.is_empty() {
-            let (res, back) = ops::send(&self.fd, buf, 0).await;
+            let (res, back) = self.write(buf).await;
             buf = back;
             match res {
                 Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf),

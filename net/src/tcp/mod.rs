@@ -23,4 +23,4 @@ mod stream;
 
 pub use handoff::{Handoff, Inbox, INBOX_CAPACITY};
 pub use listener::{AcceptStats, TcpListener, DEFAULT_BACKLOG};
-pub use stream::TcpStream;
+pub use stream::{TcpStream, DEFAULT_SEND_ZC_THRESHOLD};

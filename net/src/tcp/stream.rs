@@ -14,6 +14,11 @@ use socket2::{Domain, SockRef, Socket, Type};
 
 use crate::stream::{ByteStream, StreamCore};
 
+/// Writes of at least this many bytes go through zero-copy `SEND_ZC` unless a stream is told
+/// otherwise ([`TcpStream::set_send_zc_threshold`]); `None`: never. Measured on loopback
+/// here, see BENCHMARKS.md "SEND_ZC threshold".
+pub const DEFAULT_SEND_ZC_THRESHOLD: Option<usize> = None;
+
 /// A TCP connection. `!Send`: it lives on the core that made it (hand it to another core as an
 /// fd with [`TcpStream::into_owned_fd`] and [`TcpStream::from_owned_fd`]).
 pub struct TcpStream {
@@ -69,7 +74,7 @@ impl TcpStream {
 
     fn from_shared(fd: SharedFd) -> TcpStream {
         TcpStream {
-            core: StreamCore::new(fd),
+            core: StreamCore::new(fd, DEFAULT_SEND_ZC_THRESHOLD),
         }
     }
 
@@ -136,6 +141,20 @@ impl TcpStream {
         self.sock().set_tcp_nodelay(on)
     }
 
+    /// Sends of at least `threshold` bytes ([`TcpStream::write`], [`TcpStream::write_all`])
+    /// go through zero-copy `SEND_ZC` (the kernel sends from the buffer's pages and posts a
+    /// notification when it no longer reads them; the buffer comes back after that); smaller
+    /// ones are plain copying sends. `None`: never zero-copy. The default is
+    /// [`DEFAULT_SEND_ZC_THRESHOLD`]. A kernel without `SEND_ZC` turns it off on first use.
+    pub fn set_send_zc_threshold(&self, threshold: Option<usize>) {
+        self.core.set_zc_threshold(threshold);
+    }
+
+    /// The zero-copy threshold in use (see [`TcpStream::set_send_zc_threshold`]).
+    pub fn send_zc_threshold(&self) -> Option<usize> {
+        self.core.zc_threshold()
+    }
+
     /// Turns TCP keepalive on with probes after `idle`, or off with `None`.
     ///
     /// # Errors
@@ -174,7 +193,8 @@ impl TcpStream {
         self.core.read(buf).await
     }
 
-    /// Sends `buf`'s initialised bytes once; returns how many were sent.
+    /// Sends `buf`'s initialised bytes once (zero-copy at or above the stream's
+    /// [threshold](TcpStream::set_send_zc_threshold)); returns how many were sent.
     ///
     /// # Errors
     ///
@@ -182,7 +202,9 @@ impl TcpStream {
     ///
     /// # Cancel safety
     ///
-    /// Dropping the future cancels the send; some bytes may have been sent.
+    /// Dropping the future cancels the send; some bytes may have been sent. A zero-copy
+    /// send's buffer is kept by the engine until the kernel's notification says it no longer
+    /// reads it, then freed: the pages are never freed or reused under the kernel.
     pub async fn write<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, B) {
         self.core.write(buf).await
     }
