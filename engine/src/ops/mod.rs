@@ -9,6 +9,7 @@
 mod fs;
 mod multishot;
 mod nop;
+mod recvmsg_multishot;
 mod rw;
 mod send_zc;
 mod socket;
@@ -16,6 +17,7 @@ mod socket;
 pub use fs::{close, open};
 pub use multishot::{accept_multishot, recv_multishot, AcceptStream, Received, RecvStream};
 pub use nop::nop;
+pub use recvmsg_multishot::{recvmsg_multishot, Datagram, RecvMsgStream, RECVMSG_OVERHEAD};
 pub use rw::{read, readv, write, writev, CURRENT_POSITION};
 pub use send_zc::send_zc;
 pub use socket::{accept, connect, recv, recv_from, send, send_to, shutdown, RecvMeta};
