@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::{Args, ValueEnum};
-use percore::net::service::{Accept, TcpService};
+use percore::net::service::{Accept, TcpService, UdpService};
 use percore::net::tcp::{Handoff, TcpListener};
 use percore::net::udp::UdpSocket;
 use percore::net::BufStream;
@@ -65,6 +65,9 @@ pub(crate) struct ServeArgs {
     /// Longest line `holla` accepts, in bytes.
     #[arg(long, default_value_t = 64 * 1024)]
     max_line: usize,
+    /// Longest datagram `udp-echo` answers, in bytes (longer ones are counted and dropped).
+    #[arg(long, default_value_t = 2048)]
+    max_datagram: usize,
     /// How long connections get to finish after Ctrl-C / SIGTERM.
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     grace: Duration,
@@ -308,18 +311,24 @@ async fn holla(mut conn: BufStream, max_line: usize) -> std::io::Result<()> {
 async fn serve_udp(args: &ServeArgs, startup: &Startup) -> std::io::Result<()> {
     let socket = UdpSocket::bind_sharded(args.listen)?;
     startup.core_bound(args.listen);
-    loop {
-        let recv = Box::pin(socket.recv_from(Vec::with_capacity(65_536)));
-        let (meta, buf) = match first(shutdown::requested(), recv).await {
-            First::A((), _) => return Ok(()),
-            First::B(received, _) => received,
-        };
-        let meta = meta?;
-        if let Some(from) = meta.from {
+    let stats = UdpService::new()
+        .max_datagram(args.max_datagram)
+        .serve(socket, |socket, datagram| async move {
             // A failed reply (the peer went away) is that peer's problem, not the service's.
-            let (_sent, _) = socket.send_to(buf, from).await;
-        }
-    }
+            if let Some(to) = datagram.source {
+                let (_sent, _) = socket.send_to(datagram.payload, to).await;
+            }
+            Ok(())
+        })
+        .await?;
+    eprintln!(
+        "percore serve: core {}: {} datagrams ({} truncated and dropped, {} receive errors)",
+        percore::current_core().index,
+        stats.received,
+        stats.truncated,
+        stats.receive_errors
+    );
+    Ok(())
 }
 
 #[cfg(test)]

@@ -54,10 +54,10 @@ pub(crate) struct StreamCore {
 }
 
 /// How long a ring that ran dry is given to refill before the receive is re-armed.
-const RING_DRY_BACKOFF: Duration = Duration::from_micros(200);
+pub(crate) const RING_DRY_BACKOFF: Duration = Duration::from_micros(200);
 
 /// `ENOBUFS` on Linux (every architecture): the provided buffer ring is empty.
-const ENOBUFS: i32 = 105;
+pub(crate) const ENOBUFS: i32 = 105;
 
 /// `EOPNOTSUPP` and `EINVAL` on Linux: the socket or the kernel has no `SEND_ZC`.
 const EOPNOTSUPP: i32 = 95;

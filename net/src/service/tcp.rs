@@ -1,15 +1,5 @@
-//! Services: a handler per connection, on every core, drained on shutdown (diesel's Service).
-//!
-//! # Design
-//!
-//! [`TcpService::serve`] runs on one core (call it on every core, each with its own sharded
-//! [`TcpListener`]). It accepts in a loop and runs the handler for each connection as a task
-//! inside a [`scope`](percore_engine::scope()), so no connection outlives the service. A
-//! per-core [`Semaphore`] caps live connections: at the cap
-//! the service stops accepting (the kernel's backlog holds newcomers) until one ends. A
-//! handler's error or panic ends only its connection; it is counted and reported on stderr,
-//! never silent. When a graceful shutdown is requested the service stops accepting and waits
-//! for the connections to finish; the runtime's grace period bounds that wait.
+//! The TCP service: a handler per connection, its connections from a sharded listener or from
+//! a hand-off.
 
 use std::cell::Cell;
 use std::fmt;
@@ -172,14 +162,9 @@ impl TcpService {
             let handed_off = source.is_inbox();
             loop {
                 // Wait for room under the cap, then for a connection or the shutdown.
-                let permit_wait = Box::pin(limit.acquire(1));
-                let permit = match first(shutdown::requested(), permit_wait).await {
-                    First::A((), _) => break,
-                    First::B(permit, _) => {
-                        permit.map_err(|_| io::Error::other("service closed"))?
-                    }
-                };
-                permit.forget();
+                if !super::room_or_shutdown(&limit).await? {
+                    break;
+                }
                 let accept = Box::pin(source.next());
                 let (conn, peer) = match first(shutdown::requested(), accept).await {
                     First::B(Some(Ok(accepted)), _) => accepted,
@@ -231,12 +216,7 @@ impl TcpService {
             Ok::<(), io::Error>(())
         })
         .await;
-        match result {
-            Ok(()) => Ok(counters.stats.get()),
-            Err(e) => Err(e
-                .into_error()
-                .unwrap_or_else(|| io::Error::other("service task panicked"))),
-        }
+        super::outcome(result, counters.stats.get())
     }
 }
 
