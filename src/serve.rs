@@ -283,10 +283,13 @@ async fn serve_tcp(
 /// Every byte back, until the peer closes or a shutdown starts.
 async fn echo(mut conn: BufStream) -> std::io::Result<()> {
     loop {
-        let read = Box::pin(conn.read_some(64 * 1024));
-        let bytes = match first(shutdown::requested(), read).await {
-            First::A((), _) => return Ok(()),
-            First::B(bytes, _) => bytes?,
+        // Pinned in place, not boxed: an idle connection's task holds no extra allocation.
+        let bytes = {
+            let read = std::pin::pin!(conn.read_some(64 * 1024));
+            match first(shutdown::requested(), read).await {
+                First::A((), _) => return Ok(()),
+                First::B(bytes, _) => bytes?,
+            }
         };
         let Some(bytes) = bytes else { return Ok(()) };
         conn.write(&bytes).await?;
@@ -297,10 +300,12 @@ async fn echo(mut conn: BufStream) -> std::io::Result<()> {
 /// Each line back upper-cased (diesel's "holla" server).
 async fn holla(mut conn: BufStream, max_line: usize) -> std::io::Result<()> {
     loop {
-        let read = Box::pin(conn.read_line(max_line));
-        let line = match first(shutdown::requested(), read).await {
-            First::A((), _) => return Ok(()),
-            First::B(line, _) => line?,
+        let line = {
+            let read = std::pin::pin!(conn.read_line(max_line));
+            match first(shutdown::requested(), read).await {
+                First::A((), _) => return Ok(()),
+                First::B(line, _) => line?,
+            }
         };
         let Some(line) = line else { return Ok(()) };
         conn.write(&line.to_ascii_uppercase()).await?;

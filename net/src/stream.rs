@@ -59,10 +59,6 @@ pub(crate) const RING_DRY_BACKOFF: Duration = Duration::from_micros(200);
 /// `ENOBUFS` on Linux (every architecture): the provided buffer ring is empty.
 pub(crate) const ENOBUFS: i32 = 105;
 
-/// `EOPNOTSUPP` and `EINVAL` on Linux: the socket or the kernel has no `SEND_ZC`.
-const EOPNOTSUPP: i32 = 95;
-const EINVAL: i32 = 22;
-
 /// `shutdown(2)`'s `SHUT_WR` (Linux ABI).
 const SHUT_WR: i32 = 1;
 
@@ -111,23 +107,25 @@ impl StreamCore {
         ops::recv(&self.fd, buf, 0).await
     }
 
-    /// One send: zero-copy at or above the threshold, a plain (copying) send below. A socket
-    /// or kernel that refuses `SEND_ZC` turns it off for this stream and gets a plain send.
-    pub(crate) async fn write<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, B) {
+    /// One send: zero-copy at or above the threshold, a plain (copying) send below.
+    ///
+    /// Not an `async fn`: the future is one of the two op futures, so a connection task that
+    /// awaits it (and every idle connection, whose task is sized for its largest state) pays
+    /// for the larger of them only.
+    pub(crate) fn write<B: IoBuf>(
+        &self,
+        buf: B,
+    ) -> impl Future<Output = (io::Result<usize>, B)> + '_ {
         let zero_copy = self
             .zc_threshold
             .get()
             .is_some_and(|t| buf.bytes_init() >= t);
-        if !zero_copy {
-            return ops::send(&self.fd, buf, 0).await;
-        }
-        let (res, buf) = ops::send_zc(&self.fd, buf).await;
-        match res {
-            Err(e) if matches!(e.raw_os_error(), Some(EOPNOTSUPP | EINVAL)) => {
-                self.zc_threshold.set(None);
+        async move {
+            if zero_copy {
+                ops::send_zc(&self.fd, buf).await
+            } else {
                 ops::send(&self.fd, buf, 0).await
             }
-            res => (res, buf),
         }
     }
 

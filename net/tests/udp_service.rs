@@ -1,5 +1,6 @@
 //! The UDP service on a real socket: a handler per datagram answers it, truncated datagrams are
-//! counted and dropped, a failing handler is counted, and a shutdown ends the service.
+//! counted and dropped, a failing or panicking handler is counted, and a shutdown ends the
+//! service.
 
 use std::net::SocketAddr;
 use std::sync::mpsc;
@@ -28,8 +29,9 @@ fn answers_datagrams_counts_truncated_and_failed_ones_and_shuts_down() {
         }
         // Too long: dropped and counted, never answered cut.
         sock.send_to(&[b'x'; 500], addr).unwrap();
-        // The handler fails on this one: counted, the service goes on.
+        // The handler fails on this one, and panics on the next: counted, the service goes on.
         sock.send_to(b"fail", addr).unwrap();
+        sock.send_to(b"panic", addr).unwrap();
         sock.send_to(b"last", addr).unwrap();
         let (n, _) = sock.recv_from(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"LAST");
@@ -47,6 +49,9 @@ fn answers_datagrams_counts_truncated_and_failed_ones_and_shuts_down() {
                         if &datagram.payload[..] == b"fail" {
                             return Err(std::io::Error::other("asked to fail"));
                         }
+                        if &datagram.payload[..] == b"panic" {
+                            panic!("asked to panic");
+                        }
                         let reply = datagram.payload.to_ascii_uppercase();
                         let to = datagram
                             .source
@@ -63,9 +68,9 @@ fn answers_datagrams_counts_truncated_and_failed_ones_and_shuts_down() {
     client.join().unwrap();
     let stats = stats[0];
     eprintln!("udp service: {stats:?}");
-    assert_eq!(stats.received, 103);
+    assert_eq!(stats.received, 104);
     assert_eq!(stats.truncated, 1);
     assert_eq!(stats.failed, 1);
     assert_eq!(stats.completed, 101);
-    assert_eq!(stats.panicked, 0);
+    assert_eq!(stats.panicked, 1);
 }

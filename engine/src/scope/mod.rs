@@ -32,7 +32,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use crate::executor::task::{JoinError, JoinHandle};
-use catch::CatchUnwind;
+use catch::{CatchThen, CatchUnwind};
 
 /// How a scope failed: the first error or panic of its body or a child.
 pub enum ScopeError<E> {
@@ -217,10 +217,9 @@ impl<E: 'static> Scope<E> {
         };
         self.inner.live.set(self.inner.live.get() + 1);
         let inner = self.inner.clone();
-        let handle = crate::spawn(async move {
-            let outcome = CatchUnwind::new(future).await;
-            inner.child_done(id, outcome);
-        });
+        let handle = crate::spawn(CatchThen::new(future, move |outcome| {
+            inner.child_done(id, outcome)
+        }));
         self.inner.children.borrow_mut()[id] = Some(handle);
     }
 

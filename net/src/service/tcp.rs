@@ -186,7 +186,8 @@ impl TcpService {
                 s.spawn(async move {
                     let mut conn = BufStream::new(conn);
                     conn.set_idle_timeout(idle);
-                    let outcome = percore_engine::spawn(handler(conn, peer)).await;
+                    let handling = std::pin::pin!(handler(conn, peer));
+                    let outcome = super::catch_panic(handling).await;
                     limit.add_permits(1);
                     if let Some((handoff, core)) = handed_to {
                         handoff.finished(core);

@@ -174,7 +174,8 @@ impl UdpService {
                     (handler.clone(), c2.clone(), limit.clone(), socket.clone());
                 s.spawn(async move {
                     let source = datagram.source;
-                    let outcome = percore_engine::spawn(handler(socket, datagram)).await;
+                    let handling = std::pin::pin!(handler(socket, datagram));
+                    let outcome = super::catch_panic(handling).await;
                     limit.add_permits(1);
                     match outcome {
                         Ok(Ok(())) => {

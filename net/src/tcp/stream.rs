@@ -145,9 +145,15 @@ impl TcpStream {
     /// go through zero-copy `SEND_ZC` (the kernel sends from the buffer's pages and posts a
     /// notification when it no longer reads them; the buffer comes back after that); smaller
     /// ones are plain copying sends. `None`: never zero-copy. The default is
-    /// [`DEFAULT_SEND_ZC_THRESHOLD`]. A kernel without `SEND_ZC` turns it off on first use.
+    /// [`DEFAULT_SEND_ZC_THRESHOLD`]. On a kernel without `SEND_ZC` it stays off (see
+    /// [`TcpStream::send_zc_threshold`]).
+    ///
+    /// # Panics
+    ///
+    /// Panics off a percore core (it asks the core's ring whether it has `SEND_ZC`).
     pub fn set_send_zc_threshold(&self, threshold: Option<usize>) {
-        self.core.set_zc_threshold(threshold);
+        let supported = percore_engine::ring_features().send_zc;
+        self.core.set_zc_threshold(threshold.filter(|_| supported));
     }
 
     /// The zero-copy threshold in use (see [`TcpStream::set_send_zc_threshold`]).
