@@ -7,6 +7,8 @@
 use std::cell::Cell;
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use percore_engine::buf::ring::{BufRing, RingBuf};
@@ -36,6 +38,23 @@ pub trait ByteStream {
     ///
     /// The shutdown may or may not have happened when the future is dropped.
     fn shutdown_write(&self) -> impl Future<Output = io::Result<()>>;
+}
+
+/// The future of one send on a stream: a plain send, or a zero-copy one (boxed).
+pub(crate) enum SendOp<'a, B: IoBuf> {
+    Plain(ops::Send<B>),
+    ZeroCopy(Pin<Box<dyn Future<Output = (io::Result<usize>, B)> + 'a>>),
+}
+
+impl<B: IoBuf> Future for SendOp<'_, B> {
+    type Output = (io::Result<usize>, B);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut *self {
+            SendOp::Plain(send) => Pin::new(send).poll(cx),
+            SendOp::ZeroCopy(send) => send.as_mut().poll(cx),
+        }
+    }
 }
 
 /// The multishot receive, armed on first use.
@@ -108,24 +127,17 @@ impl StreamCore {
     }
 
     /// One send: zero-copy at or above the threshold, a plain (copying) send below.
-    ///
-    /// Not an `async fn`: the future is one of the two op futures, so a connection task that
-    /// awaits it (and every idle connection, whose task is sized for its largest state) pays
-    /// for the larger of them only.
-    pub(crate) fn write<B: IoBuf>(
-        &self,
-        buf: B,
-    ) -> impl Future<Output = (io::Result<usize>, B)> + '_ {
+    pub(crate) fn write<B: IoBuf>(&self, buf: B) -> SendOp<'_, B> {
         let zero_copy = self
             .zc_threshold
             .get()
             .is_some_and(|t| buf.bytes_init() >= t);
-        async move {
-            if zero_copy {
-                ops::send_zc(&self.fd, buf).await
-            } else {
-                ops::send(&self.fd, buf, 0).await
-            }
+        if zero_copy {
+            // Boxed: an allocation only for writes large enough to go zero-copy, so that the
+            // plain send every connection's task is sized for stays small.
+            SendOp::ZeroCopy(Box::pin(ops::send_zc(&self.fd, buf)))
+        } else {
+            SendOp::Plain(ops::send(&self.fd, buf, 0))
         }
     }
 

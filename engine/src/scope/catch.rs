@@ -30,35 +30,41 @@ impl<F: Future> Future for CatchUnwind<F> {
     }
 }
 
-/// Polls `future` catching panics, drops it, then hands its outcome to `done`. The one future
-/// a scope's child task runs: written out (not an `async` block awaiting a [`CatchUnwind`])
-/// so the child's future is stored once, not once as a captured value and again as the
-/// awaited one.
-pub(crate) struct CatchThen<F, D> {
+/// Polls `future` catching panics, drops it, and resolves to what `finish` makes of its
+/// outcome. Written out (not an `async` block awaiting a [`CatchUnwind`]) so that the inner
+/// future is stored once, not once as a captured value and again as the awaited one: a scope's
+/// child tasks (every connection of a service) are this, and an idle task is as large as its
+/// future.
+pub(crate) struct CatchMap<F, D> {
     future: Option<F>,
-    done: Option<D>,
+    finish: Option<D>,
 }
 
-impl<F, D> CatchThen<F, D> {
-    pub(crate) fn new(future: F, done: D) -> Self {
-        CatchThen {
+impl<F, D> CatchMap<F, D> {
+    pub(crate) fn new(future: F, finish: D) -> Self {
+        CatchMap {
             future: Some(future),
-            done: Some(done),
+            finish: Some(finish),
         }
     }
 }
 
-impl<F: Future, D: FnOnce(std::thread::Result<F::Output>)> Future for CatchThen<F, D> {
-    type Output = ();
+impl<F, D, T> Future for CatchMap<F, D>
+where
+    F: Future,
+    D: FnOnce(std::thread::Result<F::Output>) -> T,
+{
+    type Output = T;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
         // SAFETY: `future` is structurally pinned: it is only polled through the pin built
-        // below and dropped in place (by overwriting the Option), never moved; `done` is not
+        // below and dropped in place (by overwriting the Option), never moved; `finish` is not
         // pinned and is only taken out by value.
         let this = unsafe { self.get_unchecked_mut() };
-        let Some(future) = this.future.as_mut() else {
-            return Poll::Ready(());
-        };
+        let future = this
+            .future
+            .as_mut()
+            .expect("CatchMap polled after completion");
         // SAFETY: as above, the future stays where it is until it is dropped in place.
         let future = unsafe { Pin::new_unchecked(future) };
         let outcome = match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
@@ -66,15 +72,16 @@ impl<F: Future, D: FnOnce(std::thread::Result<F::Output>)> Future for CatchThen<
             Ok(Poll::Ready(v)) => Ok(v),
             Err(p) => Err(p),
         };
-        // Dropped in place before the outcome is reported, as an awaited future would be. A
-        // panic in its destructor is the child's panic too.
+        // Dropped in place before the outcome is used, as an awaited future would be. A panic
+        // in its destructor counts as its panic.
         let outcome = match catch_unwind(AssertUnwindSafe(|| this.future = None)) {
             Ok(()) => outcome,
             Err(p) => Err(p),
         };
-        if let Some(done) = this.done.take() {
-            done(outcome);
-        }
-        Poll::Ready(())
+        let finish = this
+            .finish
+            .take()
+            .expect("CatchMap polled after completion");
+        Poll::Ready(finish(outcome))
     }
 }

@@ -24,12 +24,7 @@ mod udp;
 pub use tcp::{Accept, ServiceStats, TcpService};
 pub use udp::{UdpService, UdpServiceStats};
 
-use std::any::Any;
-use std::future::Future;
 use std::io;
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::pin::Pin;
-use std::task::Poll;
 
 use percore_engine::sync::Semaphore;
 use percore_engine::{first, shutdown, First, ScopeError};
@@ -57,27 +52,4 @@ fn outcome<T>(scope: Result<(), ScopeError<io::Error>>, stats: T) -> io::Result<
             .into_error()
             .unwrap_or_else(|| io::Error::other("service task panicked"))),
     }
-}
-
-/// Runs `future` (pinned by the caller, so it exists once, in the caller's state), turning a
-/// panic in it into `Err(message)`: a handler's panic ends only its connection or datagram,
-/// without a task of its own to catch it.
-async fn catch_panic<F: Future>(mut future: Pin<&mut F>) -> Result<F::Output, String> {
-    std::future::poll_fn(
-        |cx| match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
-            Ok(Poll::Ready(value)) => Poll::Ready(Ok(value)),
-            Ok(Poll::Pending) => Poll::Pending,
-            Err(payload) => Poll::Ready(Err(panic_message(payload.as_ref()))),
-        },
-    )
-    .await
-}
-
-fn panic_message(payload: &(dyn Any + Send)) -> String {
-    let text = payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("a non-string payload");
-    format!("panicked: {text}")
 }

@@ -183,11 +183,10 @@ impl TcpService {
                 let handed_to = source.handed_to();
                 c2.bump(|s| s.accepted += 1);
                 let (handler, counters, limit) = (handler.clone(), c2.clone(), limit.clone());
-                s.spawn(async move {
-                    let mut conn = BufStream::new(conn);
-                    conn.set_idle_timeout(idle);
-                    let handling = std::pin::pin!(handler(conn, peer));
-                    let outcome = super::catch_panic(handling).await;
+                let mut conn = BufStream::new(conn);
+                conn.set_idle_timeout(idle);
+                // No async block around the handler: its future is the task's, stored once.
+                s.spawn_isolated(handler(conn, peer), move |outcome| {
                     limit.add_permits(1);
                     if let Some((handoff, core)) = handed_to {
                         handoff.finished(core);

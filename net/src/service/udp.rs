@@ -172,10 +172,8 @@ impl UdpService {
                 }
                 let (handler, counters, limit, socket) =
                     (handler.clone(), c2.clone(), limit.clone(), socket.clone());
-                s.spawn(async move {
-                    let source = datagram.source;
-                    let handling = std::pin::pin!(handler(socket, datagram));
-                    let outcome = super::catch_panic(handling).await;
+                let source = datagram.source;
+                s.spawn_isolated(handler(socket, datagram), move |outcome| {
                     limit.add_permits(1);
                     match outcome {
                         Ok(Ok(())) => {

@@ -1,6 +1,7 @@
 //! A TCP connection on the current core.
 
 use std::fmt;
+use std::future::Future;
 use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::OwnedFd;
@@ -211,8 +212,9 @@ impl TcpStream {
     /// Dropping the future cancels the send; some bytes may have been sent. A zero-copy
     /// send's buffer is kept by the engine until the kernel's notification says it no longer
     /// reads it, then freed: the pages are never freed or reused under the kernel.
-    pub async fn write<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, B) {
-        self.core.write(buf).await
+    pub fn write<B: IoBuf>(&self, buf: B) -> impl Future<Output = (io::Result<usize>, B)> + '_ {
+        // Not an `async fn`: the op's future itself, with no wrapper state around it.
+        self.core.write(buf)
     }
 
     /// Sends all of `buf`, looping over short sends. The buffer comes back emptied of what was
@@ -226,8 +228,8 @@ impl TcpStream {
     ///
     /// Dropping the future stops sending; a prefix of the bytes may have been sent, so the
     /// stream should then be closed.
-    pub async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
-        self.core.write_all(buf).await
+    pub fn write_all(&self, buf: Vec<u8>) -> impl Future<Output = (io::Result<()>, Vec<u8>)> + '_ {
+        self.core.write_all(buf)
     }
 
     /// Sends several buffers with one `writev`; returns the count sent (possibly short).
@@ -282,12 +284,12 @@ impl TcpStream {
 }
 
 impl ByteStream for TcpStream {
-    async fn recv_chunk(&mut self) -> io::Result<Option<RingBuf>> {
-        self.core.recv_chunk().await
+    fn recv_chunk(&mut self) -> impl Future<Output = io::Result<Option<RingBuf>>> {
+        self.core.recv_chunk()
     }
 
-    async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
-        self.core.write_all(buf).await
+    fn write_all(&self, buf: Vec<u8>) -> impl Future<Output = (io::Result<()>, Vec<u8>)> {
+        self.core.write_all(buf)
     }
 
     async fn shutdown_write(&self) -> io::Result<()> {
