@@ -150,7 +150,7 @@ impl Handoff {
     /// # Cancel safety
     ///
     /// Dropping the future while it waits for room closes the connection (the fd drops with
-    /// the future); nothing leaks.
+    /// the future) and takes its count off the core again; nothing leaks.
     pub async fn dispatch(&self, fd: OwnedFd, peer: SocketAddr) -> Option<usize> {
         let mut handed = (fd, peer);
         loop {
@@ -159,6 +159,12 @@ impl Handoff {
                 return None;
             };
             self.loads[core].0.fetch_add(1, Ordering::Relaxed);
+            // Counted before it is sent (so a burst spreads); if this future is dropped while
+            // the inbox is full, the guard takes the count back off.
+            let counted = Counted {
+                handoff: self,
+                core,
+            };
             let sent = match self.senders[core].try_send(handed) {
                 Ok(()) => Ok(()),
                 Err(TrySendError::Full(h)) => {
@@ -166,6 +172,7 @@ impl Handoff {
                 }
                 Err(TrySendError::Closed(h)) => Err(h),
             };
+            std::mem::forget(counted);
             match sent {
                 Ok(()) => return Some(core),
                 // That core stopped serving: never choose it again, try another.
@@ -175,6 +182,19 @@ impl Handoff {
                 }
             }
         }
+    }
+}
+
+/// A connection counted on a core but not yet in its inbox; dropped (the dispatch was
+/// cancelled), it takes the count back off.
+struct Counted<'a> {
+    handoff: &'a Handoff,
+    core: usize,
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.handoff.finished(self.core);
     }
 }
 
