@@ -7,17 +7,19 @@
 //!   (k counted per peer from 1); peers beyond `--max-conversations` (per core) get no answer.
 //!
 //! Each core binds its own `SO_REUSEPORT` socket on the address; the kernel spreads peers
-//! across cores. On SIGINT/SIGTERM the services stop accepting, open connections are closed at
+//! across cores (or, with `--accept handoff`, the first core accepts every TCP connection and
+//! hands each to the least-loaded core). On SIGINT/SIGTERM the services stop accepting, open connections are closed at
 //! their next read, and the process exits 0 once every core is done (after the grace period at
 //! the latest).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::{Args, ValueEnum};
-use percore::net::service::TcpService;
-use percore::net::tcp::TcpListener;
+use percore::net::service::{Accept, TcpService, UdpService};
+use percore::net::tcp::{Handoff, TcpListener};
 use percore::net::udp::UdpSocket;
 use percore::net::BufStream;
 use percore::udp_conversation::{numbered_echo, ConversationService};
@@ -36,6 +38,15 @@ pub(crate) enum Service {
     ConversationEcho,
 }
 
+/// How TCP connections reach the cores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum AcceptMode {
+    /// A `SO_REUSEPORT` listener per core; the kernel's hash spreads connections.
+    Sharded,
+    /// One listener on the first core; each connection handed to the least-loaded core.
+    Handoff,
+}
+
 /// Options of `percore serve`.
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
@@ -47,6 +58,9 @@ pub(crate) struct ServeArgs {
     /// CPUs to run a core on: `0`, `0-3` or `0,2` (default: all).
     #[arg(long, value_parser = parse_cpus)]
     cpus: Option<CpuList>,
+    /// How TCP connections reach the cores.
+    #[arg(long, value_enum, default_value_t = AcceptMode::Sharded)]
+    accept: AcceptMode,
     /// Live connections per core at most.
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
@@ -60,6 +74,9 @@ pub(crate) struct ServeArgs {
     /// Longest line `holla` accepts, in bytes.
     #[arg(long, default_value_t = 64 * 1024)]
     max_line: usize,
+    /// Longest datagram `udp-echo` answers, in bytes (longer ones are counted and dropped).
+    #[arg(long, default_value_t = 2048)]
+    max_datagram: usize,
     /// How long connections get to finish after Ctrl-C / SIGTERM.
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     grace: Duration,
@@ -192,14 +209,21 @@ pub(crate) fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         args.listen,
         runtime.cpus()
     );
+    let handoff = (args.accept == AcceptMode::Handoff && args.service != Service::UdpEcho)
+        .then(|| Handoff::new(runtime.cpus().len()));
     let startup = Startup {
         reservation: std::sync::Mutex::new(reservation),
         bound: std::sync::atomic::AtomicUsize::new(0),
-        cores: runtime.cpus().len(),
+        // In hand-off mode only the first core listens.
+        cores: if handoff.is_some() {
+            1
+        } else {
+            runtime.cpus().len()
+        },
     };
     let outcome = runtime.run(|_| async {
         let result = match args.service {
-            Service::Echo | Service::Holla => serve_tcp(&args, &startup).await,
+            Service::Echo | Service::Holla => serve_tcp(&args, &startup, handoff.as_ref()).await,
             Service::UdpEcho => serve_udp(&args, &startup).await,
             Service::ConversationEcho => serve_conversations(&args, &startup).await,
         };
@@ -218,9 +242,31 @@ pub(crate) fn run(mut args: ServeArgs) -> anyhow::Result<()> {
     }
 }
 
-async fn serve_tcp(args: &ServeArgs, startup: &Startup) -> std::io::Result<()> {
-    let listener = TcpListener::bind(args.listen)?;
-    startup.core_bound(args.listen);
+async fn serve_tcp(
+    args: &ServeArgs,
+    startup: &Startup,
+    handoff: Option<&Arc<Handoff>>,
+) -> std::io::Result<()> {
+    let accept = match handoff {
+        None => {
+            let listener = TcpListener::bind(args.listen)?;
+            startup.core_bound(args.listen);
+            Accept::Sharded(listener)
+        }
+        Some(handoff) => {
+            let listener = if percore::current_core().index == 0 {
+                let listener = TcpListener::bind(args.listen)?;
+                startup.core_bound(args.listen);
+                Some(listener)
+            } else {
+                None
+            };
+            Accept::Handoff {
+                handoff: handoff.clone(),
+                listener,
+            }
+        }
+    };
     let mut service = TcpService::new().max_connections(args.max_connections);
     if let Some(t) = args.idle_timeout {
         service = service.idle_timeout(t);
@@ -229,10 +275,10 @@ async fn serve_tcp(args: &ServeArgs, startup: &Startup) -> std::io::Result<()> {
     let stats = match args.service {
         Service::Holla => {
             service
-                .serve(listener, move |conn, _| holla(conn, max_line))
+                .serve_with(accept, move |conn, _| holla(conn, max_line))
                 .await?
         }
-        _ => service.serve(listener, |conn, _| echo(conn)).await?,
+        _ => service.serve_with(accept, |conn, _| echo(conn)).await?,
     };
     eprintln!(
         "percore serve: core {}: {} connections ({} failed, {} panicked)",
@@ -247,10 +293,13 @@ async fn serve_tcp(args: &ServeArgs, startup: &Startup) -> std::io::Result<()> {
 /// Every byte back, until the peer closes or a shutdown starts.
 async fn echo(mut conn: BufStream) -> std::io::Result<()> {
     loop {
-        let read = Box::pin(conn.read_some(64 * 1024));
-        let bytes = match first(shutdown::requested(), read).await {
-            First::A((), _) => return Ok(()),
-            First::B(bytes, _) => bytes?,
+        // Pinned in place, not boxed: an idle connection's task holds no extra allocation.
+        let bytes = {
+            let read = std::pin::pin!(conn.read_some(64 * 1024));
+            match first(shutdown::requested(), read).await {
+                First::A((), _) => return Ok(()),
+                First::B(bytes, _) => bytes?,
+            }
         };
         let Some(bytes) = bytes else { return Ok(()) };
         conn.write(&bytes).await?;
@@ -261,10 +310,12 @@ async fn echo(mut conn: BufStream) -> std::io::Result<()> {
 /// Each line back upper-cased (diesel's "holla" server).
 async fn holla(mut conn: BufStream, max_line: usize) -> std::io::Result<()> {
     loop {
-        let read = Box::pin(conn.read_line(max_line));
-        let line = match first(shutdown::requested(), read).await {
-            First::A((), _) => return Ok(()),
-            First::B(line, _) => line?,
+        let line = {
+            let read = std::pin::pin!(conn.read_line(max_line));
+            match first(shutdown::requested(), read).await {
+                First::A((), _) => return Ok(()),
+                First::B(line, _) => line?,
+            }
         };
         let Some(line) = line else { return Ok(()) };
         conn.write(&line.to_ascii_uppercase()).await?;
@@ -275,18 +326,24 @@ async fn holla(mut conn: BufStream, max_line: usize) -> std::io::Result<()> {
 async fn serve_udp(args: &ServeArgs, startup: &Startup) -> std::io::Result<()> {
     let socket = UdpSocket::bind_sharded(args.listen)?;
     startup.core_bound(args.listen);
-    loop {
-        let recv = Box::pin(socket.recv_from(Vec::with_capacity(65_536)));
-        let (meta, buf) = match first(shutdown::requested(), recv).await {
-            First::A((), _) => return Ok(()),
-            First::B(received, _) => received,
-        };
-        let meta = meta?;
-        if let Some(from) = meta.from {
+    let stats = UdpService::new()
+        .max_datagram(args.max_datagram)
+        .serve(socket, |socket, datagram| async move {
             // A failed reply (the peer went away) is that peer's problem, not the service's.
-            let (_sent, _) = socket.send_to(buf, from).await;
-        }
-    }
+            if let Some(to) = datagram.source {
+                let (_sent, _) = socket.send_to(datagram.payload, to).await;
+            }
+            Ok(())
+        })
+        .await?;
+    eprintln!(
+        "percore serve: core {}: {} datagrams ({} truncated and dropped, {} receive errors)",
+        percore::current_core().index,
+        stats.received,
+        stats.truncated,
+        stats.receive_errors
+    );
+    Ok(())
 }
 
 async fn serve_conversations(args: &ServeArgs, startup: &Startup) -> std::io::Result<()> {

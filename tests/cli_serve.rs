@@ -23,10 +23,16 @@ impl Drop for Server {
 /// Starts `percore serve ...` on a port it picks itself and waits for its "listening on" line
 /// (bounded): no port is guessed, so parallel tests never share one.
 fn start(args: &[&str]) -> Server {
+    let cpus: &[&str] = if args.contains(&"--cpus") {
+        &[]
+    } else {
+        &["--cpus", "0"]
+    };
     let mut child = Command::new(env!("CARGO_BIN_EXE_percore"))
         .arg("serve")
         .args(args)
-        .args(["--listen", "127.0.0.1:0", "--cpus", "0"])
+        .args(["--listen", "127.0.0.1:0"])
+        .args(cpus)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -164,6 +170,23 @@ fn echo_and_udp_echo() {
     let (data, from) = got.expect("udp-echo answered");
     assert_eq!(data, b"datagram");
     assert_eq!(from, addr);
+    stop(server);
+}
+
+#[test]
+fn echo_with_handoff_accept() {
+    let server = start(&["echo", "--accept", "handoff", "--cpus", "0-1"]);
+    let conns: Vec<TcpStream> = (0..8)
+        .map(|_| TcpStream::connect(server.addr).unwrap())
+        .collect();
+    for (i, mut c) in conns.iter().enumerate() {
+        let msg = format!("message {i}");
+        c.write_all(msg.as_bytes()).unwrap();
+        let mut back = vec![0u8; msg.len()];
+        c.read_exact(&mut back).unwrap();
+        assert_eq!(back, msg.as_bytes());
+    }
+    drop(conns);
     stop(server);
 }
 

@@ -293,6 +293,43 @@ fn multishot_recv_dropped_with_untaken_chunks_returns_every_buffer() {
 }
 
 #[test]
+fn multishot_recvmsg_dropped_with_untaken_datagrams_returns_every_buffer() {
+    run(async {
+        let ring = BufRing::new(8, 256).unwrap();
+        let base = baseline();
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = socket.local_addr().unwrap();
+        let fd = shared(socket);
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut stream = ops::recvmsg_multishot(&fd, &ring).unwrap();
+        peer.send_to(b"first", addr).unwrap();
+        let d = stream.next().await.unwrap().unwrap();
+        assert_eq!(&d.payload[..], b"first");
+        assert_eq!(ring.lent(), 1);
+        drop(d);
+        assert_eq!(
+            ring.lent(),
+            0,
+            "a dropped datagram's buffer goes back to the ring"
+        );
+        for _ in 0..5 {
+            peer.send_to(&[b'x'; 200], addr).unwrap();
+        }
+        let_kernel_work().await;
+        // Dropped with datagrams completed but untaken, and one more arriving after the drop.
+        drop(stream);
+        peer.send_to(b"late", addr).unwrap();
+        drop((fd, peer));
+        assert_settles_to(base, "multishot recvmsg").await;
+        assert_eq!(
+            ring.lent(),
+            0,
+            "untaken datagrams' buffers must be recycled"
+        );
+    });
+}
+
+#[test]
 fn multishot_recv_ring_runs_dry_then_recovers() {
     run(async {
         let ring = BufRing::new(2, 16).unwrap();

@@ -2,7 +2,7 @@
 //!
 //! `cargo run -p percore-net --example holla_udp_server -- 127.0.0.1:1234`. Ctrl-C stops it.
 
-use percore_engine::{first, shutdown, First};
+use percore_net::service::UdpService;
 use percore_net::udp::UdpSocket;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -15,17 +15,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
     let per_core = runtime.run(|_| async move {
         let socket = UdpSocket::bind_sharded(addr)?;
-        loop {
-            let datagram = Box::pin(socket.recv_from(Vec::with_capacity(65_536)));
-            let (meta, message) = match first(shutdown::requested(), datagram).await {
-                First::A((), _) => return Ok::<(), std::io::Error>(()),
-                First::B(received, _) => received,
-            };
-            if let Some(from) = meta?.from {
-                let (sent, _) = socket.send_to(message.to_ascii_uppercase(), from).await;
-                sent?;
-            }
-        }
+        UdpService::new()
+            .serve(socket, |socket, datagram| async move {
+                if let Some(from) = datagram.source {
+                    let reply = datagram.payload.to_ascii_uppercase();
+                    socket.send_to(reply, from).await.0?;
+                }
+                Ok(())
+            })
+            .await
     })?;
     for result in per_core {
         result?;

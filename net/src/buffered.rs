@@ -13,11 +13,17 @@
 //!
 //! Writes go to a buffer of bounded size; when it is full, `write` flushes it first
 //! (back-pressure: a slow peer slows its writer, memory does not grow).
+//!
+//! An idle connection holds no buffer: before a read waits for the peer, the read and write
+//! buffers give their memory back if they are empty (an allocation per exchange, against
+//! kilobytes kept per idle connection).
 
 use std::fmt;
 use std::io;
 
 use bytes::{Buf, BytesMut};
+
+use percore_engine::buf::ring::RingBuf;
 
 use crate::stream::ByteStream;
 use crate::tcp::TcpStream;
@@ -89,10 +95,19 @@ impl<S: ByteStream> BufStream<S> {
         &self.read_buf
     }
 
-    /// Receives one more chunk into the read buffer; false at end of stream.
-    async fn fill(&mut self) -> io::Result<bool> {
+    /// Waits for the next received chunk (with the idle timeout); `None` at end of stream.
+    ///
+    /// Before it waits, empty buffers give their memory back: a connection waiting for its
+    /// peer holds no buffer (the receive ring lends one only once bytes arrive).
+    async fn next_chunk(&mut self) -> io::Result<Option<RingBuf>> {
         if self.eof {
-            return Ok(false);
+            return Ok(None);
+        }
+        if self.read_buf.is_empty() && self.read_buf.capacity() > 0 {
+            self.read_buf = BytesMut::new();
+        }
+        if self.write_buf.is_empty() && self.write_buf.capacity() > 0 {
+            self.write_buf = Vec::new();
         }
         let chunk = match self.idle_timeout {
             Some(t) => percore_engine::time::timeout(t, self.stream.recv_chunk())
@@ -102,7 +117,15 @@ impl<S: ByteStream> BufStream<S> {
                 })??,
             None => self.stream.recv_chunk().await?,
         };
-        match chunk {
+        if chunk.is_none() {
+            self.eof = true;
+        }
+        Ok(chunk)
+    }
+
+    /// Receives one more chunk into the read buffer; false at end of stream.
+    async fn fill(&mut self) -> io::Result<bool> {
+        match self.next_chunk().await? {
             Some(chunk) => {
                 // No await between taking the chunk and buffering it: nothing can be lost.
                 self.read_buf.extend_from_slice(&chunk);
@@ -112,10 +135,7 @@ impl<S: ByteStream> BufStream<S> {
                 }
                 Ok(true)
             }
-            None => {
-                self.eof = true;
-                Ok(false)
-            }
+            None => Ok(false),
         }
     }
 
@@ -197,10 +217,18 @@ impl<S: ByteStream> BufStream<S> {
     ///
     /// Cancel-safe.
     pub async fn read_some(&mut self, max: usize) -> io::Result<Option<Vec<u8>>> {
-        if self.read_buf.is_empty() && !self.fill().await? {
-            return Ok(None);
+        let max = max.max(1);
+        if self.read_buf.is_empty() {
+            let Some(chunk) = self.next_chunk().await? else {
+                return Ok(None);
+            };
+            // Straight from the ring buffer (one copy); no await from here on, so a rest
+            // past `max` is buffered before anything else can happen.
+            let n = chunk.len().min(max);
+            self.read_buf.extend_from_slice(&chunk[n..]);
+            return Ok(Some(chunk[..n].to_vec()));
         }
-        let n = self.read_buf.len().min(max.max(1));
+        let n = self.read_buf.len().min(max);
         Ok(Some(self.read_buf.split_to(n).to_vec()))
     }
 

@@ -8,10 +8,14 @@
 //!   ring, so an idle connection pins no buffer.
 //! - [`unix::UnixStream`] and [`unix::UnixListener`]: Unix domain stream sockets with the
 //!   same stream API.
+//! - [`tcp::Handoff`]: the other way to spread connections: one listener, each connection
+//!   passed to the least-loaded core.
 //! - [`udp::UdpSocket`]: datagrams with owned buffers, truncation reported, sharded binding,
-//!   connected mode.
+//!   connected mode; for servers a multishot `recvmsg` into a buffer ring
+//!   ([`udp::UdpSocket::datagrams`]).
 //! - [`service::TcpService`]: a handler per connection in a scope, a per-core connection cap,
-//!   idle timeouts, errors counted and reported, drained on graceful shutdown.
+//!   idle timeouts, errors counted and reported, drained on graceful shutdown; sharded or
+//!   hand-off accepting. [`service::UdpService`]: the same per datagram.
 //! - [`BufStream`]: line, delimiter, exact and "some" reads, each with a required maximum
 //!   length; bytes already received are never lost when a read future is dropped; writes
 //!   buffered up to a bound with back-pressure.

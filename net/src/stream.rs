@@ -1,10 +1,14 @@
 //! What every byte stream here shares: the fd, the receive path on the core's buffer ring,
-//! sending, half-close. [`TcpStream`](crate::tcp::TcpStream) and
+//! sending (zero-copy `SEND_ZC` at or above a per-stream threshold, a plain send below),
+//! half-close. [`TcpStream`](crate::tcp::TcpStream) and
 //! [`UnixStream`](crate::unix::UnixStream) wrap a [`StreamCore`]; [`ByteStream`] is what
 //! [`BufStream`](crate::BufStream) needs from them.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use percore_engine::buf::ring::{BufRing, RingBuf};
@@ -36,6 +40,23 @@ pub trait ByteStream {
     fn shutdown_write(&self) -> impl Future<Output = io::Result<()>>;
 }
 
+/// The future of one send on a stream: a plain send, or a zero-copy one (boxed).
+pub(crate) enum SendOp<'a, B: IoBuf> {
+    Plain(ops::Send<B>),
+    ZeroCopy(Pin<Box<dyn Future<Output = (io::Result<usize>, B)> + 'a>>),
+}
+
+impl<B: IoBuf> Future for SendOp<'_, B> {
+    type Output = (io::Result<usize>, B);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut *self {
+            SendOp::Plain(send) => Pin::new(send).poll(cx),
+            SendOp::ZeroCopy(send) => send.as_mut().poll(cx),
+        }
+    }
+}
+
 /// The multishot receive, armed on first use.
 struct Receiver {
     ring: BufRing,
@@ -47,24 +68,36 @@ pub(crate) struct StreamCore {
     fd: SharedFd,
     receiver: Option<Receiver>,
     eof: bool,
+    /// Sends of at least this many bytes go through `SEND_ZC`; `None`: never.
+    zc_threshold: Cell<Option<usize>>,
 }
 
 /// How long a ring that ran dry is given to refill before the receive is re-armed.
-const RING_DRY_BACKOFF: Duration = Duration::from_micros(200);
+pub(crate) const RING_DRY_BACKOFF: Duration = Duration::from_micros(200);
 
 /// `ENOBUFS` on Linux (every architecture): the provided buffer ring is empty.
-const ENOBUFS: i32 = 105;
+pub(crate) const ENOBUFS: i32 = 105;
 
 /// `shutdown(2)`'s `SHUT_WR` (Linux ABI).
 const SHUT_WR: i32 = 1;
 
 impl StreamCore {
-    pub(crate) fn new(fd: SharedFd) -> StreamCore {
+    /// A stream core; sends of `zc_threshold` bytes or more are zero-copy (`None`: never).
+    pub(crate) fn new(fd: SharedFd, zc_threshold: Option<usize>) -> StreamCore {
         StreamCore {
             fd,
             receiver: None,
             eof: false,
+            zc_threshold: Cell::new(zc_threshold),
         }
+    }
+
+    pub(crate) fn zc_threshold(&self) -> Option<usize> {
+        self.zc_threshold.get()
+    }
+
+    pub(crate) fn set_zc_threshold(&self, threshold: Option<usize>) {
+        self.zc_threshold.set(threshold);
     }
 
     pub(crate) fn fd(&self) -> &SharedFd {
@@ -75,17 +108,37 @@ impl StreamCore {
     /// it any more.
     pub(crate) fn into_fd(mut self) -> Result<std::os::fd::OwnedFd, StreamCore> {
         self.receiver = None;
-        let StreamCore { fd, receiver, eof } = self;
-        fd.try_unwrap()
-            .map_err(|fd| StreamCore { fd, receiver, eof })
+        let StreamCore {
+            fd,
+            receiver,
+            eof,
+            zc_threshold,
+        } = self;
+        fd.try_unwrap().map_err(|fd| StreamCore {
+            fd,
+            receiver,
+            eof,
+            zc_threshold,
+        })
     }
 
     pub(crate) async fn read<B: IoBufMut>(&self, buf: B) -> (io::Result<usize>, B) {
         ops::recv(&self.fd, buf, 0).await
     }
 
-    pub(crate) async fn write<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, B) {
-        ops::send(&self.fd, buf, 0).await
+    /// One send: zero-copy at or above the threshold, a plain (copying) send below.
+    pub(crate) fn write<B: IoBuf>(&self, buf: B) -> SendOp<'_, B> {
+        let zero_copy = self
+            .zc_threshold
+            .get()
+            .is_some_and(|t| buf.bytes_init() >= t);
+        if zero_copy {
+            // Boxed: an allocation only for writes large enough to go zero-copy, so that the
+            // plain send every connection's task is sized for stays small.
+            SendOp::ZeroCopy(Box::pin(ops::send_zc(&self.fd, buf)))
+        } else {
+            SendOp::Plain(ops::send(&self.fd, buf, 0))
+        }
     }
 
     pub(crate) async fn writev<B: IoBuf>(&self, bufs: Vec<B>) -> (io::Result<usize>, Vec<B>) {
@@ -100,7 +153,7 @@ impl StreamCore {
     /// unsent rest on error), its allocation kept for reuse.
     pub(crate) async fn write_all(&self, mut buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
         while !buf.is_empty() {
-            let (res, back) = ops::send(&self.fd, buf, 0).await;
+            let (res, back) = self.write(buf).await;
             buf = back;
             match res {
                 Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf),

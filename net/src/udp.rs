@@ -5,16 +5,25 @@
 //! core. Datagrams go out and come in through io_uring ops with owned buffers; a datagram
 //! longer than the buffer is cut and reported as truncated, never silently. A connected socket
 //! ([`UdpSocket::connect`]) only receives from its peer: the kernel drops strangers' datagrams.
+//!
+//! Servers receive with [`UdpSocket::datagrams`]: one multishot `recvmsg` armed on a provided
+//! buffer ring (see [`datagram_ring`]), each datagram lent out in a ring buffer with its sender
+//! and a truncation flag; a socket waiting for datagrams pins no buffer.
 
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 
+use percore_engine::buf::ring::BufRing;
 use percore_engine::buf::{IoBuf, IoBufMut};
 use percore_engine::fd::SharedFd;
-use percore_engine::ops::{self, RecvMeta};
+use percore_engine::ops::{self, RecvMeta, RecvMsgStream, RECVMSG_OVERHEAD};
+
+pub use percore_engine::ops::Datagram;
 use socket2::{Domain, SockAddr, SockRef, Socket, Type};
+
+use crate::stream::{ENOBUFS, RING_DRY_BACKOFF};
 
 /// A UDP socket; `!Send`, it lives on the core that made it.
 pub struct UdpSocket {
@@ -153,5 +162,101 @@ impl UdpSocket {
     /// The shared fd (for ops this type does not wrap).
     pub fn fd(&self) -> &SharedFd {
         &self.fd
+    }
+
+    /// A stream of the datagrams arriving on this socket, received by a multishot `recvmsg`
+    /// into `ring`'s buffers (make one with [`datagram_ring`]). The stream holds its own
+    /// reference to the socket, so the socket can send while the stream receives. Use one
+    /// stream per socket, and no [`UdpSocket::recv_from`] beside it (each would see part of
+    /// the datagrams).
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` when the ring's buffers are too small for the `recvmsg` header.
+    pub fn datagrams(&self, ring: &BufRing) -> io::Result<Datagrams> {
+        if ring.buf_size() as usize <= RECVMSG_OVERHEAD {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("datagram ring buffers must be larger than {RECVMSG_OVERHEAD} bytes"),
+            ));
+        }
+        Ok(Datagrams {
+            fd: self.fd.clone(),
+            ring: ring.clone(),
+            stream: None,
+        })
+    }
+}
+
+/// A provided buffer ring for [`UdpSocket::datagrams`]: `buffers` buffers, each with room for a
+/// datagram of `max_datagram` bytes after the kernel's `recvmsg` header and sender address.
+/// Longer datagrams arrive cut, flagged [`Datagram::truncated`].
+///
+/// # Errors
+///
+/// `InvalidInput` for zero buffers or a size past 4 GiB; fails off a percore core.
+pub fn datagram_ring(max_datagram: usize, buffers: u16) -> io::Result<BufRing> {
+    let size = u32::try_from(max_datagram + RECVMSG_OVERHEAD)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "datagram size too large"))?;
+    BufRing::new(buffers, size)
+}
+
+/// The datagrams arriving on a socket; see [`UdpSocket::datagrams`].
+pub struct Datagrams {
+    fd: SharedFd,
+    ring: BufRing,
+    stream: Option<RecvMsgStream>,
+}
+
+impl fmt::Debug for Datagrams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Datagrams")
+            .field("ring", &self.ring)
+            .field("armed", &self.stream.is_some())
+            .finish()
+    }
+}
+
+impl Datagrams {
+    /// The next datagram: its payload lent by the ring (drop it soon to give the buffer
+    /// back), its sender, and whether it was cut to fit. The receive is re-armed whenever the
+    /// kernel ends it (after a zero-length datagram, say); when every ring buffer is lent out,
+    /// it waits for some to come back.
+    ///
+    /// # Errors
+    ///
+    /// The kernel's error (the socket was closed, ...); the next call re-arms.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a datagram leaves the stream only when returned; those that arrive while
+    /// nobody awaits wait in the stream (in ring buffers) or in the socket.
+    pub async fn next(&mut self) -> io::Result<Datagram> {
+        loop {
+            let stream = match &mut self.stream {
+                Some(s) => s,
+                None => self
+                    .stream
+                    .insert(ops::recvmsg_multishot(&self.fd, &self.ring)?),
+            };
+            match stream.next().await {
+                Ok(Some(datagram)) => return Ok(datagram),
+                // The kernel ended the multishot: re-arm.
+                Ok(None) => self.stream = None,
+                Err(e) if e.raw_os_error() == Some(ENOBUFS) => {
+                    self.stream = None;
+                    percore_engine::time::sleep(RING_DRY_BACKOFF).await;
+                }
+                Err(e) => {
+                    self.stream = None;
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// The ring the datagrams are lent from.
+    pub fn ring(&self) -> &BufRing {
+        &self.ring
     }
 }

@@ -66,7 +66,8 @@ impl UnixStream {
     /// Wraps a connected socket.
     pub fn from_owned_fd(fd: OwnedFd) -> UnixStream {
         UnixStream {
-            core: StreamCore::new(SharedFd::new(fd)),
+            // Unix sockets have no zero-copy send.
+            core: StreamCore::new(SharedFd::new(fd), None),
         }
     }
 

@@ -212,6 +212,7 @@ impl Inner {
         Some(RingBuf {
             ring: self.clone(),
             bid,
+            start: 0,
             len: len.min(self.buf_size as usize),
         })
     }
@@ -248,6 +249,8 @@ impl Drop for Inner {
 pub struct RingBuf {
     ring: Rc<Inner>,
     bid: u16,
+    /// Where the bytes it shows start in the buffer (after a `recvmsg` header, say).
+    start: usize,
     len: usize,
 }
 
@@ -255,6 +258,14 @@ impl RingBuf {
     /// The buffer id within its ring.
     pub fn bid(&self) -> u16 {
         self.bid
+    }
+
+    /// Narrows the bytes shown to `len` bytes from `start` (relative to what it shows now);
+    /// both are clamped to what it holds.
+    pub(crate) fn narrow(&mut self, start: usize, len: usize) {
+        let start = start.min(self.len);
+        self.start += start;
+        self.len = len.min(self.len - start);
     }
 }
 
@@ -271,9 +282,11 @@ impl Deref for RingBuf {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        let start = self.bid as usize * self.ring.buf_size as usize;
-        // SAFETY: the buffer is inside the allocation, the kernel wrote `len` bytes into it and
-        // will not touch it again until it is recycled (which needs this RingBuf dropped).
+        let start = self.bid as usize * self.ring.buf_size as usize + self.start;
+        // SAFETY: `start + len` stays within the buffer (take clamps len to the buffer size,
+        // narrow keeps start + len within the previous range), the buffer is inside the
+        // allocation, the kernel wrote those bytes and will not touch them again until the
+        // buffer is recycled (which needs this RingBuf dropped).
         unsafe { std::slice::from_raw_parts(self.ring.bufs.as_ptr().add(start), self.len) }
     }
 }

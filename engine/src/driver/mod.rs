@@ -169,7 +169,7 @@ impl Driver {
     pub(crate) unsafe fn submit(&mut self, entry: squeue::Entry, multishot: bool) -> OpKey {
         let state = if multishot {
             Lifecycle::Multishot {
-                queue: VecDeque::new(),
+                queue: slab::CompletionQueue::default(),
                 waker: None,
                 finished: false,
             }

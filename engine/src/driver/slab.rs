@@ -45,6 +45,48 @@ impl OpKey {
     }
 }
 
+/// The completions of a multishot op not yet taken, oldest first. The oldest sits inline: a
+/// stream that takes each completion as it comes (the usual case: an idle connection's
+/// receive) never allocates, and an idle op's slot holds no heap memory.
+#[derive(Debug, Default)]
+pub(crate) struct CompletionQueue {
+    first: Option<Completion>,
+    rest: std::collections::VecDeque<Completion>,
+}
+
+impl CompletionQueue {
+    pub(crate) fn push_back(&mut self, done: Completion) {
+        if self.first.is_none() {
+            // `rest` is empty whenever `first` is (pop_front refills `first` from it).
+            self.first = Some(done);
+        } else {
+            self.rest.push_back(done);
+        }
+    }
+
+    pub(crate) fn pop_front(&mut self) -> Option<Completion> {
+        let done = self.first.take()?;
+        self.first = self.rest.pop_front();
+        if self.rest.is_empty() && self.rest.capacity() > 0 {
+            // A burst is over: give its memory back rather than keep it per idle op.
+            self.rest = std::collections::VecDeque::new();
+        }
+        Some(done)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+}
+
+impl Iterator for CompletionQueue {
+    type Item = Completion;
+
+    fn next(&mut self) -> Option<Completion> {
+        self.pop_front()
+    }
+}
+
 /// Where an op is in its life.
 pub(crate) enum Lifecycle {
     /// Submitted; the future waits for its (first) completion.
@@ -53,7 +95,7 @@ pub(crate) enum Lifecycle {
     Completed(Completion),
     /// A multishot op: completions queue up until the stream takes them.
     Multishot {
-        queue: std::collections::VecDeque<Completion>,
+        queue: CompletionQueue,
         waker: Option<Waker>,
         finished: bool,
     },

@@ -90,9 +90,9 @@ pub async fn connect(socket: &SharedFd, addr: SocketAddr) -> io::Result<()> {
     super::check(done).map(drop)
 }
 
-struct BufData<B> {
-    _fd: SharedFd,
-    buf: B,
+pub(super) struct BufData<B> {
+    pub(super) _fd: SharedFd,
+    pub(super) buf: B,
 }
 
 impl<B: 'static> Orphan for BufData<B> {}
@@ -132,39 +132,6 @@ pub async fn recv<B: IoBufMut>(socket: &SharedFd, buf: B, flags: i32) -> (io::Re
     // SAFETY: `done` completes the receive into the buffer's spare capacity.
     let res = unsafe { super::commit_read(done, &mut data.buf) };
     (res, data.buf)
-}
-
-/// Sends `buf`'s initialised bytes (`MSG_NOSIGNAL` is always added: a closed peer is an
-/// `EPIPE` error, never a signal). Returns the count sent, possibly fewer than given.
-///
-/// # Errors
-///
-/// The kernel's error (`EPIPE`, `ECONNRESET`, ...).
-///
-/// # Cancel safety
-///
-/// Dropping the future cancels the send; some bytes may have been sent already.
-pub async fn send<B: IoBuf>(socket: &SharedFd, buf: B, flags: i32) -> (io::Result<usize>, B) {
-    let data = BufData {
-        _fd: socket.clone(),
-        buf,
-    };
-    let raw = socket.raw();
-    // SAFETY: the entry points at the buffer's initialised heap bytes, owned by the op data.
-    let op = unsafe {
-        Op::submit(data, |d| {
-            let (ptr, len) = super::filled(&d.buf);
-            opcode::Send::new(types::Fd(raw), ptr, len)
-                .flags(flags | libc::MSG_NOSIGNAL)
-                .build()
-        })
-    };
-    let op = match op {
-        Ok(op) => op,
-        Err((e, data)) => return (Err(e), data.buf),
-    };
-    let (done, data) = op.await;
-    (super::check(done).map(|n| n as usize), data.buf)
 }
 
 /// What [`recv_from`] learned besides the bytes.

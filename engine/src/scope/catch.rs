@@ -29,3 +29,59 @@ impl<F: Future> Future for CatchUnwind<F> {
         }
     }
 }
+
+/// Polls `future` catching panics, drops it, and resolves to what `finish` makes of its
+/// outcome. Written out (not an `async` block awaiting a [`CatchUnwind`]) so that the inner
+/// future is stored once, not once as a captured value and again as the awaited one: a scope's
+/// child tasks (every connection of a service) are this, and an idle task is as large as its
+/// future.
+pub(crate) struct CatchMap<F, D> {
+    future: Option<F>,
+    finish: Option<D>,
+}
+
+impl<F, D> CatchMap<F, D> {
+    pub(crate) fn new(future: F, finish: D) -> Self {
+        CatchMap {
+            future: Some(future),
+            finish: Some(finish),
+        }
+    }
+}
+
+impl<F, D, T> Future for CatchMap<F, D>
+where
+    F: Future,
+    D: FnOnce(std::thread::Result<F::Output>) -> T,
+{
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        // SAFETY: `future` is structurally pinned: it is only polled through the pin built
+        // below and dropped in place (by overwriting the Option), never moved; `finish` is not
+        // pinned and is only taken out by value.
+        let this = unsafe { self.get_unchecked_mut() };
+        let future = this
+            .future
+            .as_mut()
+            .expect("CatchMap polled after completion");
+        // SAFETY: as above, the future stays where it is until it is dropped in place.
+        let future = unsafe { Pin::new_unchecked(future) };
+        let outcome = match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(v)) => Ok(v),
+            Err(p) => Err(p),
+        };
+        // Dropped in place before the outcome is used, as an awaited future would be. A panic
+        // in its destructor counts as its panic.
+        let outcome = match catch_unwind(AssertUnwindSafe(|| this.future = None)) {
+            Ok(()) => outcome,
+            Err(p) => Err(p),
+        };
+        let finish = this
+            .finish
+            .take()
+            .expect("CatchMap polled after completion");
+        Poll::Ready(finish(outcome))
+    }
+}

@@ -32,7 +32,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use crate::executor::task::{JoinError, JoinHandle};
-use catch::CatchUnwind;
+use catch::{CatchMap, CatchUnwind};
 
 /// How a scope failed: the first error or panic of its body or a child.
 pub enum ScopeError<E> {
@@ -217,11 +217,32 @@ impl<E: 'static> Scope<E> {
         };
         self.inner.live.set(self.inner.live.get() + 1);
         let inner = self.inner.clone();
-        let handle = crate::spawn(async move {
-            let outcome = CatchUnwind::new(future).await;
-            inner.child_done(id, outcome);
-        });
+        let handle = crate::spawn(CatchMap::new(future, move |outcome| {
+            inner.child_done(id, outcome)
+        }));
         self.inner.children.borrow_mut()[id] = Some(handle);
+    }
+
+    /// Spawns `future` as a child whose panic does not fail the scope: its outcome (its output,
+    /// or [`JoinError::Panicked`]) goes to `finish`, whose result
+    /// is the child's (an `Err` fails the scope as with [`Scope::spawn`]). For a handler per
+    /// connection: one task, the handler's future stored once in it, a panic ends only its
+    /// connection.
+    ///
+    /// # Panics
+    ///
+    /// As [`Scope::spawn`].
+    pub fn spawn_isolated<F, D>(&self, future: F, finish: D)
+    where
+        F: Future + 'static,
+        D: FnOnce(Result<F::Output, crate::JoinError>) -> Result<(), E> + 'static,
+    {
+        self.spawn(CatchMap::new(
+            future,
+            move |outcome: std::thread::Result<F::Output>| {
+                finish(outcome.map_err(crate::JoinError::Panicked))
+            },
+        ));
     }
 
     /// Children still running.

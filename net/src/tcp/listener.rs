@@ -178,6 +178,20 @@ impl TcpListener {
     /// Cancel-safe: connections the kernel accepted wait in the listener's multishot accept
     /// until a later call takes them; none is lost or leaked.
     pub async fn accept(&mut self) -> io::Result<(TcpStream, SocketAddr)> {
+        let (fd, peer) = self.accept_fd().await?;
+        Ok((TcpStream::from_owned_fd(fd)?, peer))
+    }
+
+    /// Like [`TcpListener::accept`], but gives the bare fd (to hand to another core).
+    ///
+    /// # Errors
+    ///
+    /// As [`TcpListener::accept`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`TcpListener::accept`].
+    pub async fn accept_fd(&mut self) -> io::Result<(OwnedFd, SocketAddr)> {
         loop {
             let fd = self.acceptor.next().await?;
             let peer = SockRef::from(&fd)
@@ -186,7 +200,7 @@ impl TcpListener {
                 .and_then(|a| a.as_socket());
             // Reset between accept and getpeername: not a connection any more.
             let Some(peer) = peer else { continue };
-            return Ok((TcpStream::from_owned_fd(fd)?, peer));
+            return Ok((fd, peer));
         }
     }
 }

@@ -13,9 +13,14 @@
 //! buffer ring and lends out the kernel-filled buffers: no buffer is tied to a connection
 //! while it is idle, and a chunk is only taken from the stream when returned (cancel-safe).
 //! Use one form or the other on a stream, not both (each would see part of the bytes).
+//!
+//! When the kernel's hash spreads connections badly, [`Handoff`] offers the other way: one
+//! listener on one core, each accepted connection passed to the least-loaded core.
 
+mod handoff;
 pub(crate) mod listener;
 mod stream;
 
+pub use handoff::{Handoff, Inbox, INBOX_CAPACITY};
 pub use listener::{AcceptStats, TcpListener, DEFAULT_BACKLOG};
-pub use stream::TcpStream;
+pub use stream::{TcpStream, DEFAULT_SEND_ZC_THRESHOLD};

@@ -1,6 +1,7 @@
 //! A TCP connection on the current core.
 
 use std::fmt;
+use std::future::Future;
 use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::OwnedFd;
@@ -13,6 +14,11 @@ use percore_engine::ops;
 use socket2::{Domain, SockRef, Socket, Type};
 
 use crate::stream::{ByteStream, StreamCore};
+
+/// Writes of at least this many bytes go through zero-copy `SEND_ZC` unless a stream is told
+/// otherwise ([`TcpStream::set_send_zc_threshold`]); `None`: never. Measured on loopback
+/// here, see BENCHMARKS.md "SEND_ZC threshold".
+pub const DEFAULT_SEND_ZC_THRESHOLD: Option<usize> = None;
 
 /// A TCP connection. `!Send`: it lives on the core that made it (hand it to another core as an
 /// fd with [`TcpStream::into_owned_fd`] and [`TcpStream::from_owned_fd`]).
@@ -69,7 +75,7 @@ impl TcpStream {
 
     fn from_shared(fd: SharedFd) -> TcpStream {
         TcpStream {
-            core: StreamCore::new(fd),
+            core: StreamCore::new(fd, DEFAULT_SEND_ZC_THRESHOLD),
         }
     }
 
@@ -136,6 +142,26 @@ impl TcpStream {
         self.sock().set_tcp_nodelay(on)
     }
 
+    /// Sends of at least `threshold` bytes ([`TcpStream::write`], [`TcpStream::write_all`])
+    /// go through zero-copy `SEND_ZC` (the kernel sends from the buffer's pages and posts a
+    /// notification when it no longer reads them; the buffer comes back after that); smaller
+    /// ones are plain copying sends. `None`: never zero-copy. The default is
+    /// [`DEFAULT_SEND_ZC_THRESHOLD`]. On a kernel without `SEND_ZC` it stays off (see
+    /// [`TcpStream::send_zc_threshold`]).
+    ///
+    /// # Panics
+    ///
+    /// Panics off a percore core (it asks the core's ring whether it has `SEND_ZC`).
+    pub fn set_send_zc_threshold(&self, threshold: Option<usize>) {
+        let supported = percore_engine::ring_features().send_zc;
+        self.core.set_zc_threshold(threshold.filter(|_| supported));
+    }
+
+    /// The zero-copy threshold in use (see [`TcpStream::set_send_zc_threshold`]).
+    pub fn send_zc_threshold(&self) -> Option<usize> {
+        self.core.zc_threshold()
+    }
+
     /// Turns TCP keepalive on with probes after `idle`, or off with `None`.
     ///
     /// # Errors
@@ -174,7 +200,8 @@ impl TcpStream {
         self.core.read(buf).await
     }
 
-    /// Sends `buf`'s initialised bytes once; returns how many were sent.
+    /// Sends `buf`'s initialised bytes once (zero-copy at or above the stream's
+    /// [threshold](TcpStream::set_send_zc_threshold)); returns how many were sent.
     ///
     /// # Errors
     ///
@@ -182,9 +209,12 @@ impl TcpStream {
     ///
     /// # Cancel safety
     ///
-    /// Dropping the future cancels the send; some bytes may have been sent.
-    pub async fn write<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, B) {
-        self.core.write(buf).await
+    /// Dropping the future cancels the send; some bytes may have been sent. A zero-copy
+    /// send's buffer is kept by the engine until the kernel's notification says it no longer
+    /// reads it, then freed: the pages are never freed or reused under the kernel.
+    pub fn write<B: IoBuf>(&self, buf: B) -> impl Future<Output = (io::Result<usize>, B)> + '_ {
+        // Not an `async fn`: the op's future itself, with no wrapper state around it.
+        self.core.write(buf)
     }
 
     /// Sends all of `buf`, looping over short sends. The buffer comes back emptied of what was
@@ -198,8 +228,8 @@ impl TcpStream {
     ///
     /// Dropping the future stops sending; a prefix of the bytes may have been sent, so the
     /// stream should then be closed.
-    pub async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
-        self.core.write_all(buf).await
+    pub fn write_all(&self, buf: Vec<u8>) -> impl Future<Output = (io::Result<()>, Vec<u8>)> + '_ {
+        self.core.write_all(buf)
     }
 
     /// Sends several buffers with one `writev`; returns the count sent (possibly short).
@@ -254,12 +284,12 @@ impl TcpStream {
 }
 
 impl ByteStream for TcpStream {
-    async fn recv_chunk(&mut self) -> io::Result<Option<RingBuf>> {
-        self.core.recv_chunk().await
+    fn recv_chunk(&mut self) -> impl Future<Output = io::Result<Option<RingBuf>>> {
+        self.core.recv_chunk()
     }
 
-    async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
-        self.core.write_all(buf).await
+    fn write_all(&self, buf: Vec<u8>) -> impl Future<Output = (io::Result<()>, Vec<u8>)> {
+        self.core.write_all(buf)
     }
 
     async fn shutdown_write(&self) -> io::Result<()> {

@@ -1,0 +1,266 @@
+//! Hand-off accepting: one listener, connections passed to the least-loaded core.
+//!
+//! # Design
+//!
+//! Sharded listeners leave the spread to the kernel's `SO_REUSEPORT` hash, which can balance
+//! badly (few clients, one client with many connections). In hand-off mode one core owns the
+//! only listening socket; each connection it accepts goes, as an `OwnedFd`, over a bounded
+//! cross-core channel to the core that serves the fewest connections right now.
+//!
+//! Load is one atomic counter per core (on its own cache line): the acceptor adds one when it
+//! hands a connection to a core, the serving core takes one off when the connection ends. That
+//! is one atomic read-modify-write per connection on each side, never per request. Ties go
+//! round-robin, so connections spread even when they come and go one at a time.
+//!
+//! A core takes its inbox with [`Handoff::inbox`] when it starts serving; when it stops, its
+//! [`Inbox`] is dropped and every fd still queued in it is closed with it. The acceptor then
+//! finds that core's channel closed and passes the connection to another live core; when no
+//! core is left, it closes the connection (counted). No fd is leaked on either path.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use percore_engine::cross::channel::{self, CrossReceiver, CrossSender};
+use percore_engine::sync::channel::TrySendError;
+
+use super::TcpStream;
+
+/// Connections a core's inbox holds before the acceptor waits for it.
+pub const INBOX_CAPACITY: usize = 1024;
+
+/// Marks a core whose inbox is gone: it is never chosen again.
+const GONE: usize = usize::MAX;
+
+/// An accepted connection on its way to a core.
+type Handed = (OwnedFd, SocketAddr);
+
+/// One core's slot: its live-connection count, on a cache line of its own.
+#[repr(align(64))]
+struct Load(AtomicUsize);
+
+/// The shared state of hand-off accepting for one runtime: per-core inboxes and loads.
+pub struct Handoff {
+    loads: Vec<Load>,
+    senders: Vec<CrossSender<Handed>>,
+    receivers: Vec<Mutex<Option<CrossReceiver<Handed>>>>,
+    next: AtomicUsize,
+    dropped: AtomicU64,
+}
+
+impl fmt::Debug for Handoff {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handoff")
+            .field("loads", &self.loads())
+            .field("dropped", &self.dropped())
+            .finish()
+    }
+}
+
+impl Handoff {
+    /// Hand-off state for `cores` cores (indexes `0..cores`, as
+    /// [`current_core`](percore_engine::current_core) numbers them).
+    ///
+    /// # Panics
+    ///
+    /// Panics if `cores` is 0.
+    pub fn new(cores: usize) -> Arc<Handoff> {
+        assert!(cores > 0, "hand-off needs at least one core");
+        let (senders, receivers) = (0..cores)
+            .map(|_| {
+                let (tx, rx) = channel::bounded(INBOX_CAPACITY);
+                (tx, Mutex::new(Some(rx)))
+            })
+            .unzip();
+        Arc::new(Handoff {
+            loads: (0..cores).map(|_| Load(AtomicUsize::new(0))).collect(),
+            senders,
+            receivers,
+            next: AtomicUsize::new(0),
+            dropped: AtomicU64::new(0),
+        })
+    }
+
+    /// How many cores take part.
+    pub fn cores(&self) -> usize {
+        self.loads.len()
+    }
+
+    /// Live connections per core now (`usize::MAX` for a core that stopped serving).
+    pub fn loads(&self) -> Vec<usize> {
+        self.loads
+            .iter()
+            .map(|l| l.0.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Connections closed because no core was left to take them.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Takes core `core`'s inbox; a core serves what arrives there. `None` if it was taken
+    /// already or there is no such core.
+    pub fn inbox(self: &Arc<Self>, core: usize) -> Option<Inbox> {
+        let rx = self
+            .receivers
+            .get(core)?
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()?;
+        Some(Inbox {
+            handoff: self.clone(),
+            core,
+            rx,
+        })
+    }
+
+    /// The live core with the fewest connections (ties round-robin), or `None`.
+    fn least_loaded(&self) -> Option<usize> {
+        let n = self.loads.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        (0..n)
+            .map(|i| (start + i) % n)
+            .map(|core| (core, self.loads[core].0.load(Ordering::Relaxed)))
+            .filter(|&(_, load)| load != GONE)
+            .min_by_key(|&(_, load)| load)
+            .map(|(core, _)| core)
+    }
+
+    /// Says one connection handed to core `core` ended, so the acceptor's count stays true.
+    pub fn finished(&self, core: usize) {
+        let Some(load) = self.loads.get(core) else {
+            return;
+        };
+        // Never below zero, never out of GONE (the count is a hint for the chooser).
+        let _ = load
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n != 0 && n != GONE).then(|| n - 1)
+            });
+    }
+
+    /// Passes an accepted connection to the least-loaded live core; waits if that core's inbox
+    /// is full. Returns the core, or `None` when no core is left (the connection is then closed
+    /// and counted).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future while it waits for room closes the connection (the fd drops with
+    /// the future) and takes its count off the core again; nothing leaks.
+    pub async fn dispatch(&self, fd: OwnedFd, peer: SocketAddr) -> Option<usize> {
+        let mut handed = (fd, peer);
+        loop {
+            let Some(core) = self.least_loaded() else {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                return None;
+            };
+            self.loads[core].0.fetch_add(1, Ordering::Relaxed);
+            // Counted before it is sent (so a burst spreads); if this future is dropped while
+            // the inbox is full, the guard takes the count back off.
+            let counted = Counted {
+                handoff: self,
+                core,
+            };
+            let sent = match self.senders[core].try_send(handed) {
+                Ok(()) => Ok(()),
+                Err(TrySendError::Full(h)) => {
+                    self.senders[core].send(h).await.map_err(|e| e.into_inner())
+                }
+                Err(TrySendError::Closed(h)) => Err(h),
+            };
+            std::mem::forget(counted);
+            match sent {
+                Ok(()) => return Some(core),
+                // That core stopped serving: never choose it again, try another.
+                Err(h) => {
+                    self.loads[core].0.store(GONE, Ordering::Relaxed);
+                    handed = h;
+                }
+            }
+        }
+    }
+}
+
+/// A connection counted on a core but not yet in its inbox; dropped (the dispatch was
+/// cancelled), it takes the count back off.
+struct Counted<'a> {
+    handoff: &'a Handoff,
+    core: usize,
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.handoff.finished(self.core);
+    }
+}
+
+/// One core's end of the hand-off: the connections passed to it. Dropping it (the core stops
+/// serving) closes every connection still queued and takes the core out of the choice.
+pub struct Inbox {
+    handoff: Arc<Handoff>,
+    core: usize,
+    rx: CrossReceiver<Handed>,
+}
+
+impl fmt::Debug for Inbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Inbox")
+            .field("core", &self.core)
+            .field("queued", &self.rx.len())
+            .finish()
+    }
+}
+
+impl Inbox {
+    /// The next connection passed to this core; `None` when the hand-off is gone.
+    ///
+    /// Call [`Inbox::finished`] (or [`Handoff::finished`]) when the connection ends, so the
+    /// acceptor's count stays true.
+    ///
+    /// # Errors
+    ///
+    /// Never for the hand-off itself; a connection whose fd is not a socket is closed,
+    /// counted as finished, and reported as the error.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a connection leaves the inbox only when returned.
+    pub async fn next(&self) -> Option<io::Result<(TcpStream, SocketAddr)>> {
+        let (fd, peer) = self.rx.recv().await?;
+        match TcpStream::from_owned_fd(fd) {
+            Ok(stream) => Some(Ok((stream, peer))),
+            Err(e) => {
+                self.finished();
+                Some(Err(e))
+            }
+        }
+    }
+
+    /// Says one connection handed to this core ended (the same as [`Handoff::finished`]).
+    pub fn finished(&self) {
+        self.handoff.finished(self.core);
+    }
+
+    /// The core this inbox belongs to.
+    pub fn core(&self) -> usize {
+        self.core
+    }
+
+    /// The hand-off this inbox belongs to.
+    pub fn handoff(&self) -> &Arc<Handoff> {
+        &self.handoff
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        // Mark the core gone before the receiver closes its queue (dropping every fd in it).
+        self.handoff.loads[self.core]
+            .0
+            .store(GONE, Ordering::Relaxed);
+    }
+}
