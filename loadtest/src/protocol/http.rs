@@ -117,9 +117,17 @@ pub fn parse_response(
     let mut start = 0;
     loop {
         let rest = &input[start..];
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut response = httparse::Response::new(&mut headers);
-        let head_len = match response.parse(rest) {
+        // Left uninitialised: httparse writes only the headers it finds (no 2 KiB memset per
+        // response).
+        let mut headers =
+            [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut response,
+            rest,
+            &mut headers,
+        );
+        let head_len = match parsed {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) => {
                 if rest.len() > MAX_HEAD {
