@@ -160,3 +160,52 @@ fn sigint_stops_the_run_early_and_still_reports() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("stopped early"));
 }
+
+/// A TCP echo server that answers the first 64 bytes of each connection and then never again
+/// (keeping the connection open): every later request must end as a counted timeout.
+fn stalling_echo() -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(500) {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut first = [0u8; 64];
+                if conn.read_exact(&mut first).is_ok() && conn.write_all(&first).is_ok() {
+                    // Swallow whatever comes next until the client gives up.
+                    let mut sink = [0u8; 4096];
+                    while matches!(conn.read(&mut sink), Ok(n) if n > 0) {}
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_server_that_stops_answering_gives_timeouts_and_reconnects() {
+    let addr = stalling_echo();
+    let dir = temp_dir("stalling");
+    let run = load(
+        &dir,
+        &[
+            &format!("tcp://{addr}"),
+            "--rate",
+            "200",
+            "-d",
+            "1500ms",
+            "-c",
+            "4",
+            "--cpus",
+            "1",
+            "--timeout",
+            "200ms",
+        ],
+    );
+    run.assert_exact_accounting();
+    let timeouts = run.json["error_kinds"]["timeout"].as_u64().unwrap_or(0);
+    assert!(timeouts >= 4, "{}", run.stdout());
+    assert!(run.u64("reconnects") >= 4, "{}", run.stdout());
+    assert!(run.u64("responses") >= 4, "{}", run.stdout());
+}
