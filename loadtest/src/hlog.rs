@@ -324,4 +324,27 @@ mod tests {
         assert_eq!(latency[1].histogram.max(), histogram(&[40]).max());
         assert!(merge(&[b"garbage".to_vec()], &mut Vec::new()).is_err());
     }
+
+    /// Cuts and byte flips of a valid log: reading never panics.
+    #[test]
+    fn fuzz_reading_never_panics() {
+        let start = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let valid = log(start, &[&[1000, 2000, 3_000_000], &[5, 6]]);
+        let mut rng = crate::schedule::SplitMix64(9);
+        for _ in 0..3000 {
+            let mut input = valid.clone();
+            for _ in 0..(1 + rng.next_u64() % 3) {
+                let i = (rng.next_u64() as usize) % input.len();
+                match rng.next_u64() % 3 {
+                    0 => input[i] = rng.next_u64() as u8,
+                    1 => input.truncate(i),
+                    _ => input.insert(i, b"0A,=+/\n."[(rng.next_u64() % 8) as usize]),
+                }
+                if input.is_empty() {
+                    break;
+                }
+            }
+            let _ = read(&input);
+        }
+    }
 }
