@@ -8,10 +8,11 @@
 //! and never moves. Per core there is:
 //!
 //! - one demultiplexer: a receive loop on the core's socket (one multishot `recvmsg` into a
-//!   ring of receive buffers) and a table peer -> conversation. A known peer's datagram goes into its conversation's bounded inbox (never waiting: when
-//!   the inbox is full, the [`OverflowPolicy`] drops one and it is counted). An unknown peer's
-//!   first datagram passes admission (tombstone, cap, rate, hook: see [`Admission`]) before
-//!   anything is allocated for it;
+//!   ring of receive buffers) and a table peer -> conversation. A known peer's datagram is
+//!   copied into its conversation's bounded inbox (never waiting: when the inbox is full, the
+//!   [`OverflowPolicy`] drops one and it is counted). An unknown peer's first datagram passes
+//!   admission (tombstone, cap, rate, hook: see [`Admission`]) before anything is allocated
+//!   for it;
 //! - one task per conversation, running the handler inside a scope owned by `serve`, so
 //!   stopping the service cancels them all. The conversation ends when the handler returns,
 //!   fails, panics, when a task forked from it fails, when the peer is idle for the idle
@@ -33,8 +34,8 @@
 //! the receive ring: [`ConversationService::receive_buffers`] buffers of `max_datagram` plus 44
 //! bytes (allocated once; the kernel writes only as much of each as a datagram needs, so with
 //! small datagrams most of its pages are never touched). Inboxes hold copies, never ring
-//! buffers, so the ring does not grow with the conversations. A flood of datagrams from spoofed sources can use up the cap, not grow
-//! memory past it.
+//! buffers, so the ring does not grow with the conversations. A flood of datagrams from
+//! spoofed sources can use up the cap, not grow memory past it.
 //!
 //! # Stopping
 //!
