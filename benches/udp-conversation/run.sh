@@ -23,6 +23,9 @@
 #                 BIN=<dir of prebuilt binaries: skips the build>
 #                 BEFORE_BIN=<dir of an older build>: a server named NAME-before in SERVERS
 #                 runs NAME from that build (a before/after comparison in one run)
+#                 BUSY_POLL_US=50: a percore server named NAME+bp in SERVERS runs NAME in the
+#                 runtime's latency mode (spins this long before sleeping; CPU times then
+#                 include the spinning)
 # See docs/BENCHMARKING.md: this is a noisy shared 2-vCPU VM; quote ratios, not absolutes.
 set -euo pipefail
 
@@ -37,6 +40,7 @@ CLIENT_CPU=${CLIENT_CPU:-1}
 PERF=${PERF:-0}
 CALLGRIND=${CALLGRIND:-0}
 PERF_EVENTS=${PERF_EVENTS:-"instructions:u,instructions:k"}
+BUSY_POLL_US=${BUSY_POLL_US:-50}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
@@ -79,7 +83,8 @@ if os.path.exists(perf):
             continue
         name = "instr_k" if parts[2].endswith(":k") else "instr_u" if parts[2].endswith(":u") else None
         if name:
-            fields[name] = float(parts[0]) if parts[0].replace(".", "").isdigit() else None
+            value = float(parts[0]) if parts[0].replace(".", "").isdigit() else 0
+            fields[name] = value if value > 0 else None
     os.remove(perf)
 dumps = [f for f in glob.glob(os.path.join(d, "cg.*")) if os.path.getsize(f) > 0]
 if dumps:
@@ -87,7 +92,8 @@ if dumps:
     last = max(dumps, key=os.path.getmtime)
     for line in open(last):
         if line.startswith(("summary:", "totals:")):
-            fields["instr_u"] = float(line.split()[1])
+            # Zero when the zeroing came late (valgrind takes commands between its slices).
+            fields["instr_u"] = float(line.split()[1]) or None
             break
 print("".join(f',"{k}":{"null" if v is None else v}' for k, v in fields.items()))
 PY
@@ -96,7 +102,8 @@ PY
 SERVER_PID=""
 cleanup() {
     if [[ -n "$SERVER_PID" ]]; then
-        kill "$SERVER_PID" 2>/dev/null || true
+        # Under callgrind the server may not get to its graceful shutdown (its dump is made).
+        kill "-$([[ "$CALLGRIND" == 1 ]] && echo KILL || echo TERM)" "$SERVER_PID" 2>/dev/null || true
         wait "$SERVER_PID" 2>/dev/null || true
         SERVER_PID=""
     fi
@@ -110,16 +117,19 @@ for size in $SIZES; do
             for server in $SERVERS; do
                 port=$("$BIN/udp_conv_client" --free-port)
                 addr="127.0.0.1:$port"
-                server_bin="$BIN" kind="$server"
-                if [[ "$server" == *-before ]]; then
-                    server_bin="${BEFORE_BIN:?BEFORE_BIN for $server}" kind="${server%-before}"
+                server_bin="$BIN" kind="$server" extra=()
+                if [[ "$kind" == *+bp ]]; then
+                    kind="${kind%+bp}" extra=(--busy-poll-us "$BUSY_POLL_US")
+                fi
+                if [[ "$kind" == *-before ]]; then
+                    server_bin="${BEFORE_BIN:?BEFORE_BIN for $server}" kind="${kind%-before}"
                 fi
                 wrap=()
                 if [[ "$CALLGRIND" == 1 ]]; then
                     wrap=(valgrind --tool=callgrind "--callgrind-out-file=$MEASURE/cg.%p")
                 fi
                 taskset -c "$SERVER_CPU" "${wrap[@]}" "$server_bin/udp_conv_echo" \
-                    --server "$kind" --listen "$addr" --cpu "$SERVER_CPU" 2>"$ERR" &
+                    --server "$kind" --listen "$addr" --cpu "$SERVER_CPU" "${extra[@]}" 2>"$ERR" &
                 SERVER_PID=$!
                 # A datagram sent before the server binds draws an ICMP error: wait for it.
                 for _ in $(seq 100); do
