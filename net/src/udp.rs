@@ -184,6 +184,7 @@ impl UdpSocket {
             fd: self.fd.clone(),
             ring: ring.clone(),
             stream: None,
+            ring_dry: 0,
         })
     }
 }
@@ -206,6 +207,7 @@ pub struct Datagrams {
     fd: SharedFd,
     ring: BufRing,
     stream: Option<RecvMsgStream>,
+    ring_dry: u64,
 }
 
 impl fmt::Debug for Datagrams {
@@ -213,6 +215,7 @@ impl fmt::Debug for Datagrams {
         f.debug_struct("Datagrams")
             .field("ring", &self.ring)
             .field("armed", &self.stream.is_some())
+            .field("ring_dry", &self.ring_dry)
             .finish()
     }
 }
@@ -220,8 +223,10 @@ impl fmt::Debug for Datagrams {
 impl Datagrams {
     /// The next datagram: its payload lent by the ring (drop it soon to give the buffer
     /// back), its sender, and whether it was cut to fit. The receive is re-armed whenever the
-    /// kernel ends it (after a zero-length datagram, say); when every ring buffer is lent out,
-    /// it waits for some to come back.
+    /// kernel ends it (after a zero-length datagram, say). When the ring ran dry (the kernel
+    /// had no buffer for a datagram; it stays in the socket), the receive is re-armed at once
+    /// if buffers came back meanwhile, and only when every ring buffer is still lent out does
+    /// it wait for some to come back. Either way the datagrams keep their order.
     ///
     /// # Errors
     ///
@@ -245,7 +250,12 @@ impl Datagrams {
                 Ok(None) => self.stream = None,
                 Err(e) if e.raw_os_error() == Some(ENOBUFS) => {
                     self.stream = None;
-                    percore_engine::time::sleep(RING_DRY_BACKOFF).await;
+                    self.ring_dry += 1;
+                    // Every datagram completed before this has been taken: a taker that gave
+                    // its buffers back (it copied the payloads) gets the receive re-armed now.
+                    if self.ring.lent() >= usize::from(self.ring.entries()) {
+                        percore_engine::time::sleep(RING_DRY_BACKOFF).await;
+                    }
                 }
                 Err(e) => {
                     self.stream = None;
@@ -258,5 +268,11 @@ impl Datagrams {
     /// The ring the datagrams are lent from.
     pub fn ring(&self) -> &BufRing {
         &self.ring
+    }
+
+    /// Times the ring ran dry so far: the kernel had no buffer for a datagram and ended the
+    /// receive, which was then re-armed (after a back-off when no buffer had come back).
+    pub fn ring_dry(&self) -> u64 {
+        self.ring_dry
     }
 }

@@ -53,7 +53,8 @@
 //! # Threads and system calls
 //!
 //! None of its own: the service runs on the calling core; receives and sends are io_uring ops
-//! (`recvmsg`/`sendmsg`/`send`) through percore-net; sockets are made with `socket`/`bind`/
+//! through percore-net (the service: one multishot `recvmsg` into a provided buffer ring, and
+//! `sendmsg`; the client: `recvmsg` and `send`); sockets are made with `socket`/`bind`/
 //! `connect`/`setsockopt` (`SO_REUSEPORT`). Nothing here is `unsafe`.
 
 #![forbid(unsafe_code)]

@@ -108,6 +108,11 @@ pub struct ConversationStats {
     pub dropped: DroppedStats,
     /// Receive errors the socket reported (each also logged).
     pub receive_errors: u64,
+    /// Times the receive ring ran dry: more datagrams arrived between two turns of the
+    /// demultiplexer than the ring has buffers (see
+    /// [`ConversationService::receive_buffers`](crate::ConversationService::receive_buffers)).
+    /// Nothing is lost: the rest wait in the socket and the receive is re-armed at once.
+    pub ring_dry: u64,
 }
 
 /// The live counters behind [`ConversationStats`] (core-local, no atomics).
@@ -137,6 +142,11 @@ impl Counters {
 
     pub(crate) fn receive_error(&self) {
         self.bump(|s| s.receive_errors += 1);
+    }
+
+    /// The receive's ring-dry count so far.
+    pub(crate) fn set_ring_dry(&self, total: u64) {
+        self.bump(|s| s.ring_dry = total);
     }
 
     pub(crate) fn created(&self) {

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use common::{ask, client, numbered, numbered_echo, recv_within, serve, wait_until};
 use percore_engine::time::sleep;
+use percore_net::udp::UdpSocket;
 use percore_udp_conversation::{Conversation, ConversationService, Failure};
 
 #[test]
@@ -297,5 +298,75 @@ fn a_handler_times_out_its_receives_with_a_cancel_scope() {
         }
         wait_until("it ended", || server.stats().ended.completed == 1).await;
         assert_eq!(server.stats().dropped.total(), 0);
+    });
+}
+
+/// Records every datagram it receives, in order.
+fn recorder(log: Rc<RefCell<Vec<Vec<u8>>>>) -> impl Fn(Conversation) -> RecordFuture {
+    move |conv| Box::pin(record(conv, log.clone()))
+}
+
+type RecordFuture = std::pin::Pin<Box<dyn std::future::Future<Output = io::Result<()>>>>;
+
+async fn record(mut conv: Conversation, log: Rc<RefCell<Vec<Vec<u8>>>>) -> io::Result<()> {
+    while let Some(d) = conv.recv().await {
+        log.borrow_mut().push(d);
+    }
+    Ok(())
+}
+
+#[test]
+fn a_burst_through_a_small_ring_with_empty_datagrams_keeps_order_and_loses_none() {
+    // The sequence: a burst of 200 datagrams (every fifth one empty, every seventh one over
+    // the size limit) is queued in the server's socket before the service first receives; its
+    // ring has 4 buffers, so the multishot receive ends again and again, on the empty
+    // datagrams (the kernel ends it after one) and when the ring runs dry; each time it is
+    // re-armed and the datagrams waiting in the socket come next, in order.
+    const BURST: u32 = 200;
+    percore_engine::block_on(async {
+        let socket = UdpSocket::bind_sharded("127.0.0.1:0".parse().unwrap()).unwrap();
+        socket2::SockRef::from(socket.fd())
+            .set_recv_buffer_size(1 << 20)
+            .unwrap();
+        let addr = socket.local_addr();
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut expected = Vec::new();
+        for i in 0..BURST {
+            let payload = match i {
+                _ if i % 5 == 0 => Vec::new(),
+                _ if i % 7 == 0 => vec![7u8; 101],
+                _ => i.to_be_bytes().to_vec(),
+            };
+            peer.send_to(&payload, addr).unwrap();
+            if payload.len() <= 100 {
+                expected.push(payload);
+            }
+        }
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let service = Rc::new(
+            ConversationService::new()
+                .max_datagram(100)
+                .receive_buffers(4)
+                .inbox_capacity(BURST as usize),
+        );
+        let s = service.clone();
+        let handler = recorder(log.clone());
+        let _server = percore_engine::spawn(async move { s.serve(socket, handler).await });
+        wait_until("the burst was received", || {
+            service.stats().received == u64::from(BURST)
+        })
+        .await;
+        wait_until("the handler read its inbox", || {
+            log.borrow().len() == expected.len()
+        })
+        .await;
+        assert_eq!(*log.borrow(), expected, "in order, none lost");
+        let stats = service.stats();
+        assert_eq!(
+            stats.dropped.truncated,
+            u64::from(BURST) - expected.len() as u64
+        );
+        assert_eq!(stats.dropped.total(), stats.dropped.truncated);
+        assert!(stats.ring_dry > 0, "a 4-buffer ring ran dry: {stats:?}");
     });
 }

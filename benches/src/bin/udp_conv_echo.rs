@@ -4,14 +4,17 @@
 //!
 //! - `conv`: percore's `ConversationService` (a demultiplexer task, one task per peer, the
 //!   counter lives in that task), with `numbered_echo`;
-//! - `plain`: plain percore UDP, one task: `recv_from` into a reused buffer, the counter in a
-//!   `HashMap<SocketAddr, u64>`, `send_to` awaited before the next receive (the shape of
-//!   `percore serve udp-echo`);
+//! - `plain`: plain percore UDP on the same receive path as `conv` (one multishot `recvmsg`
+//!   into a ring of the same buffers): percore-net's `UdpService` (the shape of `percore serve
+//!   udp-echo`), the counter in a `HashMap<SocketAddr, u64>` bumped as each datagram is taken
+//!   (in arrival order), the reply sent by the datagram's handler task, so sends overlap the
+//!   next receives as `conv`'s do;
 //! - `tokio`: the same loop as `plain` on a tokio `current_thread` runtime.
 //!
 //! Run: `udp_conv_echo --server conv --listen 127.0.0.1:7000 --cpu 0`; see
 //! `benches/udp-conversation/run.sh`.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
@@ -19,6 +22,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use percore_engine::Runtime;
+use percore_net::service::UdpService;
 use percore_net::udp::UdpSocket;
 use percore_udp_conversation::{numbered_echo, numbered_reply, ConversationService};
 
@@ -45,10 +49,17 @@ struct Args {
     /// The CPU of the (single) core.
     #[arg(long, default_value_t = 0)]
     cpu: usize,
+    /// percore servers: spin on the ring this many µs before sleeping (the runtime's latency
+    /// mode, `Builder::busy_poll`); 0 (the default) sleeps at once.
+    #[arg(long, default_value_t = 0)]
+    busy_poll_us: u64,
 }
 
 /// Longest datagram the servers take.
 const MAX_DATAGRAM: usize = 65_535;
+
+/// Receive buffers of the percore servers (`ConversationService`'s default).
+const RING_BUFFERS: u16 = 64;
 
 /// Every server's receive buffer: room for many peers' datagrams in flight (the default
 /// ~208 KiB overflows with a few hundred closed-loop peers).
@@ -80,27 +91,41 @@ async fn serve_conv(listen: SocketAddr) -> io::Result<()> {
     let socket = bind(listen, "conv")?;
     let service = ConversationService::new()
         .max_conversations(100_000)
+        .max_datagram(MAX_DATAGRAM)
+        .receive_buffers(RING_BUFFERS)
         .idle_timeout(Duration::from_secs(60));
     service.serve(socket, numbered_echo).await.map(drop)
 }
 
 async fn serve_plain(listen: SocketAddr) -> io::Result<()> {
     let socket = bind(listen, "plain")?;
-    let mut counters = HashMap::new();
-    let mut buf = Vec::with_capacity(MAX_DATAGRAM);
-    loop {
-        buf.clear();
-        let (meta, back) = socket.recv_from(buf).await;
-        buf = back;
-        let meta = meta?;
-        let Some(from) = meta.from else { continue };
-        if meta.truncated {
-            continue;
-        }
-        let reply = next_reply(&mut counters, from, &buf);
-        let (sent, _) = socket.send_to(reply, from).await;
-        sent?;
-    }
+    let counters = RefCell::new(HashMap::new());
+    UdpService::new()
+        .max_datagram(MAX_DATAGRAM)
+        .buffers(RING_BUFFERS)
+        // The handler gives its ring buffer back before it runs: no cap needed below the
+        // peers in flight.
+        .max_in_flight(1 << 16)
+        .serve(socket, move |socket, datagram| {
+            // The count and the reply are made here, as the datagram is taken (arrival order);
+            // the ring buffer goes back with `datagram`, before the send.
+            let reply = datagram.source.map(|from| {
+                (
+                    next_reply(&mut counters.borrow_mut(), from, &datagram.payload),
+                    from,
+                )
+            });
+            drop(datagram);
+            async move {
+                if let Some((reply, to)) = reply {
+                    let (sent, _) = socket.send_to(reply, to).await;
+                    sent?;
+                }
+                Ok(())
+            }
+        })
+        .await
+        .map(drop)
 }
 
 async fn serve_tokio(listen: SocketAddr) -> io::Result<()> {
@@ -129,7 +154,11 @@ fn main() -> io::Result<()> {
             .build()?
             .block_on(serve_tokio(listen));
     }
-    let runtime = Runtime::builder().cpus([args.cpu]).build()?;
+    let mut builder = Runtime::builder().cpus([args.cpu]);
+    if args.busy_poll_us > 0 {
+        builder = builder.busy_poll(Duration::from_micros(args.busy_poll_us));
+    }
+    let runtime = builder.build()?;
     let server = args.server;
     for res in runtime
         .run(move |_core| async move {

@@ -8,14 +8,16 @@
 //! in a row to cover the timeout. So a conversation ends between `idle` and `idle` plus one
 //! sweep period after its peer's last datagram, and a conversation's task polls no timer.
 //!
-//! # One receive at a time
+//! # One receive, in queue order
 //!
-//! The loop keeps exactly one receive op in flight and delivers each datagram as soon as the
-//! receive completes, with no await in between, so datagrams reach inboxes in the socket's
-//! queue order. Several receives in flight on one socket were tried: the kernel does not
-//! complete them in queue order under load (the ordering test caught it), so a faster path
-//! must be a single multishot receive, which completes in queue order; the `receive` seam is
-//! where it goes.
+//! The loop reads one multishot receive (see the `receive` seam): one op, re-armed whenever the
+//! kernel ends it, that completes datagrams in the socket's queue order. Each datagram is
+//! delivered as soon as it is taken, with no await in between, so datagrams reach inboxes in
+//! that order. Several single receives in flight on one socket were tried before: the kernel
+//! does not complete them in queue order under load (the ordering test caught it).
+//!
+//! The loop never waits for a handler: delivering copies the payload into the inbox (or drops
+//! it, counted) and gives the ring buffer back at once.
 
 use std::convert::Infallible;
 use std::io;
@@ -44,22 +46,30 @@ const MAX_RECEIVE_ERRORS_IN_A_ROW: u32 = 100;
 ///
 /// # Cancel safety
 ///
-/// Dropping it loses at most the datagram its receive had taken.
+/// Dropping it loses no datagram: the receive is cancel-safe, and delivery does not await.
 pub(crate) async fn receive_loop(
     mut source: DatagramSource,
     table: Rc<Table>,
     start: Starter,
 ) -> io::Result<()> {
     let mut errors_in_a_row = 0u32;
+    let mut ring_dry = 0u64;
     loop {
-        let next = pin!(source.next());
-        let received = match first(pin!(shutdown::requested()), next).await {
-            First::A((), _) => break,
-            First::B(received, _) => received,
+        let received = {
+            let next = pin!(source.next());
+            match first(pin!(shutdown::requested()), next).await {
+                First::A((), _) => break,
+                First::B(received, _) => received,
+            }
         };
+        if source.ring_dry() != ring_dry {
+            ring_dry = source.ring_dry();
+            table.counters.set_ring_dry(ring_dry);
+        }
         match received {
             Ok(datagram) => {
                 errors_in_a_row = 0;
+                // The ring buffer goes back when `datagram` drops, right after delivery.
                 if let Some(shared) = table.deliver(&datagram) {
                     start(shared);
                 }

@@ -7,11 +7,12 @@
 //! 4-tuple hash sends all of a peer's datagrams to one core, so a conversation lives on one core
 //! and never moves. Per core there is:
 //!
-//! - one demultiplexer: a receive loop on the core's socket and a table peer -> conversation.
-//!   A known peer's datagram goes into its conversation's bounded inbox (never waiting: when
-//!   the inbox is full, the [`OverflowPolicy`] drops one and it is counted). An unknown peer's
-//!   first datagram passes admission (tombstone, cap, rate, hook: see [`Admission`]) before
-//!   anything is allocated for it;
+//! - one demultiplexer: a receive loop on the core's socket (one multishot `recvmsg` into a
+//!   ring of receive buffers) and a table peer -> conversation. A known peer's datagram is
+//!   copied into its conversation's bounded inbox (never waiting: when the inbox is full, the
+//!   [`OverflowPolicy`] drops one and it is counted). An unknown peer's first datagram passes
+//!   admission (tombstone, cap, rate, hook: see [`Admission`]) before anything is allocated
+//!   for it;
 //! - one task per conversation, running the handler inside a scope owned by `serve`, so
 //!   stopping the service cancels them all. The conversation ends when the handler returns,
 //!   fails, panics, when a task forked from it fails, when the peer is idle for the idle
@@ -30,8 +31,11 @@
 //!
 //! Per core: at most `max_conversations` entries, each with at most `inbox_capacity` queued
 //! datagrams of at most `max_datagram` bytes, plus at most `max_conversations` tombstones, plus
-//! one receive buffer. A flood of datagrams from spoofed sources can use up the cap, not grow
-//! memory past it.
+//! the receive ring: [`ConversationService::receive_buffers`] buffers of `max_datagram` plus 44
+//! bytes (allocated once; the kernel writes only as much of each as a datagram needs, so with
+//! small datagrams most of its pages are never touched). Inboxes hold copies, never ring
+//! buffers, so the ring does not grow with the conversations. A flood of datagrams from
+//! spoofed sources can use up the cap, not grow memory past it.
 //!
 //! # Stopping
 //!
@@ -62,6 +66,9 @@ use crate::receive::DatagramSource;
 use crate::stats::{ConversationStats, Counters};
 use table::Table;
 
+/// Receive buffers per core unless [`ConversationService::receive_buffers`] says otherwise.
+const DEFAULT_RECEIVE_BUFFERS: u16 = 64;
+
 pub(crate) type AdmitHook = Rc<dyn Fn(SocketAddr, &[u8]) -> Admission>;
 pub(crate) type FailurePolicy = Rc<dyn Fn(SocketAddr, SocketAddr, &Failure)>;
 
@@ -75,6 +82,7 @@ pub(crate) struct Limits {
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) tombstone: Option<Duration>,
     pub(crate) max_datagram: usize,
+    pub(crate) receive_buffers: u16,
 }
 
 /// A UDP conversation service on one core; see the module docs.
@@ -139,7 +147,8 @@ impl Default for ConversationService {
 impl ConversationService {
     /// A service with the defaults: at most 10,000 live conversations per core, no rate cap,
     /// inboxes of 64 datagrams dropping the newest when full, no idle timeout, no tombstones,
-    /// datagrams up to 65,535 bytes, every peer admitted, failures logged on stderr.
+    /// datagrams up to 65,535 bytes, 64 receive buffers, every peer admitted, failures logged
+    /// on stderr.
     pub fn new() -> ConversationService {
         ConversationService {
             limits: Limits {
@@ -150,6 +159,7 @@ impl ConversationService {
                 idle_timeout: None,
                 tombstone: None,
                 max_datagram: 65_535,
+                receive_buffers: DEFAULT_RECEIVE_BUFFERS,
             },
             admit: None,
             on_failure: Rc::new(log_failure),
@@ -206,6 +216,16 @@ impl ConversationService {
         self
     }
 
+    /// Buffers in the core's receive ring (at least 1, rounded up to a power of two; default
+    /// 64), each `max_datagram` plus 44 bytes. The demultiplexer gives each back as soon as it
+    /// has copied the datagram out, so they only need to cover the datagrams that arrive
+    /// between two of its turns; when more arrive, the rest wait in the socket and the receive
+    /// is re-armed (counted in [`ConversationStats::ring_dry`]).
+    pub fn receive_buffers(mut self, n: u16) -> Self {
+        self.limits.receive_buffers = n.clamp(1, 32_768);
+        self
+    }
+
     /// Asks `hook` about each new peer, with its first datagram, after the cap and rate checks
     /// and before any state exists for the peer.
     pub fn admit(mut self, hook: impl Fn(SocketAddr, &[u8]) -> Admission + 'static) -> Self {
@@ -235,7 +255,8 @@ impl ConversationService {
     ///
     /// # Errors
     ///
-    /// The socket's error after 100 receive errors in a row (each is logged and counted).
+    /// Setting up the receive ring (a kernel without buffer rings), or the socket's error
+    /// after 100 receive errors in a row (each is logged and counted).
     ///
     /// # Cancel safety
     ///
@@ -259,7 +280,12 @@ impl ConversationService {
             self.on_failure.clone(),
             self.counters.clone(),
         ));
-        let (max_datagram, idle_timeout) = (self.limits.max_datagram, self.limits.idle_timeout);
+        let source = DatagramSource::new(
+            &socket,
+            self.limits.max_datagram,
+            self.limits.receive_buffers,
+        )?;
+        let idle_timeout = self.limits.idle_timeout;
         let result = percore_engine::scope(|s| async move {
             let start: demux::Starter = {
                 let (table, handler) = (table.clone(), Rc::new(handler));
@@ -275,7 +301,6 @@ impl ConversationService {
                     });
                 })
             };
-            let source = DatagramSource::new(socket, max_datagram);
             let receive = pin!(demux::receive_loop(source, table.clone(), start));
             match idle_timeout {
                 None => receive.await,

@@ -72,7 +72,7 @@ impl Table {
 
     /// Delivers one datagram: into its peer's inbox, or, for a new peer that passes admission,
     /// into a new conversation's, which is returned for the caller to start.
-    pub(crate) fn deliver(&self, d: &Received<'_>) -> Option<Rc<Shared>> {
+    pub(crate) fn deliver(&self, d: &Received) -> Option<Rc<Shared>> {
         self.counters.received();
         let Some(from) = d.from else {
             // Impossible on an IP socket; counted, never silent.
@@ -89,7 +89,7 @@ impl Table {
             }
             return None;
         }
-        if let Some(reason) = self.refuse(from, d.payload, Instant::now()) {
+        if let Some(reason) = self.refuse(from, &d.payload, Instant::now()) {
             self.counters.dropped(reason);
             return None;
         }
