@@ -2,11 +2,15 @@
 //!
 //! # Design
 //!
-//! Tasks live in a slab of `Rc<dyn RawTask>`; the run queue holds [`TaskRef`]s (slab index +
-//! generation). A task is queued at most once at a time (`scheduled` flag in its slot), so a
-//! storm of wakes costs one poll. Wakers carry the `TaskRef` itself (see [`waker`]), so the
-//! local path has no reference counting and no atomics: spawning is one allocation (the
-//! [`task::TaskCell`]), waking is a slab lookup and a queue push.
+//! Tasks live in a slab of [`raw::TaskPtr`]s (a thin pointer to the task block's header, with
+//! its own non-atomic reference count); wakers name a slot by [`TaskRef`] (slab index +
+//! generation) to check, and the run queue holds a counted reference to each queued task, so
+//! running one needs no slab lookup. A task is queued at most once at a time (`scheduled` flag
+//! in its header), so a storm of wakes costs one poll. A task cancelled while queued is skipped
+//! (`removed` flag). Wakers carry the `TaskRef` itself (see [`waker`]), so the
+//! local path has no reference counting and no atomics: spawning is one task block (the
+//! [`cell`] module's `Task`), taken from the executor's [`pool`] of recycled blocks, so a
+//! steady spawn/join loop makes no allocator call; waking is a slab lookup and a queue push.
 //!
 //! Fairness: the core loop runs at most `budget` polls before it goes back to the ring, so a
 //! task that keeps waking itself cannot starve I/O; tasks woken during a batch run in the next
@@ -15,22 +19,27 @@
 //! Cancellation: cancelling a task drops its future in place and frees its slot at once. A task
 //! that cancels itself (through its own handle) is flagged and freed right after its poll.
 
+pub(crate) mod cell;
+pub(crate) mod pool;
+pub(crate) mod raw;
 pub(crate) mod task;
 pub(crate) mod waker;
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::Future;
-use std::rc::Rc;
-use std::task::Context;
+use std::ptr::NonNull;
+use std::task::{Context, Waker};
 
-use task::{JoinHandle, RawTask, TaskCell};
+use cell::Task;
+use pool::TaskPool;
+use raw::TaskPtr;
+use task::JoinHandle;
 use waker::{TaskRef, MAIN_TASK, MAX_TASKS};
 
 struct Slot {
     generation: u32,
-    task: Option<Rc<dyn RawTask>>,
-    scheduled: bool,
+    task: Option<TaskPtr>,
     next_free: u32,
 }
 
@@ -65,7 +74,9 @@ pub(crate) struct Executor {
     slots: RefCell<Vec<Slot>>,
     free_head: Cell<u32>,
     alive: Cell<usize>,
-    queue: RefCell<VecDeque<TaskRef>>,
+    /// Queued tasks, each entry owning a reference; `None` is the main future's turn.
+    queue: RefCell<VecDeque<Option<TaskPtr>>>,
+    pool: RefCell<TaskPool>,
     main_woken: Cell<bool>,
     spawned: Cell<u64>,
     polled: Cell<u64>,
@@ -88,10 +99,8 @@ impl Executor {
             slots: RefCell::new(Vec::new()),
             free_head: Cell::new(NO_FREE),
             alive: Cell::new(0),
-            queue: RefCell::new(VecDeque::from([TaskRef {
-                index: MAIN_TASK,
-                generation: 0,
-            }])),
+            queue: RefCell::new(VecDeque::from([None])),
+            pool: RefCell::new(TaskPool::new()),
             main_woken: Cell::new(true),
             spawned: Cell::new(0),
             polled: Cell::new(0),
@@ -116,15 +125,34 @@ impl Executor {
         F: Future + 'static,
         F::Output: 'static,
     {
-        let cell = TaskCell::new(future, self.id);
-        let task_ref = self.insert(cell.clone());
-        cell.task_ref.set(task_ref);
+        let task = Task::allocate(future, self.id, &mut self.pool.borrow_mut());
+        // Three owners: the slot, the queue entry, the handle. (Scheduled from the start.)
+        task.header().scheduled.set(true);
+        let handle = task.clone();
+        self.queue.borrow_mut().push_back(Some(task.clone()));
+        let task_ref = self.insert(task);
+        handle.header().task_ref.set(task_ref);
         self.spawned.set(self.spawned.get() + 1);
-        self.queue.borrow_mut().push_back(task_ref);
-        JoinHandle::new(cell)
+        // SAFETY: `task` was made for `F`, whose output is the handle's `T`.
+        unsafe { JoinHandle::new(handle) }
     }
 
-    fn insert(&self, task: Rc<dyn RawTask>) -> TaskRef {
+    /// Keeps a task block for reuse (see [`pool`]); gives it back if its class is full.
+    pub(crate) fn recycle(&self, class: usize, block: NonNull<u8>) -> Result<(), NonNull<u8>> {
+        match self.pool.try_borrow_mut() {
+            Ok(mut pool) => pool.put(class, block),
+            Err(_) => Err(block),
+        }
+    }
+
+    /// Task blocks kept for reuse.
+    #[cfg(test)]
+    pub(crate) fn pooled(&self) -> usize {
+        self.pool.borrow().idle()
+    }
+
+    /// Puts `task` in a free slot and counts it alive.
+    fn insert(&self, task: TaskPtr) -> TaskRef {
         let mut slots = self.slots.borrow_mut();
         self.alive.set(self.alive.get() + 1);
         let head = self.free_head.get();
@@ -132,7 +160,6 @@ impl Executor {
             let slot = &mut slots[head as usize];
             self.free_head.set(slot.next_free);
             slot.task = Some(task);
-            slot.scheduled = true;
             return TaskRef {
                 index: head,
                 generation: slot.generation,
@@ -143,7 +170,6 @@ impl Executor {
         slots.push(Slot {
             generation: 0,
             task: Some(task),
-            scheduled: true,
             next_free: NO_FREE,
         });
         TaskRef {
@@ -159,15 +185,18 @@ impl Executor {
             let Some(slot) = slots.get_mut(task.index as usize) else {
                 return;
             };
-            if slot.generation != task.generation || slot.task.is_none() {
+            if slot.generation != task.generation {
                 return;
             }
+            let Some(removed) = slot.task.take() else {
+                return;
+            };
             slot.generation = TaskRef::next_generation(slot.generation);
-            slot.scheduled = false;
             slot.next_free = self.free_head.get();
             self.free_head.set(task.index);
             self.alive.set(self.alive.get() - 1);
-            slot.task.take()
+            removed.header().removed.set(true);
+            removed
         };
         // Dropped outside the borrow: the last reference may run arbitrary destructors.
         drop(removed);
@@ -177,20 +206,35 @@ impl Executor {
     pub(crate) fn schedule(&self, task: TaskRef) {
         if task.index == MAIN_TASK {
             if !self.main_woken.replace(true) {
-                self.queue.borrow_mut().push_back(task);
+                self.queue.borrow_mut().push_back(None);
             }
             return;
         }
-        let mut slots = self.slots.borrow_mut();
-        let Some(slot) = slots.get_mut(task.index as usize) else {
+        let slots = self.slots.borrow();
+        let Some(slot) = slots.get(task.index as usize) else {
             return;
         };
-        if slot.generation != task.generation || slot.task.is_none() || slot.scheduled {
+        if slot.generation != task.generation {
             return;
         }
-        slot.scheduled = true;
+        let Some(ptr) = &slot.task else {
+            return;
+        };
+        if ptr.header().scheduled.replace(true) {
+            return;
+        }
+        let queued = ptr.clone();
         drop(slots);
-        self.queue.borrow_mut().push_back(task);
+        self.queue.borrow_mut().push_back(Some(queued));
+    }
+
+    /// Wakes `waker`: straight onto this queue when it is a waker of this executor's (the
+    /// common case of a task finishing while its joiner waits here), else through its vtable.
+    pub(crate) fn wake(&self, waker: Waker) {
+        match waker::local_target(&waker) {
+            Some((executor, task)) if executor == self.id => self.schedule(task),
+            _ => waker.wake(),
+        }
     }
 
     pub(crate) fn count_poll(&self) {
@@ -204,31 +248,24 @@ impl Executor {
     /// Polls the next queued task, or says that the main future's turn has come.
     pub(crate) fn run_one(&self) -> Ran {
         loop {
-            let Some(task_ref) = self.queue.borrow_mut().pop_front() else {
+            let Some(entry) = self.queue.borrow_mut().pop_front() else {
                 return Ran::Idle;
             };
-            if task_ref.index == MAIN_TASK {
+            let Some(task) = entry else {
                 self.main_woken.set(false);
                 return Ran::Main;
-            }
-            let task = {
-                let mut slots = self.slots.borrow_mut();
-                let Some(slot) = slots.get_mut(task_ref.index as usize) else {
-                    continue;
-                };
-                if slot.generation != task_ref.generation {
-                    continue;
-                }
-                slot.scheduled = false;
-                match &slot.task {
-                    Some(task) => task.clone(),
-                    None => continue,
-                }
             };
+            let header = task.header();
+            header.scheduled.set(false);
+            if header.removed.get() {
+                // Cancelled while it waited in the queue.
+                continue;
+            }
+            let task_ref = header.task_ref.get();
             self.polled.set(self.polled.get() + 1);
             let waker = waker::task_waker(self.id, task_ref);
             let mut cx = Context::from_waker(&waker);
-            let finished = task.poll(&mut cx);
+            let finished = task.poll(&mut cx, self);
             // A task that cancelled itself during the poll is cancelled now.
             if finished || (task.cancel_requested() && task.cancel()) {
                 self.remove(task_ref);
@@ -240,7 +277,7 @@ impl Executor {
     /// Cancels every task (drops every future), including tasks their destructors spawn.
     pub(crate) fn cancel_all(&self) {
         loop {
-            let tasks: Vec<(TaskRef, Rc<dyn RawTask>)> = {
+            let tasks: Vec<(TaskRef, TaskPtr)> = {
                 let slots = self.slots.borrow();
                 slots
                     .iter()
@@ -266,6 +303,8 @@ impl Executor {
                 self.remove(task_ref);
             }
         }
-        self.queue.borrow_mut().clear();
+        // Dropped outside the borrow: a last reference may run a result's destructor.
+        let queued = std::mem::take(&mut *self.queue.borrow_mut());
+        drop(queued);
     }
 }

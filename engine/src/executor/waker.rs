@@ -71,6 +71,11 @@ pub(crate) fn task_waker(executor: u16, task: TaskRef) -> Waker {
     unsafe { Waker::from_raw(raw) }
 }
 
+/// The (executor, task) a waker of ours names; `None` for anyone else's waker.
+pub(crate) fn local_target(waker: &Waker) -> Option<(u16, TaskRef)> {
+    std::ptr::eq(waker.vtable(), &VTABLE).then(|| decode(waker.data() as usize))
+}
+
 static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, wake, wake, drop);
 
 fn clone(data: *const ()) -> RawWaker {
