@@ -121,7 +121,9 @@ impl<F: Future + 'static> Task<F> {
     fn drop_future(&self) -> Result<(), Box<dyn std::any::Any + Send>> {
         // SAFETY: busy: nobody else touches the stage until we clear it. Overwriting drops the
         // future in place; if its destructor unwinds, the stage is still written (`Taken`).
-        let dropped = catch_unwind(AssertUnwindSafe(|| unsafe { *self.stage.get() = Stage::Taken }));
+        let dropped = catch_unwind(AssertUnwindSafe(|| unsafe {
+            *self.stage.get() = Stage::Taken
+        }));
         self.header.state.set(state::TAKEN);
         dropped
     }
@@ -139,13 +141,13 @@ impl<F: Future + 'static> Task<F> {
             _ => return true,
         }
         task.header.state.set(state::RUNNING | state::BUSY);
-        // SAFETY: busy: we are the only user of the stage until we clear the flag; the future
-        // lives inside the task block, which never moves while the task lives, and it is only
-        // ever dropped in place (by overwriting the stage).
         let polled = catch_unwind(AssertUnwindSafe(|| {
+            // SAFETY: busy: we are the only user of the stage until we clear the flag.
             let Stage::Running(future) = (unsafe { &mut *task.stage.get() }) else {
                 unreachable!("a running task's stage holds its future");
             };
+            // SAFETY: the future lives inside the task block, which never moves while the task
+            // lives, and it is only ever dropped in place (by overwriting the stage).
             unsafe { Pin::new_unchecked(future) }.poll(cx)
         }));
         let mut outcome = match polled {

@@ -25,7 +25,10 @@ pub(crate) mod raw;
 pub(crate) mod task;
 pub(crate) mod waker;
 
-use std::cell::{Cell, RefCell};
+#[cfg(test)]
+mod tests;
+
+use std::cell::{Cell, UnsafeCell};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::ptr::NonNull;
@@ -71,12 +74,12 @@ pub(crate) enum Ran {
 
 pub(crate) struct Executor {
     id: u16,
-    slots: RefCell<Vec<Slot>>,
+    slots: Owned<Vec<Slot>>,
     free_head: Cell<u32>,
     alive: Cell<usize>,
     /// Queued tasks, each entry owning a reference; `None` is the main future's turn.
-    queue: RefCell<VecDeque<Option<TaskPtr>>>,
-    pool: RefCell<TaskPool>,
+    queue: Owned<VecDeque<Option<TaskPtr>>>,
+    pool: Owned<TaskPool>,
     main_woken: Cell<bool>,
     spawned: Cell<u64>,
     polled: Cell<u64>,
@@ -87,7 +90,7 @@ impl std::fmt::Debug for Executor {
         f.debug_struct("Executor")
             .field("id", &self.id)
             .field("alive", &self.alive.get())
-            .field("queued", &self.queue.borrow().len())
+            .field("queued", &self.queued())
             .finish()
     }
 }
@@ -96,11 +99,11 @@ impl Executor {
     pub(crate) fn new(id: u16) -> Executor {
         Executor {
             id,
-            slots: RefCell::new(Vec::new()),
+            slots: Owned::new(Vec::new()),
             free_head: Cell::new(NO_FREE),
             alive: Cell::new(0),
-            queue: RefCell::new(VecDeque::from([None])),
-            pool: RefCell::new(TaskPool::new()),
+            queue: Owned::new(VecDeque::from([None])),
+            pool: Owned::new(TaskPool::new()),
             main_woken: Cell::new(true),
             spawned: Cell::new(0),
             polled: Cell::new(0),
@@ -116,7 +119,7 @@ impl Executor {
             tasks_spawned: self.spawned.get(),
             tasks_polled: self.polled.get(),
             tasks_alive: self.alive.get() as u64,
-            run_queue_depth: self.queue.borrow().len() as u64,
+            run_queue_depth: self.queued() as u64,
         }
     }
 
@@ -125,11 +128,13 @@ impl Executor {
         F: Future + 'static,
         F::Output: 'static,
     {
-        let task = Task::allocate(future, self.id, &mut self.pool.borrow_mut());
+        // SAFETY: allocating runs no foreign code.
+        let task = Task::allocate(future, self.id, unsafe { self.pool.get() });
         // Three owners: the slot, the queue entry, the handle. (Scheduled from the start.)
         task.header().scheduled.set(true);
         let handle = task.clone();
-        self.queue.borrow_mut().push_back(Some(task.clone()));
+        // SAFETY: a push runs no foreign code.
+        unsafe { self.queue.get() }.push_back(Some(task.clone()));
         let task_ref = self.insert(task);
         handle.header().task_ref.set(task_ref);
         self.spawned.set(self.spawned.get() + 1);
@@ -138,22 +143,24 @@ impl Executor {
     }
 
     /// Keeps a task block for reuse (see [`pool`]); gives it back if its class is full.
+    #[inline]
     pub(crate) fn recycle(&self, class: usize, block: NonNull<u8>) -> Result<(), NonNull<u8>> {
-        match self.pool.try_borrow_mut() {
-            Ok(mut pool) => pool.put(class, block),
-            Err(_) => Err(block),
-        }
+        // SAFETY: a put runs no foreign code.
+        unsafe { self.pool.get() }.put(class, block)
     }
 
     /// Task blocks kept for reuse.
     #[cfg(test)]
     pub(crate) fn pooled(&self) -> usize {
-        self.pool.borrow().idle()
+        // SAFETY: a read runs no foreign code.
+        unsafe { self.pool.get() }.idle()
     }
 
     /// Puts `task` in a free slot and counts it alive.
+    #[inline]
     fn insert(&self, task: TaskPtr) -> TaskRef {
-        let mut slots = self.slots.borrow_mut();
+        // SAFETY: slab bookkeeping only; the slot it fills is free (holds no task to drop).
+        let slots = unsafe { self.slots.get() };
         self.alive.set(self.alive.get() + 1);
         let head = self.free_head.get();
         if head != NO_FREE {
@@ -179,9 +186,11 @@ impl Executor {
     }
 
     /// Frees the slot of a finished or cancelled task.
+    #[inline]
     pub(crate) fn remove(&self, task: TaskRef) {
         let removed = {
-            let mut slots = self.slots.borrow_mut();
+            // SAFETY: slab bookkeeping only; the task is moved out, dropped after.
+            let slots = unsafe { self.slots.get() };
             let Some(slot) = slots.get_mut(task.index as usize) else {
                 return;
             };
@@ -203,14 +212,17 @@ impl Executor {
     }
 
     /// Queues a task woken on this core (the main future takes its turn in the same queue).
+    #[inline]
     pub(crate) fn schedule(&self, task: TaskRef) {
         if task.index == MAIN_TASK {
             if !self.main_woken.replace(true) {
-                self.queue.borrow_mut().push_back(None);
+                // SAFETY: a push runs no foreign code.
+                unsafe { self.queue.get() }.push_back(None);
             }
             return;
         }
-        let slots = self.slots.borrow();
+        // SAFETY: a lookup and a count increment run no foreign code.
+        let slots = unsafe { self.slots.get() };
         let Some(slot) = slots.get(task.index as usize) else {
             return;
         };
@@ -224,12 +236,13 @@ impl Executor {
             return;
         }
         let queued = ptr.clone();
-        drop(slots);
-        self.queue.borrow_mut().push_back(Some(queued));
+        // SAFETY: a push runs no foreign code.
+        unsafe { self.queue.get() }.push_back(Some(queued));
     }
 
     /// Wakes `waker`: straight onto this queue when it is a waker of this executor's (the
     /// common case of a task finishing while its joiner waits here), else through its vtable.
+    #[inline]
     pub(crate) fn wake(&self, waker: Waker) {
         match waker::local_target(&waker) {
             Some((executor, task)) if executor == self.id => self.schedule(task),
@@ -237,18 +250,25 @@ impl Executor {
         }
     }
 
+    fn queued(&self) -> usize {
+        // SAFETY: a read runs no foreign code.
+        unsafe { self.queue.get() }.len()
+    }
+
     pub(crate) fn count_poll(&self) {
         self.polled.set(self.polled.get() + 1);
     }
 
     pub(crate) fn has_runnable(&self) -> bool {
-        !self.queue.borrow().is_empty()
+        self.queued() != 0
     }
 
     /// Polls the next queued task, or says that the main future's turn has come.
+    #[inline]
     pub(crate) fn run_one(&self) -> Ran {
         loop {
-            let Some(entry) = self.queue.borrow_mut().pop_front() else {
+            // SAFETY: a pop runs no foreign code.
+            let Some(entry) = (unsafe { self.queue.get() }).pop_front() else {
                 return Ran::Idle;
             };
             let Some(task) = entry else {
@@ -278,7 +298,8 @@ impl Executor {
     pub(crate) fn cancel_all(&self) {
         loop {
             let tasks: Vec<(TaskRef, TaskPtr)> = {
-                let slots = self.slots.borrow();
+                // SAFETY: collecting clones runs no foreign code.
+                let slots = unsafe { self.slots.get() };
                 slots
                     .iter()
                     .enumerate()
@@ -304,7 +325,31 @@ impl Executor {
             }
         }
         // Dropped outside the borrow: a last reference may run a result's destructor.
-        let queued = std::mem::take(&mut *self.queue.borrow_mut());
+        // SAFETY: taking the queue runs no foreign code.
+        let queued = std::mem::take(unsafe { self.queue.get() });
         drop(queued);
+    }
+}
+
+/// Executor state that only the executor's own short methods touch, and that never run anyone
+/// else's code (a future, a destructor of a task or a result, a waker) while they hold it: a
+/// `RefCell` whose borrow flag could never be seen set, so the flag is left out.
+struct Owned<T>(UnsafeCell<T>);
+
+impl<T> Owned<T> {
+    fn new(value: T) -> Owned<T> {
+        Owned(UnsafeCell::new(value))
+    }
+
+    /// # Safety
+    ///
+    /// No other reference from this cell is alive while the result lives: the caller runs no
+    /// foreign code (futures, destructors of tasks or results, wakers) until it drops it, and
+    /// drops it before calling any executor method that takes the same cell.
+    #[inline]
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn get(&self) -> &mut T {
+        // SAFETY: the caller's duty; the executor is `!Sync`, so no other thread shares it.
+        unsafe { &mut *self.0.get() }
     }
 }

@@ -77,6 +77,7 @@ impl TaskPool {
     }
 
     /// A block of class `class`, if one is idle.
+    #[inline]
     pub(crate) fn take(&mut self, class: usize) -> Option<NonNull<u8>> {
         let list = self.classes.get_mut(class)?;
         let block = list.head?;
@@ -89,6 +90,7 @@ impl TaskPool {
 
     /// Keeps `block` (of class `class`, contents dropped) for reuse; gives it back if the class
     /// is full.
+    #[inline]
     pub(crate) fn put(&mut self, class: usize, block: NonNull<u8>) -> Result<(), NonNull<u8>> {
         match self.classes.get_mut(class) {
             Some(list) if list.len < PER_CLASS => {
@@ -128,6 +130,7 @@ impl Drop for TaskPool {
 /// `block` was allocated by the global allocator with `layout`, which is
 /// `class_layout(..).0` of a layout whose class is `class`; its contents are dropped and
 /// nobody uses it again.
+#[inline]
 pub(crate) unsafe fn release(block: NonNull<u8>, layout: Layout, class: Option<usize>) {
     let block = match class {
         Some(class) => {

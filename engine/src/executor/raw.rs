@@ -90,6 +90,7 @@ impl Header {
     }
 
     /// Whether the future is still there (running, or being polled or dropped right now).
+    #[inline]
     pub(crate) fn is_running(&self) -> bool {
         let s = self.state.get();
         s == state::RUNNING || s & state::BUSY != 0
@@ -106,26 +107,31 @@ impl TaskPtr {
     ///
     /// `header` starts a live, fully initialised task block whose count includes one reference
     /// nobody else owns; the block's vtable matches its type.
+    #[inline]
     pub(crate) unsafe fn from_new(header: NonNull<Header>) -> TaskPtr {
         TaskPtr(header)
     }
 
+    #[inline]
     pub(crate) fn header(&self) -> &Header {
         // SAFETY: a TaskPtr owns a reference, so the block is alive while `self` is.
         unsafe { self.0.as_ref() }
     }
 
+    #[inline]
     pub(crate) fn poll(&self, cx: &mut Context<'_>, executor: &Executor) -> bool {
         // SAFETY: the block is alive (we hold a reference) and the vtable is its own.
         unsafe { (self.header().vtable.poll)(self.0, cx, executor) }
     }
 
+    #[inline]
     pub(crate) fn cancel(&self) -> bool {
         // SAFETY: as in `poll`.
         unsafe { (self.header().vtable.cancel)(self.0) }
     }
 
     /// A handle's cancel: cancels a running task and frees its slot.
+    #[inline]
     pub(crate) fn request_cancel(&self) {
         let header = self.header();
         if header.is_running() && self.cancel() {
@@ -134,10 +140,12 @@ impl TaskPtr {
     }
 
     /// Whether the future is gone (returned, panicked or cancelled).
+    #[inline]
     pub(crate) fn is_finished(&self) -> bool {
         !self.header().is_running()
     }
 
+    #[inline]
     pub(crate) fn cancel_requested(&self) -> bool {
         self.header().cancel_requested.get()
     }
@@ -145,6 +153,7 @@ impl TaskPtr {
     /// # Safety
     ///
     /// `out` points to a `Poll<Result<Output, JoinError>>` of this task's output type.
+    #[inline]
     pub(crate) unsafe fn take_output(&self, out: *mut ()) {
         // SAFETY: the block is alive; the caller vouches for `out`'s type.
         unsafe { (self.header().vtable.take_output)(self.0, out) }
@@ -153,6 +162,7 @@ impl TaskPtr {
     /// # Safety
     ///
     /// `sink` points to an `Option<Sink<Output>>` of this task's output type.
+    #[inline]
     pub(crate) unsafe fn set_sink(&self, sink: *mut ()) {
         // SAFETY: the block is alive; the caller vouches for `sink`'s type.
         unsafe { (self.header().vtable.set_sink)(self.0, sink) }
@@ -166,6 +176,7 @@ impl TaskPtr {
 }
 
 impl Clone for TaskPtr {
+    #[inline]
     fn clone(&self) -> TaskPtr {
         let refs = &self.header().refs;
         // At most three owners exist at once (slot, queue, handle): no overflow.
@@ -175,6 +186,7 @@ impl Clone for TaskPtr {
 }
 
 impl Drop for TaskPtr {
+    #[inline]
     fn drop(&mut self) {
         let refs = &self.header().refs;
         let left = refs.get() - 1;

@@ -115,6 +115,12 @@ impl<T: 'static> JoinHandle<T> {
         }
     }
 
+    /// References to the task block (tests): slot, queue entry, this handle.
+    #[cfg(test)]
+    pub(crate) fn refs(&self) -> u32 {
+        self.task.as_ref().map_or(0, TaskPtr::refs)
+    }
+
     /// Cancels the task now (its future is dropped); awaiting the handle then gives
     /// [`JoinError::Cancelled`], unless the task had already finished.
     pub fn cancel(&self) {
