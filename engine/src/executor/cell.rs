@@ -13,7 +13,7 @@
 //! or on cancel. A panic of the future, or of its destructor, becomes
 //! [`JoinError::Panicked`].
 //!
-//! The block's memory comes from the executor's [`pool`](super::pool) (by size class) and goes
+//! The block's memory comes from the executor's [`pool`] (by size class) and goes
 //! back there in `destroy`, when the last [`TaskPtr`] drops.
 
 use std::alloc::{self, Layout};

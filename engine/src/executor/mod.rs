@@ -2,15 +2,20 @@
 //!
 //! # Design
 //!
-//! Tasks live in a slab of [`raw::TaskPtr`]s (a thin pointer to the task block's header, with
-//! its own non-atomic reference count); wakers name a slot by [`TaskRef`] (slab index +
-//! generation) to check, and the run queue holds a counted reference to each queued task, so
-//! running one needs no slab lookup. A task is queued at most once at a time (`scheduled` flag
-//! in its header), so a storm of wakes costs one poll. A task cancelled while queued is skipped
-//! (`removed` flag). Wakers carry the `TaskRef` itself (see [`waker`]), so the
-//! local path has no reference counting and no atomics: spawning is one task block (the
-//! [`cell`] module's `Task`), taken from the executor's [`pool`] of recycled blocks, so a
-//! steady spawn/join loop makes no allocator call; waking is a slab lookup and a queue push.
+//! Tasks live in a slab of [`raw::TaskPtr`]s: a thin pointer to the task block's header, which
+//! carries its own non-atomic reference count and a hand-written vtable (see [`raw`]). Wakers
+//! name a slot by [`TaskRef`] (slab index + generation, see [`waker`]), so a waker costs no
+//! reference count and no atomic, and a stale one finds a newer generation and does nothing.
+//! The run queue holds a counted reference to each queued task, so running one needs no slab
+//! lookup. A task is queued at most once at a time (`scheduled` flag in its header), so a storm
+//! of wakes costs one poll; a task cancelled while queued is skipped (`removed` flag).
+//!
+//! Spawning is one task block (the [`cell`] module's `Task`), taken from the executor's
+//! [`pool`] of recycled blocks, so a steady spawn/join loop makes no allocator call; waking is
+//! a slab lookup and a queue push; a task that finishes while its joiner waits on this core
+//! queues the joiner directly (no trip through the waker's vtable and the thread-local core).
+//! The slab, queue and pool sit in flagless cells ([`Owned`]): only the executor's own short
+//! methods touch them, and those never run foreign code while they do.
 //!
 //! Fairness: the core loop runs at most `budget` polls before it goes back to the ring, so a
 //! task that keeps waking itself cannot starve I/O; tasks woken during a batch run in the next
