@@ -2,11 +2,20 @@
 //!
 //! # Design
 //!
-//! Tasks live in a slab of `Rc<dyn RawTask>`; the run queue holds [`TaskRef`]s (slab index +
-//! generation). A task is queued at most once at a time (`scheduled` flag in its slot), so a
-//! storm of wakes costs one poll. Wakers carry the `TaskRef` itself (see [`waker`]), so the
-//! local path has no reference counting and no atomics: spawning is one allocation (the
-//! [`task::TaskCell`]), waking is a slab lookup and a queue push.
+//! Tasks live in a slab of [`raw::TaskPtr`]s: a thin pointer to the task block's header, which
+//! carries its own non-atomic reference count and a hand-written vtable (see [`raw`]). Wakers
+//! name a slot by [`TaskRef`] (slab index + generation, see [`waker`]), so a waker costs no
+//! reference count and no atomic, and a stale one finds a newer generation and does nothing.
+//! The run queue holds a counted reference to each queued task, so running one needs no slab
+//! lookup. A task is queued at most once at a time (`scheduled` flag in its header), so a storm
+//! of wakes costs one poll; a task cancelled while queued is skipped (`removed` flag).
+//!
+//! Spawning is one task block (the [`cell`] module's `Task`), taken from the executor's
+//! [`pool`] of recycled blocks, so a steady spawn/join loop makes no allocator call; waking is
+//! a slab lookup and a queue push; a task that finishes while its joiner waits on this core
+//! queues the joiner directly (no trip through the waker's vtable and the thread-local core).
+//! The slab, queue and pool sit in flagless cells ([`Owned`]): only the executor's own short
+//! methods touch them, and those never run foreign code while they do.
 //!
 //! Fairness: the core loop runs at most `budget` polls before it goes back to the ring, so a
 //! task that keeps waking itself cannot starve I/O; tasks woken during a batch run in the next
@@ -15,22 +24,30 @@
 //! Cancellation: cancelling a task drops its future in place and frees its slot at once. A task
 //! that cancels itself (through its own handle) is flagged and freed right after its poll.
 
+pub(crate) mod cell;
+pub(crate) mod pool;
+pub(crate) mod raw;
 pub(crate) mod task;
 pub(crate) mod waker;
 
-use std::cell::{Cell, RefCell};
+#[cfg(test)]
+mod tests;
+
+use std::cell::{Cell, UnsafeCell};
 use std::collections::VecDeque;
 use std::future::Future;
-use std::rc::Rc;
-use std::task::Context;
+use std::ptr::NonNull;
+use std::task::{Context, Waker};
 
-use task::{JoinHandle, RawTask, TaskCell};
+use cell::Task;
+use pool::TaskPool;
+use raw::TaskPtr;
+use task::JoinHandle;
 use waker::{TaskRef, MAIN_TASK, MAX_TASKS};
 
 struct Slot {
     generation: u32,
-    task: Option<Rc<dyn RawTask>>,
-    scheduled: bool,
+    task: Option<TaskPtr>,
     next_free: u32,
 }
 
@@ -62,10 +79,12 @@ pub(crate) enum Ran {
 
 pub(crate) struct Executor {
     id: u16,
-    slots: RefCell<Vec<Slot>>,
+    slots: Owned<Vec<Slot>>,
     free_head: Cell<u32>,
     alive: Cell<usize>,
-    queue: RefCell<VecDeque<TaskRef>>,
+    /// Queued tasks, each entry owning a reference; `None` is the main future's turn.
+    queue: Owned<VecDeque<Option<TaskPtr>>>,
+    pool: Owned<TaskPool>,
     main_woken: Cell<bool>,
     spawned: Cell<u64>,
     polled: Cell<u64>,
@@ -76,7 +95,7 @@ impl std::fmt::Debug for Executor {
         f.debug_struct("Executor")
             .field("id", &self.id)
             .field("alive", &self.alive.get())
-            .field("queued", &self.queue.borrow().len())
+            .field("queued", &self.queued())
             .finish()
     }
 }
@@ -85,13 +104,11 @@ impl Executor {
     pub(crate) fn new(id: u16) -> Executor {
         Executor {
             id,
-            slots: RefCell::new(Vec::new()),
+            slots: Owned::new(Vec::new()),
             free_head: Cell::new(NO_FREE),
             alive: Cell::new(0),
-            queue: RefCell::new(VecDeque::from([TaskRef {
-                index: MAIN_TASK,
-                generation: 0,
-            }])),
+            queue: Owned::new(VecDeque::from([None])),
+            pool: Owned::new(TaskPool::new()),
             main_woken: Cell::new(true),
             spawned: Cell::new(0),
             polled: Cell::new(0),
@@ -107,7 +124,7 @@ impl Executor {
             tasks_spawned: self.spawned.get(),
             tasks_polled: self.polled.get(),
             tasks_alive: self.alive.get() as u64,
-            run_queue_depth: self.queue.borrow().len() as u64,
+            run_queue_depth: self.queued() as u64,
         }
     }
 
@@ -116,23 +133,45 @@ impl Executor {
         F: Future + 'static,
         F::Output: 'static,
     {
-        let cell = TaskCell::new(future, self.id);
-        let task_ref = self.insert(cell.clone());
-        cell.task_ref.set(task_ref);
+        // SAFETY: allocating runs no foreign code.
+        let task = Task::allocate(future, self.id, unsafe { self.pool.get() });
+        // Three owners: the slot, the queue entry, the handle. (Scheduled from the start.)
+        task.header().scheduled.set(true);
+        let handle = task.clone();
+        // SAFETY: a push runs no foreign code.
+        unsafe { self.queue.get() }.push_back(Some(task.clone()));
+        let task_ref = self.insert(task);
+        handle.header().task_ref.set(task_ref);
         self.spawned.set(self.spawned.get() + 1);
-        self.queue.borrow_mut().push_back(task_ref);
-        JoinHandle::new(cell)
+        // SAFETY: `task` was made for `F`, whose output is the handle's `T`.
+        unsafe { JoinHandle::new(handle) }
     }
 
-    fn insert(&self, task: Rc<dyn RawTask>) -> TaskRef {
-        let mut slots = self.slots.borrow_mut();
+    /// Keeps a task block for reuse (see [`pool`]); gives it back if its class is full.
+    #[inline]
+    pub(crate) fn recycle(&self, class: usize, block: NonNull<u8>) -> Result<(), NonNull<u8>> {
+        // SAFETY: a put runs no foreign code.
+        unsafe { self.pool.get() }.put(class, block)
+    }
+
+    /// Task blocks kept for reuse.
+    #[cfg(test)]
+    pub(crate) fn pooled(&self) -> usize {
+        // SAFETY: a read runs no foreign code.
+        unsafe { self.pool.get() }.idle()
+    }
+
+    /// Puts `task` in a free slot and counts it alive.
+    #[inline]
+    fn insert(&self, task: TaskPtr) -> TaskRef {
+        // SAFETY: slab bookkeeping only; the slot it fills is free (holds no task to drop).
+        let slots = unsafe { self.slots.get() };
         self.alive.set(self.alive.get() + 1);
         let head = self.free_head.get();
         if head != NO_FREE {
             let slot = &mut slots[head as usize];
             self.free_head.set(slot.next_free);
             slot.task = Some(task);
-            slot.scheduled = true;
             return TaskRef {
                 index: head,
                 generation: slot.generation,
@@ -143,7 +182,6 @@ impl Executor {
         slots.push(Slot {
             generation: 0,
             task: Some(task),
-            scheduled: true,
             next_free: NO_FREE,
         });
         TaskRef {
@@ -153,44 +191,73 @@ impl Executor {
     }
 
     /// Frees the slot of a finished or cancelled task.
+    #[inline]
     pub(crate) fn remove(&self, task: TaskRef) {
         let removed = {
-            let mut slots = self.slots.borrow_mut();
+            // SAFETY: slab bookkeeping only; the task is moved out, dropped after.
+            let slots = unsafe { self.slots.get() };
             let Some(slot) = slots.get_mut(task.index as usize) else {
                 return;
             };
-            if slot.generation != task.generation || slot.task.is_none() {
+            if slot.generation != task.generation {
                 return;
             }
+            let Some(removed) = slot.task.take() else {
+                return;
+            };
             slot.generation = TaskRef::next_generation(slot.generation);
-            slot.scheduled = false;
             slot.next_free = self.free_head.get();
             self.free_head.set(task.index);
             self.alive.set(self.alive.get() - 1);
-            slot.task.take()
+            removed.header().removed.set(true);
+            removed
         };
         // Dropped outside the borrow: the last reference may run arbitrary destructors.
         drop(removed);
     }
 
     /// Queues a task woken on this core (the main future takes its turn in the same queue).
+    #[inline]
     pub(crate) fn schedule(&self, task: TaskRef) {
         if task.index == MAIN_TASK {
             if !self.main_woken.replace(true) {
-                self.queue.borrow_mut().push_back(task);
+                // SAFETY: a push runs no foreign code.
+                unsafe { self.queue.get() }.push_back(None);
             }
             return;
         }
-        let mut slots = self.slots.borrow_mut();
-        let Some(slot) = slots.get_mut(task.index as usize) else {
+        // SAFETY: a lookup and a count increment run no foreign code.
+        let slots = unsafe { self.slots.get() };
+        let Some(slot) = slots.get(task.index as usize) else {
             return;
         };
-        if slot.generation != task.generation || slot.task.is_none() || slot.scheduled {
+        if slot.generation != task.generation {
             return;
         }
-        slot.scheduled = true;
-        drop(slots);
-        self.queue.borrow_mut().push_back(task);
+        let Some(ptr) = &slot.task else {
+            return;
+        };
+        if ptr.header().scheduled.replace(true) {
+            return;
+        }
+        let queued = ptr.clone();
+        // SAFETY: a push runs no foreign code.
+        unsafe { self.queue.get() }.push_back(Some(queued));
+    }
+
+    /// Wakes `waker`: straight onto this queue when it is a waker of this executor's (the
+    /// common case of a task finishing while its joiner waits here), else through its vtable.
+    #[inline]
+    pub(crate) fn wake(&self, waker: Waker) {
+        match waker::local_target(&waker) {
+            Some((executor, task)) if executor == self.id => self.schedule(task),
+            _ => waker.wake(),
+        }
+    }
+
+    fn queued(&self) -> usize {
+        // SAFETY: a read runs no foreign code.
+        unsafe { self.queue.get() }.len()
     }
 
     pub(crate) fn count_poll(&self) {
@@ -198,37 +265,32 @@ impl Executor {
     }
 
     pub(crate) fn has_runnable(&self) -> bool {
-        !self.queue.borrow().is_empty()
+        self.queued() != 0
     }
 
     /// Polls the next queued task, or says that the main future's turn has come.
+    #[inline]
     pub(crate) fn run_one(&self) -> Ran {
         loop {
-            let Some(task_ref) = self.queue.borrow_mut().pop_front() else {
+            // SAFETY: a pop runs no foreign code.
+            let Some(entry) = (unsafe { self.queue.get() }).pop_front() else {
                 return Ran::Idle;
             };
-            if task_ref.index == MAIN_TASK {
+            let Some(task) = entry else {
                 self.main_woken.set(false);
                 return Ran::Main;
-            }
-            let task = {
-                let mut slots = self.slots.borrow_mut();
-                let Some(slot) = slots.get_mut(task_ref.index as usize) else {
-                    continue;
-                };
-                if slot.generation != task_ref.generation {
-                    continue;
-                }
-                slot.scheduled = false;
-                match &slot.task {
-                    Some(task) => task.clone(),
-                    None => continue,
-                }
             };
+            let header = task.header();
+            header.scheduled.set(false);
+            if header.removed.get() {
+                // Cancelled while it waited in the queue.
+                continue;
+            }
+            let task_ref = header.task_ref.get();
             self.polled.set(self.polled.get() + 1);
             let waker = waker::task_waker(self.id, task_ref);
             let mut cx = Context::from_waker(&waker);
-            let finished = task.poll(&mut cx);
+            let finished = task.poll(&mut cx, self);
             // A task that cancelled itself during the poll is cancelled now.
             if finished || (task.cancel_requested() && task.cancel()) {
                 self.remove(task_ref);
@@ -240,8 +302,9 @@ impl Executor {
     /// Cancels every task (drops every future), including tasks their destructors spawn.
     pub(crate) fn cancel_all(&self) {
         loop {
-            let tasks: Vec<(TaskRef, Rc<dyn RawTask>)> = {
-                let slots = self.slots.borrow();
+            let tasks: Vec<(TaskRef, TaskPtr)> = {
+                // SAFETY: collecting clones runs no foreign code.
+                let slots = unsafe { self.slots.get() };
                 slots
                     .iter()
                     .enumerate()
@@ -266,6 +329,32 @@ impl Executor {
                 self.remove(task_ref);
             }
         }
-        self.queue.borrow_mut().clear();
+        // Dropped outside the borrow: a last reference may run a result's destructor.
+        // SAFETY: taking the queue runs no foreign code.
+        let queued = std::mem::take(unsafe { self.queue.get() });
+        drop(queued);
+    }
+}
+
+/// Executor state that only the executor's own short methods touch, and that never run anyone
+/// else's code (a future, a destructor of a task or a result, a waker) while they hold it: a
+/// `RefCell` whose borrow flag could never be seen set, so the flag is left out.
+struct Owned<T>(UnsafeCell<T>);
+
+impl<T> Owned<T> {
+    fn new(value: T) -> Owned<T> {
+        Owned(UnsafeCell::new(value))
+    }
+
+    /// # Safety
+    ///
+    /// No other reference from this cell is alive while the result lives: the caller runs no
+    /// foreign code (futures, destructors of tasks or results, wakers) until it drops it, and
+    /// drops it before calling any executor method that takes the same cell.
+    #[inline]
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn get(&self) -> &mut T {
+        // SAFETY: the caller's duty; the executor is `!Sync`, so no other thread shares it.
+        unsafe { &mut *self.0.get() }
     }
 }

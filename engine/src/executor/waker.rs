@@ -40,10 +40,12 @@ impl TaskRef {
         ((generation + 1) as u64 & GENERATION_MASK) as u32
     }
 
+    #[inline]
     pub(crate) fn pack(self) -> u64 {
         u64::from(self.index) | (u64::from(self.generation) << INDEX_BITS)
     }
 
+    #[inline]
     pub(crate) fn unpack(word: u64) -> TaskRef {
         TaskRef {
             index: (word & INDEX_MASK) as u32,
@@ -52,10 +54,12 @@ impl TaskRef {
     }
 }
 
+#[inline]
 fn encode(executor: u16, task: TaskRef) -> usize {
     (task.pack() | (u64::from(executor) << (INDEX_BITS + GENERATION_BITS))) as usize
 }
 
+#[inline]
 fn decode(word: usize) -> (u16, TaskRef) {
     let word = word as u64;
     let executor = ((word >> (INDEX_BITS + GENERATION_BITS)) & EXECUTOR_MASK) as u16;
@@ -63,6 +67,7 @@ fn decode(word: usize) -> (u16, TaskRef) {
 }
 
 /// The waker of `task` on executor `executor`.
+#[inline]
 pub(crate) fn task_waker(executor: u16, task: TaskRef) -> Waker {
     let raw = RawWaker::new(encode(executor, task) as *const (), &VTABLE);
     // SAFETY: the vtable's functions treat the data word as a plain integer (never
@@ -71,12 +76,20 @@ pub(crate) fn task_waker(executor: u16, task: TaskRef) -> Waker {
     unsafe { Waker::from_raw(raw) }
 }
 
+/// The (executor, task) a waker of ours names; `None` for anyone else's waker.
+#[inline]
+pub(crate) fn local_target(waker: &Waker) -> Option<(u16, TaskRef)> {
+    std::ptr::eq(waker.vtable(), &VTABLE).then(|| decode(waker.data() as usize))
+}
+
 static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, wake, wake, drop);
 
+#[inline]
 fn clone(data: *const ()) -> RawWaker {
     RawWaker::new(data, &VTABLE)
 }
 
+#[inline]
 fn wake(data: *const ()) {
     let (executor, task) = decode(data as usize);
     crate::runtime::context::wake_task(executor, task);

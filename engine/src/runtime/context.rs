@@ -36,6 +36,7 @@ impl Drop for Entered {
 }
 
 /// Runs `f` with the current core, or returns `None` on a thread that runs none.
+#[inline]
 pub(crate) fn with_core<R>(f: impl FnOnce(&Core) -> R) -> Option<R> {
     let ptr = CURRENT.with(Cell::get);
     if ptr.is_null() {
@@ -62,6 +63,7 @@ pub(crate) fn no_runtime() -> io::Error {
 }
 
 /// Wakes a task of executor `executor` from this thread.
+#[inline]
 pub(crate) fn wake_task(executor: u16, task: TaskRef) {
     let local = with_core(|core| {
         if core.executor.id() == executor {
