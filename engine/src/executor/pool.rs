@@ -16,7 +16,9 @@
 //! allocator).
 //!
 //! Bounds: at most [`PER_CLASS`] idle blocks per class; the rest are freed. The pool frees its
-//! blocks when the executor drops.
+//! blocks when the executor drops. `--cfg percore_no_task_pool` turns reuse off, which the
+//! AddressSanitizer job does so that a use after free of a task block cannot hide in a reused
+//! block.
 
 use std::alloc::{self, Layout};
 use std::ptr::NonNull;
@@ -92,6 +94,11 @@ impl TaskPool {
     /// is full.
     #[inline]
     pub(crate) fn put(&mut self, class: usize, block: NonNull<u8>) -> Result<(), NonNull<u8>> {
+        // Built with `--cfg percore_no_task_pool` (the AddressSanitizer job), every block goes
+        // back to the allocator, so a use of a freed task is seen instead of hidden by reuse.
+        if cfg!(percore_no_task_pool) {
+            return Err(block);
+        }
         match self.classes.get_mut(class) {
             Some(list) if list.len < PER_CLASS => {
                 // SAFETY: the caller hands the block over: it is at least GRANULE bytes and
@@ -169,6 +176,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(percore_no_task_pool, ignore = "reuse is off in this build")]
     fn blocks_are_reused_last_in_first_out_and_bounded() {
         let (layout, Some(class)) = class_layout(Layout::from_size_align(100, 8).unwrap()) else {
             panic!("pooled");

@@ -67,6 +67,7 @@ async fn until_finished<T: 'static>(h: &JoinHandle<T>) {
 }
 
 #[test]
+#[cfg_attr(percore_no_task_pool, ignore = "reuse is off in this build")]
 fn a_finished_task_block_is_reused_by_the_next_spawn() {
     block_on(async {
         spawn(async {}).await.expect("join");
