@@ -36,6 +36,7 @@ impl Drop for Entered {
 }
 
 /// Runs `f` with the current core, or returns `None` on a thread that runs none.
+#[inline]
 pub(crate) fn with_core<R>(f: impl FnOnce(&Core) -> R) -> Option<R> {
     let ptr = CURRENT.with(Cell::get);
     if ptr.is_null() {
@@ -48,6 +49,7 @@ pub(crate) fn with_core<R>(f: impl FnOnce(&Core) -> R) -> Option<R> {
 
 /// Runs `f` with the current core's driver. `None` when no core runs here, or when the driver
 /// is already borrowed further up this thread's stack (a destructor running inside the driver).
+#[inline]
 pub(crate) fn with_driver<R>(f: impl FnOnce(&mut Driver) -> R) -> Option<R> {
     with_core(|core| {
         let mut driver = core.driver.try_borrow_mut().ok()?;
@@ -62,6 +64,7 @@ pub(crate) fn no_runtime() -> io::Error {
 }
 
 /// Wakes a task of executor `executor` from this thread.
+#[inline]
 pub(crate) fn wake_task(executor: u16, task: TaskRef) {
     let local = with_core(|core| {
         if core.executor.id() == executor {
