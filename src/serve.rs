@@ -302,7 +302,8 @@ async fn echo(mut conn: BufStream) -> std::io::Result<()> {
             }
         };
         let Some(bytes) = bytes else { return Ok(()) };
-        conn.write(&bytes).await?;
+        // The bytes read become the write buffer: no second copy.
+        conn.write_vec(bytes).await?;
         conn.flush().await?;
     }
 }

@@ -262,6 +262,25 @@ impl<S: ByteStream> BufStream<S> {
         Ok(())
     }
 
+    /// Buffers `data` for sending, like [`BufStream::write`], but takes the bytes by value:
+    /// when nothing is buffered yet, `data` becomes the write buffer (no copy, no allocation:
+    /// an echo hands back what [`BufStream::read_some`] gave it).
+    ///
+    /// # Errors
+    ///
+    /// As [`BufStream::write`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`BufStream::write`].
+    pub async fn write_vec(&mut self, data: Vec<u8>) -> io::Result<()> {
+        if self.write_buf.is_empty() && data.len() <= self.write_limit {
+            self.write_buf = data;
+            return Ok(());
+        }
+        self.write(&data).await
+    }
+
     /// Sends everything buffered.
     ///
     /// # Errors

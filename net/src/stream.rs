@@ -57,6 +57,14 @@ impl<B: IoBuf> Future for SendOp<'_, B> {
     }
 }
 
+/// What one step of a receive ended with.
+enum RecvStep {
+    /// A chunk, end of stream (`None`) or an error.
+    Done(io::Result<Option<RingBuf>>),
+    /// The ring ran dry: back off, then re-arm.
+    RingDry,
+}
+
 /// The multishot receive, armed on first use.
 struct Receiver {
     ring: BufRing,
@@ -167,40 +175,57 @@ impl StreamCore {
     }
 
     pub(crate) async fn recv_chunk(&mut self) -> io::Result<Option<RingBuf>> {
+        loop {
+            match std::future::poll_fn(|cx| self.poll_recv_chunk(cx)).await {
+                RecvStep::Done(res) => return res,
+                // Every buffer of the ring is lent out: give them time to come back.
+                RecvStep::RingDry => percore_engine::time::sleep(RING_DRY_BACKOFF).await,
+            }
+        }
+    }
+
+    /// One step of [`StreamCore::recv_chunk`], without an await: arms (or re-arms) the
+    /// multishot receive and polls it. The usual case, a chunk waiting or none yet, costs one
+    /// poll of the op and no future of its own.
+    #[inline]
+    fn poll_recv_chunk(&mut self, cx: &mut Context<'_>) -> Poll<RecvStep> {
         if self.eof {
-            return Ok(None);
+            return Poll::Ready(RecvStep::Done(Ok(None)));
         }
         loop {
             let receiver = match &mut self.receiver {
                 Some(r) => r,
-                None => self.receiver.insert(Receiver {
-                    ring: BufRing::core_default()?,
-                    stream: None,
-                }),
+                None => match BufRing::core_default() {
+                    Ok(ring) => self.receiver.insert(Receiver { ring, stream: None }),
+                    Err(e) => return Poll::Ready(RecvStep::Done(Err(e))),
+                },
             };
             let stream = match &mut receiver.stream {
                 Some(s) => s,
-                None => receiver
-                    .stream
-                    .insert(ops::recv_multishot(&self.fd, &receiver.ring)?),
+                None => match ops::recv_multishot(&self.fd, &receiver.ring) {
+                    Ok(s) => receiver.stream.insert(s),
+                    Err(e) => return Poll::Ready(RecvStep::Done(Err(e))),
+                },
             };
-            match stream.next().await {
-                Ok(Received::Data(chunk)) => return Ok(Some(chunk)),
+            let Poll::Ready(received) = stream.poll_next(cx) else {
+                return Poll::Pending;
+            };
+            match received {
+                Ok(Received::Data(chunk)) => return Poll::Ready(RecvStep::Done(Ok(Some(chunk)))),
                 Ok(Received::Eof) => {
                     self.eof = true;
                     receiver.stream = None;
-                    return Ok(None);
+                    return Poll::Ready(RecvStep::Done(Ok(None)));
                 }
                 // The kernel stopped the multishot (it may do so under pressure): re-arm.
                 Ok(Received::Ended) => receiver.stream = None,
                 Err(e) if e.raw_os_error() == Some(ENOBUFS) => {
-                    // Every buffer of the ring is lent out: give them time to come back.
                     receiver.stream = None;
-                    percore_engine::time::sleep(RING_DRY_BACKOFF).await;
+                    return Poll::Ready(RecvStep::RingDry);
                 }
                 Err(e) => {
                     receiver.stream = None;
-                    return Err(e);
+                    return Poll::Ready(RecvStep::Done(Err(e)));
                 }
             }
         }

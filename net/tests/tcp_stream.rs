@@ -315,3 +315,23 @@ fn std_interop_and_addresses() {
         assert_eq!(listener.stats().accepted, 1);
     });
 }
+
+/// `write_vec` adopts the vector when nothing is buffered and appends after buffered bytes
+/// otherwise: the peer reads everything, in order.
+#[test]
+fn write_vec_keeps_order_with_buffered_bytes() {
+    percore_engine::block_on(async {
+        let (_listener, mut client, conn) = accepted_pair().await;
+        let mut conn = BufStream::with_write_limit(conn, 8);
+        conn.write_vec(b"abc".to_vec()).await.unwrap();
+        conn.write(b"de").await.unwrap();
+        conn.write_vec(b"fghijklmn".to_vec()).await.unwrap();
+        conn.flush().await.unwrap();
+        conn.write_vec(b"o".to_vec()).await.unwrap();
+        conn.flush().await.unwrap();
+        drop(conn);
+        let mut got = Vec::new();
+        std::io::Read::read_to_end(&mut client, &mut got).unwrap();
+        assert_eq!(got, b"abcdefghijklmno");
+    });
+}

@@ -175,6 +175,7 @@ impl BufRing {
 
 impl Inner {
     /// Puts buffer `bid` back at the ring's tail, visible to the kernel.
+    #[inline]
     fn recycle(&self, bid: u16) {
         let tail = self.tail.get();
         let index = (tail & self.mask) as usize;
@@ -203,6 +204,7 @@ impl Inner {
     }
 
     /// The buffer a completion with `flags` selected, holding `len` bytes.
+    #[inline]
     pub(crate) fn take(self: &Rc<Self>, flags: u32, len: usize) -> Option<RingBuf> {
         let bid = io_uring::cqueue::buffer_select(flags)?;
         if bid >= self.entries {
@@ -218,6 +220,7 @@ impl Inner {
     }
 
     /// Returns the buffer a completion selected straight to the ring (nobody wants its bytes).
+    #[inline]
     pub(crate) fn give_back(&self, flags: u32) {
         if let Some(bid) = io_uring::cqueue::buffer_select(flags) {
             if bid < self.entries {
@@ -281,6 +284,7 @@ impl fmt::Debug for RingBuf {
 impl Deref for RingBuf {
     type Target = [u8];
 
+    #[inline]
     fn deref(&self) -> &[u8] {
         let start = self.bid as usize * self.ring.buf_size as usize + self.start;
         // SAFETY: `start + len` stays within the buffer (take clamps len to the buffer size,
@@ -296,10 +300,12 @@ impl Deref for RingBuf {
 // into a lent buffer until it is recycled, which needs this RingBuf dropped. So the pointer is
 // stable, valid and unchanging for the RingBuf's whole life, wherever the RingBuf moves.
 unsafe impl crate::buf::IoBuf for RingBuf {
+    #[inline]
     fn stable_ptr(&self) -> *const u8 {
         self.as_ptr()
     }
 
+    #[inline]
     fn bytes_init(&self) -> usize {
         self.len
     }
@@ -310,6 +316,7 @@ unsafe impl crate::buf::IoBuf for RingBuf {
 }
 
 impl Drop for RingBuf {
+    #[inline]
     fn drop(&mut self) {
         self.ring.recycle(self.bid);
     }

@@ -145,6 +145,7 @@ impl Driver {
     /// until the kernel posts the entry's last completion. Ops meet this by keeping such memory
     /// in their data, which lives in the future or, once it is dropped, in the slab slot named
     /// by the entry's `user_data`, until that last completion.
+    #[inline]
     pub(crate) unsafe fn push(&mut self, entry: squeue::Entry) {
         if !self.backlog.is_empty() {
             self.stats.sq_full += 1;
@@ -166,15 +167,24 @@ impl Driver {
     ///
     /// As for [`Driver::push`]: the entry's memory is owned by the op's data, which the caller
     /// keeps alive (in the future, then in the slot through [`Driver::orphan`]).
-    pub(crate) unsafe fn submit(&mut self, entry: squeue::Entry, multishot: bool) -> OpKey {
+    ///
+    /// `waker`, if given, is woken by the first completion: a future that submits during its
+    /// poll registers its waker here rather than looking the slot up a second time.
+    #[inline]
+    pub(crate) unsafe fn submit(
+        &mut self,
+        entry: squeue::Entry,
+        multishot: bool,
+        waker: Option<Waker>,
+    ) -> OpKey {
         let state = if multishot {
             Lifecycle::Multishot {
                 queue: slab::CompletionQueue::default(),
-                waker: None,
+                waker,
                 finished: false,
             }
         } else {
-            Lifecycle::Waiting { waker: None }
+            Lifecycle::Waiting { waker }
         };
         let key = self.slab.insert(state);
         // SAFETY: forwarded from the caller.
@@ -208,12 +218,39 @@ impl Driver {
         unsafe { self.push(entry.user_data(TOKEN_IGNORE)) };
     }
 
+    #[inline]
     pub(crate) fn slot(&mut self, key: OpKey) -> Option<&mut Lifecycle> {
         self.slab.get_mut(key)
     }
 
+    #[inline]
     pub(crate) fn free(&mut self, key: OpKey) -> Option<Lifecycle> {
         self.slab.remove(key)
+    }
+
+    /// A single-shot op's future polls its slot: the completion (and the slot is freed), or
+    /// `None` after registering `waker`. A slot that is gone (the driver was shut down and
+    /// drained) reads as `-ECANCELED`.
+    #[inline]
+    pub(crate) fn poll_op(&mut self, key: OpKey, waker: &Waker) -> Option<Completion> {
+        match self.slab.get_mut(key) {
+            Some(Lifecycle::Completed(done)) => {
+                let done = *done;
+                self.slab.remove_completed(key);
+                Some(done)
+            }
+            Some(Lifecycle::Waiting { waker: slot }) => {
+                match slot {
+                    Some(w) if w.will_wake(waker) => {}
+                    _ => *slot = Some(waker.clone()),
+                }
+                None
+            }
+            _ => Some(Completion {
+                result: -libc::ECANCELED,
+                flags: 0,
+            }),
+        }
     }
 
     /// The future of `key` was dropped: keep `orphan` until the kernel is done with it.
@@ -360,6 +397,7 @@ impl Driver {
     }
 
     /// Drains the completion queue, collecting the wakers of ops that completed.
+    #[inline]
     pub(crate) fn reap(&mut self, wakers: &mut Vec<Waker>) -> Reaped {
         let mut reaped = Reaped::default();
         let mut cq = self.ring.completion();
@@ -432,6 +470,7 @@ impl Driver {
     }
 }
 
+#[inline]
 fn complete(
     slab: &mut OpSlab,
     key: OpKey,
@@ -443,11 +482,13 @@ fn complete(
         return;
     };
     match state {
-        Lifecycle::Waiting { waker } => {
-            if let Some(w) = waker.take() {
+        Lifecycle::Waiting { .. } => {
+            // Replaced, not assigned: the old state moves out whole, so no drop glue runs.
+            if let Lifecycle::Waiting { waker: Some(w) } =
+                std::mem::replace(state, Lifecycle::Completed(done))
+            {
                 wakers.push(w);
             }
-            *state = Lifecycle::Completed(done);
         }
         Lifecycle::Multishot {
             queue,

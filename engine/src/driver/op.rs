@@ -10,7 +10,7 @@ use std::future::Future;
 use std::io;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use io_uring::squeue;
 
@@ -32,16 +32,18 @@ pub(crate) trait Orphan: 'static {
 /// # Safety
 ///
 /// As for [`Op::submit`].
+#[inline]
 unsafe fn submit_on_this_core<T>(
     mut data: T,
     build: impl FnOnce(&mut T) -> squeue::Entry,
     multishot: bool,
+    waker: Option<&Waker>,
 ) -> Result<(OpKey, T), (io::Error, T)> {
     let entry = build(&mut data);
     let key = context::with_driver(|driver| {
         // SAFETY: the entry points only at heap memory owned by `data`, which the op future
         // keeps and which moves to the slot if the future is dropped before the last completion.
-        unsafe { driver.submit(entry, multishot) }
+        unsafe { driver.submit(entry, multishot, waker.cloned()) }
     });
     match key {
         Some(key) => Ok((key, data)),
@@ -95,7 +97,33 @@ impl<T: Orphan> Op<T> {
         build: impl FnOnce(&mut T) -> squeue::Entry,
     ) -> Result<Op<T>, (io::Error, T)> {
         // SAFETY: forwarded from the caller.
-        let (key, data) = unsafe { submit_on_this_core(data, build, false) }?;
+        let (key, data) = unsafe { submit_on_this_core(data, build, false, None) }?;
+        Ok(Op {
+            key,
+            data: Some(data),
+            _local: PhantomData,
+        })
+    }
+
+    /// As [`Op::submit`], from inside a poll: `waker` is registered with the submission, so
+    /// the op is already waiting and need not be polled until it is woken (one slot lookup
+    /// less per op than submitting and then polling).
+    ///
+    /// # Errors
+    ///
+    /// As [`Op::submit`].
+    ///
+    /// # Safety
+    ///
+    /// As for [`Op::submit`].
+    #[inline]
+    pub(crate) unsafe fn submit_waiting(
+        data: T,
+        build: impl FnOnce(&mut T) -> squeue::Entry,
+        waker: &Waker,
+    ) -> Result<Op<T>, (io::Error, T)> {
+        // SAFETY: forwarded from the caller.
+        let (key, data) = unsafe { submit_on_this_core(data, build, false, Some(waker)) }?;
         Ok(Op {
             key,
             data: Some(data),
@@ -107,26 +135,13 @@ impl<T: Orphan> Op<T> {
 impl<T: Orphan + Unpin> Future for Op<T> {
     type Output = (Completion, T);
 
+    #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
         let key = this.key;
-        let done = context::with_driver(|driver| match driver.slot(key) {
-            Some(Lifecycle::Completed(done)) => {
-                let done = *done;
-                driver.free(key);
-                Some(done)
-            }
-            Some(Lifecycle::Waiting { waker }) => {
-                match waker {
-                    Some(w) if w.will_wake(cx.waker()) => {}
-                    _ => *waker = Some(cx.waker().clone()),
-                }
-                None
-            }
-            // The slot is gone: the driver was shut down and drained.
-            _ => Some(runtime_gone()),
-        })
-        .unwrap_or_else(|| Some(runtime_gone()));
+        // A slot that is gone (the driver was shut down and drained) reads as cancelled.
+        let done = context::with_driver(|driver| driver.poll_op(key, cx.waker()))
+            .unwrap_or_else(|| Some(runtime_gone()));
         match done {
             Some(done) => {
                 let data = this.data.take().expect("Op polled after completion");
@@ -205,7 +220,7 @@ impl<T: Orphan> Multishot<T> {
         build: impl FnOnce(&mut T) -> squeue::Entry,
     ) -> Result<Multishot<T>, (io::Error, T)> {
         // SAFETY: forwarded from the caller.
-        let (key, data) = unsafe { submit_on_this_core(data, build, true) }?;
+        let (key, data) = unsafe { submit_on_this_core(data, build, true, None) }?;
         Ok(Multishot {
             key,
             data: Some(data),
@@ -232,6 +247,7 @@ impl<T: Orphan> Multishot<T> {
     }
 
     /// The next completion; `None` once the kernel posted the last one (without `F_MORE`).
+    #[inline]
     pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Completion>> {
         if self.done {
             return Poll::Ready(None);

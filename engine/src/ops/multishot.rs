@@ -8,6 +8,7 @@
 use std::io;
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 
 use io_uring::{opcode, types};
 
@@ -155,28 +156,38 @@ impl RecvStream {
     ///
     /// Cancel-safe.
     pub async fn next(&mut self) -> io::Result<Received> {
-        let done = std::future::poll_fn(|cx| self.op.poll_next(cx)).await;
-        let Some(done) = done else {
-            return Ok(Received::Ended);
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    /// Polls for the next chunk: [`RecvStream::next`] for hand-written futures (no future of
+    /// its own to store or poll through).
+    ///
+    /// # Errors
+    ///
+    /// As [`RecvStream::next`].
+    #[inline]
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Received>> {
+        let Poll::Ready(done) = self.op.poll_next(cx) else {
+            return Poll::Pending;
         };
-        let ring = match self.op.data() {
-            Some(data) => data.ring.clone(),
-            None => return Ok(Received::Ended),
+        let (Some(done), Some(data)) = (done, self.op.data()) else {
+            return Poll::Ready(Ok(Received::Ended));
         };
-        if done.result < 0 {
+        let ring = &data.ring;
+        Poll::Ready(if done.result < 0 {
             ring.give_back(done.flags);
-            return Err(io::Error::from_raw_os_error(-done.result));
-        }
-        if done.result == 0 {
+            Err(io::Error::from_raw_os_error(-done.result))
+        } else if done.result == 0 {
             ring.give_back(done.flags);
-            return Ok(Received::Eof);
-        }
-        match ring.take(done.flags, done.result as usize) {
-            Some(buf) => Ok(Received::Data(buf)),
-            None => Err(io::Error::other(
-                "receive completion without a provided buffer",
-            )),
-        }
+            Ok(Received::Eof)
+        } else {
+            match ring.take(done.flags, done.result as usize) {
+                Some(buf) => Ok(Received::Data(buf)),
+                None => Err(io::Error::other(
+                    "receive completion without a provided buffer",
+                )),
+            }
+        })
     }
 
     /// Asks the kernel to stop; `next` returns what is left, then `Ended`.

@@ -68,39 +68,44 @@ impl<B: IoBuf> fmt::Debug for Send<B> {
 impl<B: IoBuf> Future for Send<B> {
     type Output = (io::Result<usize>, B);
 
+    #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        // The op moves out and back in (it is Unpin: the kernel points at the buffer's heap
-        // bytes, never at the op itself).
-        let mut op = match std::mem::replace(&mut this.state, State::Done) {
-            State::Unsubmitted { data, flags } => {
-                let raw = data._fd.raw();
-                // SAFETY: the entry points at the buffer's initialised heap bytes, owned by the
-                // op data (which the op keeps, or hands to the driver, until the completion).
-                let op = unsafe {
-                    Op::submit(data, |d| {
-                        let (ptr, len) = super::filled(&d.buf);
-                        opcode::Send::new(types::Fd(raw), ptr, len)
-                            .flags(flags | libc::MSG_NOSIGNAL)
-                            .build()
-                    })
-                };
-                match op {
-                    Ok(op) => op,
-                    Err((e, data)) => return Poll::Ready((Err(e), data.buf)),
-                }
-            }
-            State::Submitted(op) => op,
-            State::Done => panic!("send polled after completion"),
+        if let State::Submitted(op) = &mut this.state {
+            // The op is Unpin: the kernel points at the buffer's heap bytes, never at the op.
+            let Poll::Ready((done, data)) = Pin::new(op).poll(cx) else {
+                return Poll::Pending;
+            };
+            this.state = State::Done;
+            return Poll::Ready((super::check(done).map(|n| n as usize), data.buf));
+        }
+        let State::Unsubmitted { data, flags } = std::mem::replace(&mut this.state, State::Done)
+        else {
+            panic!("send polled after completion");
         };
-        match Pin::new(&mut op).poll(cx) {
-            Poll::Pending => {
+        let raw = data._fd.raw();
+        // The waker goes in with the submission: nothing can complete before the core's next
+        // reap, so the op is not polled again until then.
+        // SAFETY: the entry points at the buffer's initialised heap bytes, owned by the op data
+        // (which the op keeps, or hands to the driver, until the completion).
+        let op = unsafe {
+            Op::submit_waiting(
+                data,
+                |d| {
+                    let (ptr, len) = super::filled(&d.buf);
+                    opcode::Send::new(types::Fd(raw), ptr, len)
+                        .flags(flags | libc::MSG_NOSIGNAL)
+                        .build()
+                },
+                cx.waker(),
+            )
+        };
+        match op {
+            Ok(op) => {
                 this.state = State::Submitted(op);
                 Poll::Pending
             }
-            Poll::Ready((done, data)) => {
-                Poll::Ready((super::check(done).map(|n| n as usize), data.buf))
-            }
+            Err((e, data)) => Poll::Ready((Err(e), data.buf)),
         }
     }
 }

@@ -49,6 +49,7 @@ pub(crate) fn with_core<R>(f: impl FnOnce(&Core) -> R) -> Option<R> {
 
 /// Runs `f` with the current core's driver. `None` when no core runs here, or when the driver
 /// is already borrowed further up this thread's stack (a destructor running inside the driver).
+#[inline]
 pub(crate) fn with_driver<R>(f: impl FnOnce(&mut Driver) -> R) -> Option<R> {
     with_core(|core| {
         let mut driver = core.driver.try_borrow_mut().ok()?;

@@ -234,6 +234,10 @@ impl Core {
 
     fn fire_timers(&self) {
         let mut timers = self.timers.borrow_mut();
+        // No timer pending (the usual turn of a busy server): no deadline to compute, no clock.
+        if timers.is_empty() {
+            return;
+        }
         let Some(next) = timers.next_deadline() else {
             return;
         };
@@ -265,10 +269,14 @@ impl Core {
             None
         } else {
             self.publish_stats();
-            self.timers
-                .borrow()
-                .next_deadline()
-                .map(|deadline| deadline.saturating_duration_since(Instant::now()))
+            let timers = self.timers.borrow();
+            if timers.is_empty() {
+                None
+            } else {
+                timers
+                    .next_deadline()
+                    .map(|deadline| deadline.saturating_duration_since(Instant::now()))
+            }
         };
         let wait = !runnable && timeout != Some(Duration::ZERO);
         self.driver.borrow_mut().enter(wait, timeout)?;

@@ -7,16 +7,17 @@
 //! drain. Each core's main future then has the runtime's grace period to finish before it is
 //! cancelled (dropped), which cancels its scopes and their tasks.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::cross::remote::Remote;
 use crate::runtime::context;
+use crate::sync::{WaitQueue, WaiterKey};
 
 /// The runtime-wide half: the flag and every core's remote.
 #[derive(Debug, Default)]
@@ -77,7 +78,10 @@ impl ShutdownShared {
 pub(crate) struct CoreShutdown {
     shared: Arc<ShutdownShared>,
     seen: Cell<bool>,
-    waiters: RefCell<Vec<Waker>>,
+    /// The tasks awaiting [`requested`]: one entry per live future, removed when it drops
+    /// (a connection's handler races every read against the request, so the entries must
+    /// not outlive the futures nor be searched per poll).
+    waiters: WaitQueue,
 }
 
 impl CoreShutdown {
@@ -85,7 +89,7 @@ impl CoreShutdown {
         CoreShutdown {
             shared,
             seen: Cell::new(false),
-            waiters: RefCell::new(Vec::new()),
+            waiters: WaitQueue::new(),
         }
     }
 
@@ -94,23 +98,27 @@ impl CoreShutdown {
     }
 
     /// Called every loop turn: wakes the waiters the first time the request is seen.
+    #[inline]
     pub(crate) fn check(&self) {
         if !self.seen.get() && self.shared.is_requested() {
             self.seen.set(true);
-            for w in self.waiters.borrow_mut().drain(..) {
-                w.wake();
-            }
+            self.waiters.notify_all();
         }
     }
 
-    fn poll_requested(&self, cx: &mut Context<'_>) -> Poll<()> {
+    /// Polls one [`ShutdownRequested`]: registers its waiter on the first poll, refreshes
+    /// its waker on later ones (O(1) either way).
+    fn poll_requested(&self, key: &mut Option<WaiterKey>, cx: &mut Context<'_>) -> Poll<()> {
         self.check();
         if self.seen.get() {
+            if let Some(key) = key.take() {
+                self.waiters.cancel(key);
+            }
             return Poll::Ready(());
         }
-        let mut waiters = self.waiters.borrow_mut();
-        if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
-            waiters.push(cx.waker().clone());
+        match key {
+            Some(key) => self.waiters.update(key, cx.waker()),
+            None => *key = Some(self.waiters.register(cx.waker())),
         }
         Poll::Pending
     }
@@ -125,7 +133,7 @@ impl CoreShutdown {
 ///
 /// Cancel-safe: dropping it only forgets its waker; nothing is consumed.
 pub fn requested() -> ShutdownRequested {
-    ShutdownRequested { _private: () }
+    ShutdownRequested { waiter: None }
 }
 
 /// Whether a graceful shutdown of the current runtime has been requested.
@@ -141,13 +149,70 @@ pub fn is_requested() -> bool {
 #[derive(Debug)]
 #[must_use = "futures do nothing unless polled"]
 pub struct ShutdownRequested {
-    _private: (),
+    /// Its entry in the core's waiter queue, once polled, and that core's executor id.
+    waiter: Option<(u16, WaiterKey)>,
 }
 
 impl Future for ShutdownRequested {
     type Output = ();
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        context::with_core(|core| core.shutdown.poll_requested(cx)).unwrap_or(Poll::Pending)
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        context::with_core(|core| {
+            let id = core.executor.id();
+            // A future moved to another core leaves its entry in that core's queue (which is
+            // not reachable from here) and registers afresh on this one.
+            let mut key = match this.waiter.take() {
+                Some((owner, key)) if owner == id => Some(key),
+                _ => None,
+            };
+            let poll = core.shutdown.poll_requested(&mut key, cx);
+            this.waiter = key.map(|key| (id, key));
+            poll
+        })
+        .unwrap_or(Poll::Pending)
+    }
+}
+
+impl Drop for ShutdownRequested {
+    fn drop(&mut self) {
+        let Some((owner, key)) = self.waiter.take() else {
+            return;
+        };
+        let mut key = Some(key);
+        context::with_core(|core| {
+            if core.executor.id() == owner {
+                if let Some(key) = key.take() {
+                    core.shutdown.waiters.cancel(key);
+                }
+            }
+        });
+        // Off its core (or after the core ended) the entry cannot be reached: it goes with
+        // that core's queue.
+        let _unreachable = key;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: every `requested()` future polled and then dropped (a connection's handler
+    /// races each read against it) used to leave its waker in the core's list for good, and
+    /// every poll searched that list.
+    #[test]
+    fn polled_then_dropped_waiters_leave_no_entry() {
+        crate::block_on(async {
+            for _ in 0..100 {
+                let mut waiting = std::pin::pin!(requested());
+                std::future::poll_fn(|cx| {
+                    assert!(waiting.as_mut().poll(cx).is_pending());
+                    Poll::Ready(())
+                })
+                .await;
+            }
+            let left = context::with_core(|core| core.shutdown.waiters.len());
+            assert_eq!(left, Some(0));
+        });
     }
 }

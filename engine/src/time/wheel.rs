@@ -261,7 +261,6 @@ impl Wheel {
     }
 
     /// True if no timer is pending.
-    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }
