@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::helpers::{load, percore_serve, temp_dir};
+use crate::helpers::{load, percore_serve, serve_each, temp_dir};
 
 #[test]
 fn closed_loop_request_count_is_exact() {
@@ -165,22 +165,14 @@ fn sigint_stops_the_run_early_and_still_reports() {
 /// (keeping the connection open): every later request must end as a counted timeout.
 fn stalling_echo() -> std::net::SocketAddr {
     use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for conn in listener.incoming().take(500) {
-            let Ok(mut conn) = conn else { continue };
-            std::thread::spawn(move || {
-                let mut first = [0u8; 64];
-                if conn.read_exact(&mut first).is_ok() && conn.write_all(&first).is_ok() {
-                    // Swallow whatever comes next until the client gives up.
-                    let mut sink = [0u8; 4096];
-                    while matches!(conn.read(&mut sink), Ok(n) if n > 0) {}
-                }
-            });
+    serve_each(500, |_, mut conn| {
+        let mut first = [0u8; 64];
+        if conn.read_exact(&mut first).is_ok() && conn.write_all(&first).is_ok() {
+            // Swallow whatever comes next until the client gives up.
+            let mut sink = [0u8; 4096];
+            while matches!(conn.read(&mut sink), Ok(n) if n > 0) {}
         }
-    });
-    addr
+    })
 }
 
 #[test]

@@ -66,6 +66,25 @@ pub(crate) fn percore_serve(service: &str) -> Server {
     Server { child, addr }
 }
 
+/// A hand-written misbehaving server on a free loopback port: each of its first `limit`
+/// connections is handled on a thread of its own by `handle(n, conn)` (n counts from 0).
+pub(crate) fn serve_each<H>(limit: usize, handle: H) -> SocketAddr
+where
+    H: Fn(usize, std::net::TcpStream) + Send + Sync + 'static,
+{
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handle = std::sync::Arc::new(handle);
+    std::thread::spawn(move || {
+        for (n, conn) in listener.incoming().enumerate().take(limit) {
+            let Ok(conn) = conn else { continue };
+            let handle = handle.clone();
+            std::thread::spawn(move || handle(n, conn));
+        }
+    });
+    addr
+}
+
 /// A fresh directory under the system temp dir.
 pub(crate) fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("percore-load-{}-{name}", std::process::id()));

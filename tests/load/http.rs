@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::helpers::{load, temp_dir, Server};
+use crate::helpers::{load, serve_each, temp_dir, Server};
 
 /// nginx serving `/` (200, "hello") on a free port, everything in `dir`.
 fn nginx(dir: &Path) -> Server {
@@ -138,40 +138,31 @@ fn nginx_keep_alive_statuses_and_bodies() {
 /// A server whose every connection answers its first request properly and its second with
 /// one kind of garbage (by connection number), then closes.
 fn misbehaving_server() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let bad: [&[u8]; 5] = [
-            b"garbage that is not http\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\nContent-Length: nope\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
-            b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\ncut short",
-            b"HTTP/1.1 200 OK\r\nContent-Length: 999999999\r\n\r\n",
-        ];
-        for (n, conn) in listener.incoming().enumerate().take(2000) {
-            let Ok(mut conn) = conn else { continue };
-            let garbage = bad[n % bad.len()];
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                for reply in [
-                    &b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"[..],
-                    garbage,
-                ] {
-                    let mut got = Vec::new();
-                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match conn.read(&mut buf) {
-                            Ok(0) | Err(_) => return,
-                            Ok(k) => got.extend_from_slice(&buf[..k]),
-                        }
-                    }
-                    if conn.write_all(reply).is_err() {
-                        return;
-                    }
+    const BAD: [&[u8]; 5] = [
+        b"garbage that is not http\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: nope\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\ncut short",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 999999999\r\n\r\n",
+    ];
+    serve_each(2000, |n, mut conn| {
+        let mut buf = [0u8; 4096];
+        for reply in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"[..],
+            BAD[n % BAD.len()],
+        ] {
+            let mut got = Vec::new();
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(k) => got.extend_from_slice(&buf[..k]),
                 }
-            });
+            }
+            if conn.write_all(reply).is_err() {
+                return;
+            }
         }
-    });
-    addr
+    })
 }
 
 #[test]
