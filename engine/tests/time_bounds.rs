@@ -101,6 +101,49 @@ fn sleep_reset_moves_the_deadline_both_ways() {
     });
 }
 
+/// A sleep raced against a busy source: the task is woken hundreds of times for the other
+/// future and re-polls the armed sleep each time (the path that skips the clock). It still
+/// fires, never early, and a reset to a later deadline re-arms it.
+#[test]
+fn an_armed_sleep_polled_often_fires_on_time() {
+    percore_engine::block_on(async {
+        let (tx, rx) = percore_engine::sync::channel::bounded::<u32>(1);
+        let feeder = percore_engine::spawn(async move {
+            for i in 0.. {
+                if tx.send(i).await.is_err() {
+                    break;
+                }
+                percore_engine::yield_now().await;
+            }
+        });
+        let t0 = Instant::now();
+        let mut timer = time::sleep(Duration::from_millis(20));
+        let mut received = 0u32;
+        for round in 0..2 {
+            loop {
+                let recv = std::pin::pin!(rx.recv());
+                match percore_engine::first(recv, &mut timer).await {
+                    percore_engine::First::A(_, _) => received += 1,
+                    percore_engine::First::B((), _) => break,
+                }
+            }
+            let want = Duration::from_millis(20 * (round + 1));
+            assert!(
+                t0.elapsed() >= want,
+                "fired at {:?}, before {want:?}",
+                t0.elapsed()
+            );
+            timer.reset(t0 + Duration::from_millis(40));
+        }
+        assert!(
+            received > 100,
+            "the sleep was re-polled only {received} times"
+        );
+        drop(rx);
+        feeder.await.expect("feeder");
+    });
+}
+
 #[test]
 fn a_million_pending_timers() {
     percore_engine::block_on(async {

@@ -132,6 +132,9 @@ pub(crate) struct Recorder {
     /// The measured start; events before it (warm-up) are not recorded.
     start: Instant,
     current: u64,
+    /// When the current interval ends (`start` + `current` + 1 s): events before it need no
+    /// arithmetic to find their interval.
+    current_end: Instant,
     data: IntervalData,
     /// The thread's CPU time when the current interval began (set by the first measured
     /// event, so warm-up CPU is not counted).
@@ -153,6 +156,7 @@ impl Recorder {
             shard,
             start,
             current: 0,
+            current_end: start + Duration::from_secs(1),
             data: IntervalData::new(),
             cpu_mark: None,
             out,
@@ -166,6 +170,9 @@ impl Recorder {
 
     /// Makes the interval holding `now` current, shipping the ones before it.
     pub(crate) fn roll(&mut self, now: Instant) {
+        if now < self.current_end && self.cpu_mark.is_some() {
+            return;
+        }
         let Some(since) = now.checked_duration_since(self.start) else {
             return;
         };
@@ -193,12 +200,18 @@ impl Recorder {
             data,
         });
         self.current += 1;
+        self.current_end = self.start + Duration::from_secs(self.current + 1);
     }
 
     /// A measured request went out at `sent`, intended at `intended`.
     pub(crate) fn sent(&mut self, intended: Instant, sent: Instant) {
         self.roll(sent);
-        let lag = ns(sent.saturating_duration_since(intended));
+        // Closed loop (and an open loop on time): no lag, and no clock arithmetic for it.
+        let lag = if sent > intended {
+            ns(sent.duration_since(intended))
+        } else {
+            0
+        };
         self.data.sent += 1;
         self.data.lag_max_ns = self.data.lag_max_ns.max(lag);
         self.data.lag_sum_ns += lag;
@@ -208,12 +221,15 @@ impl Recorder {
     pub(crate) fn answered(&mut self, intended: Instant, sent: Instant, done: Instant) {
         self.roll(done);
         self.data.ok += 1;
-        self.data
-            .latency
-            .saturating_record(ns(done.saturating_duration_since(intended)).max(1));
-        self.data
-            .service
-            .saturating_record(ns(done.saturating_duration_since(sent)).max(1));
+        let service = ns(done.saturating_duration_since(sent)).max(1);
+        // Sent when intended (closed loop, or an open loop on time): the same span.
+        let latency = if intended == sent {
+            service
+        } else {
+            ns(done.saturating_duration_since(intended)).max(1)
+        };
+        self.data.latency.saturating_record(latency);
+        self.data.service.saturating_record(service);
     }
 
     /// A measured request failed at `now`.

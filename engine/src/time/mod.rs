@@ -92,18 +92,26 @@ impl Future for Sleep {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // Still in the wheel: not fired, so pending (a timer never fires early, and one whose
+        // deadline has just passed fires on this turn's expiry pass). No clock read: a task
+        // polled for another reason (its socket) while its timeout is armed pays one lookup.
+        if let Some(key) = self.key {
+            let live =
+                context::with_core(|core| core.timers.borrow_mut().update_waker(key, cx.waker()))
+                    .expect("percore::time::sleep polled off a percore core");
+            if live {
+                return Poll::Pending;
+            }
+            self.key = None;
+        }
         if Instant::now() >= self.deadline {
-            self.cancel_timer();
             return Poll::Ready(());
         }
         let deadline = self.deadline;
-        let key = self.key;
         let new_key = context::with_core(|core| {
-            let mut timers = core.timers.borrow_mut();
-            match key {
-                Some(key) if timers.update_waker(key, cx.waker()) => key,
-                _ => timers.insert(deadline, cx.waker().clone()),
-            }
+            core.timers
+                .borrow_mut()
+                .insert(deadline, cx.waker().clone())
         })
         .expect("percore::time::sleep polled off a percore core");
         self.key = Some(new_key);

@@ -6,7 +6,8 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Instant;
 
-use percore_engine::time::timeout_at;
+use percore_engine::time::sleep_until;
+use percore_engine::{first, First};
 use percore_net::tcp::TcpStream;
 
 use super::{Backoff, ConnCtx, Ended, InFlight};
@@ -54,15 +55,22 @@ pub(crate) async fn drive_stream(ctx: Rc<ConnCtx>, mut schedule: Schedule) {
 }
 
 /// One connection's life.
+///
+/// Its one timer stands for the oldest request's expiry (and, with room in the window, the
+/// next request's intended time, whichever is first). It is moved only to make it earlier: a
+/// timer that is due later than it is armed fires early, is looked at, and re-armed, so a
+/// closed loop sets it about once per request timeout rather than once per request.
 async fn run_connection(ctx: &ConnCtx, mut stream: TcpStream, schedule: &mut Schedule) -> Ended {
     let mut session = ctx.protocol.session();
     let mut inflight: VecDeque<InFlight> = VecDeque::with_capacity(ctx.pipeline);
     let mut out: Vec<u8> = Vec::new();
     // Bytes of a response that straddles chunks.
     let mut pending: Vec<u8> = Vec::new();
+    let mut now = Instant::now();
+    let mut timer = sleep_until(now + ctx.timeout);
     loop {
-        // Fill the window with the requests that are due.
-        let now = Instant::now();
+        // Fill the window with the requests that are due. `now` is the time of the last event
+        // (the completion just parsed, or a fresh reading after any other wait).
         ctx.stopped(schedule);
         while inflight.len() < ctx.pipeline {
             let Some(intended) = schedule.take_due(now) else {
@@ -81,11 +89,13 @@ async fn run_connection(ctx: &ConnCtx, mut stream: TcpStream, schedule: &mut Sch
             }
         }
         let Some(oldest) = inflight.front().copied() else {
-            match schedule.peek(Instant::now()) {
+            now = Instant::now();
+            match schedule.peek(now) {
                 Next::Done => return Ended::Finished,
                 Next::Now => continue,
                 Next::At(at) => {
                     ctx.pause_until(at).await;
+                    now = Instant::now();
                     continue;
                 }
             }
@@ -99,16 +109,27 @@ async fn run_connection(ctx: &ConnCtx, mut stream: TcpStream, schedule: &mut Sch
                 deadline = deadline.min(at);
             }
         }
-        let chunk = match timeout_at(deadline, stream.recv_chunk()).await {
-            Err(_elapsed) => {
-                if Instant::now() >= expires {
+        if deadline < timer.deadline() {
+            timer.reset(deadline);
+        }
+        let recv = std::pin::pin!(stream.recv_chunk());
+        let received = match first(recv, &mut timer).await {
+            First::A(received, _) => received,
+            First::B((), _) => {
+                now = Instant::now();
+                if now >= expires {
                     ctx.fail_all(&mut inflight, ErrorKind::Timeout);
                     return Ended::Lost;
                 }
+                // Early (re-armed lazily) or the next request is due: arm it for the expiry;
+                // the top of the loop moves it earlier if the schedule needs that.
+                timer.reset(expires);
                 continue;
             }
-            Ok(Ok(Some(chunk))) => chunk,
-            Ok(Ok(None)) => {
+        };
+        let chunk = match received {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => {
                 // The server closed: a close-delimited response may end here.
                 if !inflight.is_empty() {
                     match session.parse_at_eof(&pending) {
@@ -129,12 +150,12 @@ async fn run_connection(ctx: &ConnCtx, mut stream: TcpStream, schedule: &mut Sch
                     _ => Ended::Lost,
                 };
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 ctx.fail_all(&mut inflight, ErrorKind::Io(e.kind()));
                 return Ended::Lost;
             }
         };
-        let now = Instant::now();
+        now = Instant::now();
         let parsed = if pending.is_empty() {
             let outcome = parse_responses(ctx, &mut *session, &chunk, &mut inflight, now);
             if let Ok((used, _)) = outcome {

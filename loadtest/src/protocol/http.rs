@@ -69,6 +69,7 @@ impl Protocol for Http {
             request: self.request.clone(),
             head_only: self.head_only,
             max_response: self.max_response,
+            memo: HeadMemo::default(),
         })
     }
 }
@@ -77,6 +78,9 @@ struct HttpSession {
     request: Arc<[u8]>,
     head_only: bool,
     max_response: usize,
+    /// The last final head parsed at the front of a response, byte for byte, with what it
+    /// said; see [`HeadMemo`].
+    memo: HeadMemo,
 }
 
 impl Session for HttpSession {
@@ -85,20 +89,96 @@ impl Session for HttpSession {
     }
 
     fn parse(&mut self, input: &[u8]) -> Result<Parsed, ProtocolError> {
-        parse_response(input, self.head_only, self.max_response, false)
+        self.parse_memoised(input, false)
     }
 
     fn parse_at_eof(&mut self, input: &[u8]) -> Result<Parsed, ProtocolError> {
-        parse_response(input, self.head_only, self.max_response, true)
+        self.parse_memoised(input, true)
+    }
+}
+
+impl HttpSession {
+    /// [`parse_response`], skipping the head parse when the response starts with the same
+    /// bytes as the last head parsed.
+    fn parse_memoised(&mut self, input: &[u8], at_eof: bool) -> Result<Parsed, ProtocolError> {
+        if let Some(head) = self.memo.lookup(input) {
+            return frame_body(input, 0, head, self.max_response, at_eof);
+        }
+        let mut start = 0;
+        loop {
+            match parse_head(&input[start..], self.head_only, at_eof)? {
+                HeadParse::Incomplete => return Ok(Parsed::Incomplete),
+                HeadParse::Interim(len) => start += len,
+                HeadParse::Final(head) => {
+                    if start == 0 {
+                        self.memo.store(&input[..head.len], head);
+                    }
+                    return frame_body(input, start, head, self.max_response, at_eof);
+                }
+            }
+        }
+    }
+}
+
+/// Longest head the memo keeps (longer heads are parsed every time).
+const MEMO_MAX: usize = 1024;
+
+/// The head of the last response, kept because a server under load answers one request with
+/// the same head again and again (nginx changes only its `Date:` line, once a second).
+///
+/// A head's parse depends only on its own bytes, up to and including the blank line that ends
+/// it: a response whose first `bytes.len()` bytes equal `bytes` has exactly the head `head`,
+/// so comparing the bytes (one `memcmp`) stands in for parsing and validating them again. The
+/// body is framed and checked on every response.
+#[derive(Default)]
+struct HeadMemo {
+    bytes: Vec<u8>,
+    head: Option<Head>,
+}
+
+impl HeadMemo {
+    fn lookup(&self, input: &[u8]) -> Option<Head> {
+        let head = self.head?;
+        input.starts_with(&self.bytes).then_some(head)
+    }
+
+    fn store(&mut self, bytes: &[u8], head: Head) {
+        if bytes.len() > MEMO_MAX {
+            self.head = None;
+            return;
+        }
+        self.bytes.clear();
+        self.bytes.extend_from_slice(bytes);
+        self.head = Some(head);
     }
 }
 
 /// How a response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Framing {
     None,
     Length(usize),
     Chunked,
     UntilClose,
+}
+
+/// A final (non-1xx) response head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Head {
+    /// Its length, blank line included.
+    len: usize,
+    status: u16,
+    framing: Framing,
+    /// The server closes after this response.
+    close: bool,
+}
+
+/// What [`parse_head`] found at the front of its input.
+enum HeadParse {
+    Incomplete,
+    /// An interim 1xx response head of this length, to skip.
+    Interim(usize),
+    Final(Head),
 }
 
 /// Parses one response from the front of `input` (skipping interim 1xx responses, which are
@@ -116,120 +196,146 @@ pub fn parse_response(
 ) -> Result<Parsed, ProtocolError> {
     let mut start = 0;
     loop {
-        let rest = &input[start..];
-        // Left uninitialised: httparse writes only the headers it finds (no 2 KiB memset per
-        // response).
-        let mut headers =
-            [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-        let mut response = httparse::Response::new(&mut []);
-        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
-            &mut response,
-            rest,
-            &mut headers,
-        );
-        let head_len = match parsed {
-            Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) => {
-                if rest.len() > MAX_HEAD {
-                    return Err(ProtocolError("http: response head too large"));
-                }
-                if at_eof && !rest.is_empty() {
-                    return Err(ProtocolError(
-                        "http: connection closed inside a response head",
-                    ));
-                }
-                return Ok(Parsed::Incomplete);
-            }
-            Err(httparse::Error::TooManyHeaders) => {
-                return Err(ProtocolError("http: too many response headers"))
-            }
-            Err(_) => return Err(ProtocolError("http: malformed response head (not HTTP?)")),
-        };
-        if head_len > MAX_HEAD {
-            return Err(ProtocolError("http: response head too large"));
+        match parse_head(&input[start..], head_only, at_eof)? {
+            HeadParse::Incomplete => return Ok(Parsed::Incomplete),
+            HeadParse::Interim(len) => start += len,
+            HeadParse::Final(head) => return frame_body(input, start, head, max_response, at_eof),
         }
-        let status = response.code.unwrap_or(0);
-        let version = response.version.unwrap_or(1);
-        if (100..200).contains(&status) && status != 101 {
-            start += head_len;
-            continue;
-        }
-        let mut framing = if head_only || status == 204 || status == 304 || status == 101 {
-            Framing::None
-        } else {
-            Framing::UntilClose
-        };
-        let mut close = version == 0;
-        for h in response.headers.iter() {
-            if h.name.eq_ignore_ascii_case("content-length") {
-                if matches!(framing, Framing::Chunked) {
-                    continue;
-                }
-                let len = std::str::from_utf8(h.value)
-                    .ok()
-                    .and_then(|v| v.trim().parse::<usize>().ok())
-                    .ok_or(ProtocolError("http: bad Content-Length"))?;
-                if !matches!(framing, Framing::None) {
-                    framing = Framing::Length(len);
-                }
-            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                if contains_token(h.value, b"chunked") && !matches!(framing, Framing::None) {
-                    framing = Framing::Chunked;
-                }
-            } else if h.name.eq_ignore_ascii_case("connection") {
-                if contains_token(h.value, b"close") {
-                    close = true;
-                } else if contains_token(h.value, b"keep-alive") {
-                    close = false;
-                }
-            }
-        }
-        let body_start = start + head_len;
-        let end = match framing {
-            Framing::None => Some(body_start),
-            Framing::Length(len) => {
-                if head_len.saturating_add(len) > max_response {
-                    return Err(ProtocolError("http: response larger than --max-response"));
-                }
-                let end = body_start + len;
-                if input.len() >= end {
-                    Some(end)
-                } else if at_eof {
-                    return Err(ProtocolError(
-                        "http: connection closed inside a response body",
-                    ));
-                } else {
-                    None
-                }
-            }
-            Framing::Chunked => {
-                match chunked_end(&input[body_start..], max_response.saturating_sub(head_len))? {
-                    Some(n) => Some(body_start + n),
-                    None if at_eof => {
-                        return Err(ProtocolError(
-                            "http: connection closed inside a chunked body",
-                        ))
-                    }
-                    None => None,
-                }
-            }
-            Framing::UntilClose => {
-                close = true;
-                if input.len() - start > max_response {
-                    return Err(ProtocolError("http: response larger than --max-response"));
-                }
-                at_eof.then_some(input.len())
-            }
-        };
-        return Ok(match end {
-            Some(end) => Parsed::Complete(Response {
-                len: end,
-                error_status: (status >= 400).then_some(status),
-                close,
-            }),
-            None => Parsed::Incomplete,
-        });
     }
+}
+
+/// Parses the response head at the front of `rest`.
+fn parse_head(rest: &[u8], head_only: bool, at_eof: bool) -> Result<HeadParse, ProtocolError> {
+    // Left uninitialised: httparse writes only the headers it finds (no 2 KiB memset per
+    // response).
+    let mut headers =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        rest,
+        &mut headers,
+    );
+    let head_len = match parsed {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            if rest.len() > MAX_HEAD {
+                return Err(ProtocolError("http: response head too large"));
+            }
+            if at_eof && !rest.is_empty() {
+                return Err(ProtocolError(
+                    "http: connection closed inside a response head",
+                ));
+            }
+            return Ok(HeadParse::Incomplete);
+        }
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(ProtocolError("http: too many response headers"))
+        }
+        Err(_) => return Err(ProtocolError("http: malformed response head (not HTTP?)")),
+    };
+    if head_len > MAX_HEAD {
+        return Err(ProtocolError("http: response head too large"));
+    }
+    let status = response.code.unwrap_or(0);
+    let version = response.version.unwrap_or(1);
+    if (100..200).contains(&status) && status != 101 {
+        return Ok(HeadParse::Interim(head_len));
+    }
+    let mut framing = if head_only || status == 204 || status == 304 || status == 101 {
+        Framing::None
+    } else {
+        Framing::UntilClose
+    };
+    let mut close = version == 0;
+    for h in response.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            if matches!(framing, Framing::Chunked) {
+                continue;
+            }
+            let len = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .ok_or(ProtocolError("http: bad Content-Length"))?;
+            if !matches!(framing, Framing::None) {
+                framing = Framing::Length(len);
+            }
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            if contains_token(h.value, b"chunked") && !matches!(framing, Framing::None) {
+                framing = Framing::Chunked;
+            }
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            if contains_token(h.value, b"close") {
+                close = true;
+            } else if contains_token(h.value, b"keep-alive") {
+                close = false;
+            }
+        }
+    }
+    if matches!(framing, Framing::UntilClose) {
+        close = true;
+    }
+    Ok(HeadParse::Final(Head {
+        len: head_len,
+        status,
+        framing,
+        close,
+    }))
+}
+
+/// Finds where the response whose final head `head` starts at `start` ends: its body framed
+/// as the head says, the whole response held to `max_response`.
+fn frame_body(
+    input: &[u8],
+    start: usize,
+    head: Head,
+    max_response: usize,
+    at_eof: bool,
+) -> Result<Parsed, ProtocolError> {
+    let body_start = start + head.len;
+    let end = match head.framing {
+        Framing::None => Some(body_start),
+        Framing::Length(len) => {
+            if head.len.saturating_add(len) > max_response {
+                return Err(ProtocolError("http: response larger than --max-response"));
+            }
+            let end = body_start + len;
+            if input.len() >= end {
+                Some(end)
+            } else if at_eof {
+                return Err(ProtocolError(
+                    "http: connection closed inside a response body",
+                ));
+            } else {
+                None
+            }
+        }
+        Framing::Chunked => {
+            match chunked_end(&input[body_start..], max_response.saturating_sub(head.len))? {
+                Some(n) => Some(body_start + n),
+                None if at_eof => {
+                    return Err(ProtocolError(
+                        "http: connection closed inside a chunked body",
+                    ))
+                }
+                None => None,
+            }
+        }
+        Framing::UntilClose => {
+            if input.len() - start > max_response {
+                return Err(ProtocolError("http: response larger than --max-response"));
+            }
+            at_eof.then_some(input.len())
+        }
+    };
+    Ok(match end {
+        Some(end) => Parsed::Complete(Response {
+            len: end,
+            error_status: (head.status >= 400).then_some(head.status),
+            close: head.close,
+        }),
+        None => Parsed::Incomplete,
+    })
 }
 
 /// Whether a comma-separated header value holds `token` (case-insensitive).
@@ -376,6 +482,56 @@ mod tests {
         assert!(parse_response(&huge, false, MAX, false).is_err());
         let closed_early = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc";
         assert!(parse_response(closed_early, false, MAX, true).is_err());
+    }
+
+    /// A session's memoised parse gives exactly what a fresh parse gives, over a stream of
+    /// responses that mostly repeat a head (memo hits), sometimes change it (a byte of the head
+    /// mutated, cut, or the head swapped), with bodies cut short, at the end of the stream or
+    /// not.
+    #[test]
+    fn memoised_parse_equals_fresh_parse() {
+        let heads: [&[u8]; 4] = [
+            b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 6\r\nConnection: keep-alive\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\nConnection: close\r\n\r\n",
+            b"HTTP/1.0 200 OK\r\n\r\n",
+        ];
+        let bodies: [&[u8]; 4] = [b"hello\n", b"5\r\nhello\r\n0\r\n\r\n", b"abc", b"rest"];
+        let mut rng = SplitMix64(7);
+        for head_only in [false, true] {
+            let mut session = HttpSession {
+                request: Arc::from(&b""[..]),
+                head_only,
+                max_response: 4096,
+                memo: HeadMemo::default(),
+            };
+            let mut hits = 0;
+            for _ in 0..100_000u32 {
+                let which = if rng.next_u64() % 8 == 0 {
+                    (rng.next_u64() % 4) as usize
+                } else {
+                    0
+                };
+                let mut input = heads[which].to_vec();
+                input.extend_from_slice(bodies[which]);
+                input.extend_from_slice(b"HTTP/1.1 ");
+                match rng.next_u64() % 6 {
+                    0 => {
+                        let i = (rng.next_u64() as usize) % input.len();
+                        input[i] = rng.next_u64() as u8;
+                    }
+                    1 => input.truncate((rng.next_u64() as usize) % input.len()),
+                    _ => {}
+                }
+                let at_eof = rng.next_u64() % 5 == 0;
+                let memo_hit = session.memo.lookup(&input).is_some();
+                let fresh = parse_response(&input, head_only, 4096, at_eof);
+                let memoised = session.parse_memoised(&input, at_eof);
+                assert_eq!(memoised, fresh, "{:?}", String::from_utf8_lossy(&input));
+                hits += usize::from(memo_hit);
+            }
+            assert!(hits > 50_000, "the memo was hit only {hits} times");
+        }
     }
 
     /// Random bytes, and random mutations and cuts of valid responses: the parser never panics,
