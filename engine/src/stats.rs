@@ -95,29 +95,7 @@ impl CoreStats {
 ///
 /// Panics off a percore core.
 pub fn current() -> CoreStats {
-    context::with_core(|core| {
-        let exec = core.executor.stats();
-        let driver = core.driver.borrow();
-        let d = driver.stats;
-        CoreStats {
-            core: core.config.index,
-            tasks_polled: exec.tasks_polled,
-            tasks_spawned: exec.tasks_spawned,
-            tasks_alive: exec.tasks_alive,
-            run_queue_depth: exec.run_queue_depth,
-            ops_submitted: d.ops_submitted,
-            ops_completed: d.ops_completed,
-            ops_in_flight: driver.in_flight() as u64,
-            ring_enters: d.ring_enters,
-            cq_overflows: d.cq_overflows,
-            sq_full: d.sq_full,
-            cancels: d.cancels,
-            timers_pending: core.timers.borrow().len() as u64,
-            loop_turns: core.loop_turns(),
-            buf_rings: d.buf_rings,
-        }
-    })
-    .expect("stats::current called off a percore core")
+    context::with_core(|core| core.stats()).expect("stats::current called off a percore core")
 }
 
 /// Snapshots published by every core of a runtime.

@@ -136,6 +136,10 @@ pub(crate) struct Recorder {
     /// arithmetic to find their interval.
     current_end: Instant,
     data: IntervalData,
+    /// This interval's answers whose latency and service time are one span (sent when
+    /// intended: every closed-loop request): recorded once here, added to both of `data`'s
+    /// histograms when the interval is shipped.
+    equal: Histogram<u64>,
     /// The thread's CPU time when the current interval began (set by the first measured
     /// event, so warm-up CPU is not counted).
     cpu_mark: Option<(Duration, Duration)>,
@@ -158,6 +162,7 @@ impl Recorder {
             current: 0,
             current_end: start + Duration::from_secs(1),
             data: IntervalData::new(),
+            equal: new_histogram(),
             cpu_mark: None,
             out,
         }
@@ -188,6 +193,12 @@ impl Recorder {
     fn ship(&mut self, last_len: Option<Duration>) {
         let cpu = thread_cpu();
         let mut data = std::mem::replace(&mut self.data, IntervalData::new());
+        if !self.equal.is_empty() {
+            // Both auto-resize, so adding cannot fail on range.
+            let _ = data.latency.add(&self.equal);
+            let _ = data.service.add(&self.equal);
+            self.equal.reset();
+        }
         if let Some(mark) = self.cpu_mark {
             data.cpu = (cpu.0.saturating_sub(mark.0), cpu.1.saturating_sub(mark.1));
         }
@@ -222,14 +233,14 @@ impl Recorder {
         self.roll(done);
         self.data.ok += 1;
         let service = ns(done.saturating_duration_since(sent)).max(1);
-        // Sent when intended (closed loop, or an open loop on time): the same span.
-        let latency = if intended == sent {
-            service
+        if intended == sent {
+            // Sent when intended (closed loop, or an open loop on time): one span, one record.
+            self.equal.saturating_record(service);
         } else {
-            ns(done.saturating_duration_since(intended)).max(1)
-        };
-        self.data.latency.saturating_record(latency);
-        self.data.service.saturating_record(service);
+            let latency = ns(done.saturating_duration_since(intended)).max(1);
+            self.data.latency.saturating_record(latency);
+            self.data.service.saturating_record(service);
+        }
     }
 
     /// A measured request failed at `now`.

@@ -335,3 +335,50 @@ fn write_vec_keeps_order_with_buffered_bytes() {
         assert_eq!(got, b"abcdefghijklmno");
     });
 }
+
+/// `send_whole` with 8 MiB, far more than the socket buffers hold, to a peer that reads
+/// slowly: one op, completed with the whole length (the kernel retried the short sends), every
+/// byte arriving in order. Then a peer that resets mid-send: an error or a short count, never
+/// the whole length, and no panic.
+#[test]
+fn send_whole_completes_in_full_or_fails() {
+    percore_engine::block_on(async {
+        let (_listener, mut client, conn) = accepted_pair().await;
+        let payload: Vec<u8> = (0..8 << 20).map(|i| (i * 7 % 253) as u8).collect();
+        let expected = payload.clone();
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 64 * 1024];
+            while got.len() < expected.len() {
+                let n = client.read(&mut buf).unwrap();
+                assert!(n > 0, "closed early");
+                got.extend_from_slice(&buf[..n]);
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            assert!(got == expected, "bytes differ");
+            client
+        });
+        let (res, back) = conn.send_whole(payload).await;
+        assert_eq!(res.unwrap(), back.len());
+        let client = reader.join().unwrap();
+
+        socket2::SockRef::from(&client)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        let send = percore_engine::spawn(async move { conn.send_whole(vec![7u8; 32 << 20]).await });
+        // The send fills the socket buffers and waits in the kernel; then the peer resets.
+        sleep(Duration::from_millis(20)).await;
+        drop(client);
+        let (res, back) = send.await.unwrap();
+        match res {
+            Ok(n) => assert!(n < back.len(), "a reset peer took all {n} bytes"),
+            Err(e) => assert!(
+                matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                ),
+                "{e}"
+            ),
+        }
+    });
+}

@@ -221,44 +221,56 @@ impl Core {
                 }
                 polled += 1;
             }
-            self.fire_timers();
+            let next_timer = self.fire_timers();
             self.shutdown.check();
             if self.loop_turns.get() % 1024 == 0 {
                 self.publish_stats();
             }
-            if let Err(e) = self.turn_ring() {
+            if let Err(e) = self.turn_ring(next_timer) {
                 panic!("io_uring_enter failed on core {}: {e}", self.config.index);
             }
         }
     }
 
-    fn fire_timers(&self) {
+    /// Fires the timers that are due. Returns the next pending deadline with the clock reading
+    /// it was compared with, for this turn's wait: one look at the wheel and one clock read per
+    /// turn. `None`: no timer pending.
+    fn fire_timers(&self) -> Option<NextTimer> {
         let mut timers = self.timers.borrow_mut();
         // No timer pending (the usual turn of a busy server): no deadline to compute, no clock.
         if timers.is_empty() {
-            return;
+            return None;
         }
-        let Some(next) = timers.next_deadline() else {
-            return;
-        };
+        let deadline = timers.next_deadline()?;
         let now = Instant::now();
-        if next > now {
-            return;
+        if deadline > now {
+            return Some(NextTimer { deadline, now });
         }
         let mut woken = self.woken.borrow_mut();
         timers.expire(now, &mut woken);
+        let next = timers
+            .next_deadline()
+            .map(|deadline| NextTimer { deadline, now });
         drop(timers);
         for w in woken.drain(..) {
             w.wake();
         }
+        next
     }
 
-    fn turn_ring(&self) -> io::Result<()> {
+    /// Submits what is queued and reaps; sleeps in the kernel first if nothing is runnable,
+    /// until a completion or `next_timer` (from this turn's [`Core::fire_timers`]; no task ran
+    /// since, so no timer was added).
+    fn turn_ring(&self, mut next_timer: Option<NextTimer>) -> io::Result<()> {
         let runnable = self.executor.has_runnable();
         if !runnable {
             if let Some(window) = self.config.busy_poll {
                 if self.busy_poll(window)? {
                     return Ok(());
+                }
+                // The window took time: the wait is measured from now.
+                if let Some(t) = &mut next_timer {
+                    t.now = Instant::now();
                 }
             }
         }
@@ -269,14 +281,7 @@ impl Core {
             None
         } else {
             self.publish_stats();
-            let timers = self.timers.borrow();
-            if timers.is_empty() {
-                None
-            } else {
-                timers
-                    .next_deadline()
-                    .map(|deadline| deadline.saturating_duration_since(Instant::now()))
-            }
+            next_timer.map(|t| t.deadline.saturating_duration_since(t.now))
         };
         let wait = !runnable && timeout != Some(Duration::ZERO);
         self.driver.borrow_mut().enter(wait, timeout)?;
@@ -298,9 +303,31 @@ impl Core {
             return;
         }
         *last = progress;
-        let board = board.clone();
-        drop(publisher);
-        board.publish(crate::stats::current());
+        board.publish(self.stats());
+    }
+
+    /// This core's counters, now.
+    pub(crate) fn stats(&self) -> crate::stats::CoreStats {
+        let exec = self.executor.stats();
+        let driver = self.driver.borrow();
+        let d = driver.stats;
+        crate::stats::CoreStats {
+            core: self.config.index,
+            tasks_polled: exec.tasks_polled,
+            tasks_spawned: exec.tasks_spawned,
+            tasks_alive: exec.tasks_alive,
+            run_queue_depth: exec.run_queue_depth,
+            ops_submitted: d.ops_submitted,
+            ops_completed: d.ops_completed,
+            ops_in_flight: driver.in_flight() as u64,
+            ring_enters: d.ring_enters,
+            cq_overflows: d.cq_overflows,
+            sq_full: d.sq_full,
+            cancels: d.cancels,
+            timers_pending: self.timers.borrow().len() as u64,
+            loop_turns: self.loop_turns(),
+            buf_rings: d.buf_rings,
+        }
     }
 
     /// Spins on the ring for up to `window`; true if something became runnable.
@@ -378,6 +405,14 @@ impl Core {
         }
         drop(slots);
     }
+}
+
+/// The nearest pending timer, as [`Core::fire_timers`] saw it.
+#[derive(Debug, Clone, Copy)]
+struct NextTimer {
+    deadline: Instant,
+    /// The clock reading the deadline was compared with.
+    now: Instant,
 }
 
 struct FinishOnDrop<'a>(&'a Core);

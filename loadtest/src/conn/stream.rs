@@ -3,9 +3,13 @@
 //! straddles two chunks).
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
+use percore_engine::ops::Send;
 use percore_engine::time::sleep_until;
 use percore_engine::{first, First};
 use percore_net::tcp::TcpStream;
@@ -66,6 +70,9 @@ async fn run_connection(ctx: &ConnCtx, mut stream: TcpStream, schedule: &mut Sch
     let mut out: Vec<u8> = Vec::new();
     // Bytes of a response that straddles chunks.
     let mut pending: Vec<u8> = Vec::new();
+    // The requests' bytes on their way out: a send of `out`'s last contents, awaited before the
+    // next one (it is normally long over by then).
+    let mut sending: Option<Send<Vec<u8>>> = None;
     let mut now = Instant::now();
     let mut timer = sleep_until(now + ctx.timeout);
     loop {
@@ -80,12 +87,31 @@ async fn run_connection(ctx: &ConnCtx, mut stream: TcpStream, schedule: &mut Sch
             inflight.push_back(ctx.send(intended, now));
         }
         if !out.is_empty() {
-            let (res, buf) = stream.write_all(std::mem::take(&mut out)).await;
-            out = buf;
-            out.clear();
-            if let Err(e) = res {
-                ctx.fail_all(&mut inflight, ErrorKind::Io(e.kind()));
-                return Ended::Lost;
+            // The previous send is normally over by now (its answer came): this takes its
+            // result and buffer without suspending.
+            let mut spare = Vec::new();
+            if let Some(send) = sending.take() {
+                match settle(send.await) {
+                    Ok(buf) => spare = buf,
+                    Err(kind) => {
+                        ctx.fail_all(&mut inflight, kind);
+                        return Ended::Lost;
+                    }
+                }
+            }
+            let mut send = stream.send_whole(std::mem::replace(&mut out, spare));
+            // Submitted without a wake-up for its completion: the task wakes for the answer
+            // (or the deadline) and looks at the send's result then.
+            let unwatched = Pin::new(&mut send).poll(&mut Context::from_waker(Waker::noop()));
+            match unwatched {
+                Poll::Pending => sending = Some(send),
+                Poll::Ready(done) => match settle(done) {
+                    Ok(buf) => out = buf,
+                    Err(kind) => {
+                        ctx.fail_all(&mut inflight, kind);
+                        return Ended::Lost;
+                    }
+                },
             }
         }
         let Some(oldest) = inflight.front().copied() else {
@@ -190,6 +216,19 @@ async fn run_connection(ctx: &ConnCtx, mut stream: TcpStream, schedule: &mut Sch
             }
             Ok((_, false)) => {}
         }
+    }
+}
+
+/// A whole-buffer send's outcome: its buffer, emptied for reuse, or why the connection failed.
+fn settle((res, mut buf): (std::io::Result<usize>, Vec<u8>)) -> Result<Vec<u8>, ErrorKind> {
+    match res {
+        Ok(n) if n == buf.len() => {
+            buf.clear();
+            Ok(buf)
+        }
+        // `MSG_WAITALL` stops short only when the connection failed mid-way.
+        Ok(_) => Err(ErrorKind::Io(std::io::ErrorKind::WriteZero)),
+        Err(e) => Err(ErrorKind::Io(e.kind())),
     }
 }
 

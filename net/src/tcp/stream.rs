@@ -232,6 +232,26 @@ impl TcpStream {
         self.core.write_all(buf)
     }
 
+    /// Sends all of `buf` as one op the kernel itself retries until every byte is out
+    /// (`MSG_WAITALL`): it completes with the whole length, or with an error, or (the
+    /// connection failed after some bytes went) a shorter count. Unlike
+    /// [`TcpStream::write_all`] it borrows nothing, so it can stay in flight while the stream
+    /// receives: a request/response client submits its request and waits for the answer,
+    /// checking the send's result when the answer (or its deadline) comes, without a wake-up
+    /// for the send's own completion (poll it first with a no-op waker).
+    ///
+    /// # Errors
+    ///
+    /// The kernel's error (`BrokenPipe`, `ConnectionReset`, ...).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future cancels the send; a prefix of the bytes may have been sent, so the
+    /// stream should then be closed. The buffer is kept until the kernel is done with it.
+    pub fn send_whole<B: IoBuf>(&self, buf: B) -> ops::Send<B> {
+        ops::send(self.core.fd(), buf, MSG_WAITALL)
+    }
+
     /// Sends several buffers with one `writev`; returns the count sent (possibly short).
     ///
     /// # Errors
@@ -296,6 +316,9 @@ impl ByteStream for TcpStream {
         self.core.shutdown_write().await
     }
 }
+
+/// `MSG_WAITALL` (Linux ABI): an io_uring send with it retries short sends until done.
+const MSG_WAITALL: i32 = 0x100;
 
 /// `shutdown(2)`'s `how` values (Linux ABI).
 mod libc_shut {
