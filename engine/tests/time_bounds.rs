@@ -144,6 +144,24 @@ fn an_armed_sleep_polled_often_fires_on_time() {
     });
 }
 
+/// The turn clock: one reading per loop turn, shared by its callers, never ahead of the real
+/// clock, and fresh after the core went round its loop (here: a 1 ms sleep).
+#[test]
+fn the_turn_clock_is_shared_within_a_turn_and_moves_between_turns() {
+    percore_engine::block_on(async {
+        let t0 = time::turn_instant();
+        assert_eq!(time::turn_instant(), t0, "two readings in one turn differ");
+        assert!(t0 <= Instant::now());
+        time::sleep(Duration::from_millis(1)).await;
+        let t1 = time::turn_instant();
+        assert!(
+            t1 >= t0 + Duration::from_millis(1),
+            "{t1:?} is not a later turn's time"
+        );
+        assert!(t1 <= Instant::now());
+    });
+}
+
 #[test]
 fn a_million_pending_timers() {
     percore_engine::block_on(async {

@@ -67,6 +67,9 @@ pub(crate) struct Core {
     woken: RefCell<Vec<Waker>>,
     remote_woken: RefCell<Vec<TaskRef>>,
     loop_turns: Cell<u64>,
+    /// This turn's clock reading, taken by the first [`Core::turn_instant`] after the ring was
+    /// entered (`None` until then).
+    turn_clock: Cell<Option<Instant>>,
     pub(crate) shutdown: crate::runtime::shutdown::CoreShutdown,
     /// Every core's mailbox, when this core belongs to a multi-core `Runtime::run`.
     pub(crate) mailboxes: RefCell<Option<Arc<crate::cross::spawn_on::Mailboxes>>>,
@@ -138,6 +141,7 @@ impl Core {
             woken: RefCell::new(Vec::new()),
             remote_woken: RefCell::new(Vec::new()),
             loop_turns: Cell::new(0),
+            turn_clock: Cell::new(None),
             shutdown,
             mailboxes: RefCell::new(None),
             default_ring: RefCell::new(None),
@@ -242,7 +246,9 @@ impl Core {
             return None;
         }
         let deadline = timers.next_deadline()?;
-        let now = Instant::now();
+        // A reading a task took this turn is never later than the real time, so a timer due by
+        // it is due: firing by it is never early, at most late by the turn's work.
+        let now = self.turn_clock.get().unwrap_or_else(Instant::now);
         if deadline > now {
             return Some(NextTimer { deadline, now });
         }
@@ -285,8 +291,23 @@ impl Core {
         };
         let wait = !runnable && timeout != Some(Duration::ZERO);
         self.driver.borrow_mut().enter(wait, timeout)?;
+        self.turn_clock.set(None);
         self.reap();
         Ok(())
+    }
+
+    /// The time of this loop turn: read once, by the first caller after the ring returned
+    /// this turn's completions, and shared by every later caller until the next enter.
+    #[inline]
+    pub(crate) fn turn_instant(&self) -> Instant {
+        match self.turn_clock.get() {
+            Some(now) => now,
+            None => {
+                let now = Instant::now();
+                self.turn_clock.set(Some(now));
+                now
+            }
+        }
     }
 
     /// Publishes this core's stats to its runtime's board, if it has one and they changed.

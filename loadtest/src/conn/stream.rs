@@ -10,7 +10,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use percore_engine::ops::Send;
-use percore_engine::time::sleep_until;
+use percore_engine::time::{sleep_until, turn_instant};
 use percore_engine::{first, First};
 use percore_net::tcp::TcpStream;
 
@@ -181,7 +181,9 @@ async fn run_connection(ctx: &ConnCtx, mut stream: TcpStream, schedule: &mut Sch
                 return Ended::Lost;
             }
         };
-        now = Instant::now();
+        // The turn's clock: every response reaped in this turn gets the same completion time
+        // (taken after the ring returned them), one clock read per turn instead of per response.
+        now = turn_instant();
         let parsed = if pending.is_empty() {
             let outcome = parse_responses(ctx, &mut *session, &chunk, &mut inflight, now);
             if let Ok((used, _)) = outcome {
