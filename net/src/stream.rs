@@ -57,6 +57,44 @@ impl<B: IoBuf> Future for SendOp<'_, B> {
     }
 }
 
+/// The future of a stream's `recv_chunk`, written by hand: each poll is one poll of the
+/// multishot receive (no nested futures on the per-chunk path), and a back-off sleep while the
+/// core's ring is dry.
+///
+/// # Cancel safety
+///
+/// Cancel-safe: a chunk leaves the stream only when this returns it.
+#[must_use = "futures do nothing unless polled"]
+pub(crate) struct RecvChunk<'a> {
+    core: &'a mut StreamCore,
+    /// Set while every buffer of the ring is lent out: they get time to come back.
+    dry: Option<percore_engine::time::Sleep>,
+}
+
+impl Future for RecvChunk<'_> {
+    type Output = io::Result<Option<RingBuf>>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        loop {
+            if let Some(backoff) = &mut this.dry {
+                if Pin::new(backoff).poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                this.dry = None;
+            }
+            match this.core.poll_recv_chunk(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(RecvStep::Done(res)) => return Poll::Ready(res),
+                Poll::Ready(RecvStep::RingDry) => {
+                    this.dry = Some(percore_engine::time::sleep(RING_DRY_BACKOFF));
+                }
+            }
+        }
+    }
+}
+
 /// What one step of a receive ended with.
 enum RecvStep {
     /// A chunk, end of stream (`None`) or an error.
@@ -174,13 +212,12 @@ impl StreamCore {
         (Ok(()), buf)
     }
 
-    pub(crate) async fn recv_chunk(&mut self) -> io::Result<Option<RingBuf>> {
-        loop {
-            match std::future::poll_fn(|cx| self.poll_recv_chunk(cx)).await {
-                RecvStep::Done(res) => return res,
-                // Every buffer of the ring is lent out: give them time to come back.
-                RecvStep::RingDry => percore_engine::time::sleep(RING_DRY_BACKOFF).await,
-            }
+    /// The next received chunk: see [`RecvChunk`].
+    #[inline]
+    pub(crate) fn recv_chunk(&mut self) -> RecvChunk<'_> {
+        RecvChunk {
+            core: self,
+            dry: None,
         }
     }
 

@@ -5,6 +5,7 @@
 //! [`BufStream`](crate::BufStream).
 
 use std::fmt;
+use std::future::Future;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -139,8 +140,8 @@ impl UnixStream {
     /// # Cancel safety
     ///
     /// Cancel-safe.
-    pub async fn recv_chunk(&mut self) -> io::Result<Option<RingBuf>> {
-        self.core.recv_chunk().await
+    pub fn recv_chunk(&mut self) -> impl Future<Output = io::Result<Option<RingBuf>>> + '_ {
+        self.core.recv_chunk()
     }
 
     /// Half-closes the sending side.
@@ -158,8 +159,8 @@ impl UnixStream {
 }
 
 impl ByteStream for UnixStream {
-    async fn recv_chunk(&mut self) -> io::Result<Option<RingBuf>> {
-        self.core.recv_chunk().await
+    fn recv_chunk(&mut self) -> impl Future<Output = io::Result<Option<RingBuf>>> {
+        self.core.recv_chunk()
     }
 
     async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {

@@ -382,3 +382,47 @@ fn send_whole_completes_in_full_or_fails() {
         }
     });
 }
+
+/// The core's receive ring runs dry (the reader holds every buffer): the receive waits instead
+/// of failing, resumes when the buffers come back, and no byte is lost or reordered.
+#[test]
+fn a_dry_receive_ring_pauses_the_receive_and_loses_nothing() {
+    use percore_engine::buf::ring::CORE_RING_ENTRIES;
+    percore_engine::block_on(async {
+        let (_listener, mut client, mut conn) = accepted_pair().await;
+        let total = (usize::from(CORE_RING_ENTRIES) + 512) * 4096;
+        let payload: Vec<u8> = (0..total).map(|i| (i * 13 % 241) as u8).collect();
+        let expected = payload.clone();
+        let writer = std::thread::spawn(move || {
+            client.write_all(&payload).unwrap();
+            client.shutdown(Shutdown::Write).unwrap();
+            client
+        });
+        let mut got = Vec::with_capacity(total);
+        let mut held = Vec::new();
+        while held.len() < usize::from(CORE_RING_ENTRIES) {
+            let chunk = conn.recv_chunk().await.unwrap().expect("data before the end");
+            held.push(chunk);
+        }
+        let ring = BufRing::core_default().unwrap();
+        assert_eq!(ring.lent(), usize::from(CORE_RING_ENTRIES), "every buffer is held");
+        // Dry: nothing can be received until buffers come back.
+        {
+            let recv = std::pin::pin!(conn.recv_chunk());
+            let timer = std::pin::pin!(sleep(Duration::from_millis(20)));
+            assert!(matches!(
+                percore_engine::first(recv, timer).await,
+                percore_engine::First::B(..)
+            ));
+        }
+        for chunk in held.drain(..) {
+            got.extend_from_slice(&chunk);
+        }
+        while let Some(chunk) = conn.recv_chunk().await.unwrap() {
+            got.extend_from_slice(&chunk);
+        }
+        assert!(got == expected, "bytes lost or reordered ({} of {total})", got.len());
+        drop(writer.join().unwrap());
+        assert_eq!(ring.lent(), 0);
+    });
+}

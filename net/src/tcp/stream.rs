@@ -298,8 +298,9 @@ impl TcpStream {
     ///
     /// Cancel-safe: a chunk leaves the stream only when this returns it; chunks that arrive
     /// while nobody awaits wait in the stream.
-    pub async fn recv_chunk(&mut self) -> io::Result<Option<RingBuf>> {
-        self.core.recv_chunk().await
+    pub fn recv_chunk(&mut self) -> impl Future<Output = io::Result<Option<RingBuf>>> + '_ {
+        // Not an `async fn`: the receive's own future, with no wrapper state around it.
+        self.core.recv_chunk()
     }
 }
 
