@@ -70,9 +70,9 @@ impl<F: Future + 'static> Task<F> {
     };
 
     /// Allocates a task block for `future` (from `pool` when its class has an idle block). Its
-    /// `task_ref` is filled in by the caller.
+    /// waker word is filled in by the caller.
     #[inline]
-    pub(crate) fn allocate(future: F, executor: u16, pool: &mut TaskPool) -> TaskPtr {
+    pub(crate) fn allocate(future: F, pool: &mut TaskPool) -> TaskPtr {
         let (layout, class) = Self::LAYOUT;
         let block = match class.and_then(|c| pool.take(c)) {
             Some(block) => block.cast::<Task<F>>(),
@@ -90,7 +90,7 @@ impl<F: Future + 'static> Task<F> {
         // aligned as `Task<F>` (`class_layout` only rounds up).
         unsafe {
             block.write(Task {
-                header: Header::new(vtable, executor),
+                header: Header::new(vtable),
                 stage: UnsafeCell::new(Stage {
                     future: ManuallyDrop::new(future),
                 }),
@@ -116,8 +116,12 @@ impl<F: Future + 'static> Task<F> {
     /// directly).
     #[inline]
     fn finish(&self, result: Output<F::Output>, executor: Option<&Executor>) {
-        if let Some(sink) = self.sink.take() {
-            sink(result);
+        // SAFETY: a look without a move: nothing else references the cell's contents (the
+        // task is `!Send` and no code of anyone's runs during the read).
+        if unsafe { (*self.sink.as_ptr()).is_some() } {
+            if let Some(sink) = self.sink.take() {
+                sink(result);
+            }
             return;
         }
         // SAFETY: `TAKEN` and not busy: the slot is empty and nobody holds a reference into

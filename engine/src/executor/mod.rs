@@ -143,7 +143,7 @@ impl Executor {
         F::Output: 'static,
     {
         // SAFETY: allocating runs no foreign code.
-        let task = Task::allocate(future, self.id, unsafe { self.pool.get() });
+        let task = Task::allocate(future, unsafe { self.pool.get() });
         // Three owners: the slot, the queue entry, the handle. (Scheduled from the start.)
         task.header().scheduled.set(true);
         let handle = task.clone();
@@ -180,7 +180,8 @@ impl Executor {
         if head != NO_FREE {
             let slot = &mut slots[head as usize];
             self.free_head.set(slot.next_free);
-            slot.task = Some(task);
+            // A free slot holds no task: nothing to drop.
+            std::mem::forget(slot.task.replace(task));
             return TaskRef {
                 index: head,
                 generation: slot.generation,
@@ -224,19 +225,37 @@ impl Executor {
         drop(removed);
     }
 
+    /// Frees the slot of a task the run loop has just polled or cancelled to its end. Its slot
+    /// is still its own: nothing removes a task while it is being polled (a cancel during its
+    /// poll only sets its flag), and the loop cancels it right after the poll.
+    #[inline]
+    fn remove_polled(&self, task: TaskRef) {
+        let removed = {
+            // SAFETY: slab bookkeeping only; the task is moved out, dropped after.
+            let slots = unsafe { self.slots.get() };
+            let slot = &mut slots[task.index as usize];
+            debug_assert!(slot.generation == task.generation && slot.task.is_some());
+            slot.generation = TaskRef::next_generation(slot.generation);
+            slot.next_free = self.free_head.get();
+            self.free_head.set(task.index);
+            self.alive.set(self.alive.get() - 1);
+            slot.task.take()
+        };
+        // Dropped outside the borrow: the last reference may run arbitrary destructors.
+        drop(removed);
+    }
+
     /// Queues a task woken on this core (the main future takes its turn in the same queue).
     #[inline]
     pub(crate) fn schedule(&self, task: TaskRef) {
-        if task.index == MAIN_TASK {
-            if !self.main_woken.replace(true) {
-                // SAFETY: a push runs no foreign code.
-                unsafe { self.queue.get() }.push(None);
-            }
-            return;
-        }
         // SAFETY: a lookup and a count increment run no foreign code.
         let slots = unsafe { self.slots.get() };
         let Some(slot) = slots.get(task.index as usize) else {
+            // The main future's index is past every slot (`MAX_TASKS`).
+            if task.index == MAIN_TASK && !self.main_woken.replace(true) {
+                // SAFETY: a push runs no foreign code.
+                unsafe { self.queue.get() }.push(None);
+            }
             return;
         };
         if slot.generation != task.generation {
@@ -308,7 +327,7 @@ impl Executor {
             let finished = unsafe { task.poll(&mut cx, self) };
             // A task that cancelled itself during the poll is cancelled now.
             if finished || (task.cancel_requested() && task.cancel()) {
-                self.remove(waker::decode(word).1);
+                self.remove_polled(waker::decode(word).1);
             }
             return Ran::Task;
         }

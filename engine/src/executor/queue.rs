@@ -2,21 +2,27 @@
 //!
 //! # Design
 //!
-//! A power-of-two ring of `Option<TaskPtr>` slots with free-running `head` (next pop) and
-//! `tail` (next push) counters: a push and a pop are a mask, a load and a store each, where
-//! `VecDeque` pays for its wrap-around arithmetic on every call. An entry is a counted
-//! reference to a task (`Some`) or the main future's turn (`None`); slots outside
-//! `head..tail` hold `None`, so dropping the ring drops exactly the queued references. When
-//! full, the ring doubles and keeps its order.
+//! A power-of-two ring of slots with free-running `head` (next pop) and `tail` (next push)
+//! counters: a push and a pop are a mask, a load and a store each, where `VecDeque` pays for
+//! its wrap-around arithmetic on every call. An entry is a counted reference to a task (`Some`)
+//! or the main future's turn (`None`). Only the slots of `head..tail` are initialised; a pop
+//! moves its entry out and leaves the slot as it is, and dropping the ring drops exactly the
+//! queued entries. When full, the ring doubles and keeps its order.
+
+use std::mem::MaybeUninit;
 
 use super::raw::TaskPtr;
 
-/// Slots a fresh ring starts with.
+/// Slots a fresh ring starts with (a power of two).
 const INITIAL: usize = 64;
 
+type Entry = Option<TaskPtr>;
+
 pub(crate) struct RunQueue {
-    /// `len()` is a power of two; `slots[i & mask]` for `i` in `head..tail` are the entries.
-    slots: Box<[Option<TaskPtr>]>,
+    /// `slots.len()` is a power of two, `mask` that minus one; `slots[i & mask]` for `i` in
+    /// `head..tail` are the entries, initialised; the other slots are not.
+    slots: Box<[MaybeUninit<Entry>]>,
+    mask: usize,
     head: usize,
     tail: usize,
 }
@@ -24,7 +30,8 @@ pub(crate) struct RunQueue {
 impl RunQueue {
     pub(crate) fn new() -> RunQueue {
         RunQueue {
-            slots: std::iter::repeat_with(|| None).take(INITIAL).collect(),
+            slots: Box::new_uninit_slice(INITIAL),
+            mask: INITIAL - 1,
             head: 0,
             tail: 0,
         }
@@ -38,42 +45,51 @@ impl RunQueue {
 
     /// Queues `entry` last: a task reference, or `None` for the main future's turn.
     #[inline]
-    pub(crate) fn push(&mut self, entry: Option<TaskPtr>) {
-        if self.len() == self.slots.len() {
+    pub(crate) fn push(&mut self, entry: Entry) {
+        if self.len() > self.mask {
             self.grow();
         }
-        let i = self.tail & (self.slots.len() - 1);
-        // SAFETY: the length is a power of two (never zero), so the masked index is in bounds.
-        let slot = unsafe { self.slots.get_unchecked_mut(i) };
-        // SAFETY: the slot is outside `head..tail`, so it holds `None`: overwriting it without
-        // a drop loses nothing.
-        unsafe { std::ptr::write(slot, entry) };
+        let i = self.tail & self.mask;
+        // SAFETY: `mask` is the length minus one, so the masked index is in bounds.
+        unsafe { self.slots.get_unchecked_mut(i) }.write(entry);
         self.tail = self.tail.wrapping_add(1);
     }
 
     /// The first entry, if any: `Some(None)` is the main future's turn.
     #[inline]
-    pub(crate) fn pop(&mut self) -> Option<Option<TaskPtr>> {
+    pub(crate) fn pop(&mut self) -> Option<Entry> {
         if self.head == self.tail {
             return None;
         }
-        let i = self.head & (self.slots.len() - 1);
+        let i = self.head & self.mask;
         self.head = self.head.wrapping_add(1);
-        // SAFETY: as in `push`.
-        Some(unsafe { self.slots.get_unchecked_mut(i) }.take())
+        // SAFETY: in bounds (as in `push`); the slot was in `head..tail`, so it is initialised,
+        // and it is outside now, so the entry is moved out exactly once.
+        Some(unsafe { self.slots.get_unchecked(i).assume_init_read() })
     }
 
     #[cold]
     fn grow(&mut self) {
         let len = self.slots.len();
-        let mut slots: Box<[Option<TaskPtr>]> =
-            std::iter::repeat_with(|| None).take(len * 2).collect();
-        for (n, slot) in slots.iter_mut().take(len).enumerate() {
-            *slot = self.slots[self.head.wrapping_add(n) & (len - 1)].take();
+        let mut slots = Box::new_uninit_slice(len * 2);
+        for (n, slot) in slots.iter_mut().take(self.len()).enumerate() {
+            let i = self.head.wrapping_add(n) & self.mask;
+            // SAFETY: `i` is one of `head..tail` (masked): initialised, and moved exactly once
+            // (the old ring is replaced without dropping any entry).
+            slot.write(unsafe { self.slots[i].assume_init_read() });
         }
-        self.slots = slots;
+        self.tail = self.len();
         self.head = 0;
-        self.tail = len;
+        self.slots = slots;
+        self.mask = len * 2 - 1;
+    }
+}
+
+impl Drop for RunQueue {
+    fn drop(&mut self) {
+        while let Some(entry) = self.pop() {
+            drop(entry);
+        }
     }
 }
 

@@ -68,8 +68,6 @@ pub(crate) struct Header {
     pub(crate) scheduled: Cell<bool>,
     /// Set when the task cancelled itself while being polled.
     pub(crate) cancel_requested: Cell<bool>,
-    /// The executor that owns the task's slot.
-    pub(crate) executor: u16,
     /// The task's waker word (its executor and slab slot, see [`waker`](super::waker)), set
     /// right after spawn reserved the slot: the executor makes the task's waker from it.
     pub(crate) word: Cell<usize>,
@@ -79,23 +77,22 @@ pub(crate) struct Header {
 
 impl Header {
     /// A running task's header with one reference (the [`TaskPtr`] its block is wrapped in).
-    pub(crate) fn new(vtable: &'static Vtable, executor: u16) -> Header {
+    pub(crate) fn new(vtable: &'static Vtable) -> Header {
         Header {
             vtable,
             refs: Cell::new(1),
             state: Cell::new(state::RUNNING),
             scheduled: Cell::new(false),
             cancel_requested: Cell::new(false),
-            executor,
             word: Cell::new(0),
             join_waker: Cell::new(None),
         }
     }
 
-    /// The task's slab slot.
+    /// The executor that owns the task's slot, and the slot.
     #[inline]
-    pub(crate) fn task_ref(&self) -> TaskRef {
-        waker::decode(self.word.get()).1
+    pub(crate) fn slot(&self) -> (u16, TaskRef) {
+        waker::decode(self.word.get())
     }
 
     /// Whether the future is still there (running, or being polled or dropped right now).
@@ -148,7 +145,8 @@ impl TaskPtr {
     pub(crate) fn request_cancel(&self) {
         let header = self.header();
         if header.is_running() && self.cancel() {
-            crate::runtime::context::forget_task(header.executor, header.task_ref());
+            let (executor, task) = header.slot();
+            crate::runtime::context::forget_task(executor, task);
         }
     }
 
@@ -261,7 +259,7 @@ impl Drop for TaskPtr {
 impl std::fmt::Debug for TaskPtr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TaskPtr")
-            .field("task", &self.header().task_ref())
+            .field("task", &self.header().slot().1)
             .field("refs", &self.header().refs.get())
             .finish()
     }

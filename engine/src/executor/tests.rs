@@ -278,3 +278,30 @@ fn big_and_over_aligned_futures_bypass_the_pool() {
         assert_eq!(pooled(), idle);
     });
 }
+
+#[test]
+fn many_queued_tasks_run_in_spawn_order_across_queue_growth() {
+    block_on(async {
+        let order = Rc::new(std::cell::RefCell::new(Vec::new()));
+        let handles: Vec<_> = (0..300u32)
+            .map(|i| {
+                let order = order.clone();
+                spawn(async move {
+                    order.borrow_mut().push(i);
+                    yield_now().await;
+                    order.borrow_mut().push(1000 + i);
+                    i
+                })
+            })
+            .collect();
+        // Dropped while queued (never polled): its entry is skipped, its block freed after.
+        drop(spawn(async {}));
+        for (i, h) in handles.into_iter().enumerate() {
+            assert_eq!(h.await.expect("join"), i as u32);
+        }
+        let order = order.borrow();
+        let expected: Vec<u32> = (0..300).chain(1000..1300).collect();
+        assert_eq!(*order, expected);
+        assert_eq!(alive(), 0);
+    });
+}
