@@ -31,7 +31,6 @@ use std::task::{Context, Poll};
 use super::pool::{self, TaskPool};
 use super::raw::{state, Header, TaskPtr, Vtable};
 use super::task::JoinError;
-use super::Executor;
 
 /// Where a detached task's outcome goes.
 pub(crate) type Sink<T> = Box<dyn FnOnce(Result<T, JoinError>)>;
@@ -111,28 +110,31 @@ impl<F: Future + 'static> Task<F> {
         unsafe { header.cast::<Task<F>>().as_ref() }
     }
 
-    /// Stores the result and tells whoever waits for it. The state must be `TAKEN` (the slot
-    /// is empty). `executor`: the one running this task, when known (a local joiner is queued
-    /// directly).
-    #[inline]
-    fn finish(&self, result: Output<F::Output>, executor: Option<&Executor>) {
+    /// Stores the result where it goes: into the block for the handle (the state becomes
+    /// `FINISHED`; the joiner's waker stays parked in the header for the caller to wake), or to
+    /// the detach sink. The state must be `TAKEN` (the slot is empty).
+    #[inline(always)]
+    fn complete(&self, result: Output<F::Output>) {
         // SAFETY: a look without a move: nothing else references the cell's contents (the
         // task is `!Send` and no code of anyone's runs during the read).
         if unsafe { (*self.sink.as_ptr()).is_some() } {
-            if let Some(sink) = self.sink.take() {
-                sink(result);
-            }
+            self.complete_detached(result);
             return;
         }
         // SAFETY: `TAKEN` and not busy: the slot is empty and nobody holds a reference into
         // it; writing a union field drops nothing and runs no code of anyone's.
         unsafe { (*self.stage.get()).output = ManuallyDrop::new(result) };
         self.header.state.set(state::FINISHED);
-        if let Some(w) = self.header.join_waker.take() {
-            match executor {
-                Some(executor) => executor.wake(w),
-                None => w.wake(),
-            }
+    }
+
+    /// `complete` for a detached task: the result goes to its sink. (Out of line: the joined
+    /// case stays a few stores.)
+    #[inline(never)]
+    fn complete_detached(&self, result: Output<F::Output>) {
+        // Nobody joins (a waker parked before the detach is stale).
+        drop(self.header.join_waker.take());
+        if let Some(sink) = self.sink.take() {
+            sink(result);
         }
     }
 
@@ -152,7 +154,7 @@ impl<F: Future + 'static> Task<F> {
     /// # Safety
     ///
     /// `header` is the header of a live `Task<F>` whose state is `RUNNING` (not busy).
-    unsafe fn poll(header: NonNull<Header>, cx: &mut Context<'_>, executor: &Executor) -> bool {
+    unsafe fn poll(header: NonNull<Header>, cx: &mut Context<'_>) -> bool {
         // SAFETY: the caller's duty.
         let task = unsafe { Self::from_header(header) };
         task.header.state.set(state::RUNNING | state::BUSY);
@@ -186,7 +188,7 @@ impl<F: Future + 'static> Task<F> {
             }
             Err(payload) => task.panicked(payload),
         };
-        task.finish(outcome, Some(executor));
+        task.complete(outcome);
         true
     }
 
@@ -222,8 +224,11 @@ impl<F: Future + 'static> Task<F> {
         // one (it is busy, so a self-cancel only sets the flag above).
         task.header.state.set(state::RUNNING | state::BUSY);
         match task.drop_future() {
-            Ok(()) => task.finish(Err(JoinError::Cancelled), None),
-            Err(payload) => task.finish(Err(JoinError::Panicked(payload)), None),
+            Ok(()) => task.complete(Err(JoinError::Cancelled)),
+            Err(payload) => task.complete(Err(JoinError::Panicked(payload))),
+        }
+        if let Some(w) = task.header.join_waker.take() {
+            w.wake();
         }
         true
     }

@@ -324,9 +324,14 @@ impl Executor {
             let mut cx = Context::from_waker(&waker);
             // SAFETY: `RUNNING`, and not busy: only this loop polls a task, and it does not
             // run inside a poll.
-            let finished = unsafe { task.poll(&mut cx, self) };
-            // A task that cancelled itself during the poll is cancelled now.
-            if finished || (task.cancel_requested() && task.cancel()) {
+            if unsafe { task.poll(&mut cx) } {
+                // Finished: a joiner waiting on this core is queued straight away.
+                if let Some(w) = header.join_waker.take() {
+                    self.wake(w);
+                }
+                self.remove_polled(waker::decode(word).1);
+            } else if task.cancel_requested() && task.cancel() {
+                // It cancelled itself during the poll: cancelled now.
                 self.remove_polled(waker::decode(word).1);
             }
             return Ran::Task;

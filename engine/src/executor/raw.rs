@@ -24,15 +24,15 @@ use std::task::{Context, Waker};
 
 use super::cell::Output;
 use super::waker::{self, TaskRef};
-use super::Executor;
 
 /// The typed operations of one future type. Every function takes the header of a live task
 /// block of that type (at least one reference held by the caller).
 pub(crate) struct Vtable {
-    /// Polls the future; true when the task is finished and its slab slot can be freed.
-    /// The executor is the one running the task (its joiner is woken straight onto its queue).
-    /// The state must be `RUNNING` (not busy: the executor checks before it calls).
-    pub(crate) poll: unsafe fn(NonNull<Header>, &mut Context<'_>, &Executor) -> bool,
+    /// Polls the future; true when the task is finished: its slab slot can be freed, and the
+    /// joiner's waker, if one is parked in the header, is the caller's to wake (the executor
+    /// queues a local joiner directly). The state must be `RUNNING` (not busy: the executor
+    /// checks before it calls).
+    pub(crate) poll: unsafe fn(NonNull<Header>, &mut Context<'_>) -> bool,
     /// Drops the future in place if it has not finished; false if it is being polled right
     /// now (it cancelled itself): the executor then cancels it after the poll.
     pub(crate) cancel: unsafe fn(NonNull<Header>) -> bool,
@@ -128,10 +128,10 @@ impl TaskPtr {
     ///
     /// The state is `RUNNING` (not busy).
     #[inline]
-    pub(crate) unsafe fn poll(&self, cx: &mut Context<'_>, executor: &Executor) -> bool {
+    pub(crate) unsafe fn poll(&self, cx: &mut Context<'_>) -> bool {
         // SAFETY: the block is alive (we hold a reference), the vtable is its own, and the
         // caller vouches for the state.
-        unsafe { (self.header().vtable.poll)(self.0, cx, executor) }
+        unsafe { (self.header().vtable.poll)(self.0, cx) }
     }
 
     #[inline]
