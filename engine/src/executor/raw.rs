@@ -192,7 +192,8 @@ impl TaskPtr {
     ///
     /// The caller took the output (`take_output`) and nothing was stored in the block since:
     /// its slot is empty, no sink was set (only a detach sets one, and it consumes the handle)
-    /// and no join waker is parked (`finish` took it).
+    /// and no join waker is parked (whoever finished the task took it before anyone could see
+    /// `FINISHED`: the run loop right after the poll, `cancel` right after the drop).
     #[inline]
     pub(crate) unsafe fn release_taken(self) {
         let this = std::mem::ManuallyDrop::new(self);
