@@ -68,7 +68,7 @@ pub(crate) struct Header {
     pub(crate) scheduled: Cell<bool>,
     /// Set when the task cancelled itself while being polled.
     pub(crate) cancel_requested: Cell<bool>,
-    /// The task's waker word (its executor and slab slot, see [`waker`](super::waker)), set
+    /// The task's waker word (its executor and slab slot, see [`waker`]), set
     /// right after spawn reserved the slot: the executor makes the task's waker from it.
     pub(crate) word: Cell<usize>,
     /// Who awaits the result.
