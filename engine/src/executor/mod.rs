@@ -6,10 +6,10 @@
 //! carries its own non-atomic reference count and a hand-written vtable (see [`raw`]). Wakers
 //! name a slot by [`TaskRef`] (slab index + generation, see [`waker`]), so a waker costs no
 //! reference count and no atomic, and a stale one finds a newer generation and does nothing.
-//! The run queue ([`queue`], a power-of-two ring) holds a counted reference to each queued task,
-//! so running one needs no slab lookup. A task is queued at most once at a time (`scheduled` flag in its header), so a storm
-//! of wakes costs one poll; a task cancelled while queued is skipped (its state is no longer
-//! `RUNNING`).
+//! The run queue ([`queue`], a power-of-two ring) holds a counted reference to each queued
+//! task, so running one needs no slab lookup. A task is queued at most once at a time
+//! (`scheduled` flag in its header), so a storm of wakes costs one poll; a task cancelled while
+//! queued is skipped (its state is no longer `RUNNING`).
 //!
 //! Spawning is one task block (the [`cell`] module's `Task`), taken from the executor's
 //! [`pool`] of recycled blocks, so a steady spawn/join loop makes no allocator call; waking is
@@ -227,7 +227,8 @@ impl Executor {
 
     /// Frees the slot of a task the run loop has just polled or cancelled to its end. Its slot
     /// is still its own: nothing removes a task while it is being polled (a cancel during its
-    /// poll only sets its flag), and the loop cancels it right after the poll.
+    /// poll only sets its flag, and the loop cancels it right after the poll), nor once it has
+    /// finished (there is nothing left to cancel) while the loop wakes its joiner.
     #[inline]
     fn remove_polled(&self, task: TaskRef) {
         let removed = {

@@ -2,14 +2,17 @@
 //!
 //! # Design
 //!
-//! A task is one heap block, `task::Task<F>` (`#[repr(C)]`, the [`Header`] first), taken from
+//! A task is one heap block, `cell::Task<F>` (`#[repr(C)]`, the [`Header`] first), taken from
 //! the executor's [`pool`](super::pool). Everything that does not know `F` holds a [`TaskPtr`]:
 //! a thin pointer to the header that owns one reference. Three kinds of owner exist: the
 //! executor's slab slot (from spawn until the task is finished or cancelled), its run-queue
-//! entry (while queued, and while being polled) and the [`JoinHandle`](super::task::JoinHandle) (until it takes the
-//! result, is detached, or is dropped). The count is a plain `Cell<u32>`: tasks never leave
-//! their thread, so no atomics. When it reaches zero the vtable's `destroy` drops the typed
-//! block in place (whatever stage it is in) and gives the memory back to the pool.
+//! entry (while queued, and while being polled) and the
+//! [`JoinHandle`](super::task::JoinHandle) (until it takes the result, is detached, or is
+//! dropped). The count is a plain `Cell<u32>`: tasks never leave their thread, so no atomics.
+//! When it reaches zero the vtable's `destroy` drops the typed block in place (whatever stage
+//! it is in) and gives the memory back to the pool; a handle that has just taken the output
+//! and held the last reference gives the memory back itself ([`TaskPtr::release_taken`]: there
+//! is nothing left to drop).
 //!
 //! Typed operations (poll, cancel, detach, destroy) go through [`Vtable`]: one static table per
 //! future type, so a task pointer is one word and a call is one indirect jump, where
