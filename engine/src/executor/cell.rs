@@ -1,24 +1,28 @@
-//! The typed task block: header, future-then-result, detach sink; and its vtable functions.
+//! The typed task block: header, future-or-output, detach sink; and its vtable functions.
 //!
 //! # Design
 //!
 //! `Task<F>` is `#[repr(C)]` with the [`Header`] first, so a header pointer is a block pointer.
-//! Its stage goes `Running(future)` -> `Finished(result)` -> `Taken` in an `UnsafeCell`, and
-//! the header's `state` byte mirrors it (so a handle can ask "finished?" or park its waker
-//! without a call through the vtable). The state's `BUSY` bit is set while the future is polled
-//! or dropped: it tells the task's own poll apart from re-entrant calls made *during* it (the
-//! task awaiting or cancelling its own handle, a destructor of the future touching it), which
-//! then only set a flag or store a waker and never touch the stage. The future is pinned in the block and
-//! only ever dropped in place (by overwriting the stage), never moved: on completion, on panic,
-//! or on cancel. A panic of the future, or of its destructor, becomes
+//! The future and its output share one slot, a union ([`Stage`]) whose only discriminant is the
+//! header's `state` byte: `RUNNING` (the future is there) -> `FINISHED` (the output is there) ->
+//! `TAKEN` (nothing is). So a handle asks "finished?", parks its waker or moves the output out
+//! without a call through the vtable: the output's offset in the block is a vtable constant
+//! ([`Vtable::output`]), and the output's type is the handle's own. The state's `BUSY` bit is set
+//! while the future is polled or dropped: it tells the task's own poll apart from re-entrant
+//! calls made *during* it (the task awaiting or cancelling its own handle, a destructor of the
+//! future touching it), which then only set a flag or store a waker and never touch the slot.
+//! The future is pinned in the block and only ever dropped in place, never moved: on
+//! completion, on panic, or on cancel. A panic of the future, or of its destructor, becomes
 //! [`JoinError::Panicked`].
 //!
 //! The block's memory comes from the executor's [`pool`] (by size class) and goes
-//! back there in `destroy`, when the last [`TaskPtr`] drops.
+//! back there when the last [`TaskPtr`] drops (`destroy`, or [`TaskPtr::release_taken`] for a
+//! block with nothing left to drop).
 
 use std::alloc::{self, Layout};
 use std::cell::{Cell, UnsafeCell};
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::ptr::NonNull;
@@ -27,21 +31,24 @@ use std::task::{Context, Poll};
 use super::pool::{self, TaskPool};
 use super::raw::{state, Header, TaskPtr, Vtable};
 use super::task::JoinError;
-use super::Executor;
 
 /// Where a detached task's outcome goes.
 pub(crate) type Sink<T> = Box<dyn FnOnce(Result<T, JoinError>)>;
 
-enum Stage<F: Future> {
-    Running(F),
-    Finished(Result<F::Output, JoinError>),
-    Taken,
+/// What a task's outcome is stored as (a handle reads it as `Output<T>` of its own `T`).
+pub(crate) type Output<T> = Result<T, JoinError>;
+
+/// The future, then its output, in one place; which one is there is the header's `state`.
+#[repr(C)]
+union Stage<F: Future> {
+    future: ManuallyDrop<F>,
+    output: ManuallyDrop<Output<F::Output>>,
 }
 
 #[repr(C)]
 pub(crate) struct Task<F: Future> {
     header: Header,
-    /// Mirrored in `header.state`; touched only as that field's rules say (see [`state`]).
+    /// Touched only as the header's `state` says (see [`state`]).
     stage: UnsafeCell<Stage<F>>,
     sink: Cell<Option<Sink<F::Output>>>,
 }
@@ -53,14 +60,18 @@ impl<F: Future + 'static> Task<F> {
     const VTABLE: Vtable = Vtable {
         poll: Self::poll,
         cancel: Self::cancel,
-        take_output: Self::take_output,
         set_sink: Self::set_sink,
         destroy: Self::destroy,
+        // The union's fields start where it does (`repr(C)`).
+        output: std::mem::offset_of!(Task<F>, stage),
+        layout: Self::LAYOUT.0,
+        class: Self::LAYOUT.1,
     };
 
     /// Allocates a task block for `future` (from `pool` when its class has an idle block). Its
-    /// `task_ref` is filled in by the caller.
-    pub(crate) fn allocate(future: F, executor: u16, pool: &mut TaskPool) -> TaskPtr {
+    /// waker word is filled in by the caller.
+    #[inline]
+    pub(crate) fn allocate(future: F, pool: &mut TaskPool) -> TaskPtr {
         let (layout, class) = Self::LAYOUT;
         let block = match class.and_then(|c| pool.take(c)) {
             Some(block) => block.cast::<Task<F>>(),
@@ -78,8 +89,10 @@ impl<F: Future + 'static> Task<F> {
         // aligned as `Task<F>` (`class_layout` only rounds up).
         unsafe {
             block.write(Task {
-                header: Header::new(vtable, executor),
-                stage: UnsafeCell::new(Stage::Running(future)),
+                header: Header::new(vtable),
+                stage: UnsafeCell::new(Stage {
+                    future: ManuallyDrop::new(future),
+                }),
                 sink: Cell::new(None),
             });
         }
@@ -91,38 +104,48 @@ impl<F: Future + 'static> Task<F> {
     /// # Safety
     ///
     /// `header` is the header of a live `Task<F>`.
+    #[inline]
     unsafe fn from_header<'a>(header: NonNull<Header>) -> &'a Task<F> {
         // SAFETY: the caller's duty; `repr(C)` puts the header at offset 0.
         unsafe { header.cast::<Task<F>>().as_ref() }
     }
 
-    /// Stores the result and tells whoever waits for it. The stage must be `Taken` and not
-    /// busy. `executor`: the one running this task, when known (a local joiner is queued
-    /// directly).
-    fn finish(&self, result: Result<F::Output, JoinError>, executor: Option<&Executor>) {
-        if let Some(sink) = self.sink.take() {
-            sink(result);
+    /// Stores the result where it goes: into the block for the handle (the state becomes
+    /// `FINISHED`; the joiner's waker stays parked in the header for the caller to wake), or to
+    /// the detach sink. The state must be `TAKEN` (the slot is empty).
+    #[inline(always)]
+    fn complete(&self, result: Output<F::Output>) {
+        // SAFETY: a look without a move: nothing else references the cell's contents (the
+        // task is `!Send` and no code of anyone's runs during the read).
+        if unsafe { (*self.sink.as_ptr()).is_some() } {
+            self.complete_detached(result);
             return;
         }
-        // SAFETY: not busy, so no reference into the stage exists; it is `Taken` (nothing to
-        // drop), and the write runs no code of anyone's.
-        unsafe { self.stage.get().write(Stage::Finished(result)) };
+        // SAFETY: `TAKEN` and not busy: the slot is empty and nobody holds a reference into
+        // it; writing a union field drops nothing and runs no code of anyone's.
+        unsafe { (*self.stage.get()).output = ManuallyDrop::new(result) };
         self.header.state.set(state::FINISHED);
-        if let Some(w) = self.header.join_waker.take() {
-            match executor {
-                Some(executor) => executor.wake(w),
-                None => w.wake(),
-            }
+    }
+
+    /// `complete` for a detached task: the result goes to its sink. (Out of line: the joined
+    /// case stays a few stores.)
+    #[inline(never)]
+    fn complete_detached(&self, result: Output<F::Output>) {
+        // Nobody joins (a waker parked before the detach is stale).
+        drop(self.header.join_waker.take());
+        if let Some(sink) = self.sink.take() {
+            sink(result);
         }
     }
 
     /// Drops the future in place (the task must be running and marked busy) and marks it
-    /// `Taken`; a panic of the future's destructor is caught and returned.
+    /// `TAKEN`; a panic of the future's destructor is caught and returned.
     fn drop_future(&self) -> Result<(), Box<dyn std::any::Any + Send>> {
-        // SAFETY: busy: nobody else touches the stage until we clear it. Overwriting drops the
-        // future in place; if its destructor unwinds, the stage is still written (`Taken`).
+        // SAFETY: busy: nobody else touches the slot until we clear it, and the future is
+        // there (running). If its destructor unwinds, the future counts as dropped all the
+        // same: the state says `TAKEN` whatever happens.
         let dropped = catch_unwind(AssertUnwindSafe(|| unsafe {
-            *self.stage.get() = Stage::Taken
+            ManuallyDrop::drop(&mut (*self.stage.get()).future)
         }));
         self.header.state.set(state::TAKEN);
         dropped
@@ -130,41 +153,57 @@ impl<F: Future + 'static> Task<F> {
 
     /// # Safety
     ///
-    /// `header` is the header of a live `Task<F>`.
-    unsafe fn poll(header: NonNull<Header>, cx: &mut Context<'_>, executor: &Executor) -> bool {
+    /// `header` is the header of a live `Task<F>` whose state is `RUNNING` (not busy).
+    unsafe fn poll(header: NonNull<Header>, cx: &mut Context<'_>) -> bool {
         // SAFETY: the caller's duty.
         let task = unsafe { Self::from_header(header) };
-        match task.header.state.get() {
-            state::RUNNING => {}
-            // Polled from inside its own poll: nothing to do.
-            s if s & state::BUSY != 0 => return false,
-            _ => return true,
-        }
         task.header.state.set(state::RUNNING | state::BUSY);
         let polled = catch_unwind(AssertUnwindSafe(|| {
-            // SAFETY: busy: we are the only user of the stage until we clear the flag.
-            let Stage::Running(future) = (unsafe { &mut *task.stage.get() }) else {
-                unreachable!("a running task's stage holds its future");
-            };
+            // SAFETY: running and busy: the future is there and we are the only user of the
+            // slot until we clear the flag.
+            let future = unsafe { &mut (*task.stage.get()).future };
             // SAFETY: the future lives inside the task block, which never moves while the task
-            // lives, and it is only ever dropped in place (by overwriting the stage).
-            unsafe { Pin::new_unchecked(future) }.poll(cx)
+            // lives, and it is only ever dropped in place.
+            match unsafe { Pin::new_unchecked(&mut **future) }.poll(cx) {
+                Poll::Pending => None,
+                Poll::Ready(value) => {
+                    // Finished: drop the future in place (still busy, so its destructors
+                    // cannot reach it) before anyone sees the result. From here on it counts
+                    // as gone, even if its destructor unwinds.
+                    task.header.state.set(state::TAKEN | state::BUSY);
+                    // SAFETY: the future is there (we just polled it) and never used again.
+                    unsafe { ManuallyDrop::drop(future) };
+                    Some(value)
+                }
+            }
         }));
-        let mut outcome = match polled {
-            Ok(Poll::Pending) => {
+        let outcome = match polled {
+            Ok(None) => {
                 task.header.state.set(state::RUNNING);
                 return false;
             }
-            Ok(Poll::Ready(value)) => Ok(value),
-            Err(payload) => Err(JoinError::Panicked(payload)),
+            Ok(Some(value)) => {
+                task.header.state.set(state::TAKEN);
+                Ok(value)
+            }
+            Err(payload) => task.panicked(payload),
         };
-        // The future is finished: drop it in place (still busy, so its destructors cannot
-        // reach it) before anyone sees the result.
-        if let Err(payload) = task.drop_future() {
-            outcome = Err(JoinError::Panicked(payload));
-        }
-        task.finish(outcome, Some(executor));
+        task.complete(outcome);
         true
+    }
+
+    /// The outcome of a poll that panicked with `payload`, in the future or in its destructor
+    /// after it returned: the future is dropped if it is still there, and the state is `TAKEN`.
+    #[cold]
+    fn panicked(&self, payload: Box<dyn std::any::Any + Send>) -> Output<F::Output> {
+        if self.header.state.get() & !state::BUSY == state::RUNNING {
+            // The poll itself panicked: the future is still there.
+            if let Err(payload) = self.drop_future() {
+                return Err(JoinError::Panicked(payload));
+            }
+        }
+        self.header.state.set(state::TAKEN);
+        Err(JoinError::Panicked(payload))
     }
 
     /// # Safety
@@ -185,30 +224,13 @@ impl<F: Future + 'static> Task<F> {
         // one (it is busy, so a self-cancel only sets the flag above).
         task.header.state.set(state::RUNNING | state::BUSY);
         match task.drop_future() {
-            Ok(()) => task.finish(Err(JoinError::Cancelled), None),
-            Err(payload) => task.finish(Err(JoinError::Panicked(payload)), None),
+            Ok(()) => task.complete(Err(JoinError::Cancelled)),
+            Err(payload) => task.complete(Err(JoinError::Panicked(payload))),
+        }
+        if let Some(w) = task.header.join_waker.take() {
+            w.wake();
         }
         true
-    }
-
-    /// # Safety
-    ///
-    /// `header` is the header of a live `Task<F>`; `out` points to a
-    /// `Poll<Result<F::Output, JoinError>>`.
-    unsafe fn take_output(header: NonNull<Header>, out: *mut ()) {
-        // SAFETY: the caller's duty.
-        let task = unsafe { Self::from_header(header) };
-        if task.header.state.get() != state::FINISHED {
-            return;
-        }
-        task.header.state.set(state::TAKEN);
-        // SAFETY: finished and not busy: nobody holds a reference into the stage; replacing
-        // it with `Taken` drops nothing (the old value is moved out).
-        let stage = unsafe { std::ptr::replace(task.stage.get(), Stage::Taken) };
-        if let Stage::Finished(result) = stage {
-            // SAFETY: the caller's duty; the pointer comes from a `&mut` of that type.
-            unsafe { *out.cast::<Poll<Result<F::Output, JoinError>>>() = Poll::Ready(result) };
-        }
     }
 
     /// # Safety
@@ -228,11 +250,10 @@ impl<F: Future + 'static> Task<F> {
             return;
         }
         task.header.state.set(state::TAKEN);
-        // SAFETY: as in `take_output`.
-        let stage = unsafe { std::ptr::replace(task.stage.get(), Stage::Taken) };
-        if let Stage::Finished(result) = stage {
-            sink(result);
-        }
+        // SAFETY: it was `FINISHED` and not busy, so the output is there and nobody holds a
+        // reference into it; `TAKEN` now, so it is moved out exactly once.
+        let result = unsafe { ManuallyDrop::take(&mut (*task.stage.get()).output) };
+        sink(result);
     }
 
     /// # Safety
@@ -240,9 +261,17 @@ impl<F: Future + 'static> Task<F> {
     /// `header` is the header of a `Task<F>` nobody references any more.
     unsafe fn destroy(header: NonNull<Header>) {
         let block = header.cast::<Task<F>>();
-        // SAFETY: the caller's duty: the block is initialised and unreachable, so it is
-        // dropped exactly once, here.
-        unsafe { block.as_ptr().drop_in_place() };
+        // SAFETY: the caller's duty: the block is initialised and unreachable, so what its
+        // state says is in the slot is dropped exactly once, here, then the rest of it.
+        unsafe {
+            let task = block.as_ref();
+            match task.header.state.get() {
+                state::RUNNING => ManuallyDrop::drop(&mut (*task.stage.get()).future),
+                state::FINISHED => ManuallyDrop::drop(&mut (*task.stage.get()).output),
+                _ => {}
+            }
+            block.as_ptr().drop_in_place();
+        }
         let (layout, class) = Self::LAYOUT;
         // SAFETY: the block was allocated with `layout` (`allocate`, possibly through the pool,
         // which only holds blocks of their class layout) and its contents are dropped.

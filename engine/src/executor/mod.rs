@@ -6,14 +6,18 @@
 //! carries its own non-atomic reference count and a hand-written vtable (see [`raw`]). Wakers
 //! name a slot by [`TaskRef`] (slab index + generation, see [`waker`]), so a waker costs no
 //! reference count and no atomic, and a stale one finds a newer generation and does nothing.
-//! The run queue holds a counted reference to each queued task, so running one needs no slab
-//! lookup. A task is queued at most once at a time (`scheduled` flag in its header), so a storm
-//! of wakes costs one poll; a task cancelled while queued is skipped (`removed` flag).
+//! The run queue ([`queue`], a power-of-two ring) holds a counted reference to each queued
+//! task, so running one needs no slab lookup. A task is queued at most once at a time
+//! (`scheduled` flag in its header), so a storm of wakes costs one poll; a task cancelled while
+//! queued is skipped (its state is no longer `RUNNING`).
 //!
 //! Spawning is one task block (the [`cell`] module's `Task`), taken from the executor's
 //! [`pool`] of recycled blocks, so a steady spawn/join loop makes no allocator call; waking is
 //! a slab lookup and a queue push; a task that finishes while its joiner waits on this core
-//! queues the joiner directly (no trip through the waker's vtable and the thread-local core).
+//! queues the joiner directly (no trip through the waker's vtable and the thread-local core);
+//! joining a finished task moves its output straight out of the block (the handle knows its
+//! type, the vtable its offset) and gives the block back to the pool, with no call through the
+//! vtable. A task's header keeps its waker word, so each poll's waker is one load.
 //! The slab, queue and pool sit in flagless cells ([`Owned`]): only the executor's own short
 //! methods touch them, and those never run foreign code while they do.
 //!
@@ -26,6 +30,7 @@
 
 pub(crate) mod cell;
 pub(crate) mod pool;
+pub(crate) mod queue;
 pub(crate) mod raw;
 pub(crate) mod task;
 pub(crate) mod waker;
@@ -34,13 +39,13 @@ pub(crate) mod waker;
 mod tests;
 
 use std::cell::{Cell, UnsafeCell};
-use std::collections::VecDeque;
 use std::future::Future;
 use std::ptr::NonNull;
 use std::task::{Context, Waker};
 
 use cell::Task;
 use pool::TaskPool;
+use queue::RunQueue;
 use raw::TaskPtr;
 use task::JoinHandle;
 use waker::{TaskRef, MAIN_TASK, MAX_TASKS};
@@ -83,7 +88,7 @@ pub(crate) struct Executor {
     free_head: Cell<u32>,
     alive: Cell<usize>,
     /// Queued tasks, each entry owning a reference; `None` is the main future's turn.
-    queue: Owned<VecDeque<Option<TaskPtr>>>,
+    queue: Owned<RunQueue>,
     pool: Owned<TaskPool>,
     main_woken: Cell<bool>,
     spawned: Cell<u64>,
@@ -102,12 +107,15 @@ impl std::fmt::Debug for Executor {
 
 impl Executor {
     pub(crate) fn new(id: u16) -> Executor {
+        // The main future's first turn.
+        let mut queue = RunQueue::new();
+        queue.push(None);
         Executor {
             id,
             slots: Owned::new(Vec::new()),
             free_head: Cell::new(NO_FREE),
             alive: Cell::new(0),
-            queue: Owned::new(VecDeque::from([None])),
+            queue: Owned::new(queue),
             pool: Owned::new(TaskPool::new()),
             main_woken: Cell::new(true),
             spawned: Cell::new(0),
@@ -128,20 +136,21 @@ impl Executor {
         }
     }
 
+    #[inline]
     pub(crate) fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
     where
         F: Future + 'static,
         F::Output: 'static,
     {
         // SAFETY: allocating runs no foreign code.
-        let task = Task::allocate(future, self.id, unsafe { self.pool.get() });
+        let task = Task::allocate(future, unsafe { self.pool.get() });
         // Three owners: the slot, the queue entry, the handle. (Scheduled from the start.)
         task.header().scheduled.set(true);
         let handle = task.clone();
         // SAFETY: a push runs no foreign code.
-        unsafe { self.queue.get() }.push_back(Some(task.clone()));
+        unsafe { self.queue.get() }.push(Some(task.clone()));
         let task_ref = self.insert(task);
-        handle.header().task_ref.set(task_ref);
+        handle.header().word.set(waker::encode(self.id, task_ref));
         self.spawned.set(self.spawned.get() + 1);
         // SAFETY: `task` was made for `F`, whose output is the handle's `T`.
         unsafe { JoinHandle::new(handle) }
@@ -162,7 +171,7 @@ impl Executor {
     }
 
     /// Puts `task` in a free slot and counts it alive.
-    #[inline]
+    #[inline(always)]
     fn insert(&self, task: TaskPtr) -> TaskRef {
         // SAFETY: slab bookkeeping only; the slot it fills is free (holds no task to drop).
         let slots = unsafe { self.slots.get() };
@@ -171,7 +180,8 @@ impl Executor {
         if head != NO_FREE {
             let slot = &mut slots[head as usize];
             self.free_head.set(slot.next_free);
-            slot.task = Some(task);
+            // A free slot holds no task: nothing to drop.
+            std::mem::forget(slot.task.replace(task));
             return TaskRef {
                 index: head,
                 generation: slot.generation,
@@ -209,8 +219,28 @@ impl Executor {
             slot.next_free = self.free_head.get();
             self.free_head.set(task.index);
             self.alive.set(self.alive.get() - 1);
-            removed.header().removed.set(true);
             removed
+        };
+        // Dropped outside the borrow: the last reference may run arbitrary destructors.
+        drop(removed);
+    }
+
+    /// Frees the slot of a task the run loop has just polled or cancelled to its end. Its slot
+    /// is still its own: nothing removes a task while it is being polled (a cancel during its
+    /// poll only sets its flag, and the loop cancels it right after the poll), nor once it has
+    /// finished (there is nothing left to cancel) while the loop wakes its joiner.
+    #[inline]
+    fn remove_polled(&self, task: TaskRef) {
+        let removed = {
+            // SAFETY: slab bookkeeping only; the task is moved out, dropped after.
+            let slots = unsafe { self.slots.get() };
+            let slot = &mut slots[task.index as usize];
+            debug_assert!(slot.generation == task.generation && slot.task.is_some());
+            slot.generation = TaskRef::next_generation(slot.generation);
+            slot.next_free = self.free_head.get();
+            self.free_head.set(task.index);
+            self.alive.set(self.alive.get() - 1);
+            slot.task.take()
         };
         // Dropped outside the borrow: the last reference may run arbitrary destructors.
         drop(removed);
@@ -219,16 +249,14 @@ impl Executor {
     /// Queues a task woken on this core (the main future takes its turn in the same queue).
     #[inline]
     pub(crate) fn schedule(&self, task: TaskRef) {
-        if task.index == MAIN_TASK {
-            if !self.main_woken.replace(true) {
-                // SAFETY: a push runs no foreign code.
-                unsafe { self.queue.get() }.push_back(None);
-            }
-            return;
-        }
         // SAFETY: a lookup and a count increment run no foreign code.
         let slots = unsafe { self.slots.get() };
         let Some(slot) = slots.get(task.index as usize) else {
+            // The main future's index is past every slot (`MAX_TASKS`).
+            if task.index == MAIN_TASK && !self.main_woken.replace(true) {
+                // SAFETY: a push runs no foreign code.
+                unsafe { self.queue.get() }.push(None);
+            }
             return;
         };
         if slot.generation != task.generation {
@@ -242,7 +270,7 @@ impl Executor {
         }
         let queued = ptr.clone();
         // SAFETY: a push runs no foreign code.
-        unsafe { self.queue.get() }.push_back(Some(queued));
+        unsafe { self.queue.get() }.push(Some(queued));
     }
 
     /// Wakes `waker`: straight onto this queue when it is a waker of this executor's (the
@@ -250,7 +278,11 @@ impl Executor {
     #[inline]
     pub(crate) fn wake(&self, waker: Waker) {
         match waker::local_target(&waker) {
-            Some((executor, task)) if executor == self.id => self.schedule(task),
+            Some((executor, task)) if executor == self.id => {
+                // Our wakers' drop does nothing: skip the call through the vtable.
+                std::mem::forget(waker);
+                self.schedule(task);
+            }
             _ => waker.wake(),
         }
     }
@@ -273,7 +305,7 @@ impl Executor {
     pub(crate) fn run_one(&self) -> Ran {
         loop {
             // SAFETY: a pop runs no foreign code.
-            let Some(entry) = (unsafe { self.queue.get() }).pop_front() else {
+            let Some(entry) = (unsafe { self.queue.get() }).pop() else {
                 return Ran::Idle;
             };
             let Some(task) = entry else {
@@ -282,18 +314,26 @@ impl Executor {
             };
             let header = task.header();
             header.scheduled.set(false);
-            if header.removed.get() {
-                // Cancelled while it waited in the queue.
+            if header.state.get() != raw::state::RUNNING {
+                // Cancelled (or finished) while it waited in the queue: its slot is gone.
                 continue;
             }
-            let task_ref = header.task_ref.get();
+            let word = header.word.get();
             self.polled.set(self.polled.get() + 1);
-            let waker = waker::task_waker(self.id, task_ref);
+            // Our wakers' drop does nothing: `ManuallyDrop` skips the call through the vtable.
+            let waker = std::mem::ManuallyDrop::new(waker::from_word(word));
             let mut cx = Context::from_waker(&waker);
-            let finished = task.poll(&mut cx, self);
-            // A task that cancelled itself during the poll is cancelled now.
-            if finished || (task.cancel_requested() && task.cancel()) {
-                self.remove(task_ref);
+            // SAFETY: `RUNNING`, and not busy: only this loop polls a task, and it does not
+            // run inside a poll.
+            if unsafe { task.poll(&mut cx) } {
+                // Finished: a joiner waiting on this core is queued straight away.
+                if let Some(w) = header.join_waker.take() {
+                    self.wake(w);
+                }
+                self.remove_polled(waker::decode(word).1);
+            } else if task.cancel_requested() && task.cancel() {
+                // It cancelled itself during the poll: cancelled now.
+                self.remove_polled(waker::decode(word).1);
             }
             return Ran::Task;
         }
@@ -331,7 +371,7 @@ impl Executor {
         }
         // Dropped outside the borrow: a last reference may run a result's destructor.
         // SAFETY: taking the queue runs no foreign code.
-        let queued = std::mem::take(unsafe { self.queue.get() });
+        let queued = std::mem::replace(unsafe { self.queue.get() }, RunQueue::new());
         drop(queued);
     }
 }

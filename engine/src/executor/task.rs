@@ -13,6 +13,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use super::raw::{state, TaskPtr};
+use super::waker;
 
 /// Why a task produced no value.
 pub enum JoinError {
@@ -149,33 +150,47 @@ impl<T: 'static> JoinHandle<T> {
 impl<T> Future for JoinHandle<T> {
     type Output = Result<T, JoinError>;
 
+    // Inlined into the awaiting future (a call here cost more than the body): the finished
+    // case is a few loads and stores, with no call through the vtable (see
+    // `TaskPtr::take_output` and `TaskPtr::release_taken`).
+    #[inline(always)]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let Some(task) = &self.task else {
-            return Poll::Ready(Err(JoinError::Cancelled));
-        };
-        let header = task.header();
-        match header.state.get() {
-            state::FINISHED => {}
-            state::TAKEN => {
-                self.task = None;
+        let task = match &self.task {
+            Some(task) if task.header().state.get() == state::FINISHED => task,
+            _ => {
+                if wait(&mut self.task, cx) {
+                    return Poll::Pending;
+                }
                 return Poll::Ready(Err(JoinError::Cancelled));
             }
-            // Running, or busy (a task polling its own handle): wait.
-            _ => {
-                header.join_waker.set(Some(cx.waker().clone()));
-                return Poll::Pending;
-            }
+        };
+        // SAFETY: `FINISHED`; the handle was made for a task of output `T` (`new`'s contract).
+        let out = unsafe { task.take_output::<T>() };
+        // The result is taken: there is nothing left to cancel on drop.
+        if let Some(task) = self.task.take() {
+            // SAFETY: we just took the output; nothing is stored in the block since.
+            unsafe { task.release_taken() };
         }
-        let mut out: Poll<Result<T, JoinError>> = Poll::Pending;
-        // SAFETY: the handle was made for a task of output `T` (`new`'s contract), and `out`
-        // is a `Poll<Result<T, JoinError>>`.
-        unsafe { task.take_output((&mut out as *mut Poll<Result<T, JoinError>>).cast()) };
-        if out.is_ready() {
-            // The result is taken: there is nothing left to cancel on drop.
-            self.task = None;
-        }
-        out
+        Poll::Ready(out)
     }
+}
+
+/// A handle's poll of a task that is not `FINISHED`: parks the waker and returns true while it
+/// runs; false when there is no result to wait for (the handle lets go of the task).
+#[inline(always)]
+fn wait(task: &mut Option<TaskPtr>, cx: &mut Context<'_>) -> bool {
+    let Some(t) = task else {
+        return false;
+    };
+    let header = t.header();
+    if header.state.get() == state::TAKEN {
+        // Taken by a sink (the handle was detached) or never to come: nothing to wait for.
+        *task = None;
+        return false;
+    }
+    // Running, or busy (a task polling its own handle): wait.
+    header.join_waker.set(Some(waker::clone_waker(cx.waker())));
+    true
 }
 
 impl<T> Drop for JoinHandle<T> {

@@ -54,13 +54,15 @@ impl TaskRef {
     }
 }
 
+/// The data word of `task`'s waker on executor `executor`.
 #[inline]
-fn encode(executor: u16, task: TaskRef) -> usize {
+pub(crate) fn encode(executor: u16, task: TaskRef) -> usize {
     (task.pack() | (u64::from(executor) << (INDEX_BITS + GENERATION_BITS))) as usize
 }
 
+/// The (executor, task) a data word names.
 #[inline]
-fn decode(word: usize) -> (u16, TaskRef) {
+pub(crate) fn decode(word: usize) -> (u16, TaskRef) {
     let word = word as u64;
     let executor = ((word >> (INDEX_BITS + GENERATION_BITS)) & EXECUTOR_MASK) as u16;
     (executor, TaskRef::unpack(word))
@@ -69,7 +71,13 @@ fn decode(word: usize) -> (u16, TaskRef) {
 /// The waker of `task` on executor `executor`.
 #[inline]
 pub(crate) fn task_waker(executor: u16, task: TaskRef) -> Waker {
-    let raw = RawWaker::new(encode(executor, task) as *const (), &VTABLE);
+    from_word(encode(executor, task))
+}
+
+/// The waker whose data word is `word` (from [`encode`]).
+#[inline]
+pub(crate) fn from_word(word: usize) -> Waker {
+    let raw = RawWaker::new(word as *const (), &VTABLE);
     // SAFETY: the vtable's functions treat the data word as a plain integer (never
     // dereferenced), so any word is valid, clone copies it and drop is a no-op: the RawWaker
     // contract (thread safety, clone/drop pairing) holds trivially.
@@ -80,6 +88,19 @@ pub(crate) fn task_waker(executor: u16, task: TaskRef) -> Waker {
 #[inline]
 pub(crate) fn local_target(waker: &Waker) -> Option<(u16, TaskRef)> {
     std::ptr::eq(waker.vtable(), &VTABLE).then(|| decode(waker.data() as usize))
+}
+
+/// `waker.clone()`, without the call through the vtable when it is one of ours (a copy of the
+/// word).
+#[inline]
+pub(crate) fn clone_waker(waker: &Waker) -> Waker {
+    if std::ptr::eq(waker.vtable(), &VTABLE) {
+        let raw = RawWaker::new(waker.data(), &VTABLE);
+        // SAFETY: as in `task_waker`: our vtable treats the word as a plain integer.
+        unsafe { Waker::from_raw(raw) }
+    } else {
+        waker.clone()
+    }
 }
 
 static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, wake, wake, drop);
