@@ -401,11 +401,19 @@ fn a_dry_receive_ring_pauses_the_receive_and_loses_nothing() {
         let mut got = Vec::with_capacity(total);
         let mut held = Vec::new();
         while held.len() < usize::from(CORE_RING_ENTRIES) {
-            let chunk = conn.recv_chunk().await.unwrap().expect("data before the end");
+            let chunk = conn
+                .recv_chunk()
+                .await
+                .unwrap()
+                .expect("data before the end");
             held.push(chunk);
         }
         let ring = BufRing::core_default().unwrap();
-        assert_eq!(ring.lent(), usize::from(CORE_RING_ENTRIES), "every buffer is held");
+        assert_eq!(
+            ring.lent(),
+            usize::from(CORE_RING_ENTRIES),
+            "every buffer is held"
+        );
         // Dry: nothing can be received until buffers come back.
         {
             let recv = std::pin::pin!(conn.recv_chunk());
@@ -421,7 +429,11 @@ fn a_dry_receive_ring_pauses_the_receive_and_loses_nothing() {
         while let Some(chunk) = conn.recv_chunk().await.unwrap() {
             got.extend_from_slice(&chunk);
         }
-        assert!(got == expected, "bytes lost or reordered ({} of {total})", got.len());
+        assert!(
+            got == expected,
+            "bytes lost or reordered ({} of {total})",
+            got.len()
+        );
         drop(writer.join().unwrap());
         assert_eq!(ring.lent(), 0);
     });

@@ -287,7 +287,16 @@ impl Core {
             None
         } else {
             self.publish_stats();
-            next_timer.map(|t| t.deadline.saturating_duration_since(t.now))
+            next_timer.map(|t| {
+                let wait = t.deadline.saturating_duration_since(t.now);
+                if wait < NEAR_TIMER {
+                    // Near: the turn's own work may have used it up, and a zero wait skips
+                    // the kernel's timer and the wake-up behind it.
+                    t.deadline.saturating_duration_since(Instant::now())
+                } else {
+                    wait
+                }
+            })
         };
         let wait = !runnable && timeout != Some(Duration::ZERO);
         self.driver.borrow_mut().enter(wait, timeout)?;
@@ -427,6 +436,10 @@ impl Core {
         drop(slots);
     }
 }
+
+/// A timer due sooner than this after the turn's clock reading gets a fresh reading before
+/// the core decides how long to sleep.
+const NEAR_TIMER: Duration = Duration::from_micros(100);
 
 /// The nearest pending timer, as [`Core::fire_timers`] saw it.
 #[derive(Debug, Clone, Copy)]
