@@ -4,9 +4,10 @@
 //!
 //! Each core owns one hierarchical timing wheel (`wheel.rs`) with microsecond ticks: insert and
 //! cancel are O(1), a million pending timers cost memory, not time. A [`Sleep`] registers
-//! itself on its first pending poll and cancels its entry when dropped. The core's loop fires
-//! expired timers once per turn and sleeps in `io_uring_enter` no longer than the nearest
-//! deadline, so no timeout op is ever submitted.
+//! itself on its first pending poll and cancels its entry when dropped; polled again while its
+//! entry is still in the wheel it reads no clock. The core's loop fires expired timers once per
+//! turn and sleeps in `io_uring_enter` no longer than the nearest deadline, so no timeout op is
+//! ever submitted; a deadline less than 10 µs away is waited for without sleeping.
 //!
 //! A timer never fires early: deadlines round up to the next tick, and a [`Sleep`] checks the
 //! clock itself before it reports completion.
