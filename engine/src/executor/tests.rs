@@ -438,22 +438,18 @@ impl Drop for PanicOnPoll {
 fn a_future_that_panics_in_its_poll_is_dropped_once() {
     block_on(async {
         let drops = Rc::new(Cell::new(0));
-        let e = spawn(PanicOnPoll {
-            drops: drops.clone(),
-            panic_on_drop: false,
-        })
-        .await
-        .expect_err("panicked");
-        assert_eq!(e.panic_message(), Some("poll"));
-        assert_eq!(drops.get(), 1);
-        let e = spawn(PanicOnPoll {
-            drops: drops.clone(),
-            panic_on_drop: true,
-        })
-        .await
-        .expect_err("panicked");
-        assert_eq!(e.panic_message(), Some("drop after a panicking poll"));
-        assert_eq!(drops.get(), 2);
+        for (panic_on_drop, message, dropped) in
+            [(false, "poll", 1), (true, "drop after a panicking poll", 2)]
+        {
+            let e = spawn(PanicOnPoll {
+                drops: drops.clone(),
+                panic_on_drop,
+            })
+            .await
+            .expect_err("panicked");
+            assert_eq!(e.panic_message(), Some(message));
+            assert_eq!(drops.get(), dropped);
+        }
         assert_eq!(alive(), 0);
     });
 }
