@@ -33,7 +33,10 @@ enum Spacing {
         mean_gap_s: f64,
         rng: SplitMix64,
     },
-    Closed,
+    /// Each request is due when the window has room, from `start` (the schedule's origin) on.
+    Closed {
+        start: Instant,
+    },
 }
 
 /// When a run's requests are intended.
@@ -75,7 +78,7 @@ impl Schedule {
             end,
         } = window;
         let spacing = match mode {
-            Mode::Closed => Spacing::Closed,
+            Mode::Closed => Spacing::Closed { start: t0 },
             Mode::Open { rate, arrival } => {
                 let gap_s = total as f64 / rate;
                 match arrival {
@@ -110,7 +113,10 @@ impl Schedule {
             return Next::Done;
         }
         let at = match &self.spacing {
-            Spacing::Closed => {
+            // Nothing is sent before the origin: connections opened during set-up wait for it,
+            // so a run without warm-up sends only requests it measures.
+            Spacing::Closed { start } if now < *start => *start,
+            Spacing::Closed { .. } => {
                 return match self.end {
                     Some(end) if now >= end => Next::Done,
                     _ => Next::Now,
@@ -136,7 +142,7 @@ impl Schedule {
             Next::At(_) | Next::Done => return None,
         };
         match &mut self.spacing {
-            Spacing::Closed => {}
+            Spacing::Closed { .. } => {}
             Spacing::Uniform { k, .. } => *k += 1,
             Spacing::Poisson {
                 next,
@@ -160,7 +166,7 @@ impl Schedule {
     /// How many requests were due at `now` but not taken (what a stopped connection leaves).
     pub(crate) fn overdue(&self, now: Instant) -> u64 {
         let count = match &self.spacing {
-            Spacing::Closed => 0,
+            Spacing::Closed { .. } => 0,
             Spacing::Uniform { first, gap_s, k } => {
                 // Intended times due by `now` (at or before it), or all before the end once it
                 // has passed; estimated, then settled on the exact times `peek` uses.
@@ -354,5 +360,29 @@ mod tests {
             1,
         );
         assert_eq!(ended.peek(now), Next::Done);
+    }
+
+    #[test]
+    fn a_closed_loop_sends_nothing_before_the_origin() {
+        let t0 = Instant::now() + Duration::from_millis(100);
+        let mut s = Schedule::new(
+            Mode::Closed,
+            Window {
+                t0,
+                measure_from: t0,
+                end: None,
+            },
+            0,
+            1,
+            Some(2),
+            1,
+        );
+        let early = t0 - Duration::from_millis(60);
+        assert_eq!(s.peek(early), Next::At(t0));
+        assert_eq!(s.take_due(early), None);
+        assert_eq!(s.take_due(t0), Some(t0));
+        let later = t0 + Duration::from_millis(1);
+        assert_eq!(s.take_due(later), Some(later));
+        assert_eq!(s.peek(later), Next::Done);
     }
 }

@@ -41,6 +41,54 @@ fn closed_loop_request_count_is_exact() {
     );
 }
 
+/// The server's side of the count: a closed loop without warm-up sends the requests it
+/// reports and no more (connections opened during set-up wait for the run's start).
+#[test]
+fn a_closed_loop_sends_the_server_exactly_the_requests_it_counts() {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let echoed = Arc::new(AtomicU64::new(0));
+    let counter = echoed.clone();
+    let addr = serve_each(64, move |_, mut conn| {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = conn.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            counter.fetch_add(n as u64, Ordering::SeqCst);
+            if conn.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+    });
+    let dir = temp_dir("server-count");
+    let run = load(
+        &dir,
+        &[
+            &format!("tcp://{addr}"),
+            "--closed-loop",
+            "--requests",
+            "3000",
+            "--payload",
+            "64",
+            "-c",
+            "4",
+            "--cpus",
+            "1",
+        ],
+    );
+    assert_eq!(run.u64("requests"), 3000);
+    run.assert_exact_accounting();
+    // Every byte was echoed before its answer reached the generator; plus the preflight's one.
+    assert_eq!(
+        echoed.load(Ordering::SeqCst),
+        (3000 + 1) * 64,
+        "{}",
+        run.stdout()
+    );
+}
+
 #[test]
 fn open_loop_sends_exactly_the_schedule_and_achieves_the_rate() {
     let server = percore_serve("echo");
