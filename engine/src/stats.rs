@@ -44,9 +44,11 @@ pub struct CoreStats {
     pub loop_turns: u64,
     /// Provided buffer rings registered.
     pub buf_rings: u64,
+    /// Files in the core's registered file table.
+    pub fixed_files: u64,
 }
 
-const FIELDS: usize = 14;
+const FIELDS: usize = 15;
 
 impl CoreStats {
     fn to_array(self) -> [u64; FIELDS] {
@@ -65,6 +67,7 @@ impl CoreStats {
             self.timers_pending,
             self.loop_turns,
             self.buf_rings,
+            self.fixed_files,
         ]
     }
 
@@ -85,6 +88,7 @@ impl CoreStats {
             timers_pending: a[11],
             loop_turns: a[12],
             buf_rings: a[13],
+            fixed_files: a[14],
         }
     }
 }

@@ -10,6 +10,13 @@
 //! back as a [`RingBuf`] whose drop recycles it (writes the entry at the tail and publishes the
 //! new tail with a release store, the one the kernel reads). [`BufRing::lent`] counts buffers
 //! currently out of the ring: leak tests check it returns to zero.
+//!
+//! Buffers are laid out `stride()` bytes apart rather than `buf_size`: with 4 KiB buffers
+//! packed back to back the first line of every buffer falls in the same L1 set and in a
+//! handful of L2 sets, so a short message received into each buffer in turn (the kernel copies
+//! it there, the parser reads it back) misses the cache every time, even though the lines the
+//! ring touches would fit in L2 many times over. One cache line of padding per buffer staggers
+//! them across all the sets.
 
 use std::alloc::{self, Layout};
 use std::cell::Cell;
@@ -34,6 +41,8 @@ pub(crate) struct Inner {
     mask: u16,
     entries: u16,
     buf_size: u32,
+    /// Bytes from one buffer's start to the next's (see `stride()`).
+    stride: usize,
     ring: NonNull<BufRingEntry>,
     ring_layout: Layout,
     bufs: NonNull<u8>,
@@ -77,7 +86,8 @@ impl BufRing {
         let ring_layout =
             Layout::from_size_align(entries as usize * std::mem::size_of::<BufRingEntry>(), 4096)
                 .map_err(|_| io::Error::other("buffer ring layout"))?;
-        let bufs_layout = Layout::from_size_align(entries as usize * buf_size as usize, 64)
+        let stride = stride(buf_size);
+        let bufs_layout = Layout::from_size_align(entries as usize * stride, 64)
             .map_err(|_| io::Error::other("buffer ring layout"))?;
         // SAFETY: both layouts have non-zero size (entries >= 1, buf_size >= 1).
         let ring = unsafe { alloc::alloc_zeroed(ring_layout) };
@@ -96,6 +106,7 @@ impl BufRing {
             mask: entries - 1,
             entries,
             buf_size,
+            stride,
             ring,
             ring_layout,
             bufs,
@@ -173,6 +184,19 @@ impl BufRing {
     }
 }
 
+/// Distance between buffers of `buf_size` bytes: the size rounded up to a cache line, plus one
+/// line when that is a multiple of 4 KiB (a page-sized stride maps every buffer's start to the
+/// same cache sets).
+fn stride(buf_size: u32) -> usize {
+    const LINE: usize = 64;
+    let rounded = (buf_size as usize).div_ceil(LINE) * LINE;
+    if rounded % 4096 == 0 {
+        rounded + LINE
+    } else {
+        rounded
+    }
+}
+
 impl Inner {
     /// Puts buffer `bid` back at the ring's tail, visible to the kernel.
     #[inline]
@@ -184,11 +208,7 @@ impl Inner {
         // tail until the store below.
         let entry = unsafe { &mut *self.ring.as_ptr().add(index) };
         // SAFETY: `bid` < entries, so the buffer is inside the buffer allocation.
-        let addr = unsafe {
-            self.bufs
-                .as_ptr()
-                .add(bid as usize * self.buf_size as usize)
-        };
+        let addr = unsafe { self.bufs.as_ptr().add(bid as usize * self.stride) };
         entry.set_addr(addr as u64);
         entry.set_len(self.buf_size);
         entry.set_bid(bid);
@@ -286,7 +306,7 @@ impl Deref for RingBuf {
 
     #[inline]
     fn deref(&self) -> &[u8] {
-        let start = self.bid as usize * self.ring.buf_size as usize + self.start;
+        let start = self.bid as usize * self.ring.stride + self.start;
         // SAFETY: `start + len` stays within the buffer (take clamps len to the buffer size,
         // narrow keeps start + len within the previous range), the buffer is inside the
         // allocation, the kernel wrote those bytes and will not touch them again until the
@@ -319,5 +339,22 @@ impl Drop for RingBuf {
     #[inline]
     fn drop(&mut self) {
         self.ring.recycle(self.bid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stride;
+
+    #[test]
+    fn strides_hold_the_buffer_and_stagger_page_sized_ones() {
+        for size in [1u32, 63, 64, 100, 2048, 4095, 4096, 4097, 8192, 65536] {
+            let s = stride(size);
+            assert!(s >= size as usize, "{size}: {s}");
+            assert_eq!(s % 64, 0, "{size}: {s} keeps buffers line-aligned");
+            assert_ne!(s % 4096, 0, "{size}: {s} is page-sized");
+        }
+        assert_eq!(stride(4096), 4160);
+        assert_eq!(stride(100), 128);
     }
 }

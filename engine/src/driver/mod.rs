@@ -30,6 +30,7 @@
 //! slab is empty; if the kernel does not finish within a bound, the ring and every orphan are
 //! leaked rather than freed under the kernel's feet.
 
+pub(crate) mod fixed;
 pub(crate) mod op;
 pub(crate) mod ring;
 pub(crate) mod slab;
@@ -68,6 +69,8 @@ pub struct DriverStats {
     pub cancels: u64,
     /// Provided buffer rings registered now.
     pub buf_rings: u64,
+    /// Files in the registered file table now.
+    pub fixed_files: u64,
 }
 
 /// What the caller of [`Driver::reap`] must act on besides waking op futures.
@@ -88,6 +91,8 @@ pub(crate) struct Driver {
     /// Orphans whose last completion arrived: dropped by the core after the driver's borrow
     /// ends, because their destructors may need the driver (a buffer ring unregisters itself).
     graveyard: Vec<Box<dyn op::Orphan>>,
+    /// The registered file table's slots.
+    fixed: fixed::FixedFiles,
     pub(crate) stats: DriverStats,
 }
 
@@ -118,6 +123,7 @@ impl Driver {
             features,
             next_bgid: 0,
             graveyard: Vec::new(),
+            fixed: fixed::FixedFiles::default(),
             stats: DriverStats::default(),
         })
     }
@@ -537,6 +543,20 @@ impl Driver {
         self.next_bgid += 1;
         self.stats.buf_rings += 1;
         Ok(bgid)
+    }
+
+    /// Puts `fd` in the registered file table; its slot, or `None` (table full or refused).
+    pub(crate) fn register_file(&mut self, fd: std::os::fd::RawFd) -> Option<u32> {
+        let slot = self.fixed.register(&self.ring, fd);
+        self.stats.fixed_files = u64::from(self.fixed.in_use);
+        slot
+    }
+
+    /// Empties `slot` of the registered file table (the table's reference to the file goes).
+    pub(crate) fn unregister_file(&mut self, slot: u32) {
+        // Failure means the slot holds nothing: nothing to undo.
+        let _ = self.fixed.unregister(&self.ring, slot);
+        self.stats.fixed_files = u64::from(self.fixed.in_use);
     }
 
     pub(crate) fn unregister_buf_ring(&mut self, bgid: u16) {

@@ -84,6 +84,7 @@ impl<B: IoBuf> Future for Send<B> {
             panic!("send polled after completion");
         };
         let raw = data._fd.raw();
+        let fixed = data._fd.fixed_slot();
         // The waker goes in with the submission: nothing can complete before the core's next
         // reap, so the op is not polled again until then.
         // SAFETY: the entry points at the buffer's initialised heap bytes, owned by the op data
@@ -93,9 +94,12 @@ impl<B: IoBuf> Future for Send<B> {
                 data,
                 |d| {
                     let (ptr, len) = super::filled(&d.buf);
-                    opcode::Send::new(types::Fd(raw), ptr, len)
-                        .flags(flags | libc::MSG_NOSIGNAL)
-                        .build()
+                    // A registered file is named by its table slot (no fd lookup per send).
+                    let send = match fixed {
+                        Some(slot) => opcode::Send::new(types::Fixed(slot), ptr, len),
+                        None => opcode::Send::new(types::Fd(raw), ptr, len),
+                    };
+                    send.flags(flags | libc::MSG_NOSIGNAL).build()
                 },
                 cx.waker(),
             )

@@ -365,6 +365,7 @@ impl Core {
             timers_pending: self.timers.borrow().len() as u64,
             loop_turns: self.loop_turns(),
             buf_rings: d.buf_rings,
+            fixed_files: d.fixed_files,
         }
     }
 

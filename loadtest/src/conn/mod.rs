@@ -44,8 +44,11 @@ pub(crate) struct ConnCtx {
 /// A request on the wire.
 #[derive(Debug, Clone, Copy)]
 struct InFlight {
-    intended: Instant,
     sent: Instant,
+    /// `sent` as the recorder's nanosecond stamp, and how late after its intended time it went
+    /// out (both 0 when not measured).
+    sent_ns: u64,
+    lag_ns: u64,
     measured: bool,
 }
 
@@ -63,12 +66,15 @@ impl ConnCtx {
     fn send(&self, intended: Instant, now: Instant) -> InFlight {
         let mut rec = self.recorder.borrow_mut();
         let measured = rec.measures(intended);
-        if measured {
-            rec.sent(intended, now);
-        }
+        let (sent_ns, lag_ns) = if measured {
+            rec.sent(intended, now)
+        } else {
+            (0, 0)
+        };
         InFlight {
-            intended,
             sent: now,
+            sent_ns,
+            lag_ns,
             measured,
         }
     }
@@ -80,7 +86,7 @@ impl ConnCtx {
         }
         let mut rec = self.recorder.borrow_mut();
         match error_status {
-            None => rec.answered(req.intended, req.sent, now),
+            None => rec.answered(req.sent_ns, req.lag_ns, now),
             Some(status) => rec.failed(ErrorKind::Status(status), now),
         }
     }

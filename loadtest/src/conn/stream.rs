@@ -65,6 +65,9 @@ pub(crate) async fn drive_stream(ctx: Rc<ConnCtx>, mut schedule: Schedule) {
 /// timer that is due later than it is armed fires early, is looked at, and re-armed, so a
 /// closed loop sets it about once per request timeout rather than once per request.
 async fn run_connection(ctx: &ConnCtx, mut stream: TcpStream, schedule: &mut Schedule) -> Ended {
+    // A load connection carries many requests: its sends name the socket by a registered-file
+    // slot (no fd lookup and reference count per send). Without a slot, they name the fd.
+    stream.fd().register();
     let mut session = ctx.protocol.session();
     let mut inflight: VecDeque<InFlight> = VecDeque::with_capacity(ctx.pipeline);
     let mut out: Vec<u8> = Vec::new();
