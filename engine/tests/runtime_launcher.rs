@@ -152,6 +152,39 @@ fn busy_poll_mode_runs_io_and_timers() {
     .unwrap();
 }
 
+/// A task that read the turn's clock, then slept for less than the busy-poll window: the
+/// busy-poll loop must not keep that reading (it kept it, so the timer, due by the real clock,
+/// never came due by the turn's and the core spun for ever), and completions reaped while
+/// busy-polling get a fresh one.
+#[test]
+fn busy_poll_mode_fires_timers_after_the_turn_clock_was_read() {
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = Runtime::builder()
+            .cpus([0])
+            .pin(false)
+            .busy_poll(Duration::from_micros(500))
+            .build()
+            .unwrap();
+        rt.run(|_| async {
+            for _ in 0..20 {
+                let before = percore_engine::time::turn_instant();
+                percore_engine::time::sleep(Duration::from_micros(50)).await;
+                let after = percore_engine::time::turn_instant();
+                assert!(
+                    after >= before + Duration::from_micros(50),
+                    "{before:?} {after:?}"
+                );
+            }
+        })
+        .unwrap();
+        let _ = done.send(());
+    });
+    finished
+        .recv_timeout(Duration::from_secs(20))
+        .expect("20 sleeps of 50 µs in busy-poll mode finished within 20 s");
+}
+
 #[test]
 fn bad_cpu_lists_are_refused() {
     assert!(Runtime::builder()

@@ -375,6 +375,9 @@ impl Core {
         let next_timer = self.timers.borrow().next_deadline();
         loop {
             self.driver.borrow_mut().enter(false, None)?;
+            // A new look at the ring: the turn's clock reading is stale (completions reaped
+            // now are later than it, and timers are compared with it).
+            self.turn_clock.set(None);
             if self.reap() > 0 && self.executor.has_runnable() {
                 return Ok(true);
             }
