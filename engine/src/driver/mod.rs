@@ -330,6 +330,17 @@ impl Driver {
         }
     }
 
+    /// True when the kernel has flagged task work (`TASKRUN_FLAG`): a waiting enter runs it and
+    /// most likely returns with completions rather than sleeping.
+    pub(crate) fn work_flagged(&mut self) -> bool {
+        if !self.features.taskrun_flag {
+            return false;
+        }
+        let mut sq = self.ring.submission();
+        sq.sync();
+        sq.taskrun()
+    }
+
     /// True when a non-waiting enter would do nothing: no entries to submit, no backlog, no
     /// task work flagged by the kernel, no overflowed completions. Needs `TASKRUN_FLAG`.
     fn nothing_to_enter_for(&mut self) -> bool {

@@ -291,7 +291,12 @@ impl Core {
         let timeout = if runnable {
             None
         } else {
-            self.publish_stats();
+            // Before a wait that may sleep; with task work flagged it will not (the wait runs
+            // the work and returns with its completions), and publishing costs more than the
+            // rest of a busy turn's bookkeeping.
+            if !self.driver.borrow_mut().work_flagged() {
+                self.publish_stats();
+            }
             next_timer.map(|t| {
                 let wait = t.deadline.saturating_duration_since(t.now);
                 if wait < NEAR_TIMER {
@@ -328,8 +333,8 @@ impl Core {
     }
 
     /// Publishes this core's stats to its runtime's board, if it has one and they changed.
-    /// Called before the core sleeps and every 1024 loop turns, so readers see current figures
-    /// without a timer waking the core.
+    /// Called before a wait that may sleep and every 1024 loop turns, so readers see current
+    /// figures (at most one turn old) without a timer waking the core.
     pub(crate) fn publish_stats(&self) {
         let mut publisher = self.publisher.borrow_mut();
         let Some((board, last)) = publisher.as_mut() else {
