@@ -265,9 +265,11 @@ impl Executor {
         let Some(ptr) = &slot.task else {
             return;
         };
-        if ptr.header().scheduled.replace(true) {
+        let header = ptr.header();
+        if header.scheduled.replace(true) {
             return;
         }
+        prefetch_block(header);
         let queued = ptr.clone();
         // SAFETY: a push runs no foreign code.
         unsafe { self.queue.get() }.push(Some(queued));
@@ -397,4 +399,29 @@ impl<T> Owned<T> {
         // SAFETY: the caller's duty; the executor is `!Sync`, so no other thread shares it.
         unsafe { &mut *self.0.get() }
     }
+}
+
+/// Asks the CPU to start loading a woken task's block (its future's state) into the cache, so
+/// the misses overlap the rest of the turn's work instead of stalling the task's poll. A
+/// connection task's block is ~14 lines; only the first KiB is asked for.
+#[inline]
+fn prefetch_block(header: &raw::Header) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let base = (header as *const raw::Header).cast::<i8>();
+        let len = header.vtable.layout.size().min(1024);
+        let mut offset = 0;
+        while offset < len {
+            // SAFETY: a prefetch is a hint: it never faults and has no effect on memory; the
+            // address lies inside the live block (offset < its size).
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    base.add(offset),
+                )
+            };
+            offset += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = header;
 }
