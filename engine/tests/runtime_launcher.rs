@@ -186,6 +186,26 @@ fn busy_poll_mode_fires_timers_after_the_turn_clock_was_read() {
 }
 
 #[test]
+fn the_core_receive_ring_has_the_configured_size() {
+    let rt = Runtime::builder()
+        .cpus([0])
+        .pin(false)
+        .receive_buffers(100)
+        .build()
+        .unwrap();
+    rt.run(|_| async {
+        let ring = percore_engine::buf::ring::BufRing::core_default().unwrap();
+        assert_eq!(ring.entries(), 128, "rounded up to a power of two");
+        assert_eq!(ring.lent(), 0);
+    })
+    .unwrap();
+    percore_engine::block_on(async {
+        let ring = percore_engine::buf::ring::BufRing::core_default().unwrap();
+        assert_eq!(ring.entries(), percore_engine::buf::ring::CORE_RING_ENTRIES);
+    });
+}
+
+#[test]
 fn bad_cpu_lists_are_refused() {
     assert!(Runtime::builder()
         .cpus(Vec::<usize>::new())

@@ -100,6 +100,15 @@ pub fn run(config: &LoadConfig, sinks: Sinks<'_>) -> Result<RunResult, LoadError
     let cpus = config.cpus.clone();
     let shards = cpus.len();
     let busy_poll = config.busy_poll;
+    // A connection holds a receive buffer only while the chunk just received is parsed, so a
+    // shard needs few; a ring sized to its connections (twice their window, at least 64) keeps
+    // the buffers the kernel copies responses into warm in the cache, where the engine's
+    // default 2048 are 8 MiB handed out in turn.
+    let per_shard = config.connections.div_ceil(shards.max(1));
+    let receive_buffers = (2 * per_shard * config.pipeline).clamp(
+        64,
+        usize::from(percore_engine::buf::ring::CORE_RING_ENTRIES),
+    ) as u16;
     let stop_on_signals = config.stop_on_signals;
     let grace = config.timeout + Duration::from_secs(1);
     // Held here (and so in the generator thread started below) so the signals reach the
@@ -118,6 +127,7 @@ pub fn run(config: &LoadConfig, sinks: Sinks<'_>) -> Result<RunResult, LoadError
             .name("percore-load".into())
             .spawn(move || -> Result<(), String> {
                 let mut builder = Runtime::builder()
+                    .receive_buffers(receive_buffers)
                     .cpus(cpus)
                     .handle_signals(stop_on_signals)
                     .grace_period(grace);

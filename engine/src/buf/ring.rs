@@ -138,8 +138,8 @@ impl BufRing {
         })
     }
 
-    /// This core's shared receive ring: [`CORE_RING_ENTRIES`] buffers of [`CORE_RING_BUF_SIZE`]
-    /// bytes, registered on first use and released when the core ends. Streams that receive
+    /// This core's shared receive ring: [`CORE_RING_ENTRIES`] buffers (or the runtime's
+    /// `receive_buffers`) of [`CORE_RING_BUF_SIZE`] bytes, registered on first use and released when the core ends. Streams that receive
     /// through it hold a buffer only while a received chunk waits to be consumed, so an idle
     /// connection pins none.
     ///
@@ -152,7 +152,7 @@ impl BufRing {
             if let Some(ring) = slot.as_ref() {
                 return Ok(ring.clone());
             }
-            let ring = BufRing::new(CORE_RING_ENTRIES, CORE_RING_BUF_SIZE)?;
+            let ring = BufRing::new(core.config.receive_buffers, CORE_RING_BUF_SIZE)?;
             *slot = Some(ring.clone());
             Ok(ring)
         })

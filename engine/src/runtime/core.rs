@@ -36,6 +36,8 @@ use crate::time::wheel::Wheel;
 pub(crate) struct CoreConfig {
     pub(crate) ring_entries: u32,
     pub(crate) cq_entries: Option<u32>,
+    /// Buffers in the core's shared receive ring (`BufRing::core_default`).
+    pub(crate) receive_buffers: u16,
     /// Task polls per loop turn before the ring is checked again.
     pub(crate) budget: usize,
     /// Spin on the ring this long before sleeping in the kernel (latency mode).
@@ -52,6 +54,7 @@ impl Default for CoreConfig {
         CoreConfig {
             ring_entries: 1024,
             cq_entries: None,
+            receive_buffers: crate::buf::ring::CORE_RING_ENTRIES,
             budget: 128,
             busy_poll: None,
             shutdown_limit: Duration::from_secs(10),

@@ -42,6 +42,7 @@ pub struct Builder {
     pin: bool,
     ring_entries: u32,
     cq_entries: Option<u32>,
+    receive_buffers: u16,
     budget: usize,
     busy_poll: Option<Duration>,
     grace: Duration,
@@ -56,6 +57,7 @@ impl Default for Builder {
             pin: true,
             ring_entries: 1024,
             cq_entries: None,
+            receive_buffers: crate::buf::ring::CORE_RING_ENTRIES,
             budget: 128,
             busy_poll: None,
             grace: Duration::from_secs(5),
@@ -88,6 +90,21 @@ impl Builder {
     /// Completion queue entries per ring (default: twice the submission queue).
     pub fn cq_entries(mut self, entries: u32) -> Self {
         self.cq_entries = Some(entries);
+        self
+    }
+
+    /// Buffers in each core's shared receive ring (default [`CORE_RING_ENTRIES`] of
+    /// [`CORE_RING_BUF_SIZE`] bytes; rounded up to a power of two, at most 32768). A stream
+    /// holds one only while a received chunk waits to be consumed, so a core needs about one
+    /// per connection that can have data waiting at once. Fewer buffers are fewer cache lines
+    /// for the kernel to copy into (the ring hands them out in turn): a core with a known,
+    /// small number of busy connections (a load generator) receives faster with a ring sized to
+    /// them. A ring that runs dry pauses the receives that found it empty, and loses nothing.
+    ///
+    /// [`CORE_RING_ENTRIES`]: crate::buf::ring::CORE_RING_ENTRIES
+    /// [`CORE_RING_BUF_SIZE`]: crate::buf::ring::CORE_RING_BUF_SIZE
+    pub fn receive_buffers(mut self, buffers: u16) -> Self {
+        self.receive_buffers = buffers.max(1);
         self
     }
 
@@ -168,6 +185,7 @@ impl Builder {
         CoreConfig {
             ring_entries: self.ring_entries,
             cq_entries: self.cq_entries,
+            receive_buffers: self.receive_buffers,
             budget: self.budget,
             busy_poll: self.busy_poll,
             index,
