@@ -13,10 +13,11 @@
 //!
 //! Buffers are laid out `stride()` bytes apart rather than `buf_size`: with 4 KiB buffers
 //! packed back to back the first line of every buffer falls in the same L1 set and in a
-//! handful of L2 sets, so a short message received into each buffer in turn (the kernel copies
-//! it there, the parser reads it back) misses the cache every time, even though the lines the
-//! ring touches would fit in L2 many times over. One cache line of padding per buffer staggers
-//! them across all the sets.
+//! handful of L2 sets, so short messages received into the buffers in turn (the kernel copies
+//! them there, the parser reads them back) compete for those few sets although the lines the
+//! ring touches would fit in L2. One cache line of padding per buffer staggers them across all
+//! the sets. What matters more is how many buffers the ring hands out in turn: a ring sized to
+//! the connections that use it (`Runtime::receive_buffers`) keeps them warm.
 
 use std::alloc::{self, Layout};
 use std::cell::Cell;
@@ -139,9 +140,9 @@ impl BufRing {
     }
 
     /// This core's shared receive ring: [`CORE_RING_ENTRIES`] buffers (or the runtime's
-    /// `receive_buffers`) of [`CORE_RING_BUF_SIZE`] bytes, registered on first use and released when the core ends. Streams that receive
-    /// through it hold a buffer only while a received chunk waits to be consumed, so an idle
-    /// connection pins none.
+    /// `receive_buffers`) of [`CORE_RING_BUF_SIZE`] bytes, registered on first use and released
+    /// when the core ends. Streams that receive through it hold a buffer only while a received
+    /// chunk waits to be consumed, so an idle connection pins none.
     ///
     /// # Errors
     ///
