@@ -326,21 +326,20 @@ mod tests {
         assert_eq!(s.overdue(t0 + Duration::from_millis(89)), 9);
     }
 
+    /// One closed-loop connection from `t0`, measured from it, `quota` requests.
+    fn closed_quota(t0: Instant, quota: u64) -> Schedule {
+        let window = Window {
+            t0,
+            measure_from: t0,
+            end: None,
+        };
+        Schedule::new(Mode::Closed, window, 0, 1, Some(quota), 1)
+    }
+
     #[test]
     fn quotas_and_closed_loop() {
         let t0 = Instant::now();
-        let mut s = Schedule::new(
-            Mode::Closed,
-            Window {
-                t0,
-                measure_from: t0,
-                end: None,
-            },
-            0,
-            1,
-            Some(3),
-            1,
-        );
+        let mut s = closed_quota(t0, 3);
         let now = Instant::now();
         assert_eq!(s.peek(now), Next::Now);
         assert_eq!(s.take_due(now), Some(now));
@@ -365,18 +364,7 @@ mod tests {
     #[test]
     fn a_closed_loop_sends_nothing_before_the_origin() {
         let t0 = Instant::now() + Duration::from_millis(100);
-        let mut s = Schedule::new(
-            Mode::Closed,
-            Window {
-                t0,
-                measure_from: t0,
-                end: None,
-            },
-            0,
-            1,
-            Some(2),
-            1,
-        );
+        let mut s = closed_quota(t0, 2);
         let early = t0 - Duration::from_millis(60);
         assert_eq!(s.peek(early), Next::At(t0));
         assert_eq!(s.take_due(early), None);
