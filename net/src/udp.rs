@@ -50,12 +50,18 @@ impl UdpSocket {
     }
 
     /// Binds `addr` with `SO_REUSEPORT`, so each core can bind its own socket on the same port.
+    /// On a percore core the socket also takes a slot in the core's registered file table
+    /// ([`SharedFd::register`]): a server socket sends every reply of its core.
     ///
     /// # Errors
     ///
     /// As [`UdpSocket::bind`].
     pub fn bind_sharded(addr: SocketAddr) -> io::Result<UdpSocket> {
-        UdpSocket::bind_with(addr, true)
+        let socket = UdpSocket::bind_with(addr, true)?;
+        // A core's server socket carries every datagram the core sends: its sends name it by
+        // a registered-file slot (no fd lookup per send). Off a core it simply has none.
+        socket.fd.register();
+        Ok(socket)
     }
 
     fn bind_with(addr: SocketAddr, reuse_port: bool) -> io::Result<UdpSocket> {
