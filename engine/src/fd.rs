@@ -22,17 +22,37 @@ pub struct SharedFd(Rc<FdCell>);
 
 struct FdCell {
     fd: OwnedFd,
-    /// The fd's slot in this core's registered file table, if it has one.
-    fixed: Cell<Option<u32>>,
+    /// The fd's slot in a registered file table, if it has one.
+    fixed: Cell<Option<FixedSlot>>,
+}
+
+/// A slot of the registered file table of one ring (cores are made and dropped one after
+/// another on a thread, so a slot is meaningful only on the ring that gave it out).
+#[derive(Clone, Copy)]
+struct FixedSlot {
+    ring: u64,
+    slot: u32,
 }
 
 impl FdCell {
-    /// Gives the table slot back (the table's reference to the file goes with it).
+    /// Gives the table slot back (the table's reference to the file goes with it). On its own
+    /// ring at once, or at the ring's next reap when the driver is busy further up the stack (a
+    /// destructor running inside it). Off that ring nothing can be done: when the ring is gone
+    /// its table went with it; when it is suspended under another core on this thread (nested
+    /// `block_on`), the file stays in its table until that ring closes.
     fn unregister(&self) {
-        if let Some(slot) = self.fixed.take() {
-            // Off its core (the runtime is gone) the ring, and the table with it, is closed.
-            context::with_driver(|driver| driver.unregister_file(slot));
-        }
+        let Some(fixed) = self.fixed.take() else {
+            return;
+        };
+        context::with_core(|core| {
+            if core.ring_id != fixed.ring {
+                return;
+            }
+            match core.driver.try_borrow_mut() {
+                Ok(mut driver) => driver.unregister_file(fixed.slot),
+                Err(_) => core.unregister_later.borrow_mut().push(fixed.slot),
+            }
+        });
     }
 }
 
@@ -57,24 +77,44 @@ impl SharedFd {
         self.0.fd.as_raw_fd()
     }
 
-    /// The fd's slot in this core's registered file table, if it has one.
+    /// The fd's slot in this core's registered file table, if it has one (a slot given out by
+    /// another ring does not count).
     #[inline]
     pub fn fixed_slot(&self) -> Option<u32> {
-        self.0.fixed.get()
+        let fixed = self.0.fixed.get()?;
+        context::with_core(|core| core.ring_id == fixed.ring)
+            .unwrap_or(false)
+            .then_some(fixed.slot)
     }
 
     /// Gives the fd a slot in this core's registered file table, so ops that support it
     /// (sends, for now) skip the kernel's fd lookup and reference count: ~80 ns per op on
     /// loopback here, for one system call now and one when the fd is closed. Worth it for a
-    /// connection that carries many ops. True if the fd has a slot (already, or now); false off
-    /// a percore core, when the table is full, or when the kernel has none.
+    /// connection that carries many ops. True if the fd has a slot on this core (already, or
+    /// now); false off a percore core, when the table is full or the kernel has none, and when
+    /// the fd already has a slot on another ring.
+    ///
+    /// On kernels before 6.13 (from their changelogs, not measured here) a file removed from
+    /// the table may stay open until the ops that named other registered files before it
+    /// complete: a registered connection's close can wait for a slow send elsewhere.
     pub fn register(&self) -> bool {
         if self.0.fixed.get().is_some() {
-            return true;
+            return self.fixed_slot().is_some();
         }
-        let slot = context::with_driver(|driver| driver.register_file(self.raw())).flatten();
-        self.0.fixed.set(slot);
-        slot.is_some()
+        let fixed = context::with_core(|core| {
+            let slot = core
+                .driver
+                .try_borrow_mut()
+                .ok()?
+                .register_file(self.raw())?;
+            Some(FixedSlot {
+                ring: core.ring_id,
+                slot,
+            })
+        })
+        .flatten();
+        self.0.fixed.set(fixed);
+        fixed.is_some()
     }
 
     /// Takes the fd back if no op holds it any more, for hand-off to another core (its table

@@ -89,3 +89,44 @@ fn dropping_a_registered_send_mid_flight_leaks_nothing() {
         assert_eq!(fixed_files(), 0);
     });
 }
+
+/// A slot belongs to the ring that gave it out. A socket registered under one core and used
+/// under the next one on the same thread sends by fd there, and dropping it there leaves the
+/// new ring's table alone (its slot 0 belongs to another socket by then).
+#[test]
+fn a_slot_from_another_ring_is_never_used_or_emptied() {
+    let _guard = common::serial();
+    let (old, mut old_peer) = percore_engine::block_on(async {
+        let (ours, theirs) = unix_pair();
+        assert!(ours.register());
+        (ours, theirs)
+    });
+    assert!(old.fixed_slot().is_none(), "no core runs here");
+    percore_engine::block_on(async move {
+        let (fresh, mut fresh_peer) = unix_pair();
+        assert!(fresh.register());
+        assert_eq!(fixed_files(), 1);
+        assert_eq!(
+            old.fixed_slot(),
+            None,
+            "the old ring's slot does not count here"
+        );
+        assert!(!old.register(), "it cannot take a second slot");
+
+        let (sent, _) = ops::send(&old, b"old".to_vec(), 0).await;
+        assert_eq!(sent.unwrap(), 3);
+        let mut got = [0u8; 3];
+        old_peer.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"old", "the old socket's bytes reached its own peer");
+
+        drop(old);
+        assert_eq!(fixed_files(), 1, "the fresh ring's table is untouched");
+        let (sent, _) = ops::send(&fresh, b"fresh".to_vec(), 0).await;
+        assert_eq!(sent.unwrap(), 5);
+        let mut got = [0u8; 5];
+        fresh_peer.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"fresh");
+        drop(fresh);
+        assert_eq!(fixed_files(), 0);
+    });
+}

@@ -66,12 +66,13 @@ impl FixedFiles {
         }
     }
 
-    /// Empties `slot` (the table's reference to the file goes) and makes it free.
+    /// Empties `slot` (the table's reference to the file goes) and makes it free. A failed
+    /// update means the slot held nothing: it is free either way.
     pub(crate) fn unregister(&mut self, ring: &IoUring, slot: u32) -> io::Result<()> {
-        ring.submitter().register_files_update(slot, &[-1])?;
-        self.in_use -= 1;
+        let emptied = ring.submitter().register_files_update(slot, &[-1]);
+        self.in_use = self.in_use.saturating_sub(1);
         self.free.push(slot);
-        Ok(())
+        emptied.map(drop)
     }
 }
 

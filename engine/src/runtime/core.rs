@@ -85,7 +85,16 @@ pub(crate) struct Core {
     pub(crate) publisher: RefCell<Option<(Arc<crate::stats::StatsBoard>, u64)>>,
     /// The core's shared receive ring, made on first use (see `BufRing::core_default`).
     pub(crate) default_ring: RefCell<Option<crate::buf::ring::BufRing>>,
+    /// Which ring this is, unique in the process: a registered-file slot is only meaningful
+    /// on the ring that gave it out (see `SharedFd::register`).
+    pub(crate) ring_id: u64,
+    /// Registered-file slots whose file went while the driver was borrowed: emptied at the
+    /// next reap.
+    pub(crate) unregister_later: RefCell<Vec<u32>>,
 }
+
+/// The source of [`Core::ring_id`]s.
+static NEXT_RING_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl std::fmt::Debug for Core {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -154,6 +163,8 @@ impl Core {
             mailboxes: RefCell::new(None),
             default_ring: RefCell::new(None),
             publisher: RefCell::new(None),
+            ring_id: NEXT_RING_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            unregister_later: RefCell::new(Vec::new()),
         };
         core.arm_eventfd();
         Ok(core)
@@ -337,7 +348,8 @@ impl Core {
 
     /// Publishes this core's stats to its runtime's board, if it has one and they changed.
     /// Called before a wait that may sleep and every 1024 loop turns, so readers see current
-    /// figures (at most one turn old) without a timer waking the core.
+    /// figures without a timer waking the core. A wait with task work flagged is taken not to
+    /// sleep; if that work posts nothing, the core sleeps with the figures of a turn before.
     pub(crate) fn publish_stats(&self) {
         let mut publisher = self.publisher.borrow_mut();
         let Some((board, last)) = publisher.as_mut() else {
@@ -409,6 +421,13 @@ impl Core {
             (reaped, driver.take_graveyard())
         };
         drop(dead);
+        if !self.unregister_later.borrow().is_empty() {
+            let slots = std::mem::take(&mut *self.unregister_later.borrow_mut());
+            let mut driver = self.driver.borrow_mut();
+            for slot in slots {
+                driver.unregister_file(slot);
+            }
+        }
         for w in woken.drain(..) {
             w.wake();
         }

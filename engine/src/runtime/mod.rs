@@ -104,7 +104,7 @@ impl Builder {
     /// [`CORE_RING_ENTRIES`]: crate::buf::ring::CORE_RING_ENTRIES
     /// [`CORE_RING_BUF_SIZE`]: crate::buf::ring::CORE_RING_BUF_SIZE
     pub fn receive_buffers(mut self, buffers: u16) -> Self {
-        self.receive_buffers = buffers.max(1);
+        self.receive_buffers = buffers.clamp(1, 32768);
         self
     }
 
