@@ -94,9 +94,10 @@ impl SharedFd {
     /// now); false off a percore core, when the table is full or the kernel has none, and when
     /// the fd already has a slot on another ring.
     ///
-    /// On kernels before 6.13 (from their changelogs, not measured here) a file removed from
-    /// the table may stay open until the ops that named other registered files before it
-    /// complete: a registered connection's close can wait for a slow send elsewhere.
+    /// A caveat not checked here: kernels that retire removed table entries in order (older
+    /// ones may; this machine runs 6.18) can keep a removed file open until ops that named
+    /// other registered files before it complete, so a registered connection's close could
+    /// wait for a slow send elsewhere.
     pub fn register(&self) -> bool {
         if self.0.fixed.get().is_some() {
             return self.fixed_slot().is_some();
