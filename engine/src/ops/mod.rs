@@ -27,6 +27,7 @@ pub use socket::{accept, connect, recv, recv_from, send_to, shutdown, RecvMeta};
 use std::io;
 
 use crate::buf::{IoBuf, IoBufMut};
+use crate::driver::op::{Op, Orphan};
 use crate::driver::slab::Completion;
 
 /// The spare capacity of `buf` after its initialised part, as a kernel pointer and length.
@@ -59,6 +60,22 @@ pub(crate) unsafe fn commit_read<B: IoBufMut>(done: Completion, buf: &mut B) -> 
 }
 
 /// A completion's result as an `io::Result`: `-errno` becomes the OS error.
+/// Awaits a submitted op whose result is a byte count (a write or a send) and hands back the
+/// count with what `take` takes out of the op data (its buffers), also when the submission
+/// failed. Dropping the future drops the op, which cancels it (see `Op`).
+pub(crate) async fn byte_count<D: Orphan + Unpin, B>(
+    op: Result<Op<D>, (io::Error, D)>,
+    take: impl FnOnce(D) -> B,
+) -> (io::Result<usize>, B) {
+    match op {
+        Ok(op) => {
+            let (done, data) = op.await;
+            (check(done).map(|n| n as usize), take(data))
+        }
+        Err((e, data)) => (Err(e), take(data)),
+    }
+}
+
 pub(crate) fn check(done: Completion) -> io::Result<u32> {
     if done.result < 0 {
         Err(io::Error::from_raw_os_error(-done.result))

@@ -83,12 +83,7 @@ pub async fn write<B: IoBuf>(fd: &SharedFd, buf: B, offset: u64) -> (io::Result<
                 .build()
         })
     };
-    let op = match op {
-        Ok(op) => op,
-        Err((e, data)) => return (Err(e), data.buf),
-    };
-    let (done, data) = op.await;
-    (super::check(done).map(|n| n as usize), data.buf)
+    super::byte_count(op, |data| data.buf).await
 }
 
 struct VecData<B> {
@@ -135,12 +130,7 @@ pub async fn writev<B: IoBuf>(
                 .build()
         })
     };
-    let op = match op {
-        Ok(op) => op,
-        Err((e, data)) => return (Err(e), data.bufs),
-    };
-    let (done, data) = op.await;
-    (super::check(done).map(|n| n as usize), data.bufs)
+    super::byte_count(op, |data| data.bufs).await
 }
 
 /// Reads into several buffers' spare capacity in one call (`readv`), filling them in order.

@@ -258,12 +258,7 @@ pub async fn send_to<B: IoBuf>(
                 .build()
         })
     };
-    let op = match op {
-        Ok(op) => op,
-        Err((e, data)) => return (Err(e), data.buf),
-    };
-    let (done, data) = op.await;
-    (super::check(done).map(|n| n as usize), data.buf)
+    super::byte_count(op, |data| data.buf).await
 }
 
 struct SendToData<B> {
@@ -295,12 +290,7 @@ async fn send_to_msg<B: IoBuf>(
                 .build()
         })
     };
-    let op = match op {
-        Ok(op) => op,
-        Err((e, data)) => return (Err(e), data.buf),
-    };
-    let (done, data) = op.await;
-    (super::check(done).map(|n| n as usize), data.buf)
+    super::byte_count(op, |data| data.buf).await
 }
 
 struct ShutdownData {

@@ -101,21 +101,13 @@ impl HttpSession {
         if let Some(head) = remembered {
             return frame_body(input, 0, head, self.max_response, at_eof);
         }
-        let mut start = 0;
-        loop {
-            match parse_head(&input[start..], self.head_only, at_eof)? {
-                HeadParse::Incomplete => return Ok(Parsed::Incomplete),
-                HeadParse::Interim(len) => start += len,
-                HeadParse::Final(head) => {
-                    if start == 0 {
-                        HEAD_MEMO.with_borrow_mut(|memo| {
-                            memo.store(&input[..head.len], self.head_only, head);
-                        });
-                    }
-                    return frame_body(input, start, head, self.max_response, at_eof);
-                }
-            }
+        let Some((start, head)) = final_head(input, self.head_only, at_eof)? else {
+            return Ok(Parsed::Incomplete);
+        };
+        if start == 0 {
+            HEAD_MEMO.with_borrow_mut(|memo| memo.store(&input[..head.len], self.head_only, head));
         }
+        frame_body(input, start, head, self.max_response, at_eof)
     }
 }
 
@@ -201,12 +193,25 @@ pub fn parse_response(
     max_response: usize,
     at_eof: bool,
 ) -> Result<Parsed, ProtocolError> {
+    match final_head(input, head_only, at_eof)? {
+        Some((start, head)) => frame_body(input, start, head, max_response, at_eof),
+        None => Ok(Parsed::Incomplete),
+    }
+}
+
+/// The final head at the front of `input` past any interim 1xx heads, with where it starts;
+/// `None` while it is incomplete.
+fn final_head(
+    input: &[u8],
+    head_only: bool,
+    at_eof: bool,
+) -> Result<Option<(usize, Head)>, ProtocolError> {
     let mut start = 0;
     loop {
         match parse_head(&input[start..], head_only, at_eof)? {
-            HeadParse::Incomplete => return Ok(Parsed::Incomplete),
+            HeadParse::Incomplete => return Ok(None),
             HeadParse::Interim(len) => start += len,
-            HeadParse::Final(head) => return frame_body(input, start, head, max_response, at_eof),
+            HeadParse::Final(head) => return Ok(Some((start, head))),
         }
     }
 }
