@@ -64,6 +64,35 @@ pub(crate) struct BenchArgs {
     json: Option<PathBuf>,
 }
 
+/// The generator's CPU: the one asked for, which must not be the service's (they would share
+/// it, and the benchmark would measure the sharing), or by default the last CPU that is not
+/// the service's. On a machine with one CPU both share it, and the run says so.
+fn client_cpu(server: usize, asked: Option<usize>, cpus: usize) -> anyhow::Result<usize> {
+    if server >= cpus {
+        bail!(
+            "--server-cpu {server}: this machine has CPUs 0 to {}",
+            cpus - 1
+        );
+    }
+    match asked {
+        Some(client) if client >= cpus => {
+            bail!(
+                "--client-cpu {client}: this machine has CPUs 0 to {}",
+                cpus - 1
+            )
+        }
+        Some(client) if client == server => {
+            bail!("--client-cpu and --server-cpu are both {client}: give them different CPUs")
+        }
+        Some(client) => Ok(client),
+        None if cpus == 1 => {
+            eprintln!("percore bench: one CPU: the service and the generator share it");
+            Ok(server)
+        }
+        None => Ok((0..cpus).rev().find(|&c| c != server).unwrap_or(server)),
+    }
+}
+
 /// The service as a child process; killed when dropped.
 struct ServiceProcess {
     child: Child,
@@ -138,9 +167,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
         bail!("--duration must be between 2s and 20s");
     }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let client_cpu = args
-        .client_cpu
-        .unwrap_or(if cpus > 1 { cpus - 1 } else { args.server_cpu });
+    let client_cpu = client_cpu(args.server_cpu, args.client_cpu, cpus)?;
     let service = ServiceProcess::start(args.service, args.server_cpu)?;
     let scheme = match args.service {
         BenchService::Echo => "tcp",
@@ -214,4 +241,21 @@ fn print_service_cpu(result: &RunResult, before: (f64, f64), after: (f64, f64), 
         100.0 * ((after.0 - before.0) + (after.1 - before.1)) / wall.as_secs_f64(),
         wall.as_secs_f64()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_cpu;
+
+    #[test]
+    fn the_generator_never_shares_the_service_cpu_unless_it_must() {
+        assert_eq!(client_cpu(0, None, 2).unwrap(), 1);
+        assert_eq!(client_cpu(1, None, 2).unwrap(), 0);
+        assert_eq!(client_cpu(3, None, 4).unwrap(), 2);
+        assert_eq!(client_cpu(0, None, 1).unwrap(), 0);
+        assert_eq!(client_cpu(0, Some(1), 2).unwrap(), 1);
+        assert!(client_cpu(1, Some(1), 2).is_err());
+        assert!(client_cpu(0, Some(5), 2).is_err());
+        assert!(client_cpu(2, None, 2).is_err());
+    }
 }

@@ -172,23 +172,29 @@ impl RunArgs {
 pub(crate) fn run(args: LoadArgs) -> anyhow::Result<()> {
     match args.command {
         Some(LoadCommand::Merge(merge)) => run_merge(&merge),
-        None => {
-            let result = run_load(&args.run, !args.run.quiet)?;
-            print!("{}", result.summary());
-            Ok(())
-        }
+        None => run_load(&args.run),
     }
 }
 
-/// Runs one load and writes its files; the progress line goes to stderr when it is a terminal.
-pub(crate) fn run_load(args: &RunArgs, progress: bool) -> anyhow::Result<RunResult> {
+/// Runs one load, prints its summary, then writes its files. Every output path is created
+/// before the run, so one that cannot be written fails at once; an output that fails after
+/// the run has started is reported after the summary, which is printed whatever happens.
+fn run_load(args: &RunArgs) -> anyhow::Result<()> {
     let config = args.config()?;
-    let result = load_with_files(&config, args.hlog.as_deref(), progress)?;
+    for path in [&args.json, &args.plot].into_iter().flatten() {
+        File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    }
+    let result = load_with_files(&config, args.hlog.as_deref(), !args.quiet)?;
+    print!("{}", result.summary());
     write_reports(&result, args.json.as_deref(), args.plot.as_deref())?;
-    Ok(result)
+    if let Some(e) = &result.sink_error {
+        bail!("{e} (the summary above is whole; the interval log is not)");
+    }
+    Ok(())
 }
 
-/// Runs `config`, writing the interval log to `hlog` if given.
+/// Runs `config`, writing the interval log to `hlog` if given (created before the run; an
+/// error writing it later is left in the result's `sink_error`).
 pub(crate) fn load_with_files(
     config: &LoadConfig,
     hlog: Option<&Path>,
@@ -205,9 +211,13 @@ pub(crate) fn load_with_files(
         hlog: hlog_file.as_mut().map(|f| f as &mut dyn Write),
         progress: (progress && stderr.is_terminal()).then_some(&mut stderr as &mut dyn Write),
     };
-    let result = percore::loadtest::run(config, sinks)?;
+    let mut result = percore::loadtest::run(config, sinks)?;
     if let Some(mut f) = hlog_file {
-        f.flush().context("writing the interval log")?;
+        if let Err(e) = f.flush() {
+            result
+                .sink_error
+                .get_or_insert(format!("writing the interval log: {e}"));
+        }
     }
     Ok(result)
 }

@@ -86,7 +86,10 @@ pub(crate) struct ServeArgs {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct CpuList(pub(crate) Vec<usize>);
 
-/// Parses `0`, `0-3`, `0,2`, `0-1,4`.
+/// CPU numbers go up to this (the kernel's `CPU_SETSIZE`).
+const MAX_CPU: usize = 1023;
+
+/// Parses `0`, `0-3`, `0,2`, `0-1,4`: CPU numbers up to [`MAX_CPU`].
 pub(crate) fn parse_cpus(s: &str) -> Result<CpuList, String> {
     let mut cpus = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -103,12 +106,20 @@ pub(crate) fn parse_cpus(s: &str) -> Result<CpuList, String> {
                 if a > b {
                     return Err(format!("empty CPU range {part:?}"));
                 }
+                if b > MAX_CPU {
+                    return Err(format!("CPU numbers go up to {MAX_CPU}: {part:?}"));
+                }
                 cpus.extend(a..=b);
             }
-            None => cpus.push(
-                part.parse()
-                    .map_err(|_| format!("bad CPU number {part:?}"))?,
-            ),
+            None => {
+                let cpu: usize = part
+                    .parse()
+                    .map_err(|_| format!("bad CPU number {part:?}"))?;
+                if cpu > MAX_CPU {
+                    return Err(format!("CPU numbers go up to {MAX_CPU}: {part:?}"));
+                }
+                cpus.push(cpu);
+            }
         }
     }
     if cpus.is_empty() {
@@ -136,10 +147,12 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" => value * 60.0,
         _ => return Err(format!("unknown unit {unit:?} (use us, ms, s, m)")),
     };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("duration out of range: {s:?}"));
+    // Longer than a year is a typo, and near `Duration`'s end adding it to a clock overflows.
+    const MAX_SECS: f64 = 366.0 * 24.0 * 3600.0;
+    match Duration::try_from_secs_f64(secs) {
+        Ok(d) if secs <= MAX_SECS => Ok(d),
+        _ => Err(format!("duration out of range: {s:?} (from 0 to 366 days)")),
     }
-    Ok(Duration::from_secs_f64(secs))
 }
 
 /// For port 0: binds a `SO_REUSEPORT` socket to a free port and keeps it for the run, so that
@@ -394,5 +407,49 @@ mod tests {
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("5h").is_err());
         assert!(parse_duration("ms").is_err());
+        for huge in [
+            "1e300",
+            "1e20s",
+            "18446744073709551616",
+            "400d",
+            "367d",
+            "1e9m",
+            "inf",
+            "NaN",
+        ] {
+            assert!(parse_duration(huge).is_err(), "{huge}");
+        }
+        assert!(parse_cpus("0-18446744073709551615").is_err());
+        assert!(parse_cpus("0-1024").is_err());
+        assert_eq!(parse_cpus("1023").map(|c| c.0.len()), Ok(1));
+    }
+
+    /// Random strings over the characters these options are made of: the parsers answer
+    /// every one (no panic, no huge allocation), and what they accept is in range.
+    #[test]
+    fn fuzz_duration_and_cpu_parsers() {
+        const ALPHABET: &[u8] = b"0123456789-.,e+ msud9999x";
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..200_000 {
+            let len = (next() % 24) as usize;
+            let text: String = (0..len)
+                .map(|_| ALPHABET[(next() % ALPHABET.len() as u64) as usize] as char)
+                .collect();
+            if let Ok(d) = parse_duration(&text) {
+                assert!(d <= Duration::from_secs(366 * 24 * 3600), "{text:?}");
+            }
+            if let Ok(CpuList(cpus)) = parse_cpus(&text) {
+                assert!(
+                    !cpus.is_empty() && cpus.iter().all(|&c| c <= MAX_CPU),
+                    "{text:?}"
+                );
+            }
+        }
     }
 }

@@ -10,6 +10,8 @@
 # Usage: benches/echo/run.sh            (from anywhere)
 # Env (defaults): DURATION=3 WARMUP=1 ROUNDS=3 SIZES="64 4096" CONNS="1 64 512"
 #                 SERVERS="raw percore tokio glommio monoio" PERCORE_MODE=chunk OUT=<tmp file>
+#                 BEFORE_BIN=<dir of an older build>: a server named NAME-before in SERVERS
+#                 runs that build's NAME (before/after in one run)
 # See docs/BENCHMARKING.md: this is a noisy shared 2-vCPU VM; quote ratios, not absolutes.
 set -euo pipefail
 
@@ -41,6 +43,11 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 server_cmd() { # name addr
+    local BIN=$BIN
+    if [[ "$1" == *-before ]]; then
+        BIN=${BEFORE_BIN:?BEFORE_BIN for $1}
+        set -- "${1%-before}" "$2"
+    fi
     case "$1" in
     raw) echo "$BIN/echo_raw_uring --listen $2" ;;
     percore) echo "$BIN/echo_percore --listen $2 --cpu $SERVER_CPU --mode $PERCORE_MODE" ;;

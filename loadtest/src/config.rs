@@ -116,7 +116,8 @@ impl LoadConfig {
         }
     }
 
-    /// Checks the combination.
+    /// Checks every option and the combination, so that a run that starts cannot overflow a
+    /// time or an allocation.
     ///
     /// # Errors
     ///
@@ -124,6 +125,11 @@ impl LoadConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.connections == 0 {
             return Err("--connections must be at least 1".into());
+        }
+        if self.connections > MAX_CONNECTIONS {
+            return Err(format!(
+                "--connections is at most {MAX_CONNECTIONS} (each is a socket and a task)"
+            ));
         }
         if self.cpus.is_empty() {
             return Err("--cpus names no CPU".into());
@@ -138,28 +144,75 @@ impl LoadConfig {
         if self.pipeline == 0 {
             return Err("--pipeline must be at least 1".into());
         }
+        if self.pipeline > MAX_PIPELINE {
+            return Err(format!("--pipeline is at most {MAX_PIPELINE}"));
+        }
         if self.pipeline > 1 && matches!(self.target, Target::Udp { .. }) {
             return Err("udp targets do not pipeline (a lost datagram would reorder the window): use more --connections".into());
         }
         if let Mode::Open { rate, .. } = self.mode {
-            if !(rate.is_finite() && rate > 0.0) {
-                return Err("--rate must be a positive number of requests per second".into());
+            if !(rate.is_finite() && (MIN_RATE..=MAX_RATE).contains(&rate)) {
+                return Err(format!(
+                    "--rate must be a number of requests per second from {MIN_RATE} to {MAX_RATE:e}"
+                ));
             }
         }
-        if let Stop::Requests(0) = self.stop {
-            return Err("--requests must be at least 1".into());
+        match self.stop {
+            Stop::Requests(0) => return Err("--requests must be at least 1".into()),
+            Stop::Duration(d) if d.is_zero() => return Err("--duration must be positive".into()),
+            Stop::Duration(d) if d > MAX_SPAN => {
+                return Err(format!("--duration is at most {} days", MAX_SPAN_DAYS))
+            }
+            _ => {}
         }
         if self.timeout.is_zero() {
             return Err("--timeout must be positive".into());
         }
-        if matches!(self.target, Target::Udp { .. }) && self.payload > 65_507 {
-            return Err("a UDP payload is at most 65507 bytes".into());
+        if self.timeout > MAX_SPAN || self.warmup > MAX_SPAN {
+            return Err(format!(
+                "--timeout and --warmup are at most {} days",
+                MAX_SPAN_DAYS
+            ));
         }
-        if self.payload > self.max_response && !matches!(self.target, Target::Http { .. }) {
-            return Err(
-                "--payload exceeds --max-response: the echo could never be accepted".into(),
-            );
+        if self.busy_poll.is_some_and(|d| d > Duration::from_secs(1)) {
+            return Err("--busy-poll is at most 1s".into());
+        }
+        if self.max_response > MAX_RESPONSE {
+            return Err(format!("--max-response is at most {MAX_RESPONSE} bytes"));
+        }
+        match self.target {
+            Target::Udp { .. } if self.payload > 65_507 => {
+                return Err("a UDP payload is at most 65507 bytes".into())
+            }
+            // An empty TCP message is no message: the echo of nothing never comes back.
+            Target::Tcp { .. } if self.payload == 0 => {
+                return Err("a TCP echo payload is at least 1 byte".into())
+            }
+            Target::Tcp { .. } | Target::Udp { .. } if self.payload > self.max_response => {
+                return Err(
+                    "--payload exceeds --max-response: the echo could never be accepted".into(),
+                )
+            }
+            _ => {}
+        }
+        if self.http.body.len() > MAX_RESPONSE {
+            return Err(format!("--body is at most {MAX_RESPONSE} bytes"));
         }
         Ok(())
     }
 }
+
+/// Most connections in a run (each is a socket and a task with its buffers).
+pub const MAX_CONNECTIONS: usize = 1 << 20;
+/// Most requests outstanding on one connection.
+pub const MAX_PIPELINE: usize = 4096;
+/// Slowest and fastest open-loop rates, requests/s: a schedule's times stay within what a
+/// clock can add, and no gap rounds to nothing.
+pub const MIN_RATE: f64 = 1e-3;
+/// See [`MIN_RATE`].
+pub const MAX_RATE: f64 = 1e9;
+/// Largest `--max-response`, bytes.
+pub const MAX_RESPONSE: usize = 1 << 30;
+/// Longest duration, time-out and warm-up, in days.
+const MAX_SPAN_DAYS: u64 = 30;
+const MAX_SPAN: Duration = Duration::from_secs(MAX_SPAN_DAYS * 24 * 3600);

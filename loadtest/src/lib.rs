@@ -26,7 +26,9 @@
 //! error (a timeout, the server closing or resetting, a protocol violation, an error status),
 //! including the requests still in flight when the run ends, which are waited for up to the
 //! request timeout. Requests that were due but never sent (the target was unreachable) are
-//! reported as `unsent`.
+//! reported as `unsent`: every measured intended time of a duration run, and every request of
+//! a `--requests` quota, is either sent or unsent. A connection that breaks with no request
+//! outstanding (bytes the server sent unasked) is counted among the `connection_errors`.
 
 #![forbid(unsafe_code)]
 

@@ -53,6 +53,14 @@ pub(crate) fn check(config: &LoadConfig, protocol: &dyn Protocol) -> Result<(), 
                     session.parse(&got)
                 };
                 match parsed {
+                    Ok(Parsed::Complete(resp)) if resp.len < got.len() => {
+                        return Err(format!(
+                            "{what}: not the protocol expected: {} bytes beyond the answer to \
+                             the one request sent (got {:?})",
+                            got.len() - resp.len,
+                            preview(&got)
+                        ))
+                    }
                     Ok(Parsed::Complete(_)) => return Ok(()),
                     Ok(Parsed::Incomplete) if n == 0 => {
                         return Err(format!(

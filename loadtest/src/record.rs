@@ -38,6 +38,20 @@ impl fmt::Display for ErrorKind {
     }
 }
 
+/// An I/O error's kind, or, for the errnos `io::ErrorKind` leaves unnamed that a load
+/// generator meets, the errno's name (running out of file descriptors says `EMFILE`, not
+/// "uncategorized error").
+pub(crate) fn describe(error: &io::Error) -> String {
+    // Linux's numbers (percore runs on Linux only).
+    let name = match error.raw_os_error() {
+        Some(24) => "EMFILE: too many open files in this process",
+        Some(23) => "ENFILE: too many open files in the system",
+        Some(105) => "ENOBUFS: no buffer space available",
+        _ => return error.kind().to_string(),
+    };
+    name.to_string()
+}
+
 /// Counts by a displayable key.
 pub(crate) type Counts = BTreeMap<String, u64>;
 
@@ -57,6 +71,9 @@ pub(crate) struct IntervalData {
     pub(crate) errors: Counts,
     pub(crate) error_count: u64,
     pub(crate) connect_errors: Counts,
+    /// Connections that broke with no measured request outstanding to charge it to (bytes
+    /// the server sent unasked, for one), by kind.
+    pub(crate) connection_errors: Counts,
     pub(crate) reconnects: u64,
     /// Requests that were due but never sent (the target unreachable at the end).
     pub(crate) unsent: u64,
@@ -83,6 +100,7 @@ impl IntervalData {
             errors: Counts::new(),
             error_count: 0,
             connect_errors: Counts::new(),
+            connection_errors: Counts::new(),
             reconnects: 0,
             unsent: 0,
             lag_max_ns: 0,
@@ -104,6 +122,9 @@ impl IntervalData {
         self.error_count += other.error_count;
         for (k, v) in &other.connect_errors {
             bump(&mut self.connect_errors, k, *v);
+        }
+        for (k, v) in &other.connection_errors {
+            bump(&mut self.connection_errors, k, *v);
         }
         self.reconnects += other.reconnects;
         self.unsent += other.unsent;
@@ -266,13 +287,21 @@ impl Recorder {
         bump(&mut self.data.errors, kind, 1);
     }
 
-    /// A connection attempt failed.
+    /// A connection attempt failed. Failures before the measured start (while the run was
+    /// being set up or warming up) count in the first interval: a target that could not be
+    /// reached then is worth saying.
     pub(crate) fn connect_failed(&mut self, error: &io::Error, now: Instant) {
+        self.roll(now);
+        bump(&mut self.data.connect_errors, describe(error), 1);
+    }
+
+    /// A connection broke with no measured request outstanding.
+    pub(crate) fn connection_failed(&mut self, kind: ErrorKind, now: Instant) {
         if !self.measures(now) {
             return;
         }
         self.roll(now);
-        bump(&mut self.data.connect_errors, error.kind(), 1);
+        bump(&mut self.data.connection_errors, kind, 1);
     }
 
     /// A connection was opened again after it had been lost.

@@ -129,6 +129,9 @@ pub struct RunResult {
     pub error_kinds: BTreeMap<String, u64>,
     /// Failed connection attempts by kind (not requests).
     pub connect_errors: BTreeMap<String, u64>,
+    /// Connections that broke with no request outstanding (bytes the server sent unasked,
+    /// for one), by kind: errors of the server that no request counts.
+    pub connection_errors: BTreeMap<String, u64>,
     /// Connections opened again after being lost.
     pub reconnects: u64,
     /// Requests that were due but never sent.
@@ -145,6 +148,9 @@ pub struct RunResult {
     pub generator_cpu: GeneratorCpu,
     /// A signal (Ctrl-C) stopped the run before its end.
     pub stopped_early: bool,
+    /// Writing an output (the interval log) failed during the run: that output is lost or
+    /// cut short, the measurements here are whole.
+    pub sink_error: Option<String>,
     /// Who limited the run.
     pub verdict: Verdict,
     /// Per second.
@@ -171,6 +177,7 @@ struct Json<'a> {
     errors: u64,
     error_kinds: &'a BTreeMap<String, u64>,
     connect_errors: &'a BTreeMap<String, u64>,
+    connection_errors: &'a BTreeMap<String, u64>,
     reconnects: u64,
     unsent: u64,
     latency_ns: Quantiles,
@@ -179,6 +186,7 @@ struct Json<'a> {
     generator_cpu: GeneratorCpu,
     generator_bottleneck: bool,
     stopped_early: bool,
+    sink_error: Option<&'a str>,
     verdict: &'a Verdict,
     timeline: &'a [TimelineEntry],
 }
@@ -211,6 +219,7 @@ impl RunResult {
             errors: self.errors,
             error_kinds: &self.error_kinds,
             connect_errors: &self.connect_errors,
+            connection_errors: &self.connection_errors,
             reconnects: self.reconnects,
             unsent: self.unsent,
             latency_ns: quantiles(&self.latency),
@@ -222,6 +231,7 @@ impl RunResult {
             generator_cpu: self.generator_cpu,
             generator_bottleneck: self.verdict.bottleneck == "generator",
             stopped_early: self.stopped_early,
+            sink_error: self.sink_error.as_deref(),
             verdict: &self.verdict,
             timeline: &self.timeline,
         };
@@ -274,6 +284,12 @@ impl RunResult {
         }
         for (kind, n) in &self.connect_errors {
             let _ = writeln!(s, "            connect failed  {kind}: {n}");
+        }
+        for (kind, n) in &self.connection_errors {
+            let _ = writeln!(
+                s,
+                "            connection broken, no request outstanding  {kind}: {n}"
+            );
         }
         let _ = writeln!(
             s,

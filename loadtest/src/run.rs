@@ -176,9 +176,8 @@ pub fn run(config: &LoadConfig, sinks: Sinks<'_>) -> Result<RunResult, LoadError
         Ok(Err(e)) => return Err(LoadError::Generator(e)),
         Err(_) => return Err(LoadError::Generator("the generator thread panicked".into())),
     }
-    if let Some(e) = hlog_error.or(agg.sink_error.take()) {
-        return Err(LoadError::Generator(e));
-    }
+    // A log that could not be written loses the log, not the run: the measurements are whole.
+    let sink_error = hlog_error.or(agg.sink_error.take());
     let aggregator_cpu = {
         let now = percore_engine::thread_cpu_time();
         (now.0 - aggregator_cpu.0, now.1 - aggregator_cpu.1)
@@ -250,6 +249,7 @@ pub fn run(config: &LoadConfig, sinks: Sinks<'_>) -> Result<RunResult, LoadError
         errors: totals.error_count,
         error_kinds: totals.errors,
         connect_errors: totals.connect_errors,
+        connection_errors: totals.connection_errors,
         reconnects: totals.reconnects,
         unsent: totals.unsent,
         schedule_lag_max_ns: totals.lag_max_ns,
@@ -257,6 +257,7 @@ pub fn run(config: &LoadConfig, sinks: Sinks<'_>) -> Result<RunResult, LoadError
         latency: totals.latency,
         service_time: totals.service,
         stopped_early,
+        sink_error,
         verdict: verdict(offered, achieved, &timeline, &generator_cpu),
         generator_cpu,
         timeline,

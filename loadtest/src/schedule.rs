@@ -163,31 +163,81 @@ impl Schedule {
         self.left = Some(0);
     }
 
-    /// How many requests were due at `now` but not taken (what a stopped connection leaves).
+    /// How many measured requests a connection that stops for good at `now` leaves unsent:
+    /// in a `--requests` run (a quota and no end), everything it has left, since nothing
+    /// else will send it; otherwise its [`Schedule::overdue`] requests.
+    pub(crate) fn unsent(&self, now: Instant) -> u64 {
+        match (self.left, self.end) {
+            (Some(left), None) => left,
+            _ => self.overdue(now),
+        }
+    }
+
+    /// How many measured requests were due at `now` (or, once the end has passed, before the
+    /// end) but not taken: intended times from the measured start on, at most the quota left.
+    /// Warm-up requests are not counted (they are not counted as sent either).
     pub(crate) fn overdue(&self, now: Instant) -> u64 {
+        let limit_passed = |at: Instant| match self.end {
+            Some(end) if now >= end => at >= end,
+            _ => at > now,
+        };
         let count = match &self.spacing {
             Spacing::Closed { .. } => 0,
             Spacing::Uniform { first, gap_s, k } => {
-                // Intended times due by `now` (at or before it), or all before the end once it
-                // has passed; estimated, then settled on the exact times `peek` uses.
                 let at = |n: u64| *first + Duration::from_secs_f64(*gap_s * n as f64);
-                let due = |n: u64| match self.end {
-                    Some(end) if now >= end => at(n) < end,
-                    _ => at(n) <= now,
+                // The first `n` whose time passes `bound`: estimated from the rate, then
+                // settled on the exact times `peek` uses.
+                let first_past = |bound: &dyn Fn(Instant) -> bool, estimate: Instant| {
+                    let mut n = match estimate.checked_duration_since(*first) {
+                        Some(d) => (d.as_secs_f64() / gap_s) as u64,
+                        None => 0,
+                    };
+                    while n > 0 && bound(at(n - 1)) {
+                        n -= 1;
+                    }
+                    while !bound(at(n)) {
+                        n += 1;
+                    }
+                    n
                 };
-                let mut n = match now.checked_duration_since(*first) {
-                    Some(d) => (d.as_secs_f64() / gap_s) as u64,
-                    None => 0,
+                let limit = match self.end {
+                    Some(end) if now >= end => end,
+                    _ => now,
                 };
-                while n > 0 && !due(n - 1) {
-                    n -= 1;
-                }
-                while due(n) {
-                    n += 1;
-                }
-                n.saturating_sub(*k)
+                let due = first_past(&limit_passed, limit);
+                let measured = first_past(&|at| at >= self.measure_from, self.measure_from);
+                due.saturating_sub((*k).max(measured))
             }
-            Spacing::Poisson { next, .. } => u64::from(*next <= now),
+            Spacing::Poisson {
+                next,
+                mean_gap_s,
+                rng,
+            } => {
+                // The same arrivals `take_due` would produce, drawn on a copy of the
+                // generator; past `POISSON_DRAWS` of them, the rest of the interval counts
+                // its expected number.
+                const POISSON_DRAWS: u32 = 1 << 20;
+                let mut rng = rng.clone();
+                let mut at = *next;
+                let mut count = 0u64;
+                let mut draws = 0;
+                while !limit_passed(at) {
+                    if draws == POISSON_DRAWS {
+                        let limit = match self.end {
+                            Some(end) if now >= end => end,
+                            _ => now,
+                        };
+                        let from = at.max(self.measure_from);
+                        let rest = limit.saturating_duration_since(from).as_secs_f64();
+                        count += (rest / mean_gap_s).round() as u64;
+                        break;
+                    }
+                    count += u64::from(at >= self.measure_from);
+                    at += Duration::from_secs_f64(rng.exponential(*mean_gap_s));
+                    draws += 1;
+                }
+                count
+            }
         };
         match self.left {
             Some(left) => count.min(left),
@@ -324,6 +374,64 @@ mod tests {
         assert_eq!(s.overdue(t0 + Duration::from_millis(99)), 10);
         assert_eq!(s.overdue(t0 + Duration::from_millis(90)), 10);
         assert_eq!(s.overdue(t0 + Duration::from_millis(89)), 9);
+    }
+
+    /// What a connection that gives up leaves unsent, counted exactly: every Poisson arrival
+    /// due (not one at most), none of the warm-up, and a `--requests` run's whole quota.
+    #[test]
+    fn unsent_counts_measured_arrivals_and_the_quota_left() {
+        let t0 = Instant::now();
+        let warm = Window {
+            t0,
+            measure_from: t0 + Duration::from_millis(200),
+            end: Some(t0 + Duration::from_secs(1)),
+        };
+        for arrival in [Arrival::Uniform, Arrival::Poisson] {
+            let mode = Mode::Open {
+                rate: 1000.0,
+                arrival,
+            };
+            for now in [
+                t0 + Duration::from_millis(500),
+                t0 + Duration::from_secs(3),
+                t0 + Duration::from_millis(100),
+            ] {
+                // What taking them would give: the measured arrivals due by `now`, or before
+                // the end once it has passed.
+                let mut taker = Schedule::new(mode, warm, 0, 1, None, 9);
+                let mut expected = 0;
+                while let Some(at) = taker.take_due(now) {
+                    expected += u64::from(at >= warm.measure_from);
+                }
+                let s = Schedule::new(mode, warm, 0, 1, None, 9);
+                assert_eq!(s.unsent(now), expected, "{arrival:?} at {:?}", now - t0);
+                if now >= t0 + Duration::from_millis(500) {
+                    assert!(expected > 250, "{arrival:?}: {expected}");
+                } else {
+                    assert_eq!(expected, 0);
+                }
+            }
+        }
+        // A quota run stopped by a lost target: the quota it had left, due or not.
+        let quota = Window {
+            t0,
+            measure_from: t0,
+            end: None,
+        };
+        let mode = Mode::Open {
+            rate: 100.0,
+            arrival: Arrival::Poisson,
+        };
+        let mut s = Schedule::new(mode, quota, 0, 1, Some(40), 3);
+        let mut taken = 0;
+        while s.take_due(t0 + Duration::from_millis(100)).is_some() {
+            taken += 1;
+        }
+        assert_eq!(s.unsent(t0 + Duration::from_millis(100)), 40 - taken);
+        assert_eq!(closed_quota(t0, 7).unsent(t0), 7);
+        let mut stopped = closed_quota(t0, 7);
+        stopped.stop();
+        assert_eq!(stopped.unsent(t0), 0);
     }
 
     /// One closed-loop connection from `t0`, measured from it, `quota` requests.

@@ -35,6 +35,12 @@ pub(crate) fn share(total: usize, shards: usize, index: usize) -> (usize, usize)
 }
 
 /// Runs one shard to the end of its schedules.
+///
+/// # Cancel safety
+///
+/// Meant to run to its end (the shard's runtime exits with it). Dropped early, its connection
+/// tasks are cancelled with it (their sockets closed), and the recorder's last interval is
+/// never shipped: the aggregator sees that shard end short.
 pub(crate) async fn run_shard(plan: &Plan, core: CoreInfo, out: Sender<Report>) {
     let config = &plan.config;
     let recorder = Rc::new(RefCell::new(Recorder::new(

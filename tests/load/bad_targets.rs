@@ -82,8 +82,73 @@ fn bad_options_are_refused_before_anything_runs() {
             vec!["tcp://127.0.0.1:9", "--closed-loop", "-H", "no colon"],
             "--header",
         ),
+        // Values that would overflow a clock or an allocation, and empty runs.
+        (
+            vec![T, "--closed-loop", "-d", "99999999999999999999999"],
+            "out of range",
+        ),
+        (
+            vec![T, "--closed-loop", "--timeout", "18446744073709551616s"],
+            "out of range",
+        ),
+        (
+            vec![T, "--closed-loop", "--warmup", "99999999m"],
+            "out of range",
+        ),
+        (vec![T, "--closed-loop", "-d", "0"], "--duration"),
+        (vec![T, "--rate", "1e-20"], "--rate"),
+        (vec![T, "--rate", "1e-17", "-c", "100"], "--rate"),
+        (vec![T, "--rate", "inf"], "--rate"),
+        (
+            vec![T, "--closed-loop", "--cpus", "0-18446744073709551615"],
+            "CPU",
+        ),
+        (vec![T, "--closed-loop", "--cpus", "0-999999999"], "CPU"),
+        (
+            vec![T, "--closed-loop", "--pipeline", "18446744073709551615"],
+            "--pipeline",
+        ),
+        (
+            vec![T, "--closed-loop", "-c", "4000000000"],
+            "--connections",
+        ),
+        (vec![T, "--closed-loop", "-c", "0"], "--connections"),
+        (vec![T, "--closed-loop", "--payload", "0"], "payload"),
+        (
+            vec![T, "--closed-loop", "--max-response", "99999999999999"],
+            "--max-response",
+        ),
+        (vec![T, "--closed-loop", "--requests", "0"], "--requests"),
     ] {
         let err = load_fails(&args);
         assert!(err.contains(says), "{args:?}: {err}");
+    }
+}
+
+/// A target nothing is asked of: the options are refused before it is contacted.
+const T: &str = "tcp://127.0.0.1:9";
+
+/// An output that cannot be written is refused before the run, not after it.
+#[test]
+fn unwritable_outputs_fail_before_the_run() {
+    let echo = percore_serve("echo");
+    let target = format!("tcp://{}", echo.addr);
+    for flag in ["--json", "--plot", "--hlog"] {
+        let started = std::time::Instant::now();
+        let err = load_fails(&[
+            &target,
+            "--closed-loop",
+            "-c",
+            "1",
+            "-d",
+            "60s",
+            flag,
+            "/nonexistent-dir/out",
+        ]);
+        assert!(err.contains("/nonexistent-dir/out"), "{flag}: {err}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "{flag}: refused only after the 60 s run"
+        );
     }
 }

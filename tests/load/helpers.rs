@@ -141,10 +141,15 @@ impl Run {
 
 /// Runs `percore load ARGS --json F -q` (the run must succeed) and reads the JSON.
 pub(crate) fn load(dir: &Path, args: &[&str]) -> Run {
+    load_with(dir, args, Command::new(env!("CARGO_BIN_EXE_percore")))
+}
+
+/// [`load`], with the command made ready by the caller (limits, environment).
+pub(crate) fn load_with(dir: &Path, args: &[&str], mut command: Command) -> Run {
     let json_path = dir.join("run.json");
     let _ = std::fs::remove_file(&json_path);
     let started = Instant::now();
-    let output = Command::new(env!("CARGO_BIN_EXE_percore"))
+    let output = command
         .arg("load")
         .args(args)
         .arg("--json")

@@ -209,3 +209,126 @@ fn malformed_responses_are_counted_errors_and_the_run_goes_on() {
     }
     assert!(run.u64("reconnects") >= 50, "{}", run.stdout());
 }
+
+/// Reads one request head from `conn`; false when the peer is gone.
+fn read_request(conn: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
+    let mut piece = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            buf.drain(..end + 4);
+            return true;
+        }
+        match conn.read(&mut piece) {
+            Ok(0) | Err(_) => return false,
+            Ok(k) => buf.extend_from_slice(&piece[..k]),
+        }
+    }
+}
+
+/// Valid responses built to make a parser that starts over on every piece quadratic, written
+/// in small pieces: a chunked body of 100,000 one-byte chunks (connections 0, 2, ...), and
+/// 20,000 interim `100 Continue` heads before the final response (1, 3, ...). With a parse
+/// that starts over, each response would take minutes and every request would time out.
+#[test]
+fn responses_in_many_small_pieces_are_parsed_once() {
+    let mut chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..100_000 {
+        chunked.extend_from_slice(b"1\r\nx\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let mut flood = Vec::new();
+    for _ in 0..20_000 {
+        flood.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+    }
+    flood.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    let replies = std::sync::Arc::new([chunked, flood]);
+    let addr = serve_each(100, move |n, mut conn| {
+        let reply = &replies[n % 2];
+        let mut buf = Vec::new();
+        while read_request(&mut conn, &mut buf) {
+            // Small writes, each its own segment, so the generator gets many small pieces.
+            for piece in reply.chunks(1500) {
+                if conn.write_all(piece).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let dir = temp_dir("small-pieces");
+    let run = load(
+        &dir,
+        &[
+            &format!("http://{addr}/"),
+            "--closed-loop",
+            "--requests",
+            "40",
+            "-c",
+            "2",
+            "--cpus",
+            "1",
+            "--timeout",
+            "20s",
+        ],
+    );
+    run.assert_exact_accounting();
+    assert_eq!(run.u64("responses"), 40, "{}", run.stdout());
+}
+
+/// A server that sends a second response nobody asked for: the connection is dropped and the
+/// error counted as the connection's (no request is charged with it), in the summary and the
+/// JSON; the run goes on. The probe before the run refuses such a server outright.
+#[test]
+fn bytes_with_no_request_outstanding_are_a_counted_connection_error() {
+    const TWICE: &[u8] =
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    const ONCE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    let serve = |every_time: bool| {
+        serve_each(2000, move |n, mut conn| {
+            let mut buf = Vec::new();
+            // Connection 0 is the generator's probe: answered properly unless `every_time`.
+            let reply = if n == 0 && !every_time { ONCE } else { TWICE };
+            while read_request(&mut conn, &mut buf) {
+                if conn.write_all(reply).is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    let err = crate::helpers::load_fails(&[&format!("http://{}/", serve(true)), "--closed-loop"]);
+    assert!(
+        err.contains("not the protocol expected") && err.contains("beyond the answer"),
+        "{err}"
+    );
+
+    let dir = temp_dir("unasked");
+    let run = load(
+        &dir,
+        &[
+            &format!("http://{}/", serve(false)),
+            "--rate",
+            "200",
+            "-d",
+            "1s",
+            "-c",
+            "2",
+            "--cpus",
+            "1",
+        ],
+    );
+    run.assert_exact_accounting();
+    let broken: u64 = run.json["connection_errors"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| k.contains("no request outstanding"))
+        .map(|(_, v)| v.as_u64().unwrap())
+        .sum();
+    assert!(broken >= 50, "{}", run.stdout());
+    assert!(run.u64("responses") >= 50, "{}", run.stdout());
+    assert!(
+        run.stdout()
+            .contains("connection broken, no request outstanding"),
+        "{}",
+        run.stdout()
+    );
+}

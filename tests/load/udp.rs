@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::helpers::{load, percore_serve, temp_dir};
+use crate::helpers::{load, load_with, percore_serve, temp_dir};
 
 #[test]
 fn udp_echo_closed_and_open_loop() {
@@ -76,5 +76,136 @@ fn percore_bench_runs_the_demo_and_writes_its_report() {
         svg.starts_with("<svg") && svg.contains("percentile"),
         "{}",
         &svg[..200.min(svg.len())]
+    );
+}
+
+/// A UDP server that answers in turn: the echo, the same length of garbage, a datagram larger
+/// than `--max-response`, and the echo twice (the copy arrives while the next request waits,
+/// and is told apart as a late answer). Its first answer (the generator's probe) is the echo.
+#[test]
+fn udp_garbage_oversize_and_duplicates_are_counted_not_fatal() {
+    let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    server
+        .set_read_timeout(Some(std::time::Duration::from_secs(3)))
+        .unwrap();
+    let addr = server.local_addr().unwrap();
+    let answering = std::thread::spawn(move || {
+        let mut buf = [0u8; 65_536];
+        let mut k = 0u64;
+        while let Ok((n, peer)) = server.recv_from(&mut buf) {
+            let echo = &buf[..n];
+            let sent = match k % 4 {
+                _ if k == 0 => server.send_to(echo, peer),
+                0 => server.send_to(echo, peer),
+                1 => server.send_to(&vec![b'?'; n], peer),
+                2 => server.send_to(&[b'!'; 2000], peer),
+                _ => server
+                    .send_to(echo, peer)
+                    .and_then(|_| server.send_to(echo, peer)),
+            };
+            sent.unwrap();
+            k += 1;
+        }
+        k
+    });
+    let dir = temp_dir("udp-bad");
+    let run = load(
+        &dir,
+        &[
+            &format!("udp://{addr}"),
+            "--rate",
+            "400",
+            "-d",
+            "1s",
+            "-c",
+            "2",
+            "--cpus",
+            "1",
+            "--payload",
+            "64",
+            "--max-response",
+            "1000",
+            "--timeout",
+            "300ms",
+        ],
+    );
+    run.assert_exact_accounting();
+    let answered = answering.join().unwrap();
+    assert!(answered >= 300, "{answered}");
+    let kinds = run.json["error_kinds"].as_object().unwrap();
+    let count = |what: &str| -> u64 {
+        kinds
+            .iter()
+            .filter(|(k, _)| k.contains(what))
+            .map(|(_, v)| v.as_u64().unwrap())
+            .sum()
+    };
+    assert!(count("echo mismatch") >= 50, "{}", run.stdout());
+    assert!(
+        count("larger than --max-response") >= 50,
+        "{}",
+        run.stdout()
+    );
+    // Echoes and echoes sent twice are answers; the copies were recognised as late, not
+    // counted as mismatches.
+    assert!(run.u64("responses") >= 150, "{}", run.stdout());
+    assert_eq!(count("timeout"), 0, "{}", run.stdout());
+}
+
+/// Out of file descriptors (the generator's `RLIMIT_NOFILE` set below what 150 sockets
+/// need): the sockets that cannot be opened are retried with back-off and their failures
+/// named (`EMFILE`) and counted; what they were due to send goes out late once a socket
+/// opens (as other connections end and free theirs), its lag counted, or is counted unsent.
+#[test]
+fn udp_sockets_that_cannot_be_opened_are_retried_and_counted() {
+    use std::os::unix::process::CommandExt;
+    let server = percore_serve("udp-echo");
+    let dir = temp_dir("udp-emfile");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_percore"));
+    // SAFETY: setrlimit(2) is async-signal-safe, and is all the child does before exec.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 100,
+                rlim_max: 100,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let run = load_with(
+        &dir,
+        &[
+            &format!("udp://{}", server.addr),
+            "--rate",
+            "1500",
+            "-d",
+            "1s",
+            "-c",
+            "150",
+            "--cpus",
+            "1",
+        ],
+        command,
+    );
+    run.assert_exact_accounting();
+    let emfile: u64 = run.json["connect_errors"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| k.starts_with("EMFILE"))
+        .map(|(_, v)| v.as_u64().unwrap())
+        .sum();
+    assert!(emfile > 0, "{}", run.stdout());
+    assert!(run.u64("responses") > 100, "{}", run.stdout());
+    // Each of the 1500 intended times was sent or counted unsent.
+    assert_eq!(
+        run.u64("requests") + run.u64("unsent"),
+        1500,
+        "{}",
+        run.stdout()
     );
 }

@@ -17,23 +17,52 @@ use crate::schedule::{Next, Schedule};
 /// Largest datagram a receive buffer holds (the UDP maximum).
 const MAX_DATAGRAM: usize = 65_536;
 
-/// Runs one UDP "connection" (a connected socket) until its schedule is over.
+/// Runs one UDP "connection" (a connected socket) until its schedule is over. A socket that
+/// cannot be opened (out of file descriptors, say) is retried with the doubling back-off,
+/// each failure counted; when the target stays unreachable past the end (or the request
+/// timeout), the requests it leaves are counted as unsent.
+///
+/// # Cancel safety
+///
+/// Dropped at an await point, the request in flight is neither answered nor failed (the
+/// recorder, which goes with the shard, never sees it) and the socket is closed.
 pub(crate) async fn drive_datagram(ctx: Rc<ConnCtx>, mut schedule: Schedule) {
-    let socket = match open(&ctx) {
-        Ok(socket) => socket,
-        Err(e) => {
-            ctx.recorder.borrow_mut().connect_failed(&e, Instant::now());
-            return;
+    let mut backoff = Backoff::new();
+    let mut down_since: Option<Instant> = None;
+    let socket = loop {
+        match open(&ctx) {
+            Ok(socket) => break Some(socket),
+            Err(e) => {
+                let now = Instant::now();
+                ctx.recorder.borrow_mut().connect_failed(&e, now);
+                if ctx.stopped(&mut schedule) || ctx.gives_up(*down_since.get_or_insert(now), now) {
+                    break None;
+                }
+                backoff.wait(&ctx).await;
+            }
         }
     };
+    if let Some(socket) = socket {
+        exchange(&ctx, &socket, &mut schedule, &mut backoff).await;
+    }
+    let unsent = schedule.unsent(Instant::now());
+    ctx.recorder.borrow_mut().unsent(unsent);
+}
+
+/// Sends the schedule's requests on `socket`, one at a time, until the schedule is over.
+async fn exchange(
+    ctx: &ConnCtx,
+    socket: &UdpSocket,
+    schedule: &mut Schedule,
+    backoff: &mut Backoff,
+) {
     let mut session = ctx.protocol.session();
     let buf_len = ctx.max_response.min(MAX_DATAGRAM) + 1;
     let mut out: Vec<u8> = Vec::new();
     let mut inbuf: Vec<u8> = Vec::with_capacity(buf_len);
-    let mut backoff = Backoff::new();
     loop {
         let now = Instant::now();
-        ctx.stopped(&mut schedule);
+        ctx.stopped(schedule);
         let Some(intended) = schedule.take_due(now) else {
             match schedule.peek(now) {
                 Next::Done => break,
@@ -92,12 +121,10 @@ pub(crate) async fn drive_datagram(ctx: Rc<ConnCtx>, mut schedule: Schedule) {
             ctx.fail_all(&mut inflight, kind);
             if matches!(kind, ErrorKind::Io(_)) {
                 // Refused (nothing listens) or unreachable: do not spin on it.
-                backoff.wait(&ctx).await;
+                backoff.wait(ctx).await;
             }
         }
     }
-    let unsent = schedule.overdue(Instant::now());
-    ctx.recorder.borrow_mut().unsent(unsent);
 }
 
 /// A socket bound to an ephemeral port of the target's family and connected to the target, so

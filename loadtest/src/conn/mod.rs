@@ -91,10 +91,14 @@ impl ConnCtx {
         }
     }
 
-    /// Fails every request in flight with `kind`.
+    /// Fails every request in flight with `kind`. With none in flight, a broken connection
+    /// (anything but the server closing an idle connection) is counted as a connection error.
     fn fail_all(&self, inflight: &mut VecDeque<InFlight>, kind: ErrorKind) {
         let now = Instant::now();
         let mut rec = self.recorder.borrow_mut();
+        if inflight.is_empty() && kind != ErrorKind::Closed {
+            rec.connection_failed(kind, now);
+        }
         for req in inflight.drain(..) {
             if req.measured {
                 rec.failed(kind, now);
@@ -113,6 +117,10 @@ impl ConnCtx {
     }
 
     /// Sleeps until `at`, or until the run is stopped early.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping it cancels the timer; nothing else changes.
     async fn pause_until(&self, at: Instant) {
         let sleep = std::pin::pin!(percore_engine::time::sleep_until(at));
         let stop = std::pin::pin!(self.stop.wait());
@@ -141,6 +149,11 @@ impl Backoff {
         self.0 = MIN_BACKOFF;
     }
 
+    /// Pauses for the current back-off (cut short if the run is stopped), then doubles it.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped during the pause, the back-off is not doubled.
     async fn wait(&mut self, ctx: &ConnCtx) {
         ctx.pause_until(Instant::now() + self.0).await;
         self.0 = (self.0 * 2).min(MAX_BACKOFF);

@@ -20,6 +20,12 @@ use crate::record::ErrorKind;
 use crate::schedule::{Next, Schedule};
 
 /// Runs one connection slot until its schedule is over, reconnecting when it is lost.
+///
+/// # Cancel safety
+///
+/// Dropped at an await point, the socket is closed and a send in flight is cancelled (its
+/// buffer kept until the kernel lets go); the requests in flight are neither answered nor
+/// failed, and what was unsent is not counted: dropping it is for tearing a shard down.
 pub(crate) async fn drive_stream(ctx: Rc<ConnCtx>, mut schedule: Schedule) {
     let mut backoff = Backoff::new();
     let mut opened_before = false;
@@ -54,11 +60,15 @@ pub(crate) async fn drive_stream(ctx: Rc<ConnCtx>, mut schedule: Schedule) {
             break;
         }
     }
-    let unsent = schedule.overdue(Instant::now());
+    let unsent = schedule.unsent(Instant::now());
     ctx.recorder.borrow_mut().unsent(unsent);
 }
 
 /// One connection's life.
+///
+/// # Cancel safety
+///
+/// As [`drive_stream`]'s: dropped, the stream closes and its requests go unrecorded.
 ///
 /// Its one timer stands for the oldest request's expiry (and, with room in the window, the
 /// next request's intended time, whichever is first). It is moved only to make it earlier: a
@@ -69,7 +79,8 @@ async fn run_connection(ctx: &ConnCtx, mut stream: TcpStream, schedule: &mut Sch
     // slot (no fd lookup and reference count per send). Without a slot, they name the fd.
     stream.fd().register();
     let mut session = ctx.protocol.session();
-    let mut inflight: VecDeque<InFlight> = VecDeque::with_capacity(ctx.pipeline);
+    // Grown as a deep window fills (it is at most `--pipeline` long), not reserved up front.
+    let mut inflight: VecDeque<InFlight> = VecDeque::with_capacity(ctx.pipeline.min(16));
     let mut out: Vec<u8> = Vec::new();
     // Bytes of a response that straddles chunks.
     let mut pending: Vec<u8> = Vec::new();

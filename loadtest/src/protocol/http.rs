@@ -69,6 +69,7 @@ impl Protocol for Http {
             request: self.request.clone(),
             head_only: self.head_only,
             max_response: self.max_response,
+            progress: Progress::default(),
         })
     }
 }
@@ -77,6 +78,8 @@ struct HttpSession {
     request: Arc<[u8]>,
     head_only: bool,
     max_response: usize,
+    /// How far the response at the front of the input has been parsed.
+    progress: Progress,
 }
 
 impl Session for HttpSession {
@@ -94,20 +97,24 @@ impl Session for HttpSession {
 }
 
 impl HttpSession {
-    /// [`parse_response`], skipping the head parse when the response starts with the same
-    /// bytes as the last head parsed.
+    /// [`Progress::parse`], skipping the head parse when a fresh response starts with the
+    /// same bytes as the last head parsed.
     fn parse_memoised(&mut self, input: &[u8], at_eof: bool) -> Result<Parsed, ProtocolError> {
-        let remembered = HEAD_MEMO.with_borrow(|memo| memo.lookup(input, self.head_only));
-        if let Some(head) = remembered {
-            return frame_body(input, 0, head, self.max_response, at_eof);
+        if self.progress.is_fresh() {
+            let remembered = HEAD_MEMO.with_borrow(|memo| memo.lookup(input, self.head_only));
+            if let Some(head) = remembered {
+                self.progress.head = Some(head);
+            }
         }
-        let Some((start, head)) = final_head(input, self.head_only, at_eof)? else {
-            return Ok(Parsed::Incomplete);
-        };
-        if start == 0 {
+        let memoise = self.progress.head.is_none();
+        let parsed = self
+            .progress
+            .resume(input, self.head_only, self.max_response, at_eof);
+        if let (true, Some(head)) = (memoise, self.progress.parsed_head()) {
             HEAD_MEMO.with_borrow_mut(|memo| memo.store(&input[..head.len], self.head_only, head));
         }
-        frame_body(input, start, head, self.max_response, at_eof)
+        self.progress.finish(&parsed);
+        parsed
     }
 }
 
@@ -193,25 +200,242 @@ pub fn parse_response(
     max_response: usize,
     at_eof: bool,
 ) -> Result<Parsed, ProtocolError> {
-    match final_head(input, head_only, at_eof)? {
-        Some((start, head)) => frame_body(input, start, head, max_response, at_eof),
-        None => Ok(Parsed::Incomplete),
-    }
+    Progress::default().parse(input, head_only, max_response, at_eof)
 }
 
-/// The final head at the front of `input` past any interim 1xx heads, with where it starts;
-/// `None` while it is incomplete.
-fn final_head(
-    input: &[u8],
-    head_only: bool,
-    at_eof: bool,
-) -> Result<Option<(usize, Head)>, ProtocolError> {
-    let mut start = 0;
-    loop {
-        match parse_head(&input[start..], head_only, at_eof)? {
-            HeadParse::Incomplete => return Ok(None),
-            HeadParse::Interim(len) => start += len,
-            HeadParse::Final(head) => return Ok(Some((start, head))),
+/// How far the parse of the response at the front of the input got, kept between calls that
+/// see the same response with more bytes, so a response that arrives in many small pieces is
+/// parsed in time linear in its length: each interim head is parsed once, a head is looked at
+/// again only when its blank line may have come (or, to catch garbage early, when the bytes
+/// have doubled since the last look), and each chunk of a chunked body is framed once.
+#[derive(Debug, Default, Clone)]
+struct Progress {
+    /// Where the head being looked for starts (past the interim 1xx heads skipped).
+    head_start: usize,
+    /// Bytes from `head_start` searched for the blank line that ends a head, without finding
+    /// one.
+    head_scanned: usize,
+    /// Bytes from `head_start` the head parser last saw (0: not yet called).
+    head_parsed: usize,
+    /// The final head, once parsed (it starts at `head_start`).
+    head: Option<Head>,
+    /// A chunked body: where, from the body's start, the next chunk-size line (or trailer
+    /// line) starts; the data bytes of the chunks framed so far; and, once the last chunk was
+    /// seen, the trailer bytes so far.
+    chunk_pos: usize,
+    chunk_total: usize,
+    trailers: Option<usize>,
+}
+
+impl Progress {
+    /// Nothing of the response at the front has been parsed yet.
+    fn is_fresh(&self) -> bool {
+        self.head_start == 0
+            && self.head_scanned == 0
+            && self.head_parsed == 0
+            && self.head.is_none()
+    }
+
+    /// The final head, if it has been parsed and starts at the front (no interim heads).
+    fn parsed_head(&self) -> Option<Head> {
+        self.head.filter(|_| self.head_start == 0)
+    }
+
+    /// Parses the response at the front of `input`, going on from where the last call on a
+    /// prefix of `input` stopped. A complete response or an error starts the next call afresh.
+    fn parse(
+        &mut self,
+        input: &[u8],
+        head_only: bool,
+        max_response: usize,
+        at_eof: bool,
+    ) -> Result<Parsed, ProtocolError> {
+        let parsed = self.resume(input, head_only, max_response, at_eof);
+        self.finish(&parsed);
+        parsed
+    }
+
+    /// After a parse: a complete response or an error starts the next parse afresh.
+    fn finish(&mut self, parsed: &Result<Parsed, ProtocolError>) {
+        if !matches!(parsed, Ok(Parsed::Incomplete)) {
+            *self = Progress::default();
+        }
+    }
+
+    /// [`Progress::parse`] without [`Progress::finish`].
+    fn resume(
+        &mut self,
+        input: &[u8],
+        head_only: bool,
+        max_response: usize,
+        at_eof: bool,
+    ) -> Result<Parsed, ProtocolError> {
+        let head = loop {
+            if let Some(head) = self.head {
+                break head;
+            }
+            let rest = &input[self.head_start..];
+            if !at_eof && !self.head_may_be_complete(rest) {
+                if rest.len() > MAX_HEAD {
+                    return Err(ProtocolError("http: response head too large"));
+                }
+                return Ok(Parsed::Incomplete);
+            }
+            self.head_parsed = rest.len();
+            match parse_head(rest, head_only, at_eof)? {
+                HeadParse::Incomplete => return Ok(Parsed::Incomplete),
+                HeadParse::Interim(len) => {
+                    self.head_start += len;
+                    self.head_scanned = 0;
+                    self.head_parsed = 0;
+                }
+                HeadParse::Final(head) => self.head = Some(head),
+            }
+        };
+        let start = self.head_start;
+        let body_start = start + head.len;
+        let end = match head.framing {
+            Framing::None => Some(body_start),
+            Framing::Length(len) => {
+                if head.len.saturating_add(len) > max_response {
+                    return Err(ProtocolError("http: response larger than --max-response"));
+                }
+                let end = body_start + len;
+                if input.len() >= end {
+                    Some(end)
+                } else if at_eof {
+                    return Err(ProtocolError(
+                        "http: connection closed inside a response body",
+                    ));
+                } else {
+                    None
+                }
+            }
+            Framing::Chunked => {
+                let max_body = max_response.saturating_sub(head.len);
+                match self.chunked_end(&input[body_start..], max_body)? {
+                    Some(n) => Some(body_start + n),
+                    None if at_eof => {
+                        return Err(ProtocolError(
+                            "http: connection closed inside a chunked body",
+                        ))
+                    }
+                    None => None,
+                }
+            }
+            Framing::UntilClose => {
+                if input.len() - start > max_response {
+                    return Err(ProtocolError("http: response larger than --max-response"));
+                }
+                at_eof.then_some(input.len())
+            }
+        };
+        Ok(match end {
+            Some(end) => Parsed::Complete(Response {
+                len: end,
+                error_status: (head.status >= 400).then_some(head.status),
+                close: head.close,
+            }),
+            None => Parsed::Incomplete,
+        })
+    }
+
+    /// Whether the head parser should look at `rest` (the head's bytes so far): the first
+    /// time, when a blank line (`\n` then `\n` or `\r\n`, as the parser accepts) has come
+    /// since the last search, or when the bytes have doubled since the parser last looked
+    /// (so garbage is refused soon, and a long head is parsed O(1) times per byte).
+    fn head_may_be_complete(&mut self, rest: &[u8]) -> bool {
+        if self.head_parsed == 0 || rest.len() >= self.head_parsed.saturating_mul(2) {
+            return true;
+        }
+        let mut i = self.head_scanned;
+        while let Some(off) = rest[i..].iter().position(|&b| b == b'\n') {
+            let nl = i + off;
+            match rest.get(nl + 1..nl + 3) {
+                _ if rest.get(nl + 1) == Some(&b'\n') => return true,
+                Some(b"\r\n") => return true,
+                // The bytes after this `\n` have not all come: look again from it.
+                None => {
+                    self.head_scanned = nl;
+                    return false;
+                }
+                Some(_) => i = nl + 1,
+            }
+        }
+        self.head_scanned = rest.len();
+        false
+    }
+
+    /// Where a chunked body that starts `body` ends, if it is all there, framing each chunk
+    /// once across calls.
+    fn chunked_end(
+        &mut self,
+        body: &[u8],
+        max_body: usize,
+    ) -> Result<Option<usize>, ProtocolError> {
+        loop {
+            if let Some(trailer_bytes) = self.trailers {
+                return self.trailers_end(body, trailer_bytes);
+            }
+            let pos = self.chunk_pos;
+            let (line_len, size) = match httparse::parse_chunk_size(&body[pos..]) {
+                Ok(httparse::Status::Complete((n, size))) => (n, size),
+                Ok(httparse::Status::Partial) => {
+                    return if body.len() - pos > MAX_LINE {
+                        Err(ProtocolError("http: chunk-size line too long"))
+                    } else {
+                        Ok(None)
+                    };
+                }
+                Err(_) => return Err(ProtocolError("http: malformed chunk size")),
+            };
+            if size == 0 {
+                self.chunk_pos = pos + line_len;
+                self.trailers = Some(0);
+                continue;
+            }
+            let size = usize::try_from(size).unwrap_or(usize::MAX);
+            let total = self.chunk_total.saturating_add(size);
+            if total > max_body {
+                return Err(ProtocolError("http: response larger than --max-response"));
+            }
+            let data_end = (pos + line_len).saturating_add(size);
+            if body.len() < data_end.saturating_add(2) {
+                return Ok(None);
+            }
+            if &body[data_end..data_end + 2] != b"\r\n" {
+                return Err(ProtocolError("http: chunk not followed by CRLF"));
+            }
+            self.chunk_pos = data_end + 2;
+            self.chunk_total = total;
+        }
+    }
+
+    /// Skips the trailer section (lines up to an empty one) that goes on at `chunk_pos`,
+    /// `trailer_bytes` of it already skipped.
+    fn trailers_end(
+        &mut self,
+        body: &[u8],
+        mut trailer_bytes: usize,
+    ) -> Result<Option<usize>, ProtocolError> {
+        loop {
+            let pos = self.chunk_pos;
+            let Some(nl) = body[pos..].windows(2).position(|w| w == b"\r\n") else {
+                return if body.len() - pos > MAX_LINE {
+                    Err(ProtocolError("http: trailer line too long"))
+                } else {
+                    Ok(None)
+                };
+            };
+            if nl == 0 {
+                return Ok(Some(pos + 2));
+            }
+            trailer_bytes += nl + 2;
+            if trailer_bytes > MAX_HEAD {
+                return Err(ProtocolError("http: trailers too large"));
+            }
+            self.chunk_pos = pos + nl + 2;
+            self.trailers = Some(trailer_bytes);
         }
     }
 }
@@ -295,124 +519,11 @@ fn parse_head(rest: &[u8], head_only: bool, at_eof: bool) -> Result<HeadParse, P
     }))
 }
 
-/// Finds where the response whose final head `head` starts at `start` ends: its body framed
-/// as the head says, the whole response held to `max_response`.
-fn frame_body(
-    input: &[u8],
-    start: usize,
-    head: Head,
-    max_response: usize,
-    at_eof: bool,
-) -> Result<Parsed, ProtocolError> {
-    let body_start = start + head.len;
-    let end = match head.framing {
-        Framing::None => Some(body_start),
-        Framing::Length(len) => {
-            if head.len.saturating_add(len) > max_response {
-                return Err(ProtocolError("http: response larger than --max-response"));
-            }
-            let end = body_start + len;
-            if input.len() >= end {
-                Some(end)
-            } else if at_eof {
-                return Err(ProtocolError(
-                    "http: connection closed inside a response body",
-                ));
-            } else {
-                None
-            }
-        }
-        Framing::Chunked => {
-            match chunked_end(&input[body_start..], max_response.saturating_sub(head.len))? {
-                Some(n) => Some(body_start + n),
-                None if at_eof => {
-                    return Err(ProtocolError(
-                        "http: connection closed inside a chunked body",
-                    ))
-                }
-                None => None,
-            }
-        }
-        Framing::UntilClose => {
-            if input.len() - start > max_response {
-                return Err(ProtocolError("http: response larger than --max-response"));
-            }
-            at_eof.then_some(input.len())
-        }
-    };
-    Ok(match end {
-        Some(end) => Parsed::Complete(Response {
-            len: end,
-            error_status: (head.status >= 400).then_some(head.status),
-            close: head.close,
-        }),
-        None => Parsed::Incomplete,
-    })
-}
-
 /// Whether a comma-separated header value holds `token` (case-insensitive).
 fn contains_token(value: &[u8], token: &[u8]) -> bool {
     value
         .split(|&b| b == b',')
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-}
-
-/// Where a chunked body that starts `body` ends, if it is all there.
-fn chunked_end(body: &[u8], max_body: usize) -> Result<Option<usize>, ProtocolError> {
-    let mut pos = 0;
-    let mut total: usize = 0;
-    loop {
-        let (line_len, size) = match httparse::parse_chunk_size(&body[pos..]) {
-            Ok(httparse::Status::Complete((n, size))) => (n, size),
-            Ok(httparse::Status::Partial) => {
-                return if body.len() - pos > MAX_LINE {
-                    Err(ProtocolError("http: chunk-size line too long"))
-                } else {
-                    Ok(None)
-                };
-            }
-            Err(_) => return Err(ProtocolError("http: malformed chunk size")),
-        };
-        pos += line_len;
-        if size == 0 {
-            return trailers_end(body, pos);
-        }
-        let size = usize::try_from(size).unwrap_or(usize::MAX);
-        total = total.saturating_add(size);
-        if total > max_body {
-            return Err(ProtocolError("http: response larger than --max-response"));
-        }
-        let data_end = pos.saturating_add(size);
-        if body.len() < data_end.saturating_add(2) {
-            return Ok(None);
-        }
-        if &body[data_end..data_end + 2] != b"\r\n" {
-            return Err(ProtocolError("http: chunk not followed by CRLF"));
-        }
-        pos = data_end + 2;
-    }
-}
-
-/// Skips the trailer section that starts at `pos` (lines up to an empty one).
-fn trailers_end(body: &[u8], mut pos: usize) -> Result<Option<usize>, ProtocolError> {
-    let mut trailer_bytes = 0;
-    loop {
-        let Some(nl) = body[pos..].windows(2).position(|w| w == b"\r\n") else {
-            return if body.len() - pos > MAX_LINE {
-                Err(ProtocolError("http: trailer line too long"))
-            } else {
-                Ok(None)
-            };
-        };
-        if nl == 0 {
-            return Ok(Some(pos + 2));
-        }
-        trailer_bytes += nl + 2;
-        if trailer_bytes > MAX_HEAD {
-            return Err(ProtocolError("http: trailers too large"));
-        }
-        pos += nl + 2;
-    }
 }
 
 #[cfg(test)]
@@ -517,6 +628,7 @@ mod tests {
                 request: Arc::from(&b""[..]),
                 head_only,
                 max_response: 4096,
+                progress: Progress::default(),
             })
             .collect();
         for round in 0..2 {
@@ -549,6 +661,8 @@ mod tests {
                 let memo_hit =
                     HEAD_MEMO.with_borrow(|memo| memo.lookup(&input, head_only).is_some());
                 let fresh = parse_response(&input, head_only, 4096, at_eof);
+                // Each input is a response of its own, not more bytes of the last one.
+                session.progress = Progress::default();
                 let memoised = session.parse_memoised(&input, at_eof);
                 assert_eq!(memoised, fresh, "{:?}", String::from_utf8_lossy(&input));
                 hits += usize::from(memo_hit);
@@ -558,6 +672,91 @@ mod tests {
                 hits > least,
                 "round {round}: the memo was hit only {hits} times"
             );
+        }
+    }
+
+    /// Responses built to make a parser that starts over on every piece quadratic, fed a few
+    /// bytes at a time to one session: a chunked body of 200,000 one-byte chunks, and 50,000
+    /// interim `100 Continue` heads before the final one. Each parses once, in time linear in
+    /// its length (starting over would take hours here).
+    #[test]
+    fn responses_in_many_small_pieces_parse_in_one_pass() {
+        let mut chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        for _ in 0..200_000 {
+            chunked.extend_from_slice(b"1\r\nx\r\n");
+        }
+        chunked.extend_from_slice(b"0\r\nX-Trailer: t\r\n\r\n");
+        let mut flood = Vec::new();
+        for _ in 0..50_000 {
+            flood.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
+        flood.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc");
+        for (input, step) in [(&chunked, 3), (&flood, 5)] {
+            let mut progress = Progress::default();
+            let mut end = 0;
+            while end < input.len() {
+                end = (end + step).min(input.len());
+                let parsed = progress
+                    .parse(&input[..end], false, 16 << 20, false)
+                    .unwrap();
+                if end < input.len() {
+                    assert_eq!(parsed, Parsed::Incomplete, "at {end}");
+                } else {
+                    assert_eq!(parsed, Parsed::Complete(Response::ok(input.len())));
+                }
+            }
+        }
+    }
+
+    /// One session fed growing prefixes of a stream (random mutations and cuts of valid
+    /// responses, back to back) agrees with a fresh parse of each prefix: whenever either
+    /// finds a response it is the same one, every error it reports a fresh parse reports, and
+    /// at the end of the stream they agree exactly. (Before the end it may see garbage a
+    /// little later than a fresh parse, never a complete response later.)
+    #[test]
+    fn incremental_parse_agrees_with_a_fresh_parse() {
+        let seeds: [&[u8]; 5] = [
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\nhello",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n1;a=b\r\nx\r\n0\r\nT: 1\r\n\r\n",
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early\r\nLink: x\r\n\r\nHTTP/1.0 500 Oops\r\n\r\nbody",
+            b"HTTP/1.1 204 No Content\n\n",
+            b"\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        ];
+        let mut rng = SplitMix64(99);
+        for round in 0..20_000u32 {
+            let mut input = seeds[round as usize % seeds.len()].to_vec();
+            for _ in 0..(rng.next_u64() % 3) {
+                let i = (rng.next_u64() as usize) % input.len();
+                match rng.next_u64() % 3 {
+                    0 => input[i] = b"\r\n0123456789abcdef:; H"[(rng.next_u64() % 21) as usize],
+                    1 => {
+                        input.remove(i);
+                    }
+                    _ => input.insert(i, b"\r\n1;"[(rng.next_u64() % 4) as usize]),
+                }
+                if input.is_empty() {
+                    input.push(b'H');
+                }
+            }
+            let head_only = round % 11 == 0;
+            let mut progress = Progress::default();
+            let mut end = 0;
+            loop {
+                end = (end + 1 + (rng.next_u64() % 9) as usize).min(input.len());
+                let prefix = &input[..end];
+                let at_eof = end == input.len();
+                let incremental = progress.parse(prefix, head_only, 4096, at_eof);
+                let fresh = parse_response(prefix, head_only, 4096, at_eof);
+                let what = String::from_utf8_lossy(prefix);
+                if at_eof || !matches!(incremental, Ok(Parsed::Incomplete)) {
+                    assert_eq!(incremental, fresh, "{what:?}");
+                } else {
+                    assert!(!matches!(fresh, Ok(Parsed::Complete(_))), "{what:?}");
+                }
+                if at_eof || !matches!(incremental, Ok(Parsed::Incomplete)) {
+                    break;
+                }
+            }
         }
     }
 

@@ -45,6 +45,10 @@ pub trait Session {
 
     /// Parses the response at the front of `input` (stream protocols).
     ///
+    /// A session may remember how far it got: until a call returns a complete response or an
+    /// error, the next call's `input` starts with this call's `input` (the same response,
+    /// more bytes), so a response that arrives in many pieces costs time linear in its length.
+    ///
     /// # Errors
     ///
     /// The bytes cannot be a response of this protocol, or exceed a limit.
