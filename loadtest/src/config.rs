@@ -198,8 +198,43 @@ impl LoadConfig {
         if self.http.body.len() > MAX_RESPONSE {
             return Err(format!("--body is at most {MAX_RESPONSE} bytes"));
         }
+        self.http.validate()
+    }
+}
+
+impl HttpOptions {
+    /// Checks what goes into the request as written: the method and the header names are
+    /// HTTP tokens, and no header value holds a byte that could end its line (CR, LF, NUL).
+    ///
+    /// # Errors
+    ///
+    /// A message naming the option at fault.
+    pub fn validate(&self) -> Result<(), String> {
+        if !is_token(&self.method) {
+            return Err(format!(
+                "--method {:?} is not an HTTP method (letters, digits, !#$%&'*+-.^_`|~)",
+                self.method
+            ));
+        }
+        for (name, value) in &self.headers {
+            if !is_token(name) {
+                return Err(format!("--header name {name:?} is not an HTTP token"));
+            }
+            if value.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
+                return Err(format!(
+                    "--header {name}: the value holds a control byte (CR, LF, ...)"
+                ));
+            }
+        }
         Ok(())
     }
+}
+
+/// An HTTP token (RFC 9110 `tchar`s, at least one).
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// Most connections in a run (each is a socket and a task with its buffers).

@@ -49,31 +49,15 @@ impl Target {
     /// An unknown scheme, a missing port, or a host that does not resolve.
     pub fn parse(text: &str) -> Result<Target, TargetError> {
         let err = |why: &str| TargetError(format!("bad target {text:?}: {why}"));
-        let (scheme, rest) = text
-            .split_once("://")
-            .ok_or_else(|| err("expected SCHEME://HOST:PORT (tcp, udp or http)"))?;
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        if authority.is_empty() {
-            return Err(err("no host"));
-        }
-        let default_port = match scheme {
-            "http" => Some(80),
-            "tcp" | "udp" => None,
-            "https" => return Err(err("https is not supported (plain HTTP/1.1 only)")),
-            _ => return Err(err("unknown scheme (tcp, udp or http)")),
-        };
-        let addr = resolve(authority, default_port).map_err(|why| err(&why))?;
-        match scheme {
-            "tcp" | "udp" if path != "/" => Err(err("tcp and udp targets take no path")),
+        let parts = split(text).map_err(err)?;
+        let addr = resolve(parts.authority, parts.default_port).map_err(|why| err(&why))?;
+        match parts.scheme {
             "tcp" => Ok(Target::Tcp { addr }),
             "udp" => Ok(Target::Udp { addr }),
             _ => Ok(Target::Http {
                 addr,
-                host: authority.to_string(),
-                path: path.to_string(),
+                host: parts.authority.to_string(),
+                path: parts.path.to_string(),
             }),
         }
     }
@@ -103,6 +87,53 @@ impl fmt::Display for Target {
             Target::Http { host, path, .. } => write!(f, "http://{host}{path}"),
         }
     }
+}
+
+/// A target's text taken apart, before its host is resolved.
+#[derive(Debug)]
+struct Parts<'a> {
+    scheme: &'a str,
+    authority: &'a str,
+    path: &'a str,
+    default_port: Option<u16>,
+}
+
+/// Takes `SCHEME://AUTHORITY[/PATH]` apart and checks what goes into a request as written:
+/// the authority becomes the `Host` header and the path the request line, so both hold only
+/// visible ASCII (no space, no control byte that could end a line early).
+fn split(text: &str) -> Result<Parts<'_>, &'static str> {
+    let (scheme, rest) = text
+        .split_once("://")
+        .ok_or("expected SCHEME://HOST:PORT (tcp, udp or http)")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() {
+        return Err("no host");
+    }
+    let default_port = match scheme {
+        "http" => Some(80),
+        "tcp" | "udp" => None,
+        "https" => return Err("https is not supported (plain HTTP/1.1 only)"),
+        _ => return Err("unknown scheme (tcp, udp or http)"),
+    };
+    if scheme != "http" && path != "/" {
+        return Err("tcp and udp targets take no path");
+    }
+    let visible = |s: &str| s.bytes().all(|b| b.is_ascii_graphic());
+    if !visible(authority) {
+        return Err("the host may hold only visible ASCII");
+    }
+    if !visible(path) {
+        return Err("the path may hold only visible ASCII (percent-encode the rest)");
+    }
+    Ok(Parts {
+        scheme,
+        authority,
+        path,
+        default_port,
+    })
 }
 
 /// Resolves `host:port` (or `host` with a default port) to its first address.
@@ -167,9 +198,54 @@ mod tests {
             "tcp://127.0.0.1:7000/x",
             "https://127.0.0.1/",
             "udp://no-such-host.invalid:53",
+            "http://127.0.0.1/a b",
+            "http://127.0.0.1/a\r\nX-Injected: 1",
+            "http://127.0.0.1 /",
         ] {
             let e = Target::parse(bad).unwrap_err();
-            assert!(e.to_string().contains(bad), "{e}");
+            assert!(e.to_string().contains(&format!("{bad:?}")), "{e}");
+        }
+    }
+
+    /// Random strings over the characters targets are made of: `split` answers every one
+    /// (no panic), and what it accepts has a known scheme, a host, and a path that is one
+    /// visible-ASCII token starting with `/` (safe to write into a request line).
+    #[test]
+    fn fuzz_split_never_panics_and_accepts_only_clean_parts() {
+        const PIECES: [&str; 16] = [
+            "tcp://",
+            "udp://",
+            "http://",
+            "https://",
+            ":",
+            "/",
+            "[",
+            "]",
+            "::1",
+            "127.0.0.1",
+            "80",
+            " ",
+            "\r\n",
+            "%20",
+            "?q=1",
+            "\u{e9}",
+        ];
+        let mut rng = crate::schedule::SplitMix64(5);
+        for _ in 0..100_000 {
+            let text: String = (0..rng.next_u64() % 8)
+                .map(|_| PIECES[(rng.next_u64() % PIECES.len() as u64) as usize])
+                .collect();
+            if let Ok(parts) = split(&text) {
+                assert!(["tcp", "udp", "http"].contains(&parts.scheme), "{text:?}");
+                assert!(!parts.authority.is_empty(), "{text:?}");
+                assert!(parts.path.starts_with('/'), "{text:?}");
+                assert!(
+                    (parts.authority.to_string() + parts.path)
+                        .bytes()
+                        .all(|b| b.is_ascii_graphic()),
+                    "{text:?}"
+                );
+            }
         }
     }
 }

@@ -119,14 +119,29 @@ fn bad_options_are_refused_before_anything_runs() {
             "--max-response",
         ),
         (vec![T, "--closed-loop", "--requests", "0"], "--requests"),
+        // What would be written into a request line or a header as given.
+        (
+            vec![H, "--closed-loop", "-X", "GET /x HTTP/1.1\r\n"],
+            "--method",
+        ),
+        (
+            vec![H, "--closed-loop", "-H", "X-A: 1\r\nX-Injected: 2"],
+            "--header",
+        ),
+        (vec![H, "--closed-loop", "-H", "Bad Name: 1"], "--header"),
+        (
+            vec!["http://127.0.0.1:9/a b", "--closed-loop"],
+            "visible ASCII",
+        ),
     ] {
         let err = load_fails(&args);
         assert!(err.contains(says), "{args:?}: {err}");
     }
 }
 
-/// A target nothing is asked of: the options are refused before it is contacted.
+/// Targets nothing is asked of: the options are refused before they are contacted.
 const T: &str = "tcp://127.0.0.1:9";
+const H: &str = "http://127.0.0.1:9/";
 
 /// An output that cannot be written is refused before the run, not after it.
 #[test]
