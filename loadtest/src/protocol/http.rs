@@ -99,6 +99,9 @@ impl HttpSession {
         if self.progress.is_fresh() {
             let remembered = HEAD_MEMO.with_borrow(|memo| memo.lookup(input, self.head_only));
             if let Some(head) = remembered {
+                if let Some(response) = head.whole_response(input, self.max_response) {
+                    return Ok(Parsed::Complete(response));
+                }
                 self.progress.head = Some(head);
             }
         }

@@ -34,6 +34,25 @@ pub(super) struct Head {
     close: bool,
 }
 
+impl Head {
+    /// The whole response this head begins, when it is at the front of `input` and its body
+    /// is framed by its length (or it has none) and all there: the common case, answered
+    /// without any parse state. `None` for everything else (a longer parse decides).
+    #[inline]
+    pub(super) fn whole_response(&self, input: &[u8], max_response: usize) -> Option<Response> {
+        let end = match self.framing {
+            Framing::None => self.len,
+            Framing::Length(len) if self.len.saturating_add(len) <= max_response => self.len + len,
+            _ => return None,
+        };
+        (input.len() >= end).then(|| Response {
+            len: end,
+            error_status: (self.status >= 400).then_some(self.status),
+            close: self.close,
+        })
+    }
+}
+
 /// What [`parse_head`] found at the front of its input.
 enum HeadParse {
     Incomplete,
@@ -84,11 +103,10 @@ pub(super) struct Progress {
 
 impl Progress {
     /// Nothing of the response at the front has been parsed yet.
+    #[inline]
     pub(super) fn is_fresh(&self) -> bool {
-        self.head_start == 0
-            && self.head_scanned == 0
-            && self.head_parsed == 0
-            && self.head.is_none()
+        // `head_scanned` moves only after the head parser has looked (`head_parsed` > 0).
+        self.head.is_none() && self.head_parsed == 0 && self.head_start == 0
     }
 
     /// The final head, if it has been parsed and starts at the front (no interim heads).
