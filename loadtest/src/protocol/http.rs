@@ -219,11 +219,34 @@ mod tests {
                 let fresh = parse_response(&input, head_only, 4096, at_eof);
                 // Each input is a response of its own, not more bytes of the last one.
                 session.progress = Progress::default();
+                // One time in three, a prefix of it comes first (a remembered head carried
+                // into a body still to come). While that is incomplete the whole parses as a
+                // fresh parse of it does, except that before the end of the stream a parse
+                // that goes on may see garbage in a head later (never a response later).
+                let mut resumed = false;
+                if rng.next_u64() % 3 == 0 && input.len() > 1 {
+                    let cut = 1 + (rng.next_u64() as usize) % (input.len() - 1);
+                    let first = session.parse_memoised(&input[..cut], false);
+                    if first != Ok(Parsed::Incomplete) {
+                        let fresh_prefix = parse_response(&input[..cut], head_only, 4096, false);
+                        assert_eq!(first, fresh_prefix, "{:?}", String::from_utf8_lossy(&input));
+                        continue;
+                    }
+                    resumed = true;
+                }
                 let memoised = session.parse_memoised(&input, at_eof);
-                assert_eq!(memoised, fresh, "{:?}", String::from_utf8_lossy(&input));
+                if resumed && !at_eof && memoised == Ok(Parsed::Incomplete) {
+                    assert!(
+                        !matches!(fresh, Ok(Parsed::Complete(_))),
+                        "{:?}",
+                        String::from_utf8_lossy(&input)
+                    );
+                } else {
+                    assert_eq!(memoised, fresh, "{:?}", String::from_utf8_lossy(&input));
+                }
                 hits += usize::from(memo_hit);
             }
-            let least = if round == 0 { 50_000 } else { 15_000 };
+            let least = if round == 0 { 40_000 } else { 12_000 };
             assert!(
                 hits > least,
                 "round {round}: the memo was hit only {hits} times"

@@ -81,7 +81,8 @@ pub fn parse_response(
 /// see the same response with more bytes, so a response that arrives in many small pieces is
 /// parsed in time linear in its length: each interim head is parsed once, a head is looked at
 /// again only when its blank line may have come (or, to catch garbage early, when the bytes
-/// have doubled since the last look), and each chunk of a chunked body is framed once.
+/// have doubled since the last look), a chunk-size or trailer line only once its end has come,
+/// and each chunk of a chunked body is framed once.
 #[derive(Debug, Default, Clone)]
 pub(super) struct Progress {
     /// Where the head being looked for starts (past the interim 1xx heads skipped).
@@ -99,6 +100,10 @@ pub(super) struct Progress {
     chunk_pos: usize,
     chunk_total: usize,
     trailers: Option<usize>,
+    /// Bytes from `chunk_pos` searched for the end of the line there, without finding it.
+    line_scanned: usize,
+    /// Where the data of the chunk whose size line was parsed ends (from the body's start).
+    chunk_data_end: Option<usize>,
 }
 
 impl Progress {
@@ -148,10 +153,9 @@ impl Progress {
                 break head;
             }
             let rest = &input[self.head_start..];
-            if !at_eof && !self.head_may_be_complete(rest) {
-                if rest.len() > MAX_HEAD {
-                    return Err(ProtocolError("http: response head too large"));
-                }
+            // Past the head's limit the parser looks once more, to say what is wrong as a
+            // fresh parse of the same bytes would.
+            if !at_eof && rest.len() <= MAX_HEAD && !self.head_may_be_complete(rest) {
                 return Ok(Parsed::Incomplete);
             }
             self.head_parsed = rest.len();
@@ -186,7 +190,7 @@ impl Progress {
             }
             Framing::Chunked => {
                 let max_body = max_response.saturating_sub(head.len);
-                match self.chunked_end(&input[body_start..], max_body)? {
+                match self.chunked_end(&input[body_start..], max_body, at_eof)? {
                     Some(n) => Some(body_start + n),
                     None if at_eof => {
                         return Err(ProtocolError(
@@ -224,55 +228,85 @@ impl Progress {
         let mut i = self.head_scanned;
         while let Some(off) = rest[i..].iter().position(|&b| b == b'\n') {
             let nl = i + off;
-            match rest.get(nl + 1..nl + 3) {
-                _ if rest.get(nl + 1) == Some(&b'\n') => return true,
-                Some(b"\r\n") => return true,
+            let blank = match rest.get(nl + 1..nl + 3) {
+                _ if rest.get(nl + 1) == Some(&b'\n') => true,
+                Some(b"\r\n") => true,
                 // The bytes after this `\n` have not all come: look again from it.
                 None => {
                     self.head_scanned = nl;
                     return false;
                 }
-                Some(_) => i = nl + 1,
+                Some(_) => false,
+            };
+            if blank {
+                // Past it next time: a blank line the parser skips (empty lines before a
+                // status line) is not looked at again.
+                self.head_scanned = nl + 1;
+                return true;
             }
+            i = nl + 1;
         }
         self.head_scanned = rest.len();
         false
     }
 
+    /// Whether the line at `chunk_pos` may have ended (a `\n` has come since the last
+    /// search); false also records how far the search got.
+    fn line_may_be_complete(&mut self, body: &[u8]) -> bool {
+        let line = &body[self.chunk_pos..];
+        if line[self.line_scanned..].contains(&b'\n') {
+            return true;
+        }
+        self.line_scanned = line.len();
+        false
+    }
+
     /// Where a chunked body that starts `body` ends, if it is all there, framing each chunk
-    /// once across calls.
+    /// once across calls. `at_eof`: nothing more will come, so a line is parsed as it is.
     fn chunked_end(
         &mut self,
         body: &[u8],
         max_body: usize,
+        at_eof: bool,
     ) -> Result<Option<usize>, ProtocolError> {
         loop {
             if let Some(trailer_bytes) = self.trailers {
                 return self.trailers_end(body, trailer_bytes);
             }
-            let pos = self.chunk_pos;
-            let (line_len, size) = match httparse::parse_chunk_size(&body[pos..]) {
-                Ok(httparse::Status::Complete((n, size))) => (n, size),
-                Ok(httparse::Status::Partial) => {
-                    return if body.len() - pos > MAX_LINE {
-                        Err(ProtocolError("http: chunk-size line too long"))
-                    } else {
-                        Ok(None)
+            let data_end = match self.chunk_data_end {
+                Some(end) => end,
+                None => {
+                    let pos = self.chunk_pos;
+                    let too_long = body.len() - pos > MAX_LINE;
+                    if !at_eof && !too_long && !self.line_may_be_complete(body) {
+                        return Ok(None);
+                    }
+                    count_parse();
+                    let (line_len, size) = match httparse::parse_chunk_size(&body[pos..]) {
+                        Ok(httparse::Status::Complete((n, size))) => (n, size),
+                        Ok(httparse::Status::Partial) if too_long => {
+                            return Err(ProtocolError("http: chunk-size line too long"))
+                        }
+                        Ok(httparse::Status::Partial) => return Ok(None),
+                        Err(_) => return Err(ProtocolError("http: malformed chunk size")),
                     };
+                    self.line_scanned = 0;
+                    if size == 0 {
+                        self.chunk_pos = pos + line_len;
+                        self.trailers = Some(0);
+                        continue;
+                    }
+                    let size = usize::try_from(size).unwrap_or(usize::MAX);
+                    let total = self.chunk_total.saturating_add(size);
+                    if total > max_body {
+                        return Err(ProtocolError("http: response larger than --max-response"));
+                    }
+                    self.chunk_total = total;
+                    let end = (pos + line_len).saturating_add(size);
+                    self.chunk_data_end = Some(end);
+                    end
                 }
-                Err(_) => return Err(ProtocolError("http: malformed chunk size")),
             };
-            if size == 0 {
-                self.chunk_pos = pos + line_len;
-                self.trailers = Some(0);
-                continue;
-            }
-            let size = usize::try_from(size).unwrap_or(usize::MAX);
-            let total = self.chunk_total.saturating_add(size);
-            if total > max_body {
-                return Err(ProtocolError("http: response larger than --max-response"));
-            }
-            let data_end = (pos + line_len).saturating_add(size);
             if body.len() < data_end.saturating_add(2) {
                 return Ok(None);
             }
@@ -280,7 +314,7 @@ impl Progress {
                 return Err(ProtocolError("http: chunk not followed by CRLF"));
             }
             self.chunk_pos = data_end + 2;
-            self.chunk_total = total;
+            self.chunk_data_end = None;
         }
     }
 
@@ -293,13 +327,18 @@ impl Progress {
     ) -> Result<Option<usize>, ProtocolError> {
         loop {
             let pos = self.chunk_pos;
-            let Some(nl) = body[pos..].windows(2).position(|w| w == b"\r\n") else {
+            // A `\r\n` may straddle the last search's end: look again from its last byte.
+            let from = self.line_scanned.saturating_sub(1);
+            let found = body[pos + from..].windows(2).position(|w| w == b"\r\n");
+            let Some(nl) = found.map(|at| from + at) else {
+                self.line_scanned = body.len() - pos;
                 return if body.len() - pos > MAX_LINE {
                     Err(ProtocolError("http: trailer line too long"))
                 } else {
                     Ok(None)
                 };
             };
+            self.line_scanned = 0;
             if nl == 0 {
                 return Ok(Some(pos + 2));
             }
@@ -313,8 +352,22 @@ impl Progress {
     }
 }
 
+/// Counts a call of the head or chunk-size parser, for the tests that check a response in
+/// many pieces is parsed a bounded number of times (nothing outside tests).
+#[inline]
+fn count_parse() {
+    #[cfg(test)]
+    PARSES.with(|n| n.set(n.get() + 1));
+}
+
+#[cfg(test)]
+thread_local! {
+    static PARSES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// Parses the response head at the front of `rest`.
 fn parse_head(rest: &[u8], head_only: bool, at_eof: bool) -> Result<HeadParse, ProtocolError> {
+    count_parse();
     // Left uninitialised: httparse writes only the headers it finds (no 2 KiB memset per
     // response).
     let mut headers =
@@ -496,7 +549,29 @@ mod tests {
             flood.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
         flood.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc");
-        for (input, step) in [(&chunked, 3), (&flood, 5)] {
+        // A 60 KB head (50 long headers) after blank lines (which the head parser skips), and a chunk whose
+        // size line carries a 4 KB extension, in 1-byte pieces.
+        let mut long_head = b"\r\n\r\nHTTP/1.1 200 OK\r\n".to_vec();
+        for _ in 0..50 {
+            long_head.extend_from_slice(b"X-Pad: ");
+            long_head.extend(std::iter::repeat_n(b'a', 1200));
+            long_head.extend_from_slice(b"\r\n");
+        }
+        long_head.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+        let mut long_line = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;x=".to_vec();
+        long_line.extend(std::iter::repeat_n(b'y', 4000));
+        long_line.extend_from_slice(b"\r\nz\r\n0\r\n\r\n");
+        // The head and chunk-size parser calls each may make: a few per head, chunk and
+        // doubling of a head's bytes; starting over on every piece would be one per piece.
+        for (input, step, most_parses) in [
+            (&chunked, 3, 200_010),
+            // Each 25-byte head is looked at after its first piece, again as its bytes
+            // double, and once its blank line is in: at most 6 times.
+            (&flood, 5, 300_010),
+            (&long_head, 1, 40),
+            (&long_line, 1, 40),
+        ] {
+            let before = PARSES.with(|n| n.get());
             let mut progress = Progress::default();
             let mut end = 0;
             while end < input.len() {
@@ -510,6 +585,12 @@ mod tests {
                     assert_eq!(parsed, Parsed::Complete(Response::ok(input.len())));
                 }
             }
+            let parses = PARSES.with(|n| n.get()) - before;
+            assert!(
+                parses <= most_parses,
+                "{parses} parses of {} bytes",
+                input.len()
+            );
         }
     }
 
@@ -563,6 +644,25 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A head that passes its limit without a blank line, with a byte the head parser refuses
+    /// arriving after its last look: the error is the one a fresh parse gives.
+    #[test]
+    fn a_head_past_its_limit_gets_a_fresh_parse_verdict() {
+        let mut input = b"HTTP/1.1 200 OK\r\nX-Long: ".to_vec();
+        input.resize(40_000, b'a');
+        let mut progress = Progress::default();
+        assert_eq!(
+            progress.parse(&input, false, MAX, false),
+            Ok(Parsed::Incomplete)
+        );
+        input.push(0x01);
+        input.resize(65_601, b'a');
+        assert_eq!(
+            progress.parse(&input, false, MAX, false),
+            parse_response(&input, false, MAX, false)
+        );
     }
 
     /// Random bytes, and random mutations and cuts of valid responses: the parser never panics,
