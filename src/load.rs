@@ -176,48 +176,101 @@ pub(crate) fn run(args: LoadArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Runs one load, prints its summary, then writes its files. Every output path is created
-/// before the run, so one that cannot be written fails at once; an output that fails after
-/// the run has started is reported after the summary, which is printed whatever happens.
+/// Runs one load, prints its summary, then writes its files. The options are checked, and
+/// every output path is checked writable (without touching a file already there), before the
+/// run; an output that fails after the run has started is reported after the summary, which
+/// is printed whatever happens.
 fn run_load(args: &RunArgs) -> anyhow::Result<()> {
     let config = args.config()?;
-    for path in [&args.json, &args.plot].into_iter().flatten() {
-        File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    config.validate().map_err(anyhow::Error::msg)?;
+    for path in [&args.json, &args.plot, &args.hlog].into_iter().flatten() {
+        check_writable(path)?;
     }
     let result = load_with_files(&config, args.hlog.as_deref(), !args.quiet)?;
     print!("{}", result.summary());
-    write_reports(&result, args.json.as_deref(), args.plot.as_deref())?;
+    let mut failed = Vec::new();
+    if let Err(e) = write_reports(&result, args.json.as_deref(), args.plot.as_deref()) {
+        failed.push(format!("{e:#}"));
+    }
     if let Some(e) = &result.sink_error {
-        bail!("{e} (the summary above is whole; the interval log is not)");
+        failed.push(format!("{e} (the interval log is cut short)"));
+    }
+    if !failed.is_empty() {
+        bail!("{} (the summary above is whole)", failed.join("; "));
     }
     Ok(())
 }
 
-/// Runs `config`, writing the interval log to `hlog` if given (created before the run; an
-/// error writing it later is left in the result's `sink_error`).
+/// Fails unless `path` can be written, leaving what it holds alone: a file already there is
+/// opened for appending, a new one is created and removed again.
+fn check_writable(path: &Path) -> anyhow::Result<()> {
+    let existed = path.exists();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    if !existed {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
+/// `PATH.partial`: where the interval log is written during the run.
+fn partial(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".partial");
+    PathBuf::from(name)
+}
+
+/// Runs `config`, writing the interval log to `hlog` if given: to `HLOG.partial` as the run
+/// goes, renamed to `hlog` once it is over (so a run refused at its probe leaves an earlier
+/// log alone); an error writing it is left in the result's `sink_error`.
 pub(crate) fn load_with_files(
     config: &LoadConfig,
     hlog: Option<&Path>,
     progress: bool,
 ) -> anyhow::Result<RunResult> {
     let mut hlog_file = match hlog {
-        Some(path) => Some(BufWriter::new(
-            File::create(path).with_context(|| format!("creating {}", path.display()))?,
-        )),
+        Some(path) => {
+            let partial = partial(path);
+            let file = File::create(&partial)
+                .with_context(|| format!("creating {}", partial.display()))?;
+            Some((path, partial, BufWriter::new(file)))
+        }
         None => None,
     };
     let mut stderr = std::io::stderr();
     let sinks = Sinks {
-        hlog: hlog_file.as_mut().map(|f| f as &mut dyn Write),
+        hlog: hlog_file.as_mut().map(|(_, _, f)| f as &mut dyn Write),
         progress: (progress && stderr.is_terminal()).then_some(&mut stderr as &mut dyn Write),
     };
-    let mut result = percore::loadtest::run(config, sinks)?;
-    if let Some(mut f) = hlog_file {
-        if let Err(e) = f.flush() {
-            result
-                .sink_error
-                .get_or_insert(format!("writing the interval log: {e}"));
+    let ran = percore::loadtest::run(config, sinks);
+    let Some((path, partial, mut file)) = hlog_file else {
+        return Ok(ran?);
+    };
+    let mut result = match ran {
+        Ok(result) => result,
+        Err(e) => {
+            drop(file);
+            let _ = std::fs::remove_file(&partial);
+            return Err(e.into());
         }
+    };
+    let written = file
+        .flush()
+        .map_err(|e| format!("writing the interval log: {e}"))
+        .and_then(|()| {
+            std::fs::rename(&partial, path).map_err(|e| {
+                format!(
+                    "moving the interval log {} to {}: {e}",
+                    partial.display(),
+                    path.display()
+                )
+            })
+        });
+    if let Err(e) = written {
+        result.sink_error.get_or_insert(e);
     }
     Ok(result)
 }

@@ -27,8 +27,10 @@
 //! including the requests still in flight when the run ends, which are waited for up to the
 //! request timeout. Requests that were due but never sent (the target was unreachable) are
 //! reported as `unsent`: every measured intended time of a duration run, and every request of
-//! a `--requests` quota, is either sent or unsent. A connection that breaks with no request
-//! outstanding (bytes the server sent unasked) is counted among the `connection_errors`.
+//! a `--requests` quota, is either sent or unsent. A connection that breaks with no measured
+//! request outstanding is counted among the `connection_errors`: bytes the server sent beyond
+//! its answers, caught when they come with the last answer or while the connection waits for
+//! its next request (after the next request went out they cannot be told from its answer).
 
 #![forbid(unsafe_code)]
 

@@ -61,7 +61,7 @@ pub(crate) fn check(config: &LoadConfig, protocol: &dyn Protocol) -> Result<(), 
                             preview(&got)
                         ))
                     }
-                    Ok(Parsed::Complete(_)) => return Ok(()),
+                    Ok(Parsed::Complete(_)) => return no_more(&mut conn, &what),
                     Ok(Parsed::Incomplete) if n == 0 => {
                         return Err(format!(
                             "{what}: the server closed the connection without answering"
@@ -109,6 +109,27 @@ pub(crate) fn check(config: &LoadConfig, protocol: &dyn Protocol) -> Result<(), 
                 )),
             }
         }
+    }
+}
+
+/// How long the probe listens after the answer for bytes nobody asked for.
+const AFTER_ANSWER: Duration = Duration::from_millis(50);
+
+/// After a complete answer: the server sends nothing more unasked (a second answer, or the
+/// rest of a longer one than the protocol allows), checked for [`AFTER_ANSWER`].
+fn no_more(conn: &mut TcpStream, what: &str) -> Result<(), String> {
+    if conn.set_read_timeout(Some(AFTER_ANSWER)).is_err() {
+        return Ok(());
+    }
+    let mut buf = [0u8; 1024];
+    match conn.read(&mut buf) {
+        Ok(n) if n > 0 => Err(format!(
+            "{what}: not the protocol expected: {n} bytes beyond the answer to the one request \
+             sent (got {:?})",
+            preview(&buf[..n])
+        )),
+        // Quiet, or closed after answering: nothing unasked.
+        _ => Ok(()),
     }
 }
 

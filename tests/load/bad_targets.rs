@@ -143,6 +143,35 @@ fn bad_options_are_refused_before_anything_runs() {
 const T: &str = "tcp://127.0.0.1:9";
 const H: &str = "http://127.0.0.1:9/";
 
+/// A run refused (a bad option, a target that refuses) leaves the outputs of an earlier run
+/// as they were.
+#[test]
+fn a_refused_run_leaves_earlier_outputs_alone() {
+    let dir = crate::helpers::temp_dir("outputs-kept");
+    let (_held, refused) = refusing_port();
+    for (flag, name) in [
+        ("--json", "run.json"),
+        ("--plot", "run.svg"),
+        ("--hlog", "run.hlog"),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, "an earlier run").unwrap();
+        let path_text = path.to_str().unwrap();
+        let target = format!("tcp://{refused}");
+        for extra in [&["--pipeline", "0"][..], &[]] {
+            let mut args = vec![target.as_str(), "--closed-loop", flag, path_text];
+            args.extend_from_slice(extra);
+            let _ = load_fails(&args);
+            assert_eq!(
+                std::fs::read_to_string(&path).unwrap(),
+                "an earlier run",
+                "{args:?}"
+            );
+        }
+        assert!(!dir.join(format!("{name}.partial")).exists());
+    }
+}
+
 /// An output that cannot be written is refused before the run, not after it.
 #[test]
 fn unwritable_outputs_fail_before_the_run() {
@@ -154,6 +183,8 @@ fn unwritable_outputs_fail_before_the_run() {
             &target,
             "--closed-loop",
             "-c",
+            "1",
+            "--cpus",
             "1",
             "-d",
             "60s",

@@ -274,31 +274,50 @@ fn responses_in_many_small_pieces_are_parsed_once() {
     assert_eq!(run.u64("responses"), 40, "{}", run.stdout());
 }
 
-/// A server that sends a second response nobody asked for: the connection is dropped and the
-/// error counted as the connection's (no request is charged with it), in the summary and the
-/// JSON; the run goes on. The probe before the run refuses such a server outright.
+/// A server that sends a second response nobody asked for, with the answer (odd connections)
+/// or 20 ms after it (even ones), while the connection waits for its next request: the
+/// connection is dropped and the error counted as the connection's (no request is charged with
+/// it), in the summary and the JSON; the run goes on. The probe before the run refuses such a
+/// server outright, either way.
 #[test]
 fn bytes_with_no_request_outstanding_are_a_counted_connection_error() {
-    const TWICE: &[u8] =
-        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
     const ONCE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
     let serve = |every_time: bool| {
         serve_each(2000, move |n, mut conn| {
             let mut buf = Vec::new();
-            // Connection 0 is the generator's probe: answered properly unless `every_time`.
-            let reply = if n == 0 && !every_time { ONCE } else { TWICE };
             while read_request(&mut conn, &mut buf) {
-                if conn.write_all(reply).is_err() {
+                // Connection 0 is the generator's probe: answered properly unless `every_time`.
+                if n == 0 && !every_time {
+                    if conn.write_all(ONCE).is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                let twice = [ONCE, ONCE].concat();
+                let sent = if n % 2 == 1 {
+                    conn.write_all(&twice)
+                } else {
+                    conn.write_all(ONCE).and_then(|()| {
+                        std::thread::sleep(Duration::from_millis(20));
+                        conn.write_all(ONCE)
+                    })
+                };
+                if sent.is_err() {
                     return;
                 }
             }
         })
     };
-    let err = crate::helpers::load_fails(&[&format!("http://{}/", serve(true)), "--closed-loop"]);
-    assert!(
-        err.contains("not the protocol expected") && err.contains("beyond the answer"),
-        "{err}"
-    );
+    for _ in 0..2 {
+        // The probe is connection 0 of each server: one that writes both at once, then one
+        // that writes the second 20 ms later.
+        let addr = serve(true);
+        let err = crate::helpers::load_fails(&[&format!("http://{addr}/"), "--closed-loop"]);
+        assert!(
+            err.contains("not the protocol expected") && err.contains("beyond the answer"),
+            "{err}"
+        );
+    }
 
     let dir = temp_dir("unasked");
     let run = load(
@@ -306,9 +325,9 @@ fn bytes_with_no_request_outstanding_are_a_counted_connection_error() {
         &[
             &format!("http://{}/", serve(false)),
             "--rate",
-            "200",
+            "40",
             "-d",
-            "1s",
+            "2s",
             "-c",
             "2",
             "--cpus",
@@ -316,6 +335,8 @@ fn bytes_with_no_request_outstanding_are_a_counted_connection_error() {
         ],
     );
     run.assert_exact_accounting();
+    // Each connection answers one request, then breaks (both ways): every request is answered
+    // and leaves one connection error.
     let broken: u64 = run.json["connection_errors"]
         .as_object()
         .unwrap()
@@ -323,8 +344,9 @@ fn bytes_with_no_request_outstanding_are_a_counted_connection_error() {
         .filter(|(k, _)| k.contains("no request outstanding"))
         .map(|(_, v)| v.as_u64().unwrap())
         .sum();
-    assert!(broken >= 50, "{}", run.stdout());
-    assert!(run.u64("responses") >= 50, "{}", run.stdout());
+    assert!(broken >= 60, "{}", run.stdout());
+    assert!(run.u64("responses") >= 60, "{}", run.stdout());
+    assert_eq!(run.u64("errors"), 0, "{}", run.stdout());
     assert!(
         run.stdout()
             .contains("connection broken, no request outstanding"),

@@ -91,18 +91,21 @@ impl ConnCtx {
         }
     }
 
-    /// Fails every request in flight with `kind`. With none in flight, a broken connection
-    /// (anything but the server closing an idle connection) is counted as a connection error.
+    /// Fails every request in flight with `kind`. With no measured request in flight (none,
+    /// or only warm-up ones), a connection broken by anything but the server closing it is
+    /// counted as a connection error instead (bytes sent unasked, a reset).
     fn fail_all(&self, inflight: &mut VecDeque<InFlight>, kind: ErrorKind) {
         let now = Instant::now();
         let mut rec = self.recorder.borrow_mut();
-        if inflight.is_empty() && kind != ErrorKind::Closed {
-            rec.connection_failed(kind, now);
-        }
+        let mut charged = false;
         for req in inflight.drain(..) {
             if req.measured {
                 rec.failed(kind, now);
+                charged = true;
             }
+        }
+        if !charged && kind != ErrorKind::Closed {
+            rec.connection_failed(kind, now);
         }
     }
 

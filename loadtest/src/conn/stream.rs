@@ -134,9 +134,25 @@ async fn run_connection(ctx: &ConnCtx, mut stream: TcpStream, schedule: &mut Sch
                 Next::Done => return Ended::Finished,
                 Next::Now => continue,
                 Next::At(at) => {
-                    ctx.pause_until(at).await;
-                    now = Instant::now();
-                    continue;
+                    // Idle until the next request is due, but listening: bytes that come
+                    // now answer nothing, and a close now loses nothing.
+                    let recv = std::pin::pin!(stream.recv_chunk());
+                    let pause = std::pin::pin!(ctx.pause_until(at));
+                    match first(recv, pause).await {
+                        First::B((), _) => {
+                            now = Instant::now();
+                            continue;
+                        }
+                        First::A(Ok(Some(_unasked)), _) => {
+                            ctx.fail_all(&mut inflight, ErrorKind::Protocol(UNASKED));
+                            return Ended::Lost;
+                        }
+                        First::A(Ok(None), _) => return Ended::Lost,
+                        First::A(Err(e), _) => {
+                            ctx.fail_all(&mut inflight, ErrorKind::Io(e.kind()));
+                            return Ended::Lost;
+                        }
+                    }
                 }
             }
         };
@@ -235,6 +251,11 @@ async fn run_connection(ctx: &ConnCtx, mut stream: TcpStream, schedule: &mut Sch
     }
 }
 
+/// Bytes from the server beyond the answers to every request in flight. They are caught when
+/// they come with the last answer or while the connection waits for its next request; bytes
+/// that come after the next request went out cannot be told from its answer.
+const UNASKED: ProtocolError = ProtocolError("bytes received with no request outstanding");
+
 /// A whole-buffer send's outcome: its buffer, emptied for reuse, or why the connection failed.
 fn settle((res, mut buf): (std::io::Result<usize>, Vec<u8>)) -> Result<Vec<u8>, ErrorKind> {
     match res {
@@ -260,7 +281,7 @@ fn parse_responses(
     let mut used = 0;
     while used < data.len() {
         if inflight.is_empty() {
-            return Err(ProtocolError("bytes received with no request outstanding"));
+            return Err(UNASKED);
         }
         match session.parse(&data[used..])? {
             Parsed::Incomplete => break,
