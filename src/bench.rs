@@ -53,7 +53,8 @@ pub(crate) struct BenchArgs {
     /// CPU of the service.
     #[arg(long, default_value_t = 0)]
     server_cpu: usize,
-    /// CPU of the load generator (default: the last CPU, or the service's if it is alone).
+    /// CPU of the load generator (default: the last CPU this process may use other than the
+    /// service's; the service's only if it is the one CPU allowed).
     #[arg(long)]
     client_cpu: Option<usize>,
     /// Where to write the SVG report.
@@ -65,31 +66,41 @@ pub(crate) struct BenchArgs {
 }
 
 /// The generator's CPU: the one asked for, which must not be the service's (they would share
-/// it, and the benchmark would measure the sharing), or by default the last CPU that is not
-/// the service's. On a machine with one CPU both share it, and the run says so.
-fn client_cpu(server: usize, asked: Option<usize>, cpus: usize) -> anyhow::Result<usize> {
-    if server >= cpus {
+/// it, and the benchmark would measure the sharing), or by default the last CPU `allowed` that
+/// is not the service's. Both must be among the CPUs this process may use (`allowed`). With
+/// one CPU allowed, both share it, and the run says so.
+fn client_cpu(server: usize, asked: Option<usize>, allowed: &[usize]) -> anyhow::Result<usize> {
+    let list = || {
+        allowed
+            .iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    if !allowed.contains(&server) {
         bail!(
-            "--server-cpu {server}: this machine has CPUs 0 to {}",
-            cpus - 1
+            "--server-cpu {server}: this process may use CPUs {}",
+            list()
         );
     }
     match asked {
-        Some(client) if client >= cpus => {
+        Some(client) if !allowed.contains(&client) => {
             bail!(
-                "--client-cpu {client}: this machine has CPUs 0 to {}",
-                cpus - 1
+                "--client-cpu {client}: this process may use CPUs {}",
+                list()
             )
         }
         Some(client) if client == server => {
             bail!("--client-cpu and --server-cpu are both {client}: give them different CPUs")
         }
         Some(client) => Ok(client),
-        None if cpus == 1 => {
-            eprintln!("percore bench: one CPU: the service and the generator share it");
-            Ok(server)
-        }
-        None => Ok((0..cpus).rev().find(|&c| c != server).unwrap_or(server)),
+        None => match allowed.iter().rev().find(|&&c| c != server) {
+            Some(&client) => Ok(client),
+            None => {
+                eprintln!("percore bench: one CPU: the service and the generator share it");
+                Ok(server)
+            }
+        },
     }
 }
 
@@ -166,8 +177,11 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.duration > Duration::from_secs(20) || args.duration < Duration::from_secs(2) {
         bail!("--duration must be between 2s and 20s");
     }
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let client_cpu = client_cpu(args.server_cpu, args.client_cpu, cpus)?;
+    // The CPUs this process may run on (its affinity mask: a cpuset or `taskset` narrows it).
+    let allowed: Vec<usize> = core_affinity::get_core_ids()
+        .map(|ids| ids.into_iter().map(|c| c.id).collect())
+        .unwrap_or_else(|| vec![0]);
+    let client_cpu = client_cpu(args.server_cpu, args.client_cpu, &allowed)?;
     let service = ServiceProcess::start(args.service, args.server_cpu)?;
     let scheme = match args.service {
         BenchService::Echo => "tcp",
@@ -249,13 +263,17 @@ mod tests {
 
     #[test]
     fn the_generator_never_shares_the_service_cpu_unless_it_must() {
-        assert_eq!(client_cpu(0, None, 2).unwrap(), 1);
-        assert_eq!(client_cpu(1, None, 2).unwrap(), 0);
-        assert_eq!(client_cpu(3, None, 4).unwrap(), 2);
-        assert_eq!(client_cpu(0, None, 1).unwrap(), 0);
-        assert_eq!(client_cpu(0, Some(1), 2).unwrap(), 1);
-        assert!(client_cpu(1, Some(1), 2).is_err());
-        assert!(client_cpu(0, Some(5), 2).is_err());
-        assert!(client_cpu(2, None, 2).is_err());
+        assert_eq!(client_cpu(0, None, &[0, 1]).unwrap(), 1);
+        assert_eq!(client_cpu(1, None, &[0, 1]).unwrap(), 0);
+        assert_eq!(client_cpu(3, None, &[0, 1, 2, 3]).unwrap(), 2);
+        assert_eq!(client_cpu(0, None, &[0]).unwrap(), 0);
+        assert_eq!(client_cpu(0, Some(1), &[0, 1]).unwrap(), 1);
+        // A cpuset of CPUs 4 and 5 on a bigger machine.
+        assert_eq!(client_cpu(4, None, &[4, 5]).unwrap(), 5);
+        assert_eq!(client_cpu(4, Some(5), &[4, 5]).unwrap(), 5);
+        assert!(client_cpu(0, None, &[4, 5]).is_err());
+        assert!(client_cpu(1, Some(1), &[0, 1]).is_err());
+        assert!(client_cpu(0, Some(5), &[0, 1]).is_err());
+        assert!(client_cpu(2, None, &[0, 1]).is_err());
     }
 }

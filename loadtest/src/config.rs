@@ -117,7 +117,10 @@ impl LoadConfig {
     }
 
     /// Checks every option and the combination, so that a run that starts cannot overflow a
-    /// time or an allocation.
+    /// time, and a connection's requests in flight take at most [`MAX_WINDOW`] bytes. (What
+    /// it buffers of responses is bounded by `max_response` per connection, not refused here:
+    /// the default times many connections is more than any machine has, and is never reached
+    /// by servers that answer as the protocol says.)
     ///
     /// # Errors
     ///
@@ -198,13 +201,37 @@ impl LoadConfig {
         if self.http.body.len() > MAX_RESPONSE {
             return Err(format!("--body is at most {MAX_RESPONSE} bytes"));
         }
+        // A closed loop writes a whole window of requests at once.
+        let request_len = match self.target {
+            Target::Http { .. } => {
+                // The request line, `Host` and framing, and the headers and body given.
+                let headers: usize = self
+                    .http
+                    .headers
+                    .iter()
+                    .map(|(n, v)| n.len() + v.len() + 4)
+                    .sum();
+                1024 + headers + self.http.body.len()
+            }
+            Target::Tcp { .. } | Target::Udp { .. } => self.payload,
+        };
+        if self.pipeline.saturating_mul(request_len) > MAX_WINDOW {
+            return Err(format!(
+                "--pipeline {} requests of {request_len} bytes are more than {} MiB in flight on one connection",
+                self.pipeline,
+                MAX_WINDOW >> 20
+            ));
+        }
         self.http.validate()
     }
 }
 
 impl HttpOptions {
     /// Checks what goes into the request as written: the method and the header names are
-    /// HTTP tokens, and no header value holds a byte that could end its line (CR, LF, NUL).
+    /// HTTP tokens, no header value holds a byte that could end its line (CR, LF, NUL), and
+    /// the headers that frame the request agree with it: a `Content-Length` is the body's,
+    /// no `Transfer-Encoding` (the body is sent as it is), at most one `Host` (it replaces the
+    /// target's). Otherwise the server could read one request as two, and answer twice.
     ///
     /// # Errors
     ///
@@ -225,6 +252,27 @@ impl HttpOptions {
                     "--header {name}: the value holds a control byte (CR, LF, ...)"
                 ));
             }
+            if name.eq_ignore_ascii_case("transfer-encoding") {
+                return Err(format!(
+                    "--header {name}: the body is sent as given, with a Content-Length"
+                ));
+            }
+            if name.eq_ignore_ascii_case("content-length")
+                && value.trim().parse::<usize>() != Ok(self.body.len())
+            {
+                return Err(format!(
+                    "--header {name}: {value} is not the body's length ({})",
+                    self.body.len()
+                ));
+            }
+        }
+        let hosts = self
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("host"))
+            .count();
+        if hosts > 1 {
+            return Err("--header Host: give it at most once".into());
         }
         Ok(())
     }
@@ -246,6 +294,8 @@ pub const MAX_PIPELINE: usize = 4096;
 pub const MIN_RATE: f64 = 1e-3;
 /// See [`MIN_RATE`].
 pub const MAX_RATE: f64 = 1e9;
+/// Most bytes of requests in flight on one connection (`--pipeline` times a request's size).
+pub const MAX_WINDOW: usize = 256 << 20;
 /// Largest `--max-response`, bytes.
 pub const MAX_RESPONSE: usize = 1 << 30;
 /// Longest duration, time-out and warm-up, in days.

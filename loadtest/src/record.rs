@@ -42,11 +42,10 @@ impl fmt::Display for ErrorKind {
 /// generator meets, the errno's name (running out of file descriptors says `EMFILE`, not
 /// "uncategorized error").
 pub(crate) fn describe(error: &io::Error) -> String {
-    // Linux's numbers (percore runs on Linux only).
     let name = match error.raw_os_error() {
-        Some(24) => "EMFILE: too many open files in this process",
-        Some(23) => "ENFILE: too many open files in the system",
-        Some(105) => "ENOBUFS: no buffer space available",
+        Some(libc::EMFILE) => "EMFILE: too many open files in this process",
+        Some(libc::ENFILE) => "ENFILE: too many open files in the system",
+        Some(libc::ENOBUFS) => "ENOBUFS: no buffer space available",
         _ => return error.kind().to_string(),
     };
     name.to_string()

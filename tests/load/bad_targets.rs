@@ -119,6 +119,19 @@ fn bad_options_are_refused_before_anything_runs() {
             "--max-response",
         ),
         (vec![T, "--closed-loop", "--requests", "0"], "--requests"),
+        (
+            vec![
+                T,
+                "--closed-loop",
+                "--payload",
+                "1073741824",
+                "--max-response",
+                "1073741824",
+                "--pipeline",
+                "4096",
+            ],
+            "in flight on one connection",
+        ),
         // What would be written into a request line or a header as given.
         (
             vec![H, "--closed-loop", "-X", "GET /x HTTP/1.1\r\n"],
@@ -129,6 +142,25 @@ fn bad_options_are_refused_before_anything_runs() {
             "--header",
         ),
         (vec![H, "--closed-loop", "-H", "Bad Name: 1"], "--header"),
+        (
+            vec![
+                H,
+                "--closed-loop",
+                "-H",
+                "Content-Length: 0",
+                "--body",
+                "GET /x HTTP/1.1",
+            ],
+            "not the body's length",
+        ),
+        (
+            vec![H, "--closed-loop", "-H", "Transfer-Encoding: chunked"],
+            "--header",
+        ),
+        (
+            vec![H, "--closed-loop", "-H", "Host: a", "-H", "host: b"],
+            "at most once",
+        ),
         (
             vec!["http://127.0.0.1:9/a b", "--closed-loop"],
             "visible ASCII",

@@ -42,7 +42,10 @@ pub(crate) async fn drive_datagram(ctx: Rc<ConnCtx>, mut schedule: Schedule) {
             }
         }
     };
-    if let Some(socket) = socket {
+    // A socket opened only after the end (others' sockets freed as they finished) sends
+    // nothing: what it was due to send is unsent, as for a stream that reconnects too late.
+    let in_time = ctx.end.is_none_or(|end| Instant::now() < end);
+    if let (Some(socket), true) = (socket, in_time) {
         exchange(&ctx, &socket, &mut schedule, &mut backoff).await;
     }
     let unsent = schedule.unsent(Instant::now());

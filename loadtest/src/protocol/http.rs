@@ -23,13 +23,17 @@ pub struct Http {
 impl Http {
     /// `method path` on `host`, with the options' headers and body.
     pub fn new(host: &str, path: &str, options: &HttpOptions, max_response: usize) -> Http {
-        let mut req = format!("{} {} HTTP/1.1\r\nHost: {}\r\n", options.method, path, host);
         let has = |name: &str| {
             options
                 .headers
                 .iter()
                 .any(|(n, _)| n.eq_ignore_ascii_case(name))
         };
+        let mut req = format!("{} {} HTTP/1.1\r\n", options.method, path);
+        // A `Host` among the headers replaces the target's.
+        if !has("host") {
+            req.push_str(&format!("Host: {host}\r\n"));
+        }
         for (name, value) in &options.headers {
             req.push_str(&format!("{name}: {value}\r\n"));
         }
@@ -41,7 +45,8 @@ impl Http {
         bytes.extend_from_slice(&options.body);
         Http {
             request: bytes.into(),
-            head_only: options.method.eq_ignore_ascii_case("HEAD"),
+            // Methods are case-sensitive: only `HEAD` is answered without a body.
+            head_only: options.method == "HEAD",
             max_response,
         }
     }
