@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::helpers::{load, percore_serve, serve_each, temp_dir, Run};
+use crate::helpers::{dying_echo, load, percore_serve, serve_each, temp_dir, Run};
 
 #[test]
 fn closed_loop_request_count_is_exact() {
@@ -162,22 +162,13 @@ fn a_server_killed_mid_run_gives_counted_errors_and_the_run_completes() {
     );
 }
 
-/// Runs `percore load` at `args` against percore's echo, killed `kill_after` into the run
-/// (never, for `None`).
-fn load_echo_killed(name: &str, args: &[&str], kill_after: Option<Duration>) -> Run {
-    let server = percore_serve("echo");
-    let target = format!("tcp://{}", server.addr);
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
-    let killer = std::thread::spawn(move || {
-        // Killed after `kill_after`, or when the run is over.
-        let _ = rx.recv_timeout(kill_after.unwrap_or(Duration::MAX));
-        drop(server);
-    });
+/// Runs `percore load TARGET ARGS` against an echo of 64-byte messages that dies after
+/// echoing `after` of them (never, for `u64::MAX`), warm-up and probe included.
+fn load_dying_echo(name: &str, args: &[&str], after: u64) -> Run {
+    let target = format!("tcp://{}", dying_echo(64, after));
     let mut all = vec![target.as_str()];
     all.extend_from_slice(args);
     let run = load(&temp_dir(name), &all);
-    drop(tx);
-    killer.join().unwrap();
     run.assert_exact_accounting();
     run
 }
@@ -186,7 +177,7 @@ fn load_echo_killed(name: &str, args: &[&str], kill_after: Option<Duration>) -> 
 /// ones a healthy run with the same seed sends) are each sent or counted unsent, none of the
 /// warm-up's among them.
 #[test]
-fn a_server_killed_under_poisson_arrivals_after_a_warmup_leaves_exact_counts() {
+fn a_server_dying_under_poisson_arrivals_after_a_warmup_leaves_exact_counts() {
     let args = [
         "--rate",
         "2000",
@@ -205,14 +196,15 @@ fn a_server_killed_under_poisson_arrivals_after_a_warmup_leaves_exact_counts() {
         "--timeout",
         "300ms",
     ];
-    let healthy = load_echo_killed("poisson-healthy", &args, None);
+    let healthy = load_dying_echo("poisson-healthy", &args, u64::MAX);
     let intended = healthy.u64("requests");
     assert_eq!(healthy.u64("unsent"), 0, "{}", healthy.stdout());
     assert!((3600..=4400).contains(&intended), "{}", healthy.stdout());
-    // The generator starts ~0.2 s after it is launched, then warms up for 0.5 s: killed about
-    // 0.8 s into the measured 2 s.
-    let killed = load_echo_killed("poisson-killed", &args, Some(Duration::from_millis(1500)));
-    assert!(killed.u64("unsent") > 500, "{}", killed.stdout());
+    // The warm-up sends ~1,000 requests: dying after 2,000 echoes is ~0.5 s into the 2 s
+    // measured.
+    let killed = load_dying_echo("poisson-killed", &args, 2000);
+    assert!(killed.u64("unsent") > 1000, "{}", killed.stdout());
+    assert!(killed.u64("responses") > 500, "{}", killed.stdout());
     assert_eq!(
         killed.u64("requests") + killed.u64("unsent"),
         intended,
@@ -224,8 +216,8 @@ fn a_server_killed_under_poisson_arrivals_after_a_warmup_leaves_exact_counts() {
 /// A `--requests` run whose target dies: the quota not sent is counted unsent, so sent plus
 /// unsent is the quota (warm-up requests do not count against it).
 #[test]
-fn a_server_killed_during_a_requests_run_counts_the_rest_of_the_quota_unsent() {
-    let run = load_echo_killed(
+fn a_server_dying_during_a_requests_run_counts_the_rest_of_the_quota_unsent() {
+    let run = load_dying_echo(
         "quota-killed",
         &[
             "--rate",
@@ -241,9 +233,11 @@ fn a_server_killed_during_a_requests_run_counts_the_rest_of_the_quota_unsent() {
             "--timeout",
             "300ms",
         ],
-        Some(Duration::from_millis(1500)),
+        // ~600 warm-up requests, then ~1,400 measured.
+        2000,
     );
-    assert!(run.u64("unsent") > 1000, "{}", run.stdout());
+    assert!(run.u64("unsent") > 3000, "{}", run.stdout());
+    assert!(run.u64("responses") > 1000, "{}", run.stdout());
     assert_eq!(
         run.u64("requests") + run.u64("unsent"),
         6000,
@@ -256,9 +250,11 @@ fn a_server_killed_during_a_requests_run_counts_the_rest_of_the_quota_unsent() {
 /// into one exact count.
 #[test]
 fn two_shards_merge_into_one_exact_count() {
-    let run = load_echo_killed(
-        "two-shards",
+    let server = percore_serve("echo");
+    let run = load(
+        &temp_dir("two-shards"),
         &[
+            &format!("tcp://{}", server.addr),
             "--closed-loop",
             "--requests",
             "20000",
@@ -269,8 +265,8 @@ fn two_shards_merge_into_one_exact_count() {
             "--cpus",
             "0,1",
         ],
-        None,
     );
+    run.assert_exact_accounting();
     assert_eq!(run.u64("shards"), 2, "{}", run.stdout());
     assert_eq!(run.u64("requests"), 20_000, "{}", run.stdout());
     assert_eq!(run.u64("responses"), 20_000, "{}", run.stdout());

@@ -181,3 +181,71 @@ pub(crate) fn load_fails(args: &[&str]) -> String {
     assert!(!stderr.contains("panicked"), "{stderr}");
     stderr
 }
+
+/// A TCP echo server (std threads) that dies once it has echoed `after` messages of
+/// `payload` bytes: it shuts every connection down and closes its listening socket, so the
+/// generator sees its connections break and then its reconnects refused. Dying on a count,
+/// not after a sleep, puts the death at the same point of the run however slowly it starts.
+pub(crate) fn dying_echo(payload: usize, after: u64) -> SocketAddr {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    struct Shared {
+        echoed: AtomicU64,
+        dead: AtomicBool,
+        conns: Mutex<Vec<TcpStream>>,
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shared = Arc::new(Shared {
+        echoed: AtomicU64::new(0),
+        dead: AtomicBool::new(false),
+        conns: Mutex::new(Vec::new()),
+    });
+    let die = {
+        let shared = shared.clone();
+        move || {
+            if shared.dead.swap(true, Ordering::SeqCst) {
+                return;
+            }
+            for conn in shared.conns.lock().unwrap().drain(..) {
+                let _ = conn.shutdown(Shutdown::Both);
+            }
+            // Wakes the accept below, which sees `dead` and closes the listening socket.
+            let _ = TcpStream::connect(addr);
+        }
+    };
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            if shared.dead.load(Ordering::SeqCst) {
+                break;
+            }
+            let Ok(mut conn) = conn else { continue };
+            shared.conns.lock().unwrap().push(conn.try_clone().unwrap());
+            let (shared, die) = (shared.clone(), die.clone());
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut bytes = 0u64;
+                while let Ok(n) = conn.read(&mut buf) {
+                    if n == 0
+                        || shared.dead.load(Ordering::SeqCst)
+                        || conn.write_all(&buf[..n]).is_err()
+                    {
+                        break;
+                    }
+                    // Whole messages echoed on this connection since the last count.
+                    bytes += n as u64;
+                    let messages = bytes / payload as u64;
+                    bytes %= payload as u64;
+                    if shared.echoed.fetch_add(messages, Ordering::SeqCst) + messages >= after {
+                        die();
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
