@@ -50,9 +50,9 @@ pub(crate) struct BenchArgs {
     /// Payload size in bytes.
     #[arg(long, default_value_t = 64)]
     payload: usize,
-    /// CPU of the service.
-    #[arg(long, default_value_t = 0)]
-    server_cpu: usize,
+    /// CPU of the service (default: the first CPU this process may use).
+    #[arg(long)]
+    server_cpu: Option<usize>,
     /// CPU of the load generator (default: the last CPU this process may use other than the
     /// service's; the service's only if it is the one CPU allowed).
     #[arg(long)]
@@ -177,12 +177,10 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.duration > Duration::from_secs(20) || args.duration < Duration::from_secs(2) {
         bail!("--duration must be between 2s and 20s");
     }
-    // The CPUs this process may run on (its affinity mask: a cpuset or `taskset` narrows it).
-    let allowed: Vec<usize> = core_affinity::get_core_ids()
-        .map(|ids| ids.into_iter().map(|c| c.id).collect())
-        .unwrap_or_else(|| vec![0]);
-    let client_cpu = client_cpu(args.server_cpu, args.client_cpu, &allowed)?;
-    let service = ServiceProcess::start(args.service, args.server_cpu)?;
+    let allowed = crate::serve::allowed_cpus();
+    let server_cpu = args.server_cpu.unwrap_or(allowed[0]);
+    let client_cpu = client_cpu(server_cpu, args.client_cpu, &allowed)?;
+    let service = ServiceProcess::start(args.service, server_cpu)?;
     let scheme = match args.service {
         BenchService::Echo => "tcp",
         BenchService::UdpEcho => "udp",
@@ -190,7 +188,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
     let target = Target::parse(&format!("{scheme}://{}", service.addr))?;
     println!(
         "percore bench: {scheme} echo service on CPU {}, load from CPU {client_cpu}, {} connections, {} B payloads",
-        args.server_cpu, args.connections, args.payload
+        server_cpu, args.connections, args.payload
     );
     let mut config = LoadConfig::new(target);
     config.cpus = vec![client_cpu];

@@ -11,6 +11,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use percore::loadtest::config::HttpOptions;
 use percore::loadtest::{Arrival, LoadConfig, Mode, RunResult, Sinks, Stop, Target};
 
+use crate::load_output::{check_writable, LogFile};
 use crate::serve::{parse_cpus, parse_duration, CpuList};
 
 /// Options of `percore load`.
@@ -73,7 +74,8 @@ pub(crate) struct RunArgs {
     /// Stop after this many requests instead.
     #[arg(long, conflicts_with = "duration")]
     requests: Option<u64>,
-    /// CPUs to run a generator shard on: `1`, `0-3` or `0,2` (default: all).
+    /// CPUs to run a generator shard on: `1`, `0-3` or `0,2` (default: every CPU this process
+    /// may use).
     #[arg(long, value_parser = parse_cpus)]
     cpus: Option<CpuList>,
     /// Load applied before measuring (not recorded).
@@ -143,7 +145,7 @@ impl RunArgs {
         };
         config.cpus = match &self.cpus {
             Some(list) => list.0.clone(),
-            None => (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect(),
+            None => crate::serve::allowed_cpus(),
         };
         config.warmup = self.warmup;
         config.pipeline = self.pipeline;
@@ -193,7 +195,7 @@ fn run_load(args: &RunArgs) -> anyhow::Result<()> {
         failed.push(format!("{e:#}"));
     }
     if let Some(e) = &result.sink_error {
-        failed.push(format!("{e} (the interval log is cut short)"));
+        failed.push(e.clone());
     }
     if !failed.is_empty() {
         bail!("{} (the summary above is whole)", failed.join("; "));
@@ -201,78 +203,35 @@ fn run_load(args: &RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Fails unless `path` can be written, leaving what it holds alone: a file already there is
-/// opened for appending, a new one is created and removed again.
-fn check_writable(path: &Path) -> anyhow::Result<()> {
-    let existed = path.exists();
-    std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    if !existed {
-        let _ = std::fs::remove_file(path);
-    }
-    Ok(())
-}
-
-/// `PATH.partial`: where the interval log is written during the run.
-fn partial(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".partial");
-    PathBuf::from(name)
-}
-
-/// Runs `config`, writing the interval log to `hlog` if given: to `HLOG.partial` as the run
-/// goes, renamed to `hlog` once it is over (so a run refused at its probe leaves an earlier
-/// log alone); an error writing it is left in the result's `sink_error`.
+/// Runs `config`, writing the interval log to `hlog` if given (see [`LogFile`]: opened once
+/// the run is under way); an error writing it is left in the result's `sink_error`.
 pub(crate) fn load_with_files(
     config: &LoadConfig,
     hlog: Option<&Path>,
     progress: bool,
 ) -> anyhow::Result<RunResult> {
-    let mut hlog_file = match hlog {
-        Some(path) => {
-            let partial = partial(path);
-            let file = File::create(&partial)
-                .with_context(|| format!("creating {}", partial.display()))?;
-            Some((path, partial, BufWriter::new(file)))
-        }
-        None => None,
-    };
+    let mut log = hlog.map(LogFile::new);
     let mut stderr = std::io::stderr();
     let sinks = Sinks {
-        hlog: hlog_file.as_mut().map(|(_, _, f)| f as &mut dyn Write),
+        hlog: log.as_mut().map(|f| f as &mut dyn Write),
         progress: (progress && stderr.is_terminal()).then_some(&mut stderr as &mut dyn Write),
     };
     let ran = percore::loadtest::run(config, sinks);
-    let Some((path, partial, mut file)) = hlog_file else {
+    let Some(log) = log else {
         return Ok(ran?);
     };
-    let mut result = match ran {
-        Ok(result) => result,
-        Err(e) => {
-            drop(file);
-            let _ = std::fs::remove_file(&partial);
-            return Err(e.into());
+    match ran {
+        Ok(mut result) => {
+            if let Err(e) = log.finish() {
+                result.sink_error.get_or_insert(e);
+            }
+            Ok(result)
         }
-    };
-    let written = file
-        .flush()
-        .map_err(|e| format!("writing the interval log: {e}"))
-        .and_then(|()| {
-            std::fs::rename(&partial, path).map_err(|e| {
-                format!(
-                    "moving the interval log {} to {}: {e}",
-                    partial.display(),
-                    path.display()
-                )
-            })
-        });
-    if let Err(e) = written {
-        result.sink_error.get_or_insert(e);
+        Err(e) => {
+            log.abandon();
+            Err(e.into())
+        }
     }
-    Ok(result)
 }
 
 /// Writes the JSON report and the SVG plot where asked.

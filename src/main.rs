@@ -4,6 +4,7 @@
 
 mod bench;
 mod load;
+mod load_output;
 mod selfbench;
 mod serve;
 

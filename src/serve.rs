@@ -86,6 +86,19 @@ pub(crate) struct ServeArgs {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct CpuList(pub(crate) Vec<usize>);
 
+/// The CPUs this process may run on, in order: its affinity mask (a cpuset or `taskset`
+/// narrows it), or every CPU counted if the mask cannot be read.
+pub(crate) fn allowed_cpus() -> Vec<usize> {
+    match core_affinity::get_core_ids() {
+        Some(ids) if !ids.is_empty() => {
+            let mut cpus: Vec<usize> = ids.into_iter().map(|c| c.id).collect();
+            cpus.sort_unstable();
+            cpus
+        }
+        _ => (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect(),
+    }
+}
+
 /// CPU numbers go up to this (the kernel's `CPU_SETSIZE`).
 const MAX_CPU: usize = 1023;
 

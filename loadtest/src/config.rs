@@ -203,21 +203,25 @@ impl LoadConfig {
         }
         // A closed loop writes a whole window of requests at once.
         let request_len = match self.target {
-            Target::Http { .. } => {
-                // The request line, `Host` and framing, and the headers and body given.
+            Target::Http {
+                ref host, ref path, ..
+            } => {
+                // The request line, `Host`, the headers and the body, and room for the
+                // framing (`HTTP/1.1`, `Content-Length`, line ends).
                 let headers: usize = self
                     .http
                     .headers
                     .iter()
                     .map(|(n, v)| n.len() + v.len() + 4)
                     .sum();
-                1024 + headers + self.http.body.len()
+                let line = self.http.method.len() + path.len() + host.len();
+                line + headers + self.http.body.len() + 64
             }
             Target::Tcp { .. } | Target::Udp { .. } => self.payload,
         };
         if self.pipeline.saturating_mul(request_len) > MAX_WINDOW {
             return Err(format!(
-                "--pipeline {} requests of {request_len} bytes are more than {} MiB in flight on one connection",
+                "--pipeline {} requests of up to {request_len} bytes are more than {} MiB in flight on one connection",
                 self.pipeline,
                 MAX_WINDOW >> 20
             ));
@@ -257,8 +261,10 @@ impl HttpOptions {
                     "--header {name}: the body is sent as given, with a Content-Length"
                 ));
             }
+            let digits = value.trim();
             if name.eq_ignore_ascii_case("content-length")
-                && value.trim().parse::<usize>() != Ok(self.body.len())
+                && (!digits.bytes().all(|b| b.is_ascii_digit())
+                    || digits.parse::<usize>() != Ok(self.body.len()))
             {
                 return Err(format!(
                     "--header {name}: {value} is not the body's length ({})",
@@ -266,13 +272,15 @@ impl HttpOptions {
                 ));
             }
         }
-        let hosts = self
-            .headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case("host"))
-            .count();
-        if hosts > 1 {
-            return Err("--header Host: give it at most once".into());
+        for once in ["Host", "Content-Length"] {
+            let given = self
+                .headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(once))
+                .count();
+            if given > 1 {
+                return Err(format!("--header {once}: give it at most once"));
+            }
         }
         Ok(())
     }

@@ -28,9 +28,11 @@
 //! request timeout. Requests that were due but never sent (the target was unreachable) are
 //! reported as `unsent`: every measured intended time of a duration run, and every request of
 //! a `--requests` quota, is either sent or unsent. A connection that breaks with no measured
-//! request outstanding is counted among the `connection_errors`: bytes the server sent beyond
-//! its answers, caught when they come with the last answer or while the connection waits for
-//! its next request (after the next request went out they cannot be told from its answer).
+//! request outstanding is counted among the `connection_errors` (a reset, or bytes the server
+//! sent beyond its answers, caught when they come with the last answer or while the
+//! connection waits for its next request: after the next request went out they cannot be told
+//! from its answer); the server closing an idle connection is not an error, and the next
+//! request goes out on a new one.
 
 #![forbid(unsafe_code)]
 

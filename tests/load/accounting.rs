@@ -364,3 +364,43 @@ fn a_server_that_stops_answering_gives_timeouts_and_reconnects() {
     assert!(run.u64("reconnects") >= 4, "{}", run.stdout());
     assert!(run.u64("responses") >= 4, "{}", run.stdout());
 }
+
+/// A server that closes every connection as soon as it accepts it (after answering the
+/// probe): each request fails as closed, and the generator opens about one connection per
+/// request, never a connect loop while it waits for the next one.
+#[test]
+fn a_server_that_closes_every_connection_gets_no_reconnect_storm() {
+    use std::io::{Read, Write};
+    let addr = serve_each(2000, |n, mut conn| {
+        if n == 0 {
+            let mut probe = [0u8; 64];
+            if conn.read_exact(&mut probe).is_ok() {
+                let _ = conn.write_all(&probe);
+            }
+        }
+    });
+    let run = load(
+        &temp_dir("closing"),
+        &[
+            &format!("tcp://{addr}"),
+            "--rate",
+            "8",
+            "-d",
+            "2s",
+            "-c",
+            "4",
+            "--cpus",
+            "1",
+        ],
+    );
+    run.assert_exact_accounting();
+    let requests = run.u64("requests");
+    assert_eq!(requests, 16, "{}", run.stdout());
+    assert_eq!(run.u64("responses"), 0, "{}", run.stdout());
+    let reconnects = run.u64("reconnects");
+    assert!(
+        reconnects <= 3 * requests + 8,
+        "{reconnects} reconnects for {requests} requests: {}",
+        run.stdout()
+    );
+}

@@ -158,6 +158,17 @@ fn bad_options_are_refused_before_anything_runs() {
             "--header",
         ),
         (
+            vec![
+                H,
+                "--closed-loop",
+                "-H",
+                "Content-Length: +3",
+                "--body",
+                "abc",
+            ],
+            "not the body's length",
+        ),
+        (
             vec![H, "--closed-loop", "-H", "Host: a", "-H", "host: b"],
             "at most once",
         ),
@@ -202,6 +213,96 @@ fn a_refused_run_leaves_earlier_outputs_alone() {
         }
         assert!(!dir.join(format!("{name}.partial")).exists());
     }
+}
+
+/// Outputs that are links or devices stay what they are: a log through a symbolic link lands
+/// in the link's target, one to `/dev/null` leaves the device alone, a refused run leaves a
+/// dangling link in place, and a run killed during its probe leaves no `.partial` behind.
+#[test]
+fn links_devices_and_killed_runs_keep_their_outputs() {
+    use std::os::unix::fs::{symlink, FileTypeExt};
+    let dir = crate::helpers::temp_dir("outputs-special");
+    let echo = crate::helpers::percore_serve("echo");
+    let target = format!("tcp://{}", echo.addr);
+    let real = dir.join("real.hlog");
+    let link = dir.join("link.hlog");
+    symlink(&real, &link).unwrap();
+    let _ = crate::helpers::load(
+        &dir,
+        &[
+            &target,
+            "--closed-loop",
+            "-c",
+            "1",
+            "--cpus",
+            "1",
+            "-d",
+            "1s",
+            "--hlog",
+            link.to_str().unwrap(),
+        ],
+    );
+    assert!(link.symlink_metadata().unwrap().file_type().is_symlink());
+    assert!(std::fs::read_to_string(&real)
+        .unwrap()
+        .contains("Histogram log format"));
+    let _ = crate::helpers::load(
+        &dir,
+        &[
+            &target,
+            "--closed-loop",
+            "-c",
+            "1",
+            "--cpus",
+            "1",
+            "-d",
+            "1s",
+            "--hlog",
+            "/dev/null",
+        ],
+    );
+    assert!(std::fs::metadata("/dev/null")
+        .unwrap()
+        .file_type()
+        .is_char_device());
+
+    let dangling = dir.join("dangling.json");
+    symlink(dir.join("not-yet.json"), &dangling).unwrap();
+    let (_held, refused) = refusing_port();
+    let _ = load_fails(&[
+        &format!("tcp://{refused}"),
+        "--closed-loop",
+        "--json",
+        dangling.to_str().unwrap(),
+    ]);
+    assert!(dangling
+        .symlink_metadata()
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(!dir.join("not-yet.json").exists());
+
+    // A server that accepts and never answers keeps the probe waiting; SIGTERM then.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let log = dir.join("killed.hlog");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_percore"))
+        .args([
+            "load",
+            &format!("tcp://{}", silent.local_addr().unwrap()),
+            "--closed-loop",
+        ])
+        .arg("--hlog")
+        .arg(&log)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (_conn, _) = silent.accept().unwrap();
+    // SAFETY: kill(2) on our own child's pid, which stays ours until it is waited for.
+    let killed = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(killed, 0);
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(!log.exists() && !dir.join("killed.hlog.partial").exists());
 }
 
 /// An output that cannot be written is refused before the run, not after it.

@@ -136,23 +136,32 @@ async fn run_connection(ctx: &ConnCtx, mut stream: TcpStream, schedule: &mut Sch
                 Next::At(at) => {
                     // Idle until the next request is due, but listening: bytes that come
                     // now answer nothing, and a close now loses nothing.
-                    let recv = std::pin::pin!(stream.recv_chunk());
-                    let pause = std::pin::pin!(ctx.pause_until(at));
-                    match first(recv, pause).await {
-                        First::B((), _) => {
+                    let heard = {
+                        let recv = std::pin::pin!(stream.recv_chunk());
+                        let pause = std::pin::pin!(ctx.pause_until(at));
+                        match first(recv, pause).await {
+                            First::A(heard, _) => Some(heard.map(|chunk| chunk.is_some())),
+                            First::B((), _) => None,
+                        }
+                    };
+                    let lost = match heard {
+                        None => {
                             now = Instant::now();
                             continue;
                         }
-                        First::A(Ok(Some(_unasked)), _) => {
-                            ctx.fail_all(&mut inflight, ErrorKind::Protocol(UNASKED));
-                            return Ended::Lost;
-                        }
-                        First::A(Ok(None), _) => return Ended::Lost,
-                        First::A(Err(e), _) => {
-                            ctx.fail_all(&mut inflight, ErrorKind::Io(e.kind()));
-                            return Ended::Lost;
-                        }
+                        Some(Ok(true)) => Some(ErrorKind::Protocol(UNASKED)),
+                        Some(Ok(false)) => None,
+                        Some(Err(e)) => Some(ErrorKind::Io(e.kind())),
+                    };
+                    if let Some(kind) = lost {
+                        ctx.fail_all(&mut inflight, kind);
                     }
+                    // The next connection is opened when there is a request for it: a server
+                    // that closes (or talks out of turn on) every connection it accepts gets
+                    // one connection per request, not a connect loop.
+                    drop(stream);
+                    ctx.pause_until(at).await;
+                    return Ended::Lost;
                 }
             }
         };

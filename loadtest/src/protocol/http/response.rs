@@ -87,6 +87,9 @@ pub fn parse_response(
 pub(super) struct Progress {
     /// Where the head being looked for starts (past the interim 1xx heads skipped).
     head_start: usize,
+    /// Empty lines at `head_start`, which the head parser skips before a status line: stepped
+    /// over once here, so they are not read again on every piece.
+    head_skip: usize,
     /// Bytes from `head_start` searched for the blank line that ends a head, without finding
     /// one.
     head_scanned: usize,
@@ -111,7 +114,7 @@ impl Progress {
     #[inline]
     pub(super) fn is_fresh(&self) -> bool {
         // `head_scanned` moves only after the head parser has looked (`head_parsed` > 0).
-        self.head.is_none() && self.head_parsed == 0 && self.head_start == 0
+        self.head.is_none() && self.head_parsed == 0 && self.head_start == 0 && self.head_skip == 0
     }
 
     /// The final head, if it has been parsed and starts at the front (no interim heads).
@@ -152,17 +155,25 @@ impl Progress {
             if let Some(head) = self.head {
                 break head;
             }
-            let rest = &input[self.head_start..];
+            self.skip_empty_lines(&input[self.head_start..]);
+            let skip = self.head_skip;
+            let rest = &input[self.head_start + skip..];
+            // Nothing but empty lines yet (maybe the `\r` of another): nothing to parse.
+            if !at_eof && (rest.is_empty() || rest == b"\r") && skip <= MAX_HEAD {
+                return Ok(Parsed::Incomplete);
+            }
             // Past the head's limit the parser looks once more, to say what is wrong as a
             // fresh parse of the same bytes would.
-            if !at_eof && rest.len() <= MAX_HEAD && !self.head_may_be_complete(rest) {
+            if !at_eof && skip + rest.len() <= MAX_HEAD && !self.head_may_be_complete(rest) {
                 return Ok(Parsed::Incomplete);
             }
             self.head_parsed = rest.len();
-            match parse_head(rest, head_only, at_eof)? {
+            // The parse as from `head_start`: lengths and limits count the empty lines.
+            match parse_head(rest, skip, head_only, at_eof)? {
                 HeadParse::Incomplete => return Ok(Parsed::Incomplete),
                 HeadParse::Interim(len) => {
                     self.head_start += len;
+                    self.head_skip = 0;
                     self.head_scanned = 0;
                     self.head_parsed = 0;
                 }
@@ -217,6 +228,24 @@ impl Progress {
         })
     }
 
+    /// Steps over the complete empty lines (`\r\n` or `\n`) at the front of `from_start` (the
+    /// bytes from `head_start`) not yet stepped over. The searches that were relative to
+    /// the head's first byte start again.
+    fn skip_empty_lines(&mut self, from_start: &[u8]) {
+        let before = self.head_skip;
+        loop {
+            match &from_start[self.head_skip..] {
+                [b'\n', ..] => self.head_skip += 1,
+                [b'\r', b'\n', ..] => self.head_skip += 2,
+                _ => break,
+            }
+        }
+        if self.head_skip != before {
+            self.head_scanned = 0;
+            self.head_parsed = 0;
+        }
+    }
+
     /// Whether the head parser should look at `rest` (the head's bytes so far): the first
     /// time, when a blank line (`\n` then `\n` or `\r\n`, as the parser accepts) has come
     /// since the last search, or when the bytes have doubled since the parser last looked
@@ -250,8 +279,8 @@ impl Progress {
         false
     }
 
-    /// Whether the line at `chunk_pos` may have ended (a `\n` has come since the last
-    /// search); false also records how far the search got.
+    /// Whether the line at `chunk_pos` may have ended (a `\n` has come past `line_scanned`);
+    /// false also records how far the search got.
     fn line_may_be_complete(&mut self, body: &[u8]) -> bool {
         let line = &body[self.chunk_pos..];
         if line[self.line_scanned..].contains(&b'\n') {
@@ -287,7 +316,12 @@ impl Progress {
                         Ok(httparse::Status::Partial) if too_long => {
                             return Err(ProtocolError("http: chunk-size line too long"))
                         }
-                        Ok(httparse::Status::Partial) => return Ok(None),
+                        Ok(httparse::Status::Partial) => {
+                            // A `\n` the parser takes as part of the line (in an extension):
+                            // look for the next one from here.
+                            self.line_scanned = body.len() - pos;
+                            return Ok(None);
+                        }
                         Err(_) => return Err(ProtocolError("http: malformed chunk size")),
                     };
                     self.line_scanned = 0;
@@ -365,8 +399,15 @@ thread_local! {
     static PARSES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-/// Parses the response head at the front of `rest`.
-fn parse_head(rest: &[u8], head_only: bool, at_eof: bool) -> Result<HeadParse, ProtocolError> {
+/// Parses the response head at the front of `rest`, which follows `skipped` bytes of empty
+/// lines: the lengths it returns and the limits it applies count them, as a parse of the
+/// whole would.
+fn parse_head(
+    rest: &[u8],
+    skipped: usize,
+    head_only: bool,
+    at_eof: bool,
+) -> Result<HeadParse, ProtocolError> {
     count_parse();
     // Left uninitialised: httparse writes only the headers it finds (no 2 KiB memset per
     // response).
@@ -379,12 +420,12 @@ fn parse_head(rest: &[u8], head_only: bool, at_eof: bool) -> Result<HeadParse, P
         &mut headers,
     );
     let head_len = match parsed {
-        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Complete(n)) => skipped + n,
         Ok(httparse::Status::Partial) => {
-            if rest.len() > MAX_HEAD {
+            if skipped + rest.len() > MAX_HEAD {
                 return Err(ProtocolError("http: response head too large"));
             }
-            if at_eof && !rest.is_empty() {
+            if at_eof && skipped + rest.len() > 0 {
                 return Err(ProtocolError(
                     "http: connection closed inside a response head",
                 ));
@@ -549,8 +590,9 @@ mod tests {
             flood.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
         flood.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc");
-        // A 60 KB head (50 long headers) after blank lines (which the head parser skips), and a chunk whose
-        // size line carries a 4 KB extension, in 1-byte pieces.
+        // In 1-byte pieces: a 60 KB head (50 long headers) after empty lines (which the head
+        // parser skips), 30,000 empty lines before a head, a chunk whose size line carries a
+        // 4 KB extension, and one whose extension holds a `\n` (which the parser accepts).
         let mut long_head = b"\r\n\r\nHTTP/1.1 200 OK\r\n".to_vec();
         for _ in 0..50 {
             long_head.extend_from_slice(b"X-Pad: ");
@@ -561,6 +603,12 @@ mod tests {
         let mut long_line = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;x=".to_vec();
         long_line.extend(std::iter::repeat_n(b'y', 4000));
         long_line.extend_from_slice(b"\r\nz\r\n0\r\n\r\n");
+        let mut empty_lines = b"\r\n".repeat(30_000);
+        empty_lines.extend_from_slice(b"HTTP/1.1 204 No Content\r\n\r\n");
+        let mut newline_in_extension =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;x\n".to_vec();
+        newline_in_extension.extend(std::iter::repeat_n(b'y', 4000));
+        newline_in_extension.extend_from_slice(b"\r\nz\r\n0\r\n\r\n");
         // The head and chunk-size parser calls each may make: a few per head, chunk and
         // doubling of a head's bytes; starting over on every piece would be one per piece.
         for (input, step, most_parses) in [
@@ -570,6 +618,8 @@ mod tests {
             (&flood, 5, 300_010),
             (&long_head, 1, 40),
             (&long_line, 1, 40),
+            (&empty_lines, 1, 40),
+            (&newline_in_extension, 1, 40),
         ] {
             let before = PARSES.with(|n| n.get());
             let mut progress = Progress::default();
@@ -644,6 +694,23 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Empty lines past the head's limit are refused as a too-large head, as a fresh parse of
+    /// them is, however they arrive.
+    #[test]
+    fn endless_empty_lines_are_a_head_too_large() {
+        let lines = b"\r\n".repeat(MAX_HEAD / 2 + 8);
+        let mut progress = Progress::default();
+        let mut verdict = Ok(Parsed::Incomplete);
+        for end in (1..=lines.len()).step_by(7) {
+            verdict = progress.parse(&lines[..end], false, MAX, false);
+            if verdict != Ok(Parsed::Incomplete) {
+                break;
+            }
+        }
+        assert_eq!(verdict, parse_response(&lines, false, MAX, false));
+        assert!(verdict.is_err());
     }
 
     /// A head that passes its limit without a blank line, with a byte the head parser refuses
