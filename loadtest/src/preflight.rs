@@ -54,12 +54,7 @@ pub(crate) fn check(config: &LoadConfig, protocol: &dyn Protocol) -> Result<(), 
                 };
                 match parsed {
                     Ok(Parsed::Complete(resp)) if resp.len < got.len() => {
-                        return Err(format!(
-                            "{what}: not the protocol expected: {} bytes beyond the answer to \
-                             the one request sent (got {:?})",
-                            got.len() - resp.len,
-                            preview(&got)
-                        ))
+                        return Err(unasked(&what, got.len() - resp.len, &got))
                     }
                     Ok(Parsed::Complete(_)) => return no_more(&mut conn, &what),
                     Ok(Parsed::Incomplete) if n == 0 => {
@@ -123,14 +118,19 @@ fn no_more(conn: &mut TcpStream, what: &str) -> Result<(), String> {
     }
     let mut buf = [0u8; 1024];
     match conn.read(&mut buf) {
-        Ok(n) if n > 0 => Err(format!(
-            "{what}: not the protocol expected: {n} bytes beyond the answer to the one request \
-             sent (got {:?})",
-            preview(&buf[..n])
-        )),
+        Ok(n) if n > 0 => Err(unasked(what, n, &buf[..n])),
         // Quiet, or closed after answering: nothing unasked.
         _ => Ok(()),
     }
+}
+
+/// The error for `extra` bytes beyond the answer, in `got`.
+fn unasked(what: &str, extra: usize, got: &[u8]) -> String {
+    format!(
+        "{what}: not the protocol expected: {extra} bytes beyond the answer to the one request \
+         sent (got {:?})",
+        preview(got)
+    )
 }
 
 /// The start of what came back, for the error message.
