@@ -27,12 +27,13 @@
 //! (so an accepted fd gets closed and a provided buffer recycled) and is freed with the last one.
 //!
 //! Shutdown. [`Driver::shutdown`] cancels everything in flight and drives the ring until the
-//! slab is empty; if the kernel does not finish within a bound, the ring and every orphan are
+//! slab is empty; if the kernel does not finish within a bound, every op's memory (the slab) is
 //! leaked rather than freed under the kernel's feet.
 
 pub(crate) mod fixed;
 pub(crate) mod op;
 pub(crate) mod ring;
+mod ring_fd;
 pub(crate) mod slab;
 
 use std::collections::VecDeque;
@@ -43,6 +44,7 @@ use std::time::{Duration, Instant};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
 pub use ring::RingFeatures;
+use ring_fd::RegisteredRing;
 use slab::{Completion, Lifecycle, OpKey, OpSlab};
 
 /// `user_data` of completions nobody waits for (async cancels, fire-and-forget messages).
@@ -83,6 +85,9 @@ pub(crate) struct Reaped {
 
 /// One core's io_uring and its in-flight ops.
 pub(crate) struct Driver {
+    /// The ring's fd in this thread's registered-ring table, if the kernel gave it a slot.
+    /// Declared before `ring`: it is given back before the ring's fd is closed.
+    registered: Option<RegisteredRing>,
     ring: IoUring,
     slab: OpSlab,
     backlog: VecDeque<squeue::Entry>,
@@ -109,7 +114,13 @@ impl std::fmt::Debug for Driver {
 
 impl Driver {
     pub(crate) fn new(config: ring::RingConfig) -> io::Result<Driver> {
-        let (ring, features) = ring::build(config)?;
+        let (ring, mut features) = ring::build(config)?;
+        let registered = {
+            use std::os::fd::AsRawFd;
+            // Without a slot (an old kernel, or 16 rings on this thread) enters name the fd.
+            RegisteredRing::register(ring.as_raw_fd()).ok()
+        };
+        features.registered_ring_fd = registered.is_some();
         if !features.ext_arg {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
@@ -117,6 +128,7 @@ impl Driver {
             ));
         }
         Ok(Driver {
+            registered,
             ring,
             slab: OpSlab::new(),
             backlog: VecDeque::new(),
@@ -368,16 +380,32 @@ impl Driver {
         // enter that asks for events, and with NODROP it flushes overflowed completions.
         let mut flags = io_uring::EnterFlags::GETEVENTS.bits();
         self.stats.ring_enters += 1;
-        let submitter = self.ring.submitter();
-        let res = match args {
-            Some(args) => {
-                flags |= io_uring::EnterFlags::EXT_ARG.bits();
-                // SAFETY: `args` is a valid io_uring_getevents_arg for the duration of the
-                // call; its timespec outlives it (borrowed by `args`).
-                unsafe { submitter.enter(to_submit, want, flags, Some(args)) }
+        if args.is_some() {
+            flags |= io_uring::EnterFlags::EXT_ARG.bits();
+        }
+        // SAFETY: with EXT_ARG set, `args` is a valid io_uring_getevents_arg whose timespec
+        // outlives the call (borrowed by `args`); without it no argument is passed. Every queued
+        // entry met `push`'s contract.
+        let res = unsafe {
+            match (&self.registered, args) {
+                (Some(ring), Some(args)) => ring.enter(
+                    to_submit,
+                    want,
+                    flags,
+                    (args as *const types::SubmitArgs<'_, '_>).cast(),
+                    std::mem::size_of::<types::SubmitArgs<'_, '_>>(),
+                ),
+                (Some(ring), None) => ring.enter(to_submit, want, flags, std::ptr::null(), 0),
+                (None, Some(args)) => {
+                    self.ring
+                        .submitter()
+                        .enter(to_submit, want, flags, Some(args))
+                }
+                (None, None) => self
+                    .ring
+                    .submitter()
+                    .enter::<libc::sigset_t>(to_submit, want, flags, None),
             }
-            // SAFETY: no argument pointer is passed.
-            None => unsafe { submitter.enter::<libc::sigset_t>(to_submit, want, flags, None) },
         };
         if let Ok(n) = res {
             self.stats.ops_submitted += n as u64;
@@ -444,7 +472,7 @@ impl Driver {
 
     /// Cancels every op in flight and drives the ring until the kernel is done with all of
     /// them, or `limit` passes. Returns whether the kernel finished (if not, the caller must
-    /// leak the ring and the slab).
+    /// leak the slab: closing the ring does not wait for its ops).
     pub(crate) fn shutdown(&mut self, limit: Duration) -> bool {
         let entry = opcode::AsyncCancel2::new(types::CancelBuilder::any()).build();
         // SAFETY: a cancel-any entry points at no memory.

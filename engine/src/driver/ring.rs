@@ -154,7 +154,6 @@ fn describe(ring: &mut IoUring, want: &Wanted) -> RingFeatures {
     let mut probe = Probe::new();
     let probed = ring.submitter().register_probe(&mut probe).is_ok();
     let supports = |op: u8| probed && probe.is_supported(op);
-    let registered_ring_fd = ring.submitter().register_ring_fd().is_ok();
     // Multishot variants share their opcode with the single-shot one; they arrived in 5.19 and
     // 6.0 together with buffer rings, which arrived with IORING_OP_SOCKET (5.19).
     let kernel_519 = supports(opcode::Socket::CODE);
@@ -167,7 +166,8 @@ fn describe(ring: &mut IoUring, want: &Wanted) -> RingFeatures {
         taskrun_flag: want.coop_taskrun || want.defer_taskrun,
         ext_arg: params.is_feature_ext_arg(),
         nodrop: params.is_feature_nodrop(),
-        registered_ring_fd,
+        // Set by the driver, which owns the registration (`ring_fd`).
+        registered_ring_fd: false,
         msg_ring: supports(opcode::MsgRingData::CODE),
         accept_multishot: kernel_519,
         recv_multishot: kernel_519 && supports(opcode::SendZc::CODE),
