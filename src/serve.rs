@@ -74,7 +74,8 @@ pub(crate) struct ServeArgs {
     /// Longest line `holla` accepts, in bytes.
     #[arg(long, default_value_t = 64 * 1024)]
     max_line: usize,
-    /// Longest datagram `udp-echo` answers, in bytes (longer ones are counted and dropped).
+    /// Longest datagram `udp-echo` and `conversation-echo` take, in bytes (longer ones are
+    /// counted and dropped).
     #[arg(long, default_value_t = 2048)]
     max_datagram: usize,
     /// How long connections get to finish after Ctrl-C / SIGTERM.
@@ -378,18 +379,23 @@ async fn serve_conversations(args: &ServeArgs, startup: &Startup) -> std::io::Re
     startup.core_bound(args.listen);
     let service = ConversationService::new()
         .max_conversations(args.max_conversations)
+        .max_datagram(args.max_datagram)
         .idle_timeout(args.idle_timeout.unwrap_or(Duration::from_secs(60)));
     let stats = service.serve(socket, numbered_echo).await?;
     eprintln!(
         "percore serve: core {}: {} conversations ({} failed, {} panicked, {} idle), \
-         {} datagrams dropped ({} over the cap)",
+         {} datagrams dropped ({} over the cap, {} too long, {} over the queue budget), \
+         {} replies refused by the kernel",
         percore::current_core().index,
         stats.created,
         stats.ended.failed,
         stats.ended.panicked,
         stats.ended.idle_timeout,
         stats.dropped.total(),
-        stats.dropped.over_cap
+        stats.dropped.over_cap,
+        stats.dropped.truncated,
+        stats.dropped.over_budget,
+        stats.send_errors
     );
     Ok(())
 }

@@ -208,6 +208,8 @@ fn conversation_echo_numbers_each_peers_datagrams_and_caps_peers() {
         "3",
         "--idle-timeout",
         "30s",
+        "--max-datagram",
+        "65507",
     ]);
     let addr = server.addr;
     let peer = || {
@@ -241,6 +243,14 @@ fn conversation_echo_numbers_each_peers_datagrams_and_caps_peers() {
         "a peer beyond the cap gets no answer"
     );
     assert_eq!(ask(&b, b"z").map(|r| r.0), Some(b"2:z".to_vec()));
+    // The largest IPv4 datagram is taken, but its reply (`4:` before it) is too large to
+    // send: refused and counted, and the peer's numbering goes on.
+    assert_eq!(ask(&a, &vec![b'.'; 65_507]), None);
+    assert_eq!(ask(&a, b"after").map(|r| r.0), Some(b"5:after".to_vec()));
     let stderr = stop(server);
     assert!(stderr.contains("over the cap"), "{stderr}");
+    assert!(
+        stderr.contains("1 replies refused by the kernel"),
+        "{stderr}"
+    );
 }

@@ -4,8 +4,10 @@
 //!
 //! A datagram from a peer with no live conversation passes, in this order and before anything is
 //! allocated for it: the tombstones of recently ended conversations (if enabled), the cap on
-//! live conversations, the rate of new conversations (a token bucket), then the user's hook
-//! (which sees the peer and the datagram and says [`Admission::Accept`] or [`Admission::Drop`]).
+//! live conversations, the rate of new conversations (a token bucket: a token must be there),
+//! then the user's hook (which sees the peer and the datagram and says [`Admission::Accept`] or
+//! [`Admission::Drop`]). The token is spent only when the hook accepts, so datagrams the hook
+//! refuses do not use up the rate meant for peers it accepts.
 //! The cheap, state-free checks come first so that a flood of spoofed sources is turned away
 //! without running the hook. The only per-peer memory an unknown peer can cause is a tombstone,
 //! and tombstones are bounded in number too (the oldest goes first).
@@ -45,17 +47,26 @@ impl RateLimiter {
         }
     }
 
-    /// Takes one token if there is one.
-    pub(crate) fn try_take(&mut self, now: Instant) -> bool {
+    /// Whether a token is there at `now` (refilling first); [`RateLimiter::take`] spends it.
+    pub(crate) fn has_token(&mut self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
         self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
         self.refilled = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
+        self.tokens >= 1.0
+    }
+
+    /// Spends the token [`RateLimiter::has_token`] found.
+    pub(crate) fn take(&mut self) {
+        self.tokens = (self.tokens - 1.0).max(0.0);
+    }
+
+    #[cfg(test)]
+    fn try_take(&mut self, now: Instant) -> bool {
+        let there = self.has_token(now);
+        if there {
+            self.take();
         }
+        there
     }
 }
 

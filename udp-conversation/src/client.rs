@@ -27,6 +27,7 @@ pub struct ClientConversation {
     buf: RefCell<Option<Vec<u8>>>,
     strangers: Cell<u64>,
     unmatched: Cell<u64>,
+    stale: Cell<u64>,
 }
 
 impl fmt::Debug for ClientConversation {
@@ -70,6 +71,7 @@ impl ClientConversation {
             buf: RefCell::new(None),
             strangers: Cell::new(0),
             unmatched: Cell::new(0),
+            stale: Cell::new(0),
         })
     }
 
@@ -100,6 +102,31 @@ impl ClientConversation {
     /// Replies [`ClientConversation::request_matching`] skipped as not matching.
     pub fn unmatched_dropped(&self) -> u64 {
         self.unmatched.get()
+    }
+
+    /// Datagrams from the peer that were waiting when a request began (late replies to an
+    /// earlier request's attempts), dropped so that they are not taken for its reply.
+    pub fn stale_dropped(&self) -> u64 {
+        self.stale.get()
+    }
+
+    /// Drops every datagram already queued on the socket, without waiting: the peer's are
+    /// counted as stale, others as strangers.
+    fn drain_queued(&self) -> io::Result<()> {
+        let socket = socket2::SockRef::from(self.socket.fd());
+        // Each datagram is consumed whole whatever the buffer's size; only its sender matters.
+        let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        loop {
+            match socket.recv_from_with_flags(&mut byte, libc::MSG_DONTWAIT) {
+                Ok((_, from)) if from.as_socket() == Some(self.peer) => {
+                    self.stale.set(self.stale.get() + 1);
+                }
+                Ok(_) => self.strangers.set(self.strangers.get() + 1),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                // An ICMP error queued by an earlier send is this request's to see.
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Sends `buf`'s bytes to the peer as one datagram.
@@ -159,12 +186,16 @@ impl ClientConversation {
     /// Sends `request` and returns the first reply, waiting at most `timeout` per attempt and
     /// sending again up to `retries` times.
     ///
-    /// A reply to an earlier attempt counts as the reply; if requests must be told apart, carry
-    /// an id and use [`ClientConversation::request_matching`].
+    /// Datagrams already waiting when the request begins are dropped first and counted
+    /// ([`ClientConversation::stale_dropped`]): a late reply to an earlier request is never
+    /// taken for this one's. Within the request, a reply to any of its attempts counts as the
+    /// reply; if attempts must be told apart, carry an id and use
+    /// [`ClientConversation::request_matching`].
     ///
     /// # Errors
     ///
-    /// `TimedOut` when no reply came after `1 + retries` attempts; the errors of
+    /// `TimedOut` when no reply came after `1 + retries` attempts; an error the socket had
+    /// queued (`ConnectionRefused` after an ICMP port-unreachable); the errors of
     /// [`ClientConversation::send`] and [`ClientConversation::recv`].
     ///
     /// # Cancel safety
@@ -198,6 +229,7 @@ impl ClientConversation {
         retries: u32,
         is_reply: impl Fn(&[u8]) -> bool,
     ) -> io::Result<Vec<u8>> {
+        self.drain_queued()?;
         for _attempt in 0..=retries {
             self.send(request.to_vec()).await?;
             let wait = async {

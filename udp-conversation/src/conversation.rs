@@ -3,12 +3,13 @@
 //! # Design
 //!
 //! The demultiplexer and the conversation's task share one `Shared` per conversation: the
-//! peer, the core's socket, the inbox, the tasks forked from the conversation, and the first
-//! signal that ends it from outside the handler (a forked task failed, or the idle sweep found
-//! the peer quiet for the idle timeout). The handler owns the [`Conversation`] (the only receiver); any number
-//! of [`ConversationSender`]s send on it. When the conversation ends (its task's end guard
-//! runs, in every case) the inbox closes, forked tasks are cancelled (their handles dropped)
-//! and senders fail with `NotConnected` from then on.
+//! peer, the core's socket, the inbox, the tasks forked from the conversation, and what ends it
+//! from outside the handler: the failures of forked tasks (every one, each goes to the failure
+//! policy) and the idle sweep's verdict (dropped if a datagram came after it). The handler owns
+//! the [`Conversation`] (the only receiver); any number of [`ConversationSender`]s send on it.
+//! When the conversation ends (its task's end guard runs, in every case) the inbox closes and
+//! lets go of what it queued, forked tasks are cancelled (their handles dropped) and senders
+//! fail with `NotConnected` from then on.
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
@@ -17,13 +18,16 @@ use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use percore_engine::buf::IoBuf;
+use percore_engine::time::Instant;
 use percore_engine::JoinHandle;
 use percore_net::udp::UdpSocket;
 
 use crate::inbox::Inbox;
 use crate::panic::CatchPanic;
+use crate::stats::Counters;
 
 /// How a conversation failed, as the service's failure policy sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,10 +55,10 @@ impl fmt::Display for Failure {
 }
 
 /// What ends a conversation from outside its handler.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum EndSignal {
-    /// A forked task failed or panicked.
-    ChildFailed(Failure),
+    /// A forked task failed or panicked (its failure waits in `Shared::take_child_failures`).
+    ChildFailed,
     /// No datagram for the idle timeout.
     Idle,
 }
@@ -63,25 +67,40 @@ pub(crate) struct Shared {
     pub(crate) peer: SocketAddr,
     socket: Rc<UdpSocket>,
     pub(crate) inbox: Inbox,
+    counters: Rc<Counters>,
     children: RefCell<Vec<JoinHandle<()>>>,
-    end_signal: RefCell<Option<EndSignal>>,
+    /// Failures of forked tasks not yet reported, in the order they came.
+    child_failures: RefCell<Vec<Failure>>,
+    /// The idle sweep's verdict: the arrival count it saw when it found the peer quiet.
+    idle_verdict: Cell<Option<u64>>,
     end_waker: RefCell<Option<Waker>>,
     ended: Cell<bool>,
-    /// The idle sweep's view: arrivals at its last look, and looks since they last changed.
-    idle_check: Cell<(u64, u32)>,
+    /// The idle sweep's view: the arrival count at its last look, and the time of the look
+    /// that first saw that count (never earlier than the datagram that made it).
+    idle_check: Cell<(u64, Instant)>,
 }
 
 impl Shared {
-    pub(crate) fn new(peer: SocketAddr, socket: Rc<UdpSocket>, inbox: Inbox) -> Shared {
+    /// `now` is the time the conversation is admitted (its first datagram already arrived).
+    pub(crate) fn new(
+        peer: SocketAddr,
+        socket: Rc<UdpSocket>,
+        inbox: Inbox,
+        counters: Rc<Counters>,
+        now: Instant,
+    ) -> Shared {
+        let arrivals = inbox.arrivals();
         Shared {
             peer,
             socket,
             inbox,
+            counters,
             children: RefCell::new(Vec::new()),
-            end_signal: RefCell::new(None),
+            child_failures: RefCell::new(Vec::new()),
+            idle_verdict: Cell::new(None),
             end_waker: RefCell::new(None),
             ended: Cell::new(false),
-            idle_check: Cell::new((0, 0)),
+            idle_check: Cell::new((arrivals, now)),
         }
     }
 
@@ -93,38 +112,59 @@ impl Shared {
             ));
         }
         let (sent, _) = self.socket.send_to(buf, self.peer).await;
+        if sent.is_err() {
+            self.counters.send_error();
+        }
         sent.map(drop)
     }
 
-    /// One look of the idle sweep: true once no datagram arrived for `quiet_looks` looks in a
-    /// row.
-    pub(crate) fn idle_for(&self, quiet_looks: u32) -> bool {
+    /// One look of the idle sweep at `now`: true once no datagram arrived for `idle`. Time
+    /// is counted from the look that first saw the latest arrival, so the verdict may come up
+    /// to one sweep period late, never early.
+    pub(crate) fn idle_for(&self, idle: Duration, now: Instant) -> bool {
         let arrivals = self.inbox.arrivals();
-        let (seen, quiet) = self.idle_check.get();
-        let quiet = if arrivals == seen { quiet + 1 } else { 0 };
-        self.idle_check.set((arrivals, quiet));
-        quiet >= quiet_looks
+        let (seen, since) = self.idle_check.get();
+        if arrivals != seen {
+            self.idle_check.set((arrivals, now));
+            return false;
+        }
+        now.saturating_duration_since(since) >= idle
     }
 
-    /// Ends the conversation from outside its handler (the first signal wins).
-    pub(crate) fn signal_end(&self, signal: EndSignal) {
-        {
-            let mut slot = self.end_signal.borrow_mut();
-            if slot.is_some() {
-                return;
-            }
-            *slot = Some(signal);
+    /// The idle sweep found the peer quiet: ends the conversation unless a datagram comes
+    /// before its task sees this.
+    pub(crate) fn signal_idle(&self) {
+        if self.idle_verdict.get().is_none() {
+            self.idle_verdict.set(Some(self.inbox.arrivals()));
+            self.wake_task();
         }
+    }
+
+    /// A forked task failed: ends the conversation; every such failure is reported.
+    fn child_failed(&self, failure: Failure) {
+        self.child_failures.borrow_mut().push(failure);
+        self.wake_task();
+    }
+
+    fn wake_task(&self) {
         let waker = self.end_waker.borrow_mut().take();
         if let Some(w) = waker {
             w.wake();
         }
     }
 
-    /// The signal that ends the conversation, once there is one.
+    /// What ends the conversation from outside its handler, once there is something: a
+    /// forked task's failure first; an idle verdict only if no datagram came since.
     pub(crate) fn poll_end_signal(&self, cx: &mut Context<'_>) -> Poll<EndSignal> {
-        if let Some(signal) = self.end_signal.borrow_mut().take() {
-            return Poll::Ready(signal);
+        if !self.child_failures.borrow().is_empty() {
+            return Poll::Ready(EndSignal::ChildFailed);
+        }
+        if let Some(seen) = self.idle_verdict.get() {
+            if self.inbox.arrivals() == seen {
+                return Poll::Ready(EndSignal::Idle);
+            }
+            // A datagram came after the verdict: the peer is not idle after all.
+            self.idle_verdict.set(None);
         }
         let mut waker = self.end_waker.borrow_mut();
         match waker.as_ref() {
@@ -134,10 +174,17 @@ impl Shared {
         Poll::Pending
     }
 
-    /// Ends the conversation: closes the inbox and cancels every forked task.
+    /// The forked tasks' failures not yet reported.
+    pub(crate) fn take_child_failures(&self) -> Vec<Failure> {
+        std::mem::take(&mut *self.child_failures.borrow_mut())
+    }
+
+    /// Ends the conversation: closes the inbox (what it still holds is let go; the caller
+    /// counted it) and cancels every forked task.
     pub(crate) fn end(&self) {
         self.ended.set(true);
         self.inbox.close();
+        self.inbox.clear();
         let children = std::mem::take(&mut *self.children.borrow_mut());
         // Dropping the handles cancels the tasks; no borrow is held meanwhile.
         drop(children);
@@ -193,7 +240,9 @@ impl Conversation {
     ///
     /// # Errors
     ///
-    /// The kernel's error (`EMSGSIZE` for a datagram too large, ...).
+    /// `NotConnected` once the conversation has ended; the kernel's error (`EMSGSIZE` for a
+    /// datagram too large, ...), which the service also counts
+    /// ([`ConversationStats::send_errors`](crate::ConversationStats)).
     ///
     /// # Cancel safety
     ///
@@ -233,7 +282,7 @@ impl Conversation {
                 Err(panic) => Failure::Panicked(panic),
             };
             if let Some(shared) = shared.upgrade() {
-                shared.signal_end(EndSignal::ChildFailed(failure));
+                shared.child_failed(failure);
             }
         });
         let mut children = self.shared.children.borrow_mut();

@@ -64,6 +64,7 @@ mod client;
 mod conversation;
 mod echo;
 mod inbox;
+mod log;
 mod panic;
 mod receive;
 mod service;

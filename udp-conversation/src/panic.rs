@@ -35,7 +35,8 @@ impl<F: Future> Future for CatchPanic<F> {
     }
 }
 
-fn panic_message(p: &(dyn Any + Send)) -> &str {
+/// The text of a panic's payload.
+pub(crate) fn panic_message(p: &(dyn Any + Send)) -> &str {
     p.downcast_ref::<&'static str>()
         .copied()
         .or_else(|| p.downcast_ref::<String>().map(String::as_str))

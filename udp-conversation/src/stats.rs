@@ -33,6 +33,9 @@ pub enum DropReason {
     Tombstoned,
     /// The conversation's inbox was full (the overflow policy chose this datagram).
     InboxFull,
+    /// The core's inboxes together held their byte budget
+    /// ([`ConversationService::max_queued_bytes`](crate::ConversationService::max_queued_bytes)).
+    OverBudget,
     /// Longer than the service's maximum datagram size.
     Truncated,
     /// Still in the inbox when the conversation ended (its handler never read it).
@@ -74,6 +77,8 @@ pub struct DroppedStats {
     pub tombstoned: u64,
     /// [`DropReason::InboxFull`].
     pub inbox_full: u64,
+    /// [`DropReason::OverBudget`].
+    pub over_budget: u64,
     /// [`DropReason::Truncated`].
     pub truncated: u64,
     /// [`DropReason::Unread`].
@@ -88,6 +93,7 @@ impl DroppedStats {
             + self.refused
             + self.tombstoned
             + self.inbox_full
+            + self.over_budget
             + self.truncated
             + self.unread
     }
@@ -108,6 +114,8 @@ pub struct ConversationStats {
     pub dropped: DroppedStats,
     /// Receive errors the socket reported (each also logged).
     pub receive_errors: u64,
+    /// Sends to a peer the kernel refused (each also returned to the sender).
+    pub send_errors: u64,
     /// Times the receive ring ran dry: more datagrams arrived between two turns of the
     /// demultiplexer than the ring has buffers (see
     /// [`ConversationService::receive_buffers`](crate::ConversationService::receive_buffers)).
@@ -144,9 +152,14 @@ impl Counters {
         self.bump(|s| s.receive_errors += 1);
     }
 
-    /// The receive's ring-dry count so far.
-    pub(crate) fn set_ring_dry(&self, total: u64) {
-        self.bump(|s| s.ring_dry = total);
+    pub(crate) fn send_error(&self) {
+        self.bump(|s| s.send_errors += 1);
+    }
+
+    /// Times the receive ring ran dry since the last call (a service may be served again:
+    /// its counters add up across `serve` calls).
+    pub(crate) fn add_ring_dry(&self, n: u64) {
+        self.bump(|s| s.ring_dry += n);
     }
 
     pub(crate) fn created(&self) {
@@ -183,6 +196,7 @@ impl Counters {
                 DropReason::Refused => &mut d.refused,
                 DropReason::Tombstoned => &mut d.tombstoned,
                 DropReason::InboxFull => &mut d.inbox_full,
+                DropReason::OverBudget => &mut d.over_budget,
                 DropReason::Truncated => &mut d.truncated,
                 DropReason::Unread => &mut d.unread,
             };

@@ -3,10 +3,12 @@
 //! # Idle sweep
 //!
 //! One timer per core, not one per conversation, and no clock read per datagram: every eighth
-//! of the idle timeout (at least 1 ms, at most 1 s) the sweep looks at each conversation's
-//! arrival counter, and signals the end of those whose counter has not moved for enough looks
-//! in a row to cover the timeout. So a conversation ends between `idle` and `idle` plus one
-//! sweep period after its peer's last datagram, and a conversation's task polls no timer.
+//! of the idle timeout (at least 1 ms, at most 1 s) the sweep reads the clock once and looks at
+//! each conversation's arrival counter, and signals the end of those whose counter has not
+//! moved since a look at least `idle` ago. Time is counted from the first look that saw the
+//! counter's latest value, which is after the datagram that moved it, so a conversation ends
+//! between `idle` and `idle` plus one sweep period after its peer's last datagram (a late tick
+//! delays the verdict, never hastens it), and a conversation's task polls no timer.
 //!
 //! # One receive, in queue order
 //!
@@ -25,7 +27,7 @@ use std::pin::pin;
 use std::rc::Rc;
 use std::time::Duration;
 
-use percore_engine::time::interval;
+use percore_engine::time::{interval, Instant};
 use percore_engine::{first, shutdown, First};
 
 use super::table::Table;
@@ -63,8 +65,8 @@ pub(crate) async fn receive_loop(
             }
         };
         if source.ring_dry() != ring_dry {
+            table.counters.add_ring_dry(source.ring_dry() - ring_dry);
             ring_dry = source.ring_dry();
-            table.counters.set_ring_dry(ring_dry);
         }
         match received {
             Ok(datagram) => {
@@ -76,10 +78,10 @@ pub(crate) async fn receive_loop(
             }
             Err(e) => {
                 table.counters.receive_error();
-                eprintln!(
+                crate::log::line(format_args!(
                     "percore-udp-conversation: {}: receive failed: {e}",
                     table.local_addr()
-                );
+                ));
                 errors_in_a_row += 1;
                 if errors_in_a_row >= MAX_RECEIVE_ERRORS_IN_A_ROW {
                     return Err(e);
@@ -96,21 +98,13 @@ pub(crate) fn sweep_period(idle: Duration) -> Duration {
     (idle / 8).clamp(Duration::from_millis(1), Duration::from_secs(1))
 }
 
-/// Looks in a row without an arrival that make a conversation idle: enough to cover `idle`.
-fn quiet_looks(idle: Duration, period: Duration) -> u32 {
-    let looks = idle.as_nanos().div_ceil(period.as_nanos().max(1));
-    u32::try_from(looks).unwrap_or(u32::MAX).max(1)
-}
-
 /// Ends quiet conversations: every [`sweep_period`], those whose peer sent nothing for `idle`.
 /// Never returns; it is dropped with the receive loop.
 pub(crate) async fn sweep_idle(table: Rc<Table>, idle: Duration) -> Infallible {
-    let period = sweep_period(idle);
-    let looks = quiet_looks(idle, period);
-    let mut tick = interval(period);
+    let mut tick = interval(sweep_period(idle));
     loop {
         tick.tick().await;
-        table.sweep_idle(looks);
+        table.sweep_idle(idle, Instant::now());
     }
 }
 
@@ -119,16 +113,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_sweep_covers_the_idle_timeout() {
+    fn the_sweep_looks_every_eighth_of_the_timeout_within_bounds() {
         let ms = Duration::from_millis;
-        for (idle, period, looks) in [
-            (ms(150), ms(18) + Duration::from_micros(750), 8),
-            (Duration::from_secs(60), Duration::from_secs(1), 60),
-            (ms(2), ms(1), 2),
-            (Duration::ZERO, ms(1), 1),
+        for (idle, period) in [
+            (ms(150), ms(18) + Duration::from_micros(750)),
+            (Duration::from_secs(60), Duration::from_secs(1)),
+            (ms(2), ms(1)),
+            (Duration::ZERO, ms(1)),
         ] {
             assert_eq!(sweep_period(idle), period, "{idle:?}");
-            assert_eq!(quiet_looks(idle, period), looks, "{idle:?}");
         }
     }
 }

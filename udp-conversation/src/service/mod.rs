@@ -29,9 +29,9 @@
 //!
 //! # Memory bound
 //!
-//! Per core: at most `max_conversations` entries, each with at most `inbox_capacity` queued
-//! datagrams of at most `max_datagram` bytes, plus at most `max_conversations` tombstones, plus
-//! the receive ring: [`ConversationService::receive_buffers`] buffers of `max_datagram` plus 44
+//! Per core: at most `max_conversations` entries, whose inboxes hold at most `inbox_capacity`
+//! datagrams each and `max_queued_bytes` together, plus at most `max_conversations`
+//! tombstones, plus the receive ring: [`ConversationService::receive_buffers`] buffers of `max_datagram` plus 44
 //! bytes (allocated once; the kernel writes only as much of each as a datagram needs, so with
 //! small datagrams most of its pages are never touched). Inboxes hold copies, never ring
 //! buffers, so the ring does not grow with the conversations. A flood of datagrams from
@@ -69,6 +69,14 @@ use table::Table;
 /// Receive buffers per core unless [`ConversationService::receive_buffers`] says otherwise.
 const DEFAULT_RECEIVE_BUFFERS: u16 = 64;
 
+/// A peer quiet this long ends its conversation unless [`ConversationService::idle_timeout`]
+/// says otherwise: without one, a burst of spoofed sources would hold the cap for good.
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Bytes queued in a core's inboxes, together, unless
+/// [`ConversationService::max_queued_bytes`] says otherwise.
+const DEFAULT_MAX_QUEUED_BYTES: usize = 64 << 20;
+
 pub(crate) type AdmitHook = Rc<dyn Fn(SocketAddr, &[u8]) -> Admission>;
 pub(crate) type FailurePolicy = Rc<dyn Fn(SocketAddr, SocketAddr, &Failure)>;
 
@@ -82,6 +90,7 @@ pub(crate) struct Limits {
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) tombstone: Option<Duration>,
     pub(crate) max_datagram: usize,
+    pub(crate) max_queued_bytes: usize,
     pub(crate) receive_buffers: u16,
 }
 
@@ -146,9 +155,9 @@ impl Default for ConversationService {
 
 impl ConversationService {
     /// A service with the defaults: at most 10,000 live conversations per core, no rate cap,
-    /// inboxes of 64 datagrams dropping the newest when full, no idle timeout, no tombstones,
-    /// datagrams up to 65,535 bytes, 64 receive buffers, every peer admitted, failures logged
-    /// on stderr.
+    /// inboxes of 64 datagrams dropping the newest when full and 64 MiB queued per core in
+    /// all, a 60 s idle timeout, no tombstones, datagrams up to 65,535 bytes, 64 receive
+    /// buffers, every peer admitted, failures logged on stderr.
     pub fn new() -> ConversationService {
         ConversationService {
             limits: Limits {
@@ -156,9 +165,10 @@ impl ConversationService {
                 max_new_per_second: None,
                 inbox_capacity: 64,
                 overflow: OverflowPolicy::DropNewest,
-                idle_timeout: None,
+                idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
                 tombstone: None,
                 max_datagram: 65_535,
+                max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
                 receive_buffers: DEFAULT_RECEIVE_BUFFERS,
             },
             admit: None,
@@ -193,11 +203,27 @@ impl ConversationService {
         self
     }
 
-    /// Ends a conversation whose peer sent nothing for `timeout` (every datagram resets it);
-    /// one sweep per core checks every eighth of the timeout (at least every 1 ms, at most
-    /// every 1 s), so the end comes at most one such period late.
+    /// Ends a conversation whose peer sent nothing for `timeout` (default 60 s; every
+    /// datagram resets it, kept or dropped); one sweep per core checks every eighth of the
+    /// timeout (at least every 1 ms, at most every 1 s), so the end comes at most one such
+    /// period late, never early.
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.limits.idle_timeout = Some(timeout);
+        self
+    }
+
+    /// No idle timeout: a conversation lasts until its handler ends it. A peer that goes
+    /// quiet then holds its place under the cap until the service stops.
+    pub fn no_idle_timeout(mut self) -> Self {
+        self.limits.idle_timeout = None;
+        self
+    }
+
+    /// Bytes a core's inboxes may hold queued, together (default 64 MiB; each datagram counts
+    /// its length plus 32). A datagram that does not fit is dropped
+    /// ([`DropReason::OverBudget`](crate::DropReason)).
+    pub fn max_queued_bytes(mut self, n: usize) -> Self {
+        self.limits.max_queued_bytes = n;
         self
     }
 
@@ -290,13 +316,16 @@ impl ConversationService {
             let start: demux::Starter = {
                 let (table, handler) = (table.clone(), Rc::new(handler));
                 Box::new(move |shared| {
-                    let (table, handler) = (table.clone(), handler.clone());
+                    let handler = handler.clone();
                     let conversation = Conversation::new(shared.clone());
+                    // Made now and moved into the task: dropped unpolled, it still removes the
+                    // entry and counts the end.
+                    let guard = task::EndGuard::new(shared, table.clone());
                     s.spawn(async move {
                         // The handler is called inside the task, so that even a panic in the
                         // call itself (before its future exists) ends only this conversation.
                         let run = async move { handler(conversation).await };
-                        task::run(shared, table, run).await;
+                        task::run(guard, run).await;
                         Ok(())
                     });
                 })
@@ -324,7 +353,9 @@ impl ConversationService {
     }
 }
 
-/// The default failure policy: one line on stderr.
+/// The default failure policy: one line on stderr (lost, never a panic, if stderr fails).
 fn log_failure(local: SocketAddr, peer: SocketAddr, failure: &Failure) {
-    eprintln!("percore-udp-conversation: {local}: conversation with {peer} {failure}");
+    crate::log::line(format_args!(
+        "percore-udp-conversation: {local}: conversation with {peer} {failure}"
+    ));
 }

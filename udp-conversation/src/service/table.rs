@@ -7,6 +7,7 @@
 //! - `entries.len()` is the core's live count and never exceeds `max_conversations`: the cap is
 //!   checked before an entry (or anything else for the peer) is made.
 //! - Delivering never waits: the datagram goes into the inbox or is dropped and counted.
+//! - What every inbox holds queued, together, stays within the core's byte budget.
 //! - No `RefCell` borrow is held while user code runs (the admission hook, the failure policy)
 //!   or across an await.
 
@@ -14,20 +15,24 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
+use std::time::Duration;
 
 use percore_engine::time::Instant;
 use percore_net::udp::UdpSocket;
 
 use super::{AdmitHook, FailurePolicy, Limits};
 use crate::admission::{Admission, RateLimiter, Tombstones};
-use crate::conversation::{EndSignal, Failure, Shared};
-use crate::inbox::Inbox;
+use crate::conversation::{Failure, Shared};
+use crate::inbox::{Inbox, QueueBudget};
 use crate::receive::Received;
 use crate::stats::{Counters, DropReason};
 
 pub(crate) struct Table {
     entries: RefCell<HashMap<SocketAddr, Rc<Shared>>>,
+    /// The bytes every inbox of this core may hold queued, together.
+    budget: Rc<QueueBudget>,
     tombstones: Option<RefCell<Tombstones>>,
     rate: Option<RefCell<RateLimiter>>,
     limits: Limits,
@@ -56,6 +61,7 @@ impl Table {
     ) -> Table {
         Table {
             entries: RefCell::new(HashMap::new()),
+            budget: Rc::new(QueueBudget::new(limits.max_queued_bytes)),
             tombstones: limits
                 .tombstone
                 .map(|ttl| RefCell::new(Tombstones::new(ttl, limits.max_conversations))),
@@ -79,29 +85,48 @@ impl Table {
             self.counters.receive_error();
             return None;
         };
+        if let Some(shared) = self.entries.borrow().get(&from) {
+            let pushed = if d.truncated {
+                // Dropped, but the peer was heard: it is not idle.
+                shared.inbox.note_arrival();
+                Err(DropReason::Truncated)
+            } else {
+                shared.inbox.push(d.payload.to_vec(), self.limits.overflow)
+            };
+            if let Err(reason) = pushed {
+                self.counters.dropped(reason);
+            }
+            return None;
+        }
         if d.truncated {
             self.counters.dropped(DropReason::Truncated);
             return None;
         }
-        if let Some(shared) = self.entries.borrow().get(&from) {
-            if !shared.inbox.push(d.payload.to_vec(), self.limits.overflow) {
-                self.counters.dropped(DropReason::InboxFull);
-            }
-            return None;
-        }
-        if let Some(reason) = self.refuse(from, &d.payload, Instant::now()) {
+        let now = Instant::now();
+        if let Some(reason) = self.refuse(from, &d.payload, now) {
             self.counters.dropped(reason);
             return None;
         }
-        let inbox = Inbox::new(self.limits.inbox_capacity);
-        inbox.push(d.payload.to_vec(), self.limits.overflow);
-        let shared = Rc::new(Shared::new(from, self.socket.clone(), inbox));
+        let inbox = Inbox::new(self.limits.inbox_capacity, self.budget.clone());
+        if let Err(reason) = inbox.push(d.payload.to_vec(), self.limits.overflow) {
+            // Only the budget can refuse a fresh inbox's first datagram: no conversation.
+            self.counters.dropped(reason);
+            return None;
+        }
+        let shared = Rc::new(Shared::new(
+            from,
+            self.socket.clone(),
+            inbox,
+            self.counters.clone(),
+            now,
+        ));
         self.entries.borrow_mut().insert(from, shared.clone());
         self.counters.created();
         Some(shared)
     }
 
     /// Admission for a peer with no entry, cheapest check first (see the `admission` module).
+    /// A rate token is spent only on a peer the hook accepts.
     fn refuse(&self, peer: SocketAddr, first: &[u8], now: Instant) -> Option<DropReason> {
         if let Some(t) = &self.tombstones {
             if t.borrow_mut().contains(&peer, now) {
@@ -112,7 +137,7 @@ impl Table {
             return Some(DropReason::OverCap);
         }
         if let Some(rate) = &self.rate {
-            if !rate.borrow_mut().try_take(now) {
+            if !rate.borrow_mut().has_token(now) {
                 return Some(DropReason::OverRate);
             }
         }
@@ -120,6 +145,9 @@ impl Table {
             if admit(peer, first) == Admission::Drop {
                 return Some(DropReason::Refused);
             }
+        }
+        if let Some(rate) = &self.rate {
+            rate.borrow_mut().take();
         }
         None
     }
@@ -142,9 +170,18 @@ impl Table {
         drop(removed);
     }
 
-    /// Hands a conversation's failure to the service's policy.
+    /// Hands a conversation's failure to the service's policy. A policy that panics ends
+    /// nothing else: the panic is caught and logged.
     pub(crate) fn report_failure(&self, peer: SocketAddr, failure: &Failure) {
-        (self.on_failure)(self.local_addr(), peer, failure);
+        let local = self.local_addr();
+        let report = AssertUnwindSafe(|| (self.on_failure)(local, peer, failure));
+        if let Err(panic) = std::panic::catch_unwind(report) {
+            crate::log::line(format_args!(
+                "percore-udp-conversation: {local}: the failure policy panicked ({}) \
+                 on: conversation with {peer} {failure}",
+                crate::panic::panic_message(panic.as_ref())
+            ));
+        }
     }
 
     /// Ends every conversation's input (the service is stopping): handlers drain their inbox,
@@ -156,18 +193,18 @@ impl Table {
         }
     }
 
-    /// One look of the idle sweep: signals the end of every conversation whose peer sent
-    /// nothing during the last `quiet_looks` looks (their tasks remove their entries).
-    pub(crate) fn sweep_idle(&self, quiet_looks: u32) {
+    /// One look of the idle sweep at `now`: signals the end of every conversation whose peer
+    /// sent nothing for `idle` (their tasks remove their entries).
+    pub(crate) fn sweep_idle(&self, idle: Duration, now: Instant) {
         let quiet: Vec<Rc<Shared>> = self
             .entries
             .borrow()
             .values()
-            .filter(|s| s.idle_for(quiet_looks))
+            .filter(|s| s.idle_for(idle, now))
             .cloned()
             .collect();
         for shared in quiet {
-            shared.signal_end(EndSignal::Idle);
+            shared.signal_idle();
         }
     }
 

@@ -6,9 +6,11 @@
 //! The task races two things, polled in this order on every wake-up: the handler (wrapped so
 //! a panic becomes a value), and the end signal (a forked task failed, or the core's idle
 //! sweep found the peer quiet). Whichever comes first ends the conversation (the handler's
-//! future is dropped before the entry goes). An `EndGuard` owned by the task does the removal in its
-//! `Drop`, so the entry also goes when the task itself is cancelled (the service stopped):
-//! there is no path that leaves a stale entry.
+//! future is dropped before the entry goes); every forked task's failure that came by then is
+//! reported, whichever won. An `EndGuard`, made when the task is spawned and owned by its
+//! future, does the removal in its `Drop`, so the entry also goes when the task is cancelled
+//! (the service stopped), even before its first poll: there is no path that leaves a stale
+//! entry.
 
 use std::fmt;
 use std::future::{poll_fn, Future};
@@ -21,11 +23,24 @@ use crate::conversation::{EndSignal, Failure, Shared};
 use crate::panic::CatchPanic;
 use crate::stats::{DropReason, EndReason};
 
-/// Removes the entry and counts the end, whatever way the task ends.
-struct EndGuard {
+/// Removes the entry and counts the end, whatever way the task ends. Made when the task is
+/// spawned and moved into its future, so the entry goes even if the task is dropped before its
+/// first poll (the service stopped in the turn that admitted the peer).
+pub(crate) struct EndGuard {
     shared: Rc<Shared>,
     table: Rc<Table>,
     reason: EndReason,
+}
+
+impl EndGuard {
+    /// A guard that counts [`EndReason::Cancelled`] unless the task says otherwise.
+    pub(crate) fn new(shared: Rc<Shared>, table: Rc<Table>) -> EndGuard {
+        EndGuard {
+            shared,
+            table,
+            reason: EndReason::Cancelled,
+        }
+    }
 }
 
 impl Drop for EndGuard {
@@ -46,16 +61,13 @@ enum Outcome<E> {
 }
 
 /// Runs one conversation to its end; see the module docs.
-pub(crate) async fn run<Fut, E>(shared: Rc<Shared>, table: Rc<Table>, handler: Fut)
+pub(crate) async fn run<Fut, E>(mut guard: EndGuard, handler: Fut)
 where
     Fut: Future<Output = Result<(), E>>,
     E: fmt::Display,
 {
-    let mut guard = EndGuard {
-        shared: shared.clone(),
-        table: table.clone(),
-        reason: EndReason::Cancelled,
-    };
+    let shared = guard.shared.clone();
+    let table = guard.table.clone();
     let mut handler = CatchPanic::new(handler);
     let outcome = poll_fn(|cx| {
         if let Poll::Ready(r) = Pin::new(&mut handler).poll(cx) {
@@ -65,19 +77,30 @@ where
     })
     .await;
     drop(handler);
-    let (reason, failure) = match outcome {
-        Outcome::Returned(Ok(Ok(()))) => (EndReason::Completed, None),
+    // Forked tasks that failed before the end, even in the poll that ended it: every one is
+    // reported, and the first decides the reason unless the handler's own failure does.
+    let children = shared.take_child_failures();
+    let child_reason = children.first().map(|f| {
+        if f.is_panic() {
+            EndReason::Panicked
+        } else {
+            EndReason::Failed
+        }
+    });
+    let (reason, own) = match outcome {
+        Outcome::Returned(Ok(Ok(()))) => (child_reason.unwrap_or(EndReason::Completed), None),
         Outcome::Returned(Ok(Err(e))) => (EndReason::Failed, Some(Failure::Failed(e.to_string()))),
         Outcome::Returned(Err(panic)) => (EndReason::Panicked, Some(Failure::Panicked(panic))),
-        Outcome::Signalled(EndSignal::ChildFailed(f)) if f.is_panic() => {
-            (EndReason::Panicked, Some(f))
+        Outcome::Signalled(EndSignal::ChildFailed) => {
+            (child_reason.unwrap_or(EndReason::Failed), None)
         }
-        Outcome::Signalled(EndSignal::ChildFailed(f)) => (EndReason::Failed, Some(f)),
-        Outcome::Signalled(EndSignal::Idle) => (EndReason::IdleTimeout, None),
+        Outcome::Signalled(EndSignal::Idle) => {
+            (child_reason.unwrap_or(EndReason::IdleTimeout), None)
+        }
     };
     guard.reason = reason;
     drop(guard);
-    if let Some(failure) = failure {
-        table.report_failure(shared.peer, &failure);
+    for failure in own.iter().chain(&children) {
+        table.report_failure(shared.peer, failure);
     }
 }
