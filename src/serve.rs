@@ -8,9 +8,11 @@
 //!
 //! Each core binds its own `SO_REUSEPORT` socket on the address; the kernel spreads peers
 //! across cores (or, with `--accept handoff`, the first core accepts every TCP connection and
-//! hands each to the least-loaded core). On SIGINT/SIGTERM the services stop accepting, open connections are closed at
-//! their next read, and the process exits 0 once every core is done (after the grace period at
-//! the latest).
+//! hands each to the least-loaded core). On SIGINT/SIGTERM the services stop accepting, open
+//! connections are closed at their next read or while a reply waits for a peer that does not
+//! read, and the process exits 0 once every core is done. With `--idle-timeout`, a TCP
+//! connection is also closed when its peer sends nothing, takes no reply, or (holla) does not
+//! complete a line within it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -64,8 +66,9 @@ pub(crate) struct ServeArgs {
     /// Live connections per core at most.
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
-    /// Close a connection idle this long (`500ms`, `30s`, `2m`); default: never
-    /// (conversation-echo: 60s).
+    /// Close a connection idle this long (`500ms`, `30s`, `2m`): no bytes from the peer, no
+    /// reply taken, or (holla) no whole line within it; default: never (conversation-echo:
+    /// 60s).
     #[arg(long, value_parser = parse_duration)]
     idle_timeout: Option<Duration>,
     /// Live UDP conversations per core at most (conversation-echo).
@@ -298,14 +301,18 @@ async fn serve_tcp(
     if let Some(t) = args.idle_timeout {
         service = service.idle_timeout(t);
     }
-    let max_line = args.max_line;
+    let (max_line, idle) = (args.max_line, args.idle_timeout);
     let stats = match args.service {
         Service::Holla => {
             service
-                .serve_with(accept, move |conn, _| holla(conn, max_line))
+                .serve_with(accept, move |conn, _| holla(conn, max_line, idle))
                 .await?
         }
-        _ => service.serve_with(accept, |conn, _| echo(conn)).await?,
+        _ => {
+            service
+                .serve_with(accept, move |conn, _| echo(conn, idle))
+                .await?
+        }
     };
     eprintln!(
         "percore serve: core {}: {} connections ({} failed, {} panicked)",
@@ -318,7 +325,7 @@ async fn serve_tcp(
 }
 
 /// Every byte back, until the peer closes or a shutdown starts.
-async fn echo(mut conn: BufStream) -> std::io::Result<()> {
+async fn echo(mut conn: BufStream, idle: Option<Duration>) -> std::io::Result<()> {
     loop {
         // Pinned in place, not boxed: an idle connection's task holds no extra allocation.
         let bytes = {
@@ -330,25 +337,82 @@ async fn echo(mut conn: BufStream) -> std::io::Result<()> {
         };
         let Some(bytes) = bytes else { return Ok(()) };
         // The bytes read become the write buffer: no second copy.
-        conn.write_vec(bytes).await?;
-        conn.flush().await?;
+        if !write_back(&mut conn, Reply::Owned(bytes), idle).await? {
+            return Ok(());
+        }
     }
 }
 
-/// Each line back upper-cased (diesel's "holla" server).
-async fn holla(mut conn: BufStream, max_line: usize) -> std::io::Result<()> {
+/// Each line back upper-cased (diesel's "holla" server). With an idle timeout, a line must
+/// arrive whole within it: a peer that trickles bytes (slowloris) is closed even though each
+/// byte resets the read's own idle timer.
+async fn holla(
+    mut conn: BufStream,
+    max_line: usize,
+    idle: Option<Duration>,
+) -> std::io::Result<()> {
     loop {
         let line = {
-            let read = std::pin::pin!(conn.read_line(max_line));
+            let read = std::pin::pin!(async {
+                match idle {
+                    None => conn.read_line(max_line).await,
+                    Some(limit) => percore::scope::move_on_after(limit, conn.read_line(max_line))
+                        .await
+                        .unwrap_or_else(|| Err(too_slow("a line", limit))),
+                }
+            });
             match first(shutdown::requested(), read).await {
                 First::A((), _) => return Ok(()),
                 First::B(line, _) => line?,
             }
         };
         let Some(line) = line else { return Ok(()) };
-        conn.write(&line.to_ascii_uppercase()).await?;
-        conn.flush().await?;
+        if !write_back(&mut conn, Reply::Copied(&line.to_ascii_uppercase()), idle).await? {
+            return Ok(());
+        }
     }
+}
+
+/// What [`write_back`] writes.
+enum Reply<'a> {
+    Owned(Vec<u8>),
+    Copied(&'a [u8]),
+}
+
+/// Writes `reply` and flushes it. `Ok(false)`: a shutdown started first (the connection is to
+/// close now: a peer that stopped reading must not hold the shutdown to its grace period).
+/// With an idle timeout, the peer must take the reply within it.
+async fn write_back(
+    conn: &mut BufStream,
+    reply: Reply<'_>,
+    idle: Option<Duration>,
+) -> std::io::Result<bool> {
+    let write = std::pin::pin!(async {
+        let written = async {
+            match reply {
+                Reply::Owned(bytes) => conn.write_vec(bytes).await?,
+                Reply::Copied(bytes) => conn.write(bytes).await?,
+            }
+            conn.flush().await
+        };
+        match idle {
+            None => written.await,
+            Some(limit) => percore::scope::move_on_after(limit, written)
+                .await
+                .unwrap_or_else(|| Err(too_slow("the reply", limit))),
+        }
+    });
+    match first(shutdown::requested(), write).await {
+        First::A((), _) => Ok(false),
+        First::B(written, _) => written.map(|()| true),
+    }
+}
+
+fn too_slow(what: &str, limit: Duration) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("{what} did not get through within the idle timeout ({limit:?})"),
+    )
 }
 
 async fn serve_udp(args: &ServeArgs, startup: &Startup) -> std::io::Result<()> {
@@ -357,19 +421,23 @@ async fn serve_udp(args: &ServeArgs, startup: &Startup) -> std::io::Result<()> {
     let stats = UdpService::new()
         .max_datagram(args.max_datagram)
         .serve(socket, |socket, datagram| async move {
-            // A failed reply (the peer went away) is that peer's problem, not the service's.
+            // A refused reply is that datagram's failure: the service counts it (the first of
+            // its kind is logged) and goes on.
             if let Some(to) = datagram.source {
-                let (_sent, _) = socket.send_to(datagram.payload, to).await;
+                let (sent, _) = socket.send_to(datagram.payload, to).await;
+                sent?;
             }
             Ok(())
         })
         .await?;
     eprintln!(
-        "percore serve: core {}: {} datagrams ({} truncated and dropped, {} receive errors)",
+        "percore serve: core {}: {} datagrams ({} truncated and dropped, {} receive errors, \
+         {} replies failed)",
         percore::current_core().index,
         stats.received,
         stats.truncated,
-        stats.receive_errors
+        stats.receive_errors,
+        stats.failed
     );
     Ok(())
 }

@@ -102,17 +102,17 @@ fn holla_upper_cases_lines_and_limits_what_it_reads() {
     reader.read_line(&mut back).unwrap();
     assert_eq!(back, "STILL FINE\n");
 
-    // Slowloris: a line trickled slower than the idle timeout is cut off.
+    // Slowloris: a line trickled a byte every 100 ms (each byte well inside the 300 ms idle
+    // timeout) is still cut off: the whole line must come within the timeout.
     let mut slow = TcpStream::connect(addr).unwrap();
-    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let t0 = Instant::now();
     let mut closed = false;
-    for b in b"slow line" {
-        if slow.write_all(&[*b]).is_err() {
+    for _ in 0..40 {
+        if slow.write_all(b"s").is_err() {
             closed = true;
             break;
         }
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(100));
         let mut probe = [0u8; 1];
         slow.set_nonblocking(true).unwrap();
         let r = slow.read(&mut probe);
@@ -125,14 +125,70 @@ fn holla_upper_cases_lines_and_limits_what_it_reads() {
     }
     assert!(
         closed,
-        "the trickling connection must be closed by the idle timeout"
+        "the trickling connection must be closed within the idle timeout"
     );
-    assert!(t0.elapsed() < Duration::from_secs(4));
+    // Before the 16-byte line limit could end it (16 bytes take 1.6 s).
+    assert!(t0.elapsed() < Duration::from_millis(1200), "{:?}", t0.elapsed());
 
     let stderr = stop(server);
     assert!(
         stderr.contains("failed"),
         "errors are reported, not silent: {stderr}"
+    );
+}
+
+/// Writes to `conn` without ever reading until a write fails; returns how long that took, or
+/// `None` if a write stayed blocked for 5 s (the server never let go).
+fn write_until_refused(mut conn: TcpStream) -> Option<Duration> {
+    conn.set_write_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let t0 = Instant::now();
+    let chunk = vec![7u8; 64 * 1024];
+    loop {
+        match conn.write(&chunk) {
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return None;
+            }
+            Err(_) => return Some(t0.elapsed()),
+        }
+    }
+}
+
+#[test]
+fn echo_closes_a_peer_that_takes_no_replies_within_the_idle_timeout() {
+    let server = start(&["echo", "--idle-timeout", "500ms"]);
+    let hog = TcpStream::connect(server.addr).unwrap();
+    let took = write_until_refused(hog).expect("the server closed the connection");
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    // The service goes on.
+    let mut c = TcpStream::connect(server.addr).unwrap();
+    c.write_all(b"ping").unwrap();
+    let mut back = [0u8; 4];
+    c.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"ping");
+    let stderr = stop(server);
+    assert!(stderr.contains("1 failed"), "{stderr}");
+}
+
+#[test]
+fn sigterm_is_not_held_up_by_a_peer_that_does_not_read() {
+    let server = start(&["echo", "--grace", "10s"]);
+    let hog = TcpStream::connect(server.addr).unwrap();
+    let writer = std::thread::spawn(move || write_until_refused(hog));
+    // Long enough for the echo to block on the reply it cannot send.
+    std::thread::sleep(Duration::from_millis(500));
+    let t0 = Instant::now();
+    stop(server);
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    assert!(
+        writer.join().unwrap().is_some(),
+        "the connection was closed"
     );
 }
 
