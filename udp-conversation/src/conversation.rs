@@ -120,7 +120,7 @@ impl Shared {
 
     /// One look of the idle sweep at `now`: true once no datagram arrived for `idle`. Time
     /// is counted from the look that first saw the latest arrival, so the verdict may come up
-    /// to one sweep period late, never early.
+    /// to two sweep periods late, never early.
     pub(crate) fn idle_for(&self, idle: Duration, now: Instant) -> bool {
         let arrivals = self.inbox.arrivals();
         let (seen, since) = self.idle_check.get();

@@ -7,7 +7,7 @@
 //! each conversation's arrival counter, and signals the end of those whose counter has not
 //! moved since a look at least `idle` ago. Time is counted from the first look that saw the
 //! counter's latest value, which is after the datagram that moved it, so a conversation ends
-//! between `idle` and `idle` plus one sweep period after its peer's last datagram (a late tick
+//! between `idle` and `idle` plus two sweep periods after its peer's last datagram (a late tick
 //! delays the verdict, never hastens it), and a conversation's task polls no timer.
 //!
 //! # One receive, in queue order

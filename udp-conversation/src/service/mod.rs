@@ -205,8 +205,8 @@ impl ConversationService {
 
     /// Ends a conversation whose peer sent nothing for `timeout` (default 60 s; every
     /// datagram resets it, kept or dropped); one sweep per core checks every eighth of the
-    /// timeout (at least every 1 ms, at most every 1 s), so the end comes at most one such
-    /// period late, never early.
+    /// timeout (at least every 1 ms, at most every 1 s), so the end comes at most two such
+    /// periods late (one to see the last datagram, one to see the time up), never early.
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.limits.idle_timeout = Some(timeout);
         self
