@@ -26,6 +26,75 @@ async fn hoard(mut conv: Conversation) -> io::Result<()> {
     Ok(())
 }
 
+/// Ends after its first datagram: every admitted peer leaves a tombstone.
+async fn one_and_done(mut conv: Conversation) -> io::Result<()> {
+    let _ = conv.recv().await;
+    Ok(())
+}
+
+/// Sends one 512-byte datagram from each of `peers` fresh sources (sockets on 250 loopback
+/// addresses, closed at once) and returns this process's VmRSS after each half, in KiB.
+async fn flood(server: &common::Server, peers: u64) -> (u64, u64) {
+    let payload = vec![0x42u8; 512];
+    let mut halves = (0, 0);
+    let start = server.stats().received;
+    for sent in 0..peers {
+        let ip = 1 + (sent % 250) as u8;
+        let from: SocketAddr = (std::net::Ipv4Addr::new(127, 0, 0, ip), 0).into();
+        let socket = UdpSocket::bind(from).unwrap();
+        let (r, _) = socket.send_to(payload.clone(), server.addr).await;
+        r.unwrap();
+        if (sent + 1) % 100 == 0 {
+            wait_until("the batch was received", || {
+                server.stats().received > start + sent
+            })
+            .await;
+        }
+        if sent + 1 == peers / 2 {
+            halves.0 = rss_kib();
+        }
+    }
+    halves.1 = rss_kib();
+    halves
+}
+
+#[test]
+fn a_flood_through_tombstones_and_the_rate_cap_keeps_memory_flat() {
+    const PEERS: u64 = 20_000;
+    percore_engine::block_on(async {
+        // Tombstones and the rate limiter are the per-peer state a flood can reach: every
+        // admitted peer ends at once and leaves a tombstone (at most `max_conversations`).
+        let service = ConversationService::new()
+            .max_conversations(500)
+            .max_new_per_second(5_000)
+            .tombstone(Duration::from_secs(60));
+        let server = serve(service, one_and_done);
+        // A first flood fills the tombstones to their bound; a second must not grow memory.
+        let _ = flood(&server, PEERS).await;
+        let (mid, end) = flood(&server, PEERS).await;
+        let stats = server.stats();
+        eprintln!(
+            "two floods of {PEERS}: created {}, over rate {}, tombstoned {}; VmRSS {mid} KiB \
+             halfway through the second, {end} KiB at its end",
+            stats.created, stats.dropped.over_rate, stats.dropped.tombstoned
+        );
+        assert!(
+            stats.created > 500,
+            "conversations came and went: {stats:?}"
+        );
+        assert_eq!(
+            stats.received,
+            stats.created + stats.dropped.total(),
+            "every datagram delivered or counted: {stats:?}"
+        );
+        assert!(
+            end.saturating_sub(mid) < 2 * 1024,
+            "memory grew by {} KiB over 10,000 more sources",
+            end.saturating_sub(mid)
+        );
+    });
+}
+
 #[test]
 fn the_cap_holds_under_a_flood_of_distinct_sources_and_memory_stays_bounded() {
     const CAP: u64 = 500;
