@@ -132,27 +132,34 @@ fn a_line_over_the_limit_fails_only_that_connection_and_loses_nothing() {
         let addr = listener.local_addr();
         let server = percore_engine::spawn(async move {
             let mut results = Vec::new();
-            for _ in 0..2 {
+            let mut rest = Vec::new();
+            for i in 0..2 {
                 let (conn, _) = listener.accept().await.unwrap();
                 let mut conn = BufStream::new(conn);
                 let r = conn.read_line(64).await;
                 results.push((r.map_err(|e| e.kind()), conn.buffered().len()));
+                if i == 0 {
+                    // Nothing was consumed by the refused line: all 100 bytes can still be read.
+                    rest = conn.read_exact(100).await.unwrap();
+                }
             }
-            results
+            (results, rest)
         });
         let bad = TcpStream::connect(addr).await.unwrap();
-        let (r, _) = bad.write(vec![b'x'; 100]).await;
+        let sent: Vec<u8> = (0..100u8).map(|i| b'a' + i % 26).collect();
+        let (r, _) = bad.write(sent.clone()).await;
         r.unwrap();
         let good = TcpStream::connect(addr).await.unwrap();
         let (r, _) = good.write(b"fine\n".to_vec()).await;
         r.unwrap();
-        let results = server.await.unwrap();
+        let (results, rest) = server.await.unwrap();
         assert_eq!(results[0].0, Err(std::io::ErrorKind::InvalidData));
         assert!(
             results[0].1 >= 64,
             "the long line stays buffered: {}",
             results[0].1
         );
+        assert_eq!(rest, sent, "the refused line's bytes, all there and in order");
         assert_eq!(results[1].0, Ok(Some(b"fine\n".to_vec())));
         drop((bad, good));
     });
