@@ -128,7 +128,11 @@ fn holla_upper_cases_lines_and_limits_what_it_reads() {
         "the trickling connection must be closed within the idle timeout"
     );
     // Before the 16-byte line limit could end it (16 bytes take 1.6 s).
-    assert!(t0.elapsed() < Duration::from_millis(1200), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_millis(1200),
+        "{:?}",
+        t0.elapsed()
+    );
 
     let stderr = stop(server);
     assert!(

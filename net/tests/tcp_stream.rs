@@ -159,7 +159,10 @@ fn a_line_over_the_limit_fails_only_that_connection_and_loses_nothing() {
             "the long line stays buffered: {}",
             results[0].1
         );
-        assert_eq!(rest, sent, "the refused line's bytes, all there and in order");
+        assert_eq!(
+            rest, sent,
+            "the refused line's bytes, all there and in order"
+        );
         assert_eq!(results[1].0, Ok(Some(b"fine\n".to_vec())));
         drop((bad, good));
     });
