@@ -70,39 +70,45 @@ impl<C: 'static> Builder<C> {
         }
     }
 
-    /// Idle connections kept at most (diesel's `pool_size`; default and ceiling: `max`). A
-    /// connection returned while this many rest in the pool and nobody waits is closed.
+    /// Idle connections kept at most (diesel's `pool_size`; default and ceiling: `max`), plus
+    /// one for each checkout queued (it will take one). When a return leaves more resting,
+    /// the oldest are closed.
     pub fn max_idle(mut self, n: usize) -> Self {
         self.config.max_idle = n.min(self.config.max);
         self
     }
 
     /// How long [`Pool::get`] waits in all (for a slot, the factory and the health check)
-    /// before it fails with [`PoolError::Timeout`](crate::PoolError::Timeout); `None` waits
-    /// forever. Default: 30 s.
+    /// before it fails with [`PoolError::Timeout`](crate::PoolError::Timeout); `None` (or a
+    /// limit too far to express as an `Instant`, such as `Duration::MAX`) waits forever.
+    /// Default: 30 s.
     pub fn checkout_timeout(mut self, limit: impl Into<Option<Duration>>) -> Self {
         self.config.checkout_timeout = limit.into();
         self
     }
 
-    /// Closes a connection that rested in the pool this long (checked on checkout, on return
-    /// and by [`Pool::reap`]). Default: never.
+    /// Closes a connection that rested in the pool this long (checked on every checkout and
+    /// return, for the oldest idle ones and the ones they take, and by [`Pool::reap`] for
+    /// all). `Duration::MAX` is never. Default: never.
     pub fn idle_timeout(mut self, limit: Duration) -> Self {
         self.config.idle_timeout = Some(limit);
         self
     }
 
     /// Closes a connection this old, counted from its creation (checked on checkout and on
-    /// return; a connection in use is never taken from its holder). Default: never.
+    /// return; a connection in use is never taken from its holder). `Duration::MAX` is never.
+    /// Default: never.
     pub fn max_lifetime(mut self, limit: Duration) -> Self {
         self.config.max_lifetime = Some(limit);
         self
     }
 
     /// Runs `check` on every idle connection before handing it out. It gets the connection
-    /// and gives it back if fit; a connection it fails is discarded (counted as broken) and
-    /// the checkout goes on with the next idle one or a new one. Fresh connections are not
-    /// checked.
+    /// and gives it back if fit; a connection it fails is discarded (counted as broken and
+    /// in [`PoolStats::check_failures`](crate::PoolStats::check_failures), the error kept as
+    /// [`Pool::last_check_error`]) and the checkout goes on with the next idle one or a new
+    /// one. Fresh connections are not checked. The check runs under the checkout's timeout
+    /// and stops when the pool is closed.
     pub fn health_check<F, Fut>(mut self, check: F) -> Self
     where
         F: Fn(C) -> Fut + 'static,
@@ -113,7 +119,8 @@ impl<C: 'static> Builder<C> {
     }
 
     /// Builds the pool; `factory` makes a connection (it runs inside a checkout, under its
-    /// timeout). No connection is made until the first checkout.
+    /// timeout, and stops when the pool is closed). No connection is made until the first
+    /// checkout.
     pub fn build<F, Fut>(self, factory: F) -> Pool<C>
     where
         F: Fn() -> Fut + 'static,

@@ -7,28 +7,40 @@
 //! health-checks a connection (a [`Slot`]) and while the holder uses it (a
 //! [`PooledConn`]). Idle connections hold no permit. Invariant: idle + slots held <= `max`,
 //! because an idle connection only appears when a holder returns its permit, and a slot
-//! holder creates a connection only when it found no idle one. So the number of connections
+//! holder creates a connection only when it takes no idle one. So the number of connections
 //! (created, being created, in use or idle) never exceeds `max`.
+//!
+//! A returned connection's slot is freed by a guard made first thing in
+//! [`Inner::give_back`]: closing a connection runs its `Drop`, user code that may panic, and
+//! the slot must come back all the same.
 //!
 //! # FIFO hand-off
 //!
 //! The semaphore serves waiters in arrival order and hands a returned permit to the oldest
 //! waiter before it runs; newcomers cannot barge past it. A returned connection goes to the
 //! idle list first and its permit to that waiter, which takes the newest idle connection when
-//! it runs (so the returned one, unless a newer one came back meanwhile). A waiter dropped
-//! after the hand-off passes the permit on (the semaphore's cancel safety), and the
-//! connection stays idle for the next one: nothing is lost.
+//! it runs. Until then the connection is the waiter's: a checkout takes an idle connection
+//! only while more rest than there are waiters handed a permit and not yet run
+//! ([`Semaphore::granted`]), so a newcomer that finds a free slot (another holder's connection
+//! was discarded) makes a new connection instead. A waiter dropped after the hand-off passes
+//! the permit on (the semaphore's cancel safety), and the connection stays idle for the next
+//! one: nothing is lost.
 //!
-//! # Expiry
+//! # Idle list
 //!
-//! Each idle connection carries the instant it expires (the earlier of its idle deadline and
-//! its end of life), or none; `Instant::now()` is read only when a deadline is configured.
-//! Idle connections are taken newest first (LIFO), so the oldest ones, at the front, are the
-//! first to expire and the surplus over a busy period dies off.
+//! Returns are pushed at the back and checkouts take from the back (newest first, LIFO), so
+//! the front holds the connections that rested longest. Each carries the instant it expires
+//! (the earlier of its idle deadline and its end of life), or none; `Instant::now()` is read
+//! only when a deadline is configured. Every checkout and return first closes the expired
+//! connections at the front (each is popped once: amortised O(1)), so the surplus over a busy
+//! period dies off in a pool in use, not only by [`Inner::reap`]. A return keeps at most
+//! `max_idle` plus one per queued checkout (each will take one); past that the oldest idle
+//! connections are closed, not the one just returned.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fmt;
+use std::io;
 use std::mem;
 use std::rc::Rc;
 use std::time::Instant;
@@ -43,14 +55,24 @@ use crate::stats::{CounterCell, PoolStats};
 /// Why the pool closes a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Discard {
-    /// Marked broken, holder failed or panicked, or failed the health check.
+    /// Marked broken, dropped after use without a release, or failed the health check.
     Broken,
     /// Idle or alive too long.
     Expired,
-    /// Returned while `max_idle` connections rested and nobody waited.
+    /// More idle than `max_idle` plus the queued checkouts.
     Surplus,
     /// The pool is closed.
     Closed,
+}
+
+/// `Instant::now()`, read at most once and only if asked for.
+#[derive(Default)]
+struct Now(Option<Instant>);
+
+impl Now {
+    fn get(&mut self) -> Instant {
+        *self.0.get_or_insert_with(Instant::now)
+    }
 }
 
 /// An idle connection and when it expires.
@@ -71,11 +93,15 @@ pub(crate) struct Inner<C> {
     waiting: Cell<usize>,
     idle: RefCell<VecDeque<Idle<C>>>,
     pub(crate) counters: CounterCell,
+    /// The error of the last failed health check, as text
+    /// ([`Pool::last_check_error`](crate::Pool::last_check_error)).
+    last_check_error: RefCell<Option<String>>,
     pub(crate) closed: Event,
 }
 
-/// One unit of capacity held by a checkout that has no connection yet; released on drop (the
-/// checkout failed, timed out or was cancelled).
+/// One unit of capacity held by a checkout that has no connection yet, or by a connection on
+/// its way back; released on drop (the checkout failed, timed out or was cancelled; the
+/// return finished or panicked).
 pub(crate) struct Slot<'a, C> {
     inner: &'a Inner<C>,
 }
@@ -118,6 +144,7 @@ impl<C> Inner<C> {
             waiting: Cell::new(0),
             idle: RefCell::new(VecDeque::new()),
             counters: CounterCell::default(),
+            last_check_error: RefCell::new(None),
             closed: Event::new(),
         }
     }
@@ -161,31 +188,40 @@ impl<C> Inner<C> {
         self.slots.add_permits(1);
     }
 
-    /// The newest idle connection that has not expired; expired ones met on the way are
-    /// closed.
+    /// The newest idle connection that has not expired and is not kept for a waiter handed a
+    /// slot; expired ones met on the way (and at the front) are closed.
     pub(crate) fn take_idle(&self) -> Option<Tracked<C>> {
-        let mut now = None;
+        let mut now = Now::default();
+        self.expire_front(&mut now);
         loop {
-            let idle = self.idle.borrow_mut().pop_back()?;
-            match idle.expires_at {
-                Some(at) if at <= *now.get_or_insert_with(Instant::now) => {
-                    self.discard(idle.tracked.conn, Discard::Expired);
+            let idle = {
+                let mut idle = self.idle.borrow_mut();
+                // The rest are for the waiters handed a slot that have not run yet.
+                if idle.len() <= self.slots.granted() {
+                    return None;
                 }
+                idle.pop_back()?
+            };
+            match idle.expires_at {
+                Some(at) if at <= now.get() => self.discard(idle.tracked.conn, Discard::Expired),
                 _ => return Some(idle.tracked),
             }
         }
     }
 
     /// Takes back a connection from a guard (`failed`: it must not be reused), then frees its
-    /// slot. The connection is closed before the slot goes to a waiter.
+    /// slot. Connections are closed before the slot goes to a waiter.
     pub(crate) fn give_back(&self, tracked: Tracked<C>, failed: bool) {
+        // Frees the slot when this returns or unwinds: closing a connection runs its `Drop`.
+        let _slot = Slot { inner: self };
         self.in_use.set(self.in_use.get() - 1);
+        let mut now = Now::default();
         let verdict = if failed {
             Err(Discard::Broken)
         } else if self.is_closed() {
             Err(Discard::Closed)
         } else {
-            self.keep_idle(tracked.dies_at)
+            self.idle_expiry(tracked.dies_at, &mut now)
         };
         match verdict {
             Ok(expires_at) => self.idle.borrow_mut().push_back(Idle {
@@ -194,30 +230,74 @@ impl<C> Inner<C> {
             }),
             Err(why) => self.discard(tracked.conn, why),
         }
-        self.release_slot();
+        self.expire_front(&mut now);
+        self.trim_surplus();
     }
 
-    /// Whether a returned connection may rest (`Ok(its expiry)`), or why not.
-    fn keep_idle(&self, dies_at: Option<Instant>) -> Result<Option<Instant>, Discard> {
-        if self.idle.borrow().len() >= self.config.max_idle && self.waiting.get() == 0 {
-            return Err(Discard::Surplus);
+    /// When a returned connection expires if it rests (`Ok`), or `Err` if it already has. A
+    /// deadline past what an `Instant` can hold (a limit of `Duration::MAX`) is no deadline.
+    fn idle_expiry(
+        &self,
+        dies_at: Option<Instant>,
+        now: &mut Now,
+    ) -> Result<Option<Instant>, Discard> {
+        if dies_at.is_some_and(|at| at <= now.get()) {
+            return Err(Discard::Expired);
         }
-        let Some(idle_timeout) = self.config.idle_timeout else {
-            return match dies_at {
-                Some(at) if at <= Instant::now() => Err(Discard::Expired),
-                _ => Ok(dies_at),
+        let idle_deadline = self
+            .config
+            .idle_timeout
+            .and_then(|limit| now.get().checked_add(limit));
+        Ok(match (dies_at, idle_deadline) {
+            (Some(dies), Some(idle)) => Some(dies.min(idle)),
+            (dies, idle) => dies.or(idle),
+        })
+    }
+
+    /// Closes the expired idle connections at the front (the oldest), up to the first that
+    /// has not expired.
+    fn expire_front(&self, now: &mut Now) {
+        loop {
+            let expired = {
+                let mut idle = self.idle.borrow_mut();
+                match idle.front() {
+                    Some(Idle {
+                        expires_at: Some(at),
+                        ..
+                    }) if *at <= now.get() => idle.pop_front(),
+                    _ => None,
+                }
             };
-        };
-        let now = Instant::now();
-        match dies_at {
-            Some(at) if at <= now => Err(Discard::Expired),
-            Some(at) => Ok(Some(at.min(now + idle_timeout))),
-            None => Ok(Some(now + idle_timeout)),
+            let Some(entry) = expired else { return };
+            self.discard(entry.tracked.conn, Discard::Expired);
         }
     }
 
-    /// Closes `conn` (drops it), counting why.
-    pub(crate) fn discard(&self, conn: C, why: Discard) {
+    /// Idle connections kept: `max_idle`, plus one for each queued checkout (a waiter handed
+    /// a slot takes one when it runs; the others will be handed the next returns').
+    fn idle_quota(&self) -> usize {
+        self.config.max_idle.saturating_add(self.waiting.get())
+    }
+
+    /// Closes the oldest idle connections over the quota.
+    fn trim_surplus(&self) {
+        let keep = self.idle_quota();
+        loop {
+            let surplus = {
+                let mut idle = self.idle.borrow_mut();
+                match idle.len() > keep {
+                    true => idle.pop_front(),
+                    false => None,
+                }
+            };
+            let Some(entry) = surplus else { return };
+            self.discard(entry.tracked.conn, Discard::Surplus);
+        }
+    }
+
+    /// Counts a connection closed for `why` (before it is dropped, so a `Drop` that panics
+    /// still leaves it counted).
+    fn count_discard(&self, why: Discard) {
         self.counters.bump(|c| {
             c.discarded += 1;
             match why {
@@ -226,17 +306,31 @@ impl<C> Inner<C> {
                 Discard::Surplus | Discard::Closed => {}
             }
         });
+    }
+
+    /// Closes `conn` (drops it), counting why.
+    pub(crate) fn discard(&self, conn: C, why: Discard) {
+        self.count_discard(why);
         drop(conn);
     }
 
-    /// Closes the idle connections that expired, and the surplus over `max_idle` when nobody
-    /// waits (left by waiters that gave up after a hand-off). Returns how many it closed.
+    /// A health check failed: its connection is gone (the check consumed it); counted as
+    /// broken, and the error kept so the failure is never silent.
+    pub(crate) fn check_failed(&self, error: &io::Error) {
+        self.count_discard(Discard::Broken);
+        self.counters.bump(|c| c.check_failures += 1);
+        *self.last_check_error.borrow_mut() = Some(error.to_string());
+    }
+
+    pub(crate) fn last_check_error(&self) -> Option<String> {
+        self.last_check_error.borrow().clone()
+    }
+
+    /// Closes the idle connections that expired, and the oldest over the quota (left by
+    /// waiters that gave up after a hand-off). Returns how many it closed.
     pub(crate) fn reap(&self) -> usize {
         let now = Instant::now();
-        let keep = match self.waiting.get() {
-            0 => self.config.max_idle,
-            _ => usize::MAX,
-        };
+        let keep = self.idle_quota();
         let doomed: Vec<(Tracked<C>, Discard)> = {
             let mut idle = self.idle.borrow_mut();
             let mut doomed = Vec::new();
@@ -254,10 +348,12 @@ impl<C> Inner<C> {
             *idle = kept;
             doomed
         };
-        let closed = doomed.len();
-        for (tracked, why) in doomed {
-            self.discard(tracked.conn, why);
+        // All counted before any is dropped: a `Drop` that panics leaves none uncounted.
+        for (_, why) in &doomed {
+            self.count_discard(*why);
         }
+        let closed = doomed.len();
+        drop(doomed);
         closed
     }
 
@@ -269,9 +365,11 @@ impl<C> Inner<C> {
         self.closed.set();
         self.slots.close();
         let idle = mem::take(&mut *self.idle.borrow_mut());
-        for entry in idle {
-            self.discard(entry.tracked.conn, Discard::Closed);
+        // All counted before any is dropped: a `Drop` that panics leaves none uncounted.
+        for _ in &idle {
+            self.count_discard(Discard::Closed);
         }
+        drop(idle);
     }
 
     /// A connection taken out of the pool for good ([`PooledConn::detach`]).
@@ -295,6 +393,7 @@ impl<C> Inner<C> {
             expired: c.expired,
             create_failures: c.create_failures,
             timeouts: c.timeouts,
+            check_failures: c.check_failures,
         }
     }
 }

@@ -7,14 +7,17 @@
 //!   (diesel's `pool_size`), the number kept resting;
 //! - checkout with a timeout; waiters are served first come, first served, and a waiter that
 //!   gives up never takes a connection with it;
-//! - a guard, [`PooledConn`], that returns the connection when dropped, and discards it when
-//!   marked broken or dropped during a panic; [`Pool::with`] also discards it when the holder
-//!   returns `Err` or is cancelled;
+//! - a guard, [`PooledConn`]: [`PooledConn::release`] returns the connection after a complete
+//!   exchange; a guard dropped after use through `&mut` without `release` (its holder failed,
+//!   timed out, was cancelled or panicked mid-exchange) discards it, as does one marked
+//!   broken; one never used mutably goes back on drop. [`Pool::with`] releases when its
+//!   closure returns `Ok` and discards otherwise;
 //! - an optional health check on checkout, idle expiry and a maximum lifetime;
-//! - [`Pool::close`]: waiters fail with [`PoolError::Closed`], idle connections close now, the
-//!   ones in use when they come back;
+//! - [`Pool::close`]: waiters, and checkouts creating or health-checking a connection, fail
+//!   with [`PoolError::Closed`]; idle connections close now, the ones in use when they come
+//!   back;
 //! - [`PoolStats`]: in use, idle, pending, waiting, and counters of checkouts, creations,
-//!   discards (and why), factory failures and timeouts.
+//!   discards (and why), factory failures, health-check failures and timeouts.
 //!
 //! # Example
 //!
@@ -48,7 +51,8 @@
 //!         .with(async |conn: &mut BufStream| -> std::io::Result<Vec<u8>> {
 //!             conn.write(b"holla\n").await?;
 //!             conn.flush().await?;
-//!             Ok(conn.read_line(1024).await?.unwrap_or_default())
+//!             // EOF: the server hung up; an `Err` discards the dead connection.
+//!             Ok(conn.read_line(1024).await?.ok_or(std::io::ErrorKind::UnexpectedEof)?)
 //!         })
 //!         .await
 //!         .unwrap();
@@ -66,6 +70,7 @@
 #![forbid(unsafe_code)]
 
 mod builder;
+mod checkout;
 mod conn;
 mod error;
 mod inner;

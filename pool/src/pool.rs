@@ -1,32 +1,21 @@
-//! [`Pool`]: the handle, and the checkout.
-//!
-//! A checkout runs in three steps, all under one deadline (the checkout timeout, started only
-//! when the checkout first has to wait, so the fast path reads no clock and arms no timer):
-//!
-//! 1. get a slot: at once if one is free and nobody is queued, else queue (FIFO);
-//! 2. with the slot, take the newest idle connection that has not expired and, if a health
-//!    check is configured, check it (a failure discards it and takes the next);
-//! 3. with no idle connection left, call the factory.
-//!
-//! Whatever the checkout holds when it fails, times out or is dropped (its slot, a connection
-//! being checked or created) is released or closed by the owners' `Drop`s, so a cancelled
-//! checkout never leaks a slot. See `inner.rs` for the slot invariant and the FIFO hand-off.
+//! [`Pool`]: the handle. The checkout is in `checkout.rs`; the state it shares with the
+//! guards (slots, idle list, counters) in `inner.rs`.
 
 use std::fmt;
-use std::future::Future;
 use std::ops::AsyncFnOnce;
 use std::pin::pin;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use percore_engine::time::{sleep, timeout_at};
+use percore_engine::time::sleep;
 use percore_engine::{first, First};
 
 use crate::builder::{Builder, Config, Factory, HealthCheck};
-use crate::conn::{PooledConn, Tracked};
+use crate::checkout::checkout;
+use crate::conn::PooledConn;
 use crate::error::PoolError;
-use crate::inner::{Discard, Inner};
-use crate::stats::{CounterCell, PoolStats};
+use crate::inner::Inner;
+use crate::stats::PoolStats;
 
 /// A bounded pool of connections on one core; cheap to clone (the clones share the pool).
 ///
@@ -54,10 +43,10 @@ use crate::stats::{CounterCell, PoolStats};
 ///     });
 ///     let pool = Pool::builder(2).build(move || TcpStream::connect(addr));
 ///     let first = pool.get().await.unwrap();
-///     drop(first); // back into the pool
+///     first.release(); // back into the pool
 ///     let again = pool.get().await.unwrap(); // the same connection
 ///     assert_eq!(pool.stats().created, 1);
-///     drop(again);
+///     drop(again); // never used through `&mut`: also goes back
 ///     pool.close();
 ///     assert_eq!(pool.stats().idle, 0);
 /// });
@@ -105,9 +94,24 @@ impl<C: 'static> Pool<C> {
     /// Serves checkouts in arrival order; reuses the newest idle connection (health-checked
     /// if the pool has a check) or creates one if the pool has room.
     ///
+    /// Call [`PooledConn::release`] when the exchange is complete. A guard used through
+    /// `&mut` and dropped without `release` is discarded, not returned: its holder may have
+    /// stopped mid-exchange (an error returned with `?`, a timeout, cancellation, a panic)
+    /// and left half a request or an unread reply on it. A guard never used mutably goes back
+    /// on drop. [`with`](Self::with) does the releasing for you.
+    ///
+    /// ```ignore
+    /// let mut conn = pool.get().await?;
+    /// conn.write(b"holla\n").await?; // `?` drops the guard after use: discarded
+    /// conn.flush().await?;
+    /// let reply = conn.read_line(1024).await?.ok_or(io::ErrorKind::UnexpectedEof)?;
+    /// conn.release(); // complete: back into the pool
+    /// ```
+    ///
     /// # Errors
     ///
-    /// [`PoolError::Closed`] if the pool is or gets closed, [`PoolError::Timeout`] when the
+    /// [`PoolError::Closed`] if the pool is or gets closed (also while the checkout creates
+    /// or health-checks a connection: the close stops it), [`PoolError::Timeout`] when the
     /// timeout passes, [`PoolError::Create`] with the factory's error (the slot is released;
     /// the next checkout tries again).
     ///
@@ -116,9 +120,10 @@ impl<C: 'static> Pool<C> {
     /// Cancel safe: dropping the future releases everything it holds. Queued, it leaves the
     /// queue; if a slot had already been handed to it, the slot goes to the next waiter and
     /// the returned connection stays idle for it. Creating or health-checking, the connection
-    /// in the making is dropped (closed) and the slot released.
+    /// in the making is dropped (closed; a checked one is counted as discarded) and the slot
+    /// released.
     pub async fn get(&self) -> Result<PooledConn<C>, PoolError> {
-        self.checkout(self.inner.config.checkout_timeout).await
+        checkout(&self.inner, self.inner.config.checkout_timeout).await
     }
 
     /// [`get`](Self::get) with this timeout instead of the pool's.
@@ -131,7 +136,7 @@ impl<C: 'static> Pool<C> {
     ///
     /// As [`get`](Self::get).
     pub async fn get_timeout(&self, limit: Duration) -> Result<PooledConn<C>, PoolError> {
-        self.checkout(Some(limit)).await
+        checkout(&self.inner, Some(limit)).await
     }
 
     /// Checks out a connection, runs `f` on it and returns its result; a connection whose
@@ -161,15 +166,19 @@ impl<C: 'static> Pool<C> {
         E: From<PoolError>,
     {
         let mut conn = self.get().await?;
-        conn.set_broken(true); // stays so if `f` panics or is dropped
+        // `&mut` marks the guard in use: dropped by a panic or cancellation, it discards.
         let result = f(&mut conn).await;
-        conn.set_broken(result.is_err());
+        match result {
+            Ok(_) => conn.release(),
+            Err(_) => conn.mark_broken(),
+        }
         result
     }
 
-    /// Closes the pool: queued and future checkouts fail with [`PoolError::Closed`], idle
-    /// connections are closed now, connections in use are closed when they come back.
-    /// Idempotent.
+    /// Closes the pool: queued and future checkouts fail with [`PoolError::Closed`], and so
+    /// do checkouts creating or health-checking a connection (the factory or check is
+    /// stopped, its connection closed); idle connections are closed now, connections in use
+    /// when they come back. Idempotent.
     pub fn close(&self) {
         self.inner.close();
     }
@@ -179,8 +188,9 @@ impl<C: 'static> Pool<C> {
         self.inner.is_closed()
     }
 
-    /// Closes idle connections that expired (and surplus ones over `max_idle`); returns how
-    /// many. Checkouts and returns expire connections too; this is for a pool left alone.
+    /// Closes idle connections that expired (and the oldest over `max_idle` plus the queued
+    /// checkouts); returns how many. Checkouts and returns expire the oldest idle connections
+    /// too; this is for a pool left alone, and for expired ones behind a younger one.
     pub fn reap(&self) -> usize {
         self.inner.reap()
     }
@@ -208,75 +218,9 @@ impl<C: 'static> Pool<C> {
         self.inner.stats()
     }
 
-    async fn checkout(&self, limit: Option<Duration>) -> Result<PooledConn<C>, PoolError> {
-        let inner = &*self.inner;
-        let mut deadline = Deadline::new(limit, &inner.counters);
-        let slot = match inner.try_slot()? {
-            Some(slot) => slot,
-            None => deadline.bound(inner.wait_slot()).await??,
-        };
-        while let Some(tracked) = inner.take_idle() {
-            let Some(check) = &inner.check else {
-                return Ok(slot.into_conn(&self.inner, tracked));
-            };
-            let Tracked { conn, dies_at } = tracked;
-            // The check owns the connection: it is closed if the check fails or is dropped.
-            match deadline.bound(check(conn)).await {
-                Ok(Ok(conn)) if inner.is_closed() => {
-                    inner.discard(conn, Discard::Closed);
-                    return Err(PoolError::Closed);
-                }
-                Ok(Ok(conn)) => return Ok(slot.into_conn(&self.inner, Tracked { conn, dies_at })),
-                Ok(Err(_unfit)) => inner.counters.bump(|c| {
-                    c.discarded += 1;
-                    c.broken += 1;
-                }),
-                Err(timeout) => {
-                    inner.counters.bump(|c| c.discarded += 1);
-                    return Err(timeout);
-                }
-            }
-        }
-        inner.ensure_open()?;
-        let conn = deadline.bound((inner.factory)()).await?.map_err(|e| {
-            inner.counters.bump(|c| c.create_failures += 1);
-            PoolError::Create(e)
-        })?;
-        inner.counters.bump(|c| c.created += 1);
-        if inner.is_closed() {
-            inner.discard(conn, Discard::Closed);
-            return Err(PoolError::Closed);
-        }
-        let tracked = Tracked::new(conn, inner.config.max_lifetime);
-        Ok(slot.into_conn(&self.inner, tracked))
-    }
-}
-
-/// A checkout's deadline, started when the checkout first has to wait.
-struct Deadline<'a> {
-    limit: Option<Duration>,
-    at: Option<Instant>,
-    counters: &'a CounterCell,
-}
-
-impl<'a> Deadline<'a> {
-    fn new(limit: Option<Duration>, counters: &'a CounterCell) -> Self {
-        Deadline {
-            limit,
-            at: None,
-            counters,
-        }
-    }
-
-    /// Runs `step` until the deadline; a timeout is counted.
-    async fn bound<F: Future>(&mut self, step: F) -> Result<F::Output, PoolError> {
-        let Some(limit) = self.limit else {
-            return Ok(step.await);
-        };
-        let at = *self.at.get_or_insert_with(|| Instant::now() + limit);
-        timeout_at(at, step).await.map_err(|_elapsed| {
-            self.counters.bump(|c| c.timeouts += 1);
-            PoolError::Timeout(limit)
-        })
+    /// The error of the last health check that failed (as text), if one did; how many failed
+    /// is [`PoolStats::check_failures`].
+    pub fn last_check_error(&self) -> Option<String> {
+        self.inner.last_check_error()
     }
 }

@@ -7,6 +7,9 @@
 use std::cell::Cell;
 
 /// A snapshot of a pool's state and counters ([`Pool::stats`](crate::Pool::stats)).
+///
+/// `created - discarded` is the number of live connections: `in_use + idle`, plus those
+/// being health-checked (counted in neither).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct PoolStats {
     /// The hard maximum of connections (in use + idle + pending).
@@ -26,8 +29,9 @@ pub struct PoolStats {
     pub created: u64,
     /// Connections the pool closed, for any reason (the next counters say why for some).
     pub discarded: u64,
-    /// Connections discarded because they broke: marked broken, their holder failed or
-    /// panicked, or they failed the health check.
+    /// Connections discarded because they broke or may have: marked broken, dropped after
+    /// use without [`release`](crate::PooledConn::release) (the holder failed, timed out, was
+    /// cancelled or panicked), or failed the health check.
     pub broken: u64,
     /// Connections discarded because they were idle or alive too long.
     pub expired: u64,
@@ -35,6 +39,9 @@ pub struct PoolStats {
     pub create_failures: u64,
     /// Checkouts that timed out.
     pub timeouts: u64,
+    /// Health checks that failed (their connections are counted in `broken`; the last
+    /// error is [`Pool::last_check_error`](crate::Pool::last_check_error)).
+    pub check_failures: u64,
 }
 
 /// The counters of [`PoolStats`], bumped in place.
@@ -47,6 +54,7 @@ pub(crate) struct Counters {
     pub(crate) expired: u64,
     pub(crate) create_failures: u64,
     pub(crate) timeouts: u64,
+    pub(crate) check_failures: u64,
 }
 
 /// The counters' cell with a one-line bump.

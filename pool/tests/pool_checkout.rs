@@ -1,5 +1,7 @@
-//! Checkout against a real echo server: timeouts, FIFO fairness, cancel safety of a waiter
-//! that was handed a slot, checkouts dropped while the factory runs, factory failures.
+//! Checkout against a real echo server: timeouts, FIFO fairness (a connection handed to a
+//! waiter stays its own, and idle ones kept for waiters stay within `max_idle`), cancel safety
+//! of a waiter that was handed a slot, checkouts dropped while the factory or the health check
+//! runs, factory and health-check failures.
 
 mod common;
 
@@ -9,9 +11,9 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use common::{connect, loopback, round_trip, EchoServer};
+use common::{connect, loopback, round_trip, Conn, EchoServer, MAX_LINE};
 use percore_engine::time::sleep;
-use percore_pool::{Pool, PoolError};
+use percore_pool::{Pool, PoolError, PooledConn};
 
 #[test]
 fn checkout_times_out_when_every_connection_is_held() {
@@ -34,6 +36,7 @@ fn checkout_times_out_when_every_connection_is_held() {
         drop(held);
         let mut conn = pool.get().await.unwrap();
         round_trip(&mut conn, b"after\n").await.unwrap();
+        conn.release();
         assert_eq!(pool.stats().created, 1);
     });
 }
@@ -57,6 +60,7 @@ fn waiters_are_served_in_arrival_order() {
                 round_trip(&mut conn, format!("waiter {id}\n").as_bytes())
                     .await
                     .unwrap();
+                conn.release();
             }));
             // Queue them one at a time, so arrival order is known.
             while pool.stats().waiting < id + 1 {
@@ -167,25 +171,148 @@ fn factory_failures_surface_and_free_the_slot() {
     });
 }
 
-/// The pool is closed while a checkout waits for the factory: the new connection is closed
-/// and the checkout fails with `Closed`.
+/// The local port of a pooled connection: which connection it is.
+fn port(conn: &PooledConn<Conn>) -> u16 {
+    conn.get_ref().local_addr().unwrap().port()
+}
+
+/// max 2; H1 and H2 hold `a` and `b`; W queues; H1 returns `a` (it rests idle, its slot is
+/// handed to W, which has not run yet); H2 is marked broken and drops (`b` is closed, a slot
+/// is free); a newcomer N checks out before W runs. W must get `a`; N makes a new one.
 #[test]
-fn close_during_creation_discards_the_new_connection() {
+fn newcomer_leaves_the_waiters_connection_alone() {
     let server = EchoServer::start();
     percore_engine::block_on(async {
         let addr = server.addr;
-        let pool = Pool::builder(1).build(move || async move {
-            sleep(Duration::from_millis(20)).await;
-            connect(addr).await
-        });
-        let p = pool.clone();
-        let checkout = percore_engine::spawn(async move { p.get().await.map(drop) });
-        while pool.stats().pending == 0 {
-            percore_engine::yield_now().await;
-        }
-        pool.close();
-        assert!(matches!(checkout.await.unwrap(), Err(PoolError::Closed)));
+        let pool = Pool::builder(2).build(move || connect(addr));
+        let h1 = pool.get().await.unwrap();
+        let mut h2 = pool.get().await.unwrap();
+        let a = port(&h1);
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut w = Box::pin(pool.get());
+        assert!(w.as_mut().poll(&mut cx).is_pending());
+        drop(h1); // `a` idle, its slot granted to W
+        h2.mark_broken();
+        drop(h2); // a free slot
+        let mut n = pool.get().await.unwrap(); // before W runs
+        let Poll::Ready(Ok(mut w)) = w.as_mut().poll(&mut cx) else {
+            panic!("W was handed a slot and must hold a connection");
+        };
+        assert_eq!(port(&w), a, "W must get the connection returned for it");
+        assert_ne!(port(&n), a);
+        round_trip(&mut w, b"w\n").await.unwrap();
+        round_trip(&mut n, b"n\n").await.unwrap();
         let stats = pool.stats();
-        assert_eq!((stats.created, stats.discarded, stats.pending), (1, 1, 0));
+        assert_eq!((stats.created, stats.discarded, stats.in_use), (3, 1, 2));
+    });
+}
+
+/// max 4, max_idle 1; four holders and one waiter W; all four return before W runs. Idle
+/// connections never exceed max_idle + the waiters not yet served (1); W gets the connection
+/// returned last; when W returns it, it is the one kept and the stale idle one is closed.
+#[test]
+fn returns_before_a_waiter_runs_keep_max_idle() {
+    let server = EchoServer::start();
+    percore_engine::block_on(async {
+        let addr = server.addr;
+        let pool = Pool::builder(4).max_idle(1).build(move || connect(addr));
+        let mut holders = Vec::new();
+        for _ in 0..4 {
+            holders.push(pool.get().await.unwrap());
+        }
+        let last = port(&holders[3]);
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut w = Box::pin(pool.get());
+        assert!(w.as_mut().poll(&mut cx).is_pending());
+        for holder in holders {
+            holder.release();
+            let stats = pool.stats();
+            assert!(stats.idle <= 1 + 1, "{stats:?}");
+        }
+        let Poll::Ready(Ok(mut w)) = w.as_mut().poll(&mut cx) else {
+            panic!("W was handed a slot and must hold a connection");
+        };
+        assert_eq!(port(&w), last, "W gets the connection returned last");
+        assert!(pool.stats().idle <= 1, "{:?}", pool.stats());
+        round_trip(&mut w, b"w\n").await.unwrap();
+        w.release();
+        let stats = pool.stats();
+        assert_eq!((stats.idle, stats.discarded, stats.created), (1, 3, 4));
+        let again = pool.get().await.unwrap();
+        assert_eq!(port(&again), last, "the stale idle one is the one closed");
+    });
+}
+
+/// A health check that waits for a line the echo server never sends: it runs until dropped.
+fn stuck_check_pool(server: &EchoServer) -> Pool<Conn> {
+    let addr = server.addr;
+    Pool::builder(2)
+        .checkout_timeout(None)
+        .health_check(|mut conn: Conn| async move {
+            conn.read_line(MAX_LINE).await?;
+            Ok(conn)
+        })
+        .build(move || connect(addr))
+}
+
+/// An idle connection is being health-checked when its checkout is dropped (and another one
+/// times out): the connections closed with them are counted as discarded, so created minus
+/// discarded is the connections alive.
+#[test]
+fn checkout_dropped_during_the_health_check_counts_the_discard() {
+    let server = EchoServer::start();
+    percore_engine::block_on(async {
+        let pool = stuck_check_pool(&server);
+        let warm = pool.get().await.unwrap();
+        warm.release();
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut checkout = Box::pin(pool.get());
+        assert!(checkout.as_mut().poll(&mut cx).is_pending());
+        assert_eq!((pool.stats().pending, pool.stats().idle), (1, 0));
+        drop(checkout);
+        let stats = pool.stats();
+        assert_eq!((stats.pending, stats.created, stats.discarded), (0, 1, 1));
+        assert_eq!(
+            stats.created - stats.discarded,
+            (stats.idle + stats.in_use) as u64
+        );
+
+        // The same through the checkout timeout.
+        pool.get().await.unwrap().release(); // fresh: not checked
+        let err = pool
+            .get_timeout(Duration::from_millis(20))
+            .await
+            .unwrap_err();
+        assert!(err.is_timeout());
+        let stats = pool.stats();
+        assert_eq!((stats.created, stats.discarded, stats.pending), (2, 2, 0));
+    });
+}
+
+/// A health check that refuses every connection it is given: the refusal is counted, its
+/// error kept, and the checkout goes on with a new connection.
+#[test]
+fn failed_health_checks_are_counted_and_their_error_kept() {
+    let server = EchoServer::start();
+    percore_engine::block_on(async {
+        let addr = server.addr;
+        let pool = Pool::builder(1)
+            .health_check(|conn: Conn| async move {
+                drop(conn);
+                Err(std::io::Error::other("the server said no"))
+            })
+            .build(move || connect(addr));
+        pool.get().await.unwrap().release(); // fresh: not checked
+        assert_eq!(pool.last_check_error(), None);
+        let mut conn = pool.get().await.unwrap(); // the idle one fails its check
+        round_trip(&mut conn, b"replaced\n").await.unwrap();
+        conn.release();
+        let stats = pool.stats();
+        assert_eq!((stats.check_failures, stats.broken), (1, 1));
+        assert_eq!((stats.created, stats.discarded, stats.idle), (2, 1, 1));
+        assert_eq!(
+            pool.last_check_error().as_deref(),
+            Some("the server said no")
+        );
     });
 }

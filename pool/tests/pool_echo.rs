@@ -1,6 +1,7 @@
 //! The pool against percore's echo service on another thread: reuse, the hard maximum,
-//! `max_idle`, discarding on failure (Err, panic, cancellation, `mark_broken`), closing,
-//! idle expiry and maximum lifetime, `maintain`, `detach`.
+//! `max_idle`, discarding on failure (Err, panic, cancellation, `mark_broken`), idle expiry
+//! (on checkouts and returns, and by `maintain`) and maximum lifetime, `detach`. Closing is in
+//! `pool_close.rs`.
 
 mod common;
 
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use common::{connect, round_trip, Conn, EchoServer};
 use percore_engine::time::sleep;
-use percore_pool::{Pool, PoolError};
+use percore_pool::Pool;
 
 fn echo_pool(server: &EchoServer, max: usize) -> Pool<Conn> {
     let addr = server.addr;
@@ -28,6 +29,7 @@ fn sequential_checkouts_reuse_one_connection() {
             round_trip(&mut conn, format!("line {i}\n").as_bytes())
                 .await
                 .unwrap();
+            conn.release();
         }
         let stats = pool.stats();
         assert_eq!((stats.created, stats.checkouts, stats.idle), (1, 50, 1));
@@ -52,6 +54,7 @@ fn concurrent_users_never_exceed_the_maximum() {
                         round_trip(&mut conn, format!("{task}.{i}\n").as_bytes())
                             .await
                             .unwrap();
+                        conn.release();
                     }
                 })
             })
@@ -141,38 +144,6 @@ fn failed_holders_lose_their_connection() {
 }
 
 #[test]
-fn close_fails_waiters_and_closes_connections() {
-    let server = EchoServer::start();
-    percore_engine::block_on(async {
-        let pool = echo_pool(&server, 2);
-        let held = pool.get().await.unwrap();
-        drop(pool.get().await.unwrap()); // one idle
-        let in_use = pool.get().await.unwrap();
-        assert_eq!(pool.stats().created, 2);
-        let waiters: Vec<_> = (0..3)
-            .map(|_| {
-                let pool = pool.clone();
-                percore_engine::spawn(async move { pool.get().await.map(drop) })
-            })
-            .collect();
-        while pool.stats().waiting < 3 {
-            percore_engine::yield_now().await;
-        }
-        pool.close();
-        assert!(pool.is_closed());
-        for waiter in waiters {
-            assert!(matches!(waiter.await.unwrap(), Err(PoolError::Closed)));
-        }
-        drop((held, in_use));
-        let stats = pool.stats();
-        assert_eq!((stats.idle, stats.in_use, stats.waiting), (0, 0, 0));
-        assert_eq!(stats.discarded, 2);
-        assert!(pool.get().await.unwrap_err().is_closed());
-        pool.close(); // idempotent
-    });
-}
-
-#[test]
 fn idle_connections_expire() {
     let server = EchoServer::start();
     percore_engine::block_on(async {
@@ -184,7 +155,7 @@ fn idle_connections_expire() {
         sleep(Duration::from_millis(50)).await;
         let mut conn = pool.get().await.unwrap(); // the idle one expired: a new one
         round_trip(&mut conn, b"fresh\n").await.unwrap();
-        drop(conn);
+        conn.release();
         assert_eq!((pool.stats().created, pool.stats().expired), (2, 1));
 
         // A pool left alone: `maintain` reaps, and returns once the pool closes.
@@ -197,6 +168,44 @@ fn idle_connections_expire() {
         assert_eq!(pool.stats().expired, 2);
         pool.close();
         maintainer.await.unwrap();
+    });
+}
+
+/// A burst makes three connections; then one user at a time, past the idle timeout, keeps
+/// taking the newest. The two older ones expire on those checkouts and returns, with no reap.
+#[test]
+fn idle_connections_expire_in_a_pool_in_use() {
+    let server = EchoServer::start();
+    percore_engine::block_on(async {
+        let addr = server.addr;
+        let idle_timeout = Duration::from_millis(40);
+        let pool = Pool::builder(4)
+            .idle_timeout(idle_timeout)
+            .build(move || connect(addr));
+        let burst = vec![
+            pool.get().await.unwrap(),
+            pool.get().await.unwrap(),
+            pool.get().await.unwrap(),
+        ];
+        burst.into_iter().for_each(|conn| conn.release());
+        assert_eq!((pool.stats().created, pool.stats().idle), (3, 3));
+        let start = std::time::Instant::now();
+        let mut i = 0;
+        while start.elapsed() < idle_timeout * 2 {
+            let mut conn = pool.get().await.unwrap();
+            round_trip(&mut conn, format!("one at a time {i}\n").as_bytes())
+                .await
+                .unwrap();
+            conn.release();
+            sleep(idle_timeout / 4).await;
+            i += 1;
+        }
+        let stats = pool.stats();
+        assert_eq!(
+            (stats.expired, stats.idle, stats.created),
+            (2, 1, 3),
+            "{stats:?}"
+        );
     });
 }
 
@@ -230,6 +239,7 @@ fn detached_connections_leave_the_pool() {
         let mut other = pool.get().await.unwrap(); // the slot was freed
         round_trip(&mut conn, b"mine\n").await.unwrap();
         round_trip(&mut other, b"pooled\n").await.unwrap();
+        other.release();
         assert_eq!(pool.stats().created, 2);
     });
 }

@@ -34,6 +34,7 @@ fn no_fd_leak_after_100_000_checkouts() {
             if i % 1000 == 999 {
                 conn.mark_broken();
             }
+            conn.release(); // the exchange is complete (a broken one is still discarded)
         }
         // Half contended: 8 tasks over 4 connections, yielding while they hold one.
         let tasks: Vec<_> = (0..TASKS)
@@ -52,6 +53,7 @@ fn no_fd_leak_after_100_000_checkouts() {
                         if i % 2000 == 1999 {
                             conn.mark_broken();
                         }
+                        conn.release();
                     }
                 })
             })

@@ -110,6 +110,14 @@ impl Semaphore {
         self.available.get()
     }
 
+    /// Permits set aside for woken waiters that have not run yet (0 once closed: closing
+    /// revokes them). A user that hands a resource along with each permit (a connection
+    /// pool's idle connections) keeps this many for those waiters, so a newcomer that finds
+    /// a free permit does not take what was meant for them.
+    pub fn granted(&self) -> usize {
+        self.granted.get()
+    }
+
     /// Closes the semaphore: every queued and future `acquire`/`try_acquire` fails.
     /// Permits granted to woken waiters that have not run yet are revoked. Existing
     /// [`Permit`]s stay valid and are still returned on drop.
@@ -403,7 +411,9 @@ mod tests {
         assert!(wa.poll(a.as_mut()).is_pending());
         assert!(wb.poll(b.as_mut()).is_pending());
         sem.add_permits(1); // granted to a, which has not run yet
+        assert_eq!((sem.granted(), sem.available()), (1, 0));
         sem.close();
+        assert_eq!(sem.granted(), 0);
         assert_eq!((wa.count(), wb.count(), sem.available()), (1, 1, 1));
         assert!(matches!(
             wa.poll(a.as_mut()),

@@ -3,18 +3,21 @@
 //! - [`EchoServer`]: percore-net's [`TcpService`] echoing bytes, on its own runtime on another
 //!   thread (like `percore serve echo`), stopped by a graceful shutdown.
 //! - [`DyingServer`]: a line echo server on the test's own core that can drop every
-//!   connection or close its listener mid-test.
+//!   connection or close its listener mid-test, and counts the connections its peers closed.
 //!
 //! Pooled connections are `BufStream<TcpStream>`s; [`round_trip`] sends one line and expects
 //! it back.
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::time::Duration;
 
+use percore_engine::sync::channel::{unbounded, Receiver};
+use percore_engine::time::timeout;
 use percore_engine::{JoinHandle, Runtime, RuntimeHandle};
 use percore_net::service::TcpService;
 use percore_net::tcp::{TcpListener, TcpStream};
@@ -116,6 +119,9 @@ pub struct DyingServer {
     pub addr: SocketAddr,
     acceptor: Option<JoinHandle<()>>,
     conns: Rc<RefCell<Vec<JoinHandle<()>>>>,
+    /// One message per connection whose client closed its end.
+    hang_ups: Receiver<()>,
+    hung_up: Cell<usize>,
 }
 
 impl DyingServer {
@@ -124,13 +130,22 @@ impl DyingServer {
         let addr = listener.local_addr();
         let conns: Rc<RefCell<Vec<JoinHandle<()>>>> = Rc::default();
         let held = conns.clone();
+        let (counter, hang_ups) = unbounded();
         let acceptor = percore_engine::spawn(async move {
             while let Ok((conn, _)) = listener.accept().await {
+                let counter = counter.clone();
                 held.borrow_mut().push(percore_engine::spawn(async move {
                     let mut conn = BufStream::new(conn);
-                    while let Ok(Some(line)) = conn.read_line(MAX_LINE).await {
-                        if conn.write(&line).await.is_err() || conn.flush().await.is_err() {
-                            return;
+                    loop {
+                        match conn.read_line(MAX_LINE).await {
+                            Ok(Some(line)) => {
+                                if conn.write(&line).await.is_err() || conn.flush().await.is_err() {
+                                    return;
+                                }
+                            }
+                            // EOF: the client closed its socket.
+                            Ok(None) => break drop(counter.send(())),
+                            Err(_) => return,
                         }
                     }
                 }));
@@ -140,7 +155,29 @@ impl DyingServer {
             addr,
             acceptor: Some(acceptor),
             conns,
+            hang_ups,
+            hung_up: Cell::new(0),
         }
+    }
+
+    /// Connections whose client closed its end (the server read EOF), seen so far.
+    pub fn hung_up(&self) -> usize {
+        while self.hang_ups.try_recv().is_ok() {
+            self.hung_up.set(self.hung_up.get() + 1);
+        }
+        self.hung_up.get()
+    }
+
+    /// Waits until `n` clients in all have closed their end (at most 5 s for each one
+    /// missing); returns how many have.
+    pub async fn wait_hung_up(&self, n: usize) -> usize {
+        while self.hung_up() < n {
+            match timeout(Duration::from_secs(5), self.hang_ups.recv()).await {
+                Ok(Some(())) => self.hung_up.set(self.hung_up.get() + 1),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        self.hung_up()
     }
 
     /// Connections accepted and not killed.
