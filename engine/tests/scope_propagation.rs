@@ -216,3 +216,30 @@ fn detached_tasks_report_errors_panics_and_cancellation() {
         assert_eq!(seen.len(), 2, "success is not reported: {seen:?}");
     });
 }
+
+#[test]
+fn a_cancel_reaches_every_task_running_in_the_scope() {
+    percore_engine::block_on(async {
+        let scope = CancelScope::new();
+        let runs: Vec<_> = (0..3)
+            .map(|_| {
+                let s = scope.clone();
+                percore_engine::spawn(async move {
+                    s.run(percore_engine::time::sleep(Duration::from_secs(60)))
+                        .await
+                })
+            })
+            .collect();
+        // Every task is waiting in its run before the cancel.
+        percore_engine::time::sleep(Duration::from_millis(5)).await;
+        scope.cancel();
+        for run in runs {
+            let ended = move_on_after(Duration::from_secs(5), run).await;
+            assert_eq!(
+                ended.map(Result::unwrap),
+                Some(None),
+                "every run was cancelled"
+            );
+        }
+    });
+}

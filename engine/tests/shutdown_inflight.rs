@@ -118,3 +118,37 @@ fn a_runtime_reused_many_times_keeps_no_ring_or_eventfd() {
         "each finished core must release its ring and eventfd"
     );
 }
+
+#[test]
+fn a_result_sink_that_panics_at_the_runtime_s_end_still_lets_the_ring_shut_down() {
+    let _serial = serial();
+    let before = percore_engine::open_fd_count().unwrap();
+    let (peer_a, mut peer_b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        percore_engine::block_on(async move {
+            let sock = shared(peer_a);
+            // Blocked in the kernel on a buffer it owns; cancelled at the end, where its
+            // result sink panics.
+            percore_engine::spawn(async move {
+                ops::recv(&sock, Vec::with_capacity(4096), 0)
+                    .await
+                    .0
+                    .map(drop)
+            })
+            .detach(|_| panic!("sink panicked"));
+            let_kernel_work().await;
+            assert!(in_flight() >= 1);
+        });
+    }));
+    let payload = ended.expect_err("the sink's panic reaches the caller");
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"sink panicked"));
+    // The ring was shut down first: its fd is closed, and bytes sent now land nowhere (a ring
+    // left alive would write them into the freed receive buffer; ASan runs this too).
+    let _ = peer_b.write_all(b"after the end");
+    drop(peer_b);
+    assert_eq!(
+        percore_engine::open_fd_count().unwrap(),
+        before,
+        "the ring and its eventfd are closed even though cancelling panicked"
+    );
+}

@@ -193,3 +193,46 @@ fn a_million_pending_timers() {
 }
 
 use std::future::Future;
+
+#[test]
+fn durations_past_what_an_instant_holds_mean_never_not_a_panic() {
+    percore_engine::block_on(async {
+        let forever = Duration::MAX;
+        let slept =
+            percore_engine::scope::move_on_after(Duration::from_millis(5), time::sleep(forever))
+                .await;
+        assert!(slept.is_none(), "a sleep of Duration::MAX does not end");
+        let v = time::timeout(forever, async { 7 }).await;
+        assert_eq!(v, Ok(7));
+        let nested = percore_engine::scope::move_on_after(forever, async { 8 }).await;
+        assert_eq!(nested, Some(8));
+        let mut ticks = time::interval(forever);
+        ticks.tick().await;
+        let second =
+            percore_engine::scope::move_on_after(Duration::from_millis(5), ticks.tick()).await;
+        assert!(
+            second.is_none(),
+            "the second tick of a forever interval never comes"
+        );
+    });
+}
+
+#[test]
+fn an_interval_more_than_2_pow_32_periods_behind_skips_to_after_now() {
+    percore_engine::block_on(async {
+        // Started 10 s ago with a 1 ns period: 10^10 periods missed, more than a u32 counts.
+        let start = Instant::now() - Duration::from_secs(10);
+        let mut ticks = time::interval_at(start, Duration::from_nanos(1));
+        ticks.set_missed_ticks(MissedTicks::Skip);
+        let before = Instant::now();
+        assert_eq!(ticks.tick().await, start);
+        // The next tick is the first one after the moment the first was taken, not one of
+        // the ten seconds' worth that were missed.
+        let next = ticks.tick().await;
+        assert!(
+            next >= before,
+            "a stale tick {:?} in the past",
+            before - next
+        );
+    });
+}

@@ -39,6 +39,10 @@ pub const CORE_RING_BUF_SIZE: u32 = 4096;
 
 pub(crate) struct Inner {
     bgid: u16,
+    /// The ring (`Core::ring_id`) the group is registered on: only that ring unregisters it
+    /// (a ring dropped inside a nested `block_on` must not unregister the inner core's group
+    /// of the same id).
+    ring_id: u64,
     mask: u16,
     entries: u16,
     buf_size: u32,
@@ -104,6 +108,7 @@ impl BufRing {
         };
         let mut inner = Inner {
             bgid: 0,
+            ring_id: 0,
             mask: entries - 1,
             entries,
             buf_size,
@@ -115,14 +120,20 @@ impl BufRing {
             tail: Cell::new(0),
             lent: Cell::new(entries as usize),
         };
-        let registered = context::with_driver(|driver| {
+        let registered = context::with_core(|core| {
+            let mut driver = core.driver.try_borrow_mut().ok()?;
             // SAFETY: the ring memory is page-aligned, `entries` entries long, and lives until
             // `Inner::drop` unregisters it.
-            unsafe { driver.register_buf_ring(ring.as_ptr() as u64, entries) }
+            let bgid = unsafe { driver.register_buf_ring(ring.as_ptr() as u64, entries) };
+            Some(bgid.map(|bgid| (bgid, core.ring_id)))
         })
+        .flatten()
         .unwrap_or_else(|| Err(context::no_runtime()));
         match registered {
-            Ok(bgid) => inner.bgid = bgid,
+            Ok((bgid, ring_id)) => {
+                inner.bgid = bgid;
+                inner.ring_id = ring_id;
+            }
             Err(e) => {
                 inner.lent.set(0);
                 // Not registered: Inner's drop only frees the memory.
@@ -255,9 +266,18 @@ impl Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         if self.bgid != u16::MAX {
-            let bgid = self.bgid;
-            // If the core is gone its ring is closed, which unregisters the group too.
-            context::with_driver(|driver| driver.unregister_buf_ring(bgid));
+            let (bgid, ring_id) = (self.bgid, self.ring_id);
+            // If the core is gone its ring is closed, which unregisters the group too. On
+            // another core's ring (a nested `block_on`) the group stays registered until its
+            // ring closes: no op can select it any more (each holds this `Inner`), so the
+            // kernel never reads the memory freed below.
+            context::with_core(|core| {
+                if core.ring_id == ring_id {
+                    if let Ok(mut driver) = core.driver.try_borrow_mut() {
+                        driver.unregister_buf_ring(bgid);
+                    }
+                }
+            });
         }
         // SAFETY: both allocations were made in `BufRing::new` with these layouts; the kernel no
         // longer reads them (unregistered, or the ring is gone), and no RingBuf is alive (each

@@ -93,6 +93,9 @@ pub(crate) struct Driver {
     backlog: VecDeque<squeue::Entry>,
     features: RingFeatures,
     next_bgid: u16,
+    /// Buffer group ids given back by unregistered rings, reused before `next_bgid` grows (a
+    /// core that makes rings all its life never runs out of the 65,535).
+    free_bgids: Vec<u16>,
     /// Orphans whose last completion arrived: dropped by the core after the driver's borrow
     /// ends, because their destructors may need the driver (a buffer ring unregisters itself).
     graveyard: Vec<Box<dyn op::Orphan>>,
@@ -109,6 +112,16 @@ impl std::fmt::Debug for Driver {
             .field("backlog", &self.backlog.len())
             .field("stats", &self.stats)
             .finish()
+    }
+}
+
+impl Drop for Driver {
+    /// The last line of defence: if ops are still in flight (a shutdown that did not run or
+    /// did not finish), their memory is leaked, never freed while the kernel may write to it.
+    fn drop(&mut self) {
+        if self.slab.live() > 0 {
+            std::mem::forget(std::mem::replace(&mut self.slab, OpSlab::new()));
+        }
     }
 }
 
@@ -134,6 +147,7 @@ impl Driver {
             backlog: VecDeque::new(),
             features,
             next_bgid: 0,
+            free_bgids: Vec::new(),
             graveyard: Vec::new(),
             fixed: fixed::FixedFiles::default(),
             stats: DriverStats::default(),
@@ -474,12 +488,19 @@ impl Driver {
     /// them, or `limit` passes. Returns whether the kernel finished (if not, the caller must
     /// leak the slab: closing the ring does not wait for its ops).
     pub(crate) fn shutdown(&mut self, limit: Duration) -> bool {
-        let entry = opcode::AsyncCancel2::new(types::CancelBuilder::any()).build();
-        // SAFETY: a cancel-any entry points at no memory.
-        unsafe { self.push_detached(entry) };
-        let deadline = Instant::now() + limit;
+        self.shutdown_cancelling(limit, self.features.cancel_any)
+    }
+
+    /// [`Driver::shutdown`], cancelling with one `IORING_ASYNC_CANCEL_ANY` (Linux 5.19) if
+    /// `any`, else with one cancel per op the kernel owns (older kernels refuse the former with
+    /// `EINVAL`, and nothing would be cancelled).
+    fn shutdown_cancelling(&mut self, limit: Duration, any: bool) -> bool {
+        let deadline = crate::time::deadline_after(Instant::now(), limit);
         let mut wakers = Vec::new();
         while self.slab.live() > 0 {
+            // Again each round: an op submitted after the last cancel (by a destructor) needs
+            // its own, and a per-op cancel may have raced its op's submission.
+            self.cancel_everything(any);
             let now = Instant::now();
             if now >= deadline {
                 return false;
@@ -494,14 +515,22 @@ impl Driver {
             // Futures that still exist (not dropped) see -ECANCELED when next polled; nothing
             // runs them now.
             wakers.clear();
-            if self.slab.live() > 0 {
-                // An op submitted after the cancel-any (by a destructor) needs its own cancel.
-                let entry = opcode::AsyncCancel2::new(types::CancelBuilder::any()).build();
-                // SAFETY: a cancel-any entry points at no memory.
-                unsafe { self.push_detached(entry) };
-            }
         }
         true
+    }
+
+    fn cancel_everything(&mut self, any: bool) {
+        if any {
+            let entry = opcode::AsyncCancel2::new(types::CancelBuilder::any()).build();
+            // SAFETY: a cancel-any entry points at no memory.
+            unsafe { self.push_detached(entry) };
+            return;
+        }
+        for key in self.slab.kernel_owned() {
+            let entry = opcode::AsyncCancel::new(key.to_user_data()).build();
+            // SAFETY: an async cancel names its target by user_data and points at no memory.
+            unsafe { self.push_detached(entry) };
+        }
     }
 
     /// Takes the orphans the kernel is done with, to be dropped outside the driver's borrow.
@@ -569,17 +598,24 @@ impl Driver {
     /// `addr` must point at `entries` page-aligned ring entries that stay valid until
     /// [`Driver::unregister_buf_ring`] or the ring's end.
     pub(crate) unsafe fn register_buf_ring(&mut self, addr: u64, entries: u16) -> io::Result<u16> {
-        let bgid = self.next_bgid;
-        if bgid == u16::MAX {
-            return Err(io::Error::other("out of buffer group ids"));
-        }
+        let (bgid, fresh) = match self.free_bgids.last() {
+            Some(&bgid) => (bgid, false),
+            None if self.next_bgid == u16::MAX => {
+                return Err(io::Error::other("out of buffer group ids"));
+            }
+            None => (self.next_bgid, true),
+        };
         // SAFETY: forwarded from the caller.
         unsafe {
             self.ring
                 .submitter()
                 .register_buf_ring_with_flags(addr, entries, bgid, 0)
         }?;
-        self.next_bgid += 1;
+        if fresh {
+            self.next_bgid += 1;
+        } else {
+            self.free_bgids.pop();
+        }
         self.stats.buf_rings += 1;
         Ok(bgid)
     }
@@ -602,6 +638,55 @@ impl Driver {
         // Failure means it is not registered: nothing to undo.
         if self.ring.submitter().unregister_buf_ring(bgid).is_ok() {
             self.stats.buf_rings = self.stats.buf_rings.saturating_sub(1);
+            self.free_bgids.push(bgid);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::time::Duration;
+
+    use io_uring::{opcode, types};
+
+    use super::{op::Orphan, ring::RingConfig, slab::Lifecycle, Driver};
+
+    /// The read buffer an orphaned read owns until its last completion.
+    struct ReadBuf(#[allow(dead_code)] Box<[u8; 64]>);
+    impl Orphan for ReadBuf {}
+
+    /// Ops that never complete on their own (reads of an empty pipe and a multishot poll),
+    /// then a shutdown that cancels them one by one, as on kernels without cancel-any.
+    #[test]
+    fn a_shutdown_without_cancel_any_cancels_op_by_op() {
+        let mut driver = Driver::new(RingConfig {
+            entries: 8,
+            cq_entries: None,
+        })
+        .unwrap();
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two fds pipe2 writes.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: fresh fds nothing else owns.
+        let (rx, _tx) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        for _ in 0..3 {
+            // As a dropped read future leaves it: the slot owns the buffer.
+            let mut buf = Box::new([0u8; 64]);
+            let ptr = buf.as_mut_ptr();
+            let key = driver
+                .slab
+                .insert(Lifecycle::Orphaned(Box::new(ReadBuf(buf))));
+            let read = opcode::Read::new(types::Fd(rx.as_raw_fd()), ptr, 64)
+                .build()
+                .user_data(key.to_user_data());
+            // SAFETY: the buffer is owned by the slot (a Box: its heap address does not move)
+            // until the op's last completion frees the slot.
+            unsafe { driver.push(read) };
+        }
+        driver.enter(false, None).unwrap();
+        assert_eq!(driver.slab.live(), 3);
+        assert!(driver.shutdown_cancelling(Duration::from_secs(5), false));
+        assert_eq!(driver.slab.live(), 0);
     }
 }

@@ -31,6 +31,9 @@ pub struct RingFeatures {
     pub nodrop: bool,
     /// The ring fd is registered (`IORING_ENTER_REGISTERED_RING`).
     pub registered_ring_fd: bool,
+    /// `IORING_ASYNC_CANCEL_ANY` is supported (5.19): a shutdown cancels everything with one
+    /// entry; before, one cancel per op.
+    pub cancel_any: bool,
     /// `IORING_OP_MSG_RING` is supported (cross-core wake-ups without a syscall).
     pub msg_ring: bool,
     /// Multishot accept is supported.
@@ -54,6 +57,7 @@ impl fmt::Display for RingFeatures {
             flag(self.ext_arg, "ext-arg"),
             flag(self.nodrop, "nodrop"),
             flag(self.registered_ring_fd, "registered-ring"),
+            flag(self.cancel_any, "cancel-any"),
             flag(self.msg_ring, "msg-ring"),
             flag(self.accept_multishot, "multishot-accept"),
             flag(self.recv_multishot, "multishot-recv"),
@@ -168,6 +172,8 @@ fn describe(ring: &mut IoUring, want: &Wanted) -> RingFeatures {
         nodrop: params.is_feature_nodrop(),
         // Set by the driver, which owns the registration (`ring_fd`).
         registered_ring_fd: false,
+        // Cancel-any came with 5.19, as did IORING_OP_SOCKET.
+        cancel_any: kernel_519,
         msg_ring: supports(opcode::MsgRingData::CODE),
         accept_multishot: kernel_519,
         recv_multishot: kernel_519 && supports(opcode::SendZc::CODE),

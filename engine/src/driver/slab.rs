@@ -216,6 +216,24 @@ impl OpSlab {
         }
     }
 
+    /// The keys of the ops the kernel still owns (every occupied slot but a completed
+    /// single-shot one waiting for its future): what a shutdown cancels one by one.
+    pub(crate) fn kernel_owned(&self) -> Vec<OpKey> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, slot)| {
+                slot.state
+                    .as_ref()
+                    .is_some_and(|s| !matches!(s, Lifecycle::Completed(_)))
+            })
+            .map(|(index, slot)| OpKey {
+                index: index as u32,
+                generation: slot.generation,
+            })
+            .collect()
+    }
+
     /// Takes every occupied slot's state (used at shutdown, after the kernel is done).
     pub(crate) fn drain(&mut self) -> Vec<Lifecycle> {
         let mut out = Vec::with_capacity(self.live);

@@ -451,7 +451,26 @@ impl Core {
 
     /// Cancels every task, then shuts the ring down; leaks it if the kernel would not finish.
     fn finish(&self) {
-        self.executor.cancel_all();
+        // Cancelling runs user code (futures' destructors, detached tasks' result sinks). A
+        // panic there must not skip what follows: the ring would stay alive (the core's remote
+        // handle holds a dup of its fd) while the ops' memory was freed. So the panic waits
+        // until the ring is shut down, and cancelling goes on (each round gets further: a
+        // cancelled task is not cancelled again).
+        let mut panicked = None;
+        while let Err(payload) =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.executor.cancel_all()))
+        {
+            panicked.get_or_insert(payload);
+        }
+        self.shut_down_ring();
+        if let Some(payload) = panicked {
+            std::panic::resume_unwind(payload);
+        }
+    }
+
+    /// After every task is cancelled: gives up the core's handles, cancels every op and waits
+    /// for the kernel; leaks the ops' memory if it would not finish.
+    fn shut_down_ring(&self) {
         // Ops that still use the ring hold their own handles; this is the core's.
         drop(self.default_ring.borrow_mut().take());
         remote::unregister(self.executor.id());

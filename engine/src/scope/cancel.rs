@@ -18,7 +18,11 @@ use crate::time::{sleep_until, Elapsed, Instant};
 /// Dropping it drops `future`. At the deadline `future` is dropped, so it must be safe to
 /// cancel (every engine op is).
 pub async fn move_on_after<F: Future>(duration: Duration, future: F) -> Option<F::Output> {
-    move_on_at(Instant::now() + duration, future).await
+    move_on_at(
+        crate::time::deadline_after(Instant::now(), duration),
+        future,
+    )
+    .await
 }
 
 /// Like [`move_on_after`] with an absolute deadline.
@@ -60,7 +64,9 @@ pub async fn fail_at<F: Future>(deadline: Instant, future: F) -> Result<F::Outpu
 struct CancelState {
     cancelled: Cell<bool>,
     deadline: Cell<Option<Instant>>,
-    waker: RefCell<Option<Waker>>,
+    /// The wakers of the `run`s going on now (one per task: clones of a scope may run
+    /// futures in several tasks at once, and a cancel must reach every one).
+    wakers: RefCell<Vec<Waker>>,
 }
 
 /// A cancel scope with a movable deadline and a cancel button, shareable on one core.
@@ -110,7 +116,7 @@ impl CancelScope {
             state: Rc::new(CancelState {
                 cancelled: Cell::new(false),
                 deadline: Cell::new(None),
-                waker: RefCell::new(None),
+                wakers: RefCell::new(Vec::new()),
             }),
         }
     }
@@ -150,7 +156,8 @@ impl CancelScope {
     }
 
     fn wake(&self) {
-        if let Some(w) = self.state.waker.borrow_mut().take() {
+        let wakers = std::mem::take(&mut *self.state.wakers.borrow_mut());
+        for w in wakers {
             w.wake();
         }
     }
@@ -165,6 +172,10 @@ impl CancelScope {
     pub async fn run<F: Future>(&self, future: F) -> Option<F::Output> {
         let mut future = pin!(future);
         let mut timer = None::<(Instant, crate::time::Sleep)>;
+        let registered = Registered {
+            state: &self.state,
+            waker: RefCell::new(None),
+        };
         std::future::poll_fn(|cx| {
             if let Poll::Ready(out) = future.as_mut().poll(cx) {
                 return Poll::Ready(Some(out));
@@ -184,9 +195,36 @@ impl CancelScope {
                     return Poll::Ready(None);
                 }
             }
-            *self.state.waker.borrow_mut() = Some(cx.waker().clone());
+            registered.register(cx.waker());
             Poll::Pending
         })
         .await
+    }
+}
+
+/// One `run`'s place among the scope's wakers, taken out when the run ends.
+struct Registered<'a> {
+    state: &'a CancelState,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Registered<'_> {
+    fn register(&self, waker: &Waker) {
+        let mut wakers = self.state.wakers.borrow_mut();
+        if !wakers.iter().any(|w| w.will_wake(waker)) {
+            wakers.push(waker.clone());
+        }
+        *self.waker.borrow_mut() = Some(waker.clone());
+    }
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        if let Some(own) = self.waker.get_mut().take() {
+            self.state
+                .wakers
+                .borrow_mut()
+                .retain(|w| !w.will_wake(&own));
+        }
     }
 }

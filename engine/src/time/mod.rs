@@ -34,7 +34,18 @@ use wheel::TimerKey;
 ///
 /// Polling it off a percore core panics.
 pub fn sleep(duration: Duration) -> Sleep {
-    sleep_until(Instant::now() + duration)
+    sleep_until(deadline_after(Instant::now(), duration))
+}
+
+/// How far ahead a deadline too far for an `Instant` is put: never, in practice.
+const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// `from + duration`, or, past what an `Instant` can hold (`Duration::MAX` for "forever"),
+/// a century from `from`: a wait that long never ends in practice, and the arithmetic never
+/// panics.
+pub(crate) fn deadline_after(from: Instant, duration: Duration) -> Instant {
+    from.checked_add(duration)
+        .unwrap_or_else(|| from + NEVER.min(duration))
 }
 
 /// Waits until `deadline`.
@@ -198,15 +209,20 @@ impl Interval {
         }
         let tick = self.next;
         let now = Instant::now();
+        let after = |from: Instant, d: Duration| deadline_after(from, d);
+        let next_tick = after(tick, self.period);
         self.next = match self.missed {
-            MissedTicks::Burst => tick + self.period,
-            MissedTicks::Delay if now > tick + self.period => now + self.period,
-            MissedTicks::Skip if now > tick + self.period => {
+            MissedTicks::Burst => next_tick,
+            MissedTicks::Delay if now > next_tick => after(now, self.period),
+            MissedTicks::Skip if now > next_tick => {
+                // Every period missed is skipped: the next tick is the first one after now.
                 let behind = now.duration_since(tick).as_nanos();
-                let periods = behind / self.period.as_nanos() + 1;
-                tick + self.period * periods as u32
+                let period = self.period.as_nanos().max(1);
+                let skip = (behind / period + 1) * period;
+                let skip = u64::try_from(skip).map_or(Duration::MAX, Duration::from_nanos);
+                after(tick, skip)
             }
-            _ => tick + self.period,
+            _ => next_tick,
         };
         self.sleep.reset(self.next);
         Poll::Ready(tick)
@@ -240,7 +256,7 @@ impl From<Elapsed> for std::io::Error {
 ///
 /// Dropping the returned future drops the inner one: as cancel-safe as `future` is.
 pub fn timeout<F: Future>(duration: Duration, future: F) -> Timeout<F> {
-    timeout_at(Instant::now() + duration, future)
+    timeout_at(deadline_after(Instant::now(), duration), future)
 }
 
 /// Like [`timeout`], with an absolute deadline.
