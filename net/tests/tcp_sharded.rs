@@ -12,19 +12,24 @@ use percore_net::BufStream;
 
 const CONNECTIONS: usize = 200;
 
-#[test]
-fn connections_spread_across_cores_and_shutdown_stops_accepting() {
+/// Up to two CPUs, and a port for every core to share, held (bound, not listening,
+/// SO_REUSEPORT) for the whole run so that nothing else can be handed it.
+fn shared_port() -> (Vec<usize>, socket2::Socket, SocketAddr) {
     let cpus: Vec<usize> =
         (0..core_affinity::get_core_ids().map_or(1, |c| c.len()).min(2)).collect();
-    // A port for every core to share, held (bound, not listening, SO_REUSEPORT) for the whole
-    // run so that nothing else can be handed it.
     let holder = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     holder.set_reuse_address(true).unwrap();
     holder.set_reuse_port(true).unwrap();
     holder
         .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
         .unwrap();
-    let addr: SocketAddr = holder.local_addr().unwrap().as_socket().unwrap();
+    let addr = holder.local_addr().unwrap().as_socket().unwrap();
+    (cpus, holder, addr)
+}
+
+#[test]
+fn connections_spread_across_cores_and_shutdown_stops_accepting() {
+    let (cpus, _holder, addr) = shared_port();
     let rt = Runtime::builder().cpus(cpus.clone()).build().unwrap();
     let handle = rt.handle();
     let bound = Arc::new(AtomicUsize::new(0));
@@ -88,15 +93,7 @@ const AT_ONCE: usize = 400;
 
 #[test]
 fn many_connections_at_once_on_every_core_are_all_answered() {
-    let cpus: Vec<usize> =
-        (0..core_affinity::get_core_ids().map_or(1, |c| c.len()).min(2)).collect();
-    let holder = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    holder.set_reuse_address(true).unwrap();
-    holder.set_reuse_port(true).unwrap();
-    holder
-        .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
-        .unwrap();
-    let addr: SocketAddr = holder.local_addr().unwrap().as_socket().unwrap();
+    let (cpus, _holder, addr) = shared_port();
     let rt = Runtime::builder().cpus(cpus.clone()).build().unwrap();
     let handle = rt.handle();
     let bound = Arc::new(AtomicUsize::new(0));
