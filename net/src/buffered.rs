@@ -20,6 +20,7 @@
 
 use std::fmt;
 use std::io;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 
@@ -39,7 +40,7 @@ pub struct BufStream<S = TcpStream> {
     eof: bool,
     write_buf: Vec<u8>,
     write_limit: usize,
-    idle_timeout: Option<std::time::Duration>,
+    idle_timeout: Option<Duration>,
 }
 
 impl<S: fmt::Debug> fmt::Debug for BufStream<S> {
@@ -80,8 +81,9 @@ impl<S: ByteStream> BufStream<S> {
     /// Makes every wait for incoming bytes fail with `TimedOut` after `timeout` without any
     /// (`None`: wait forever). A peer that trickles a line byte by byte still resets it with
     /// each byte; combine with a read's maximum, or a deadline on the whole exchange, to bound
-    /// a slow peer completely.
-    pub fn set_idle_timeout(&mut self, timeout: Option<std::time::Duration>) {
+    /// a slow peer completely. A timeout too long for the clock (`Duration::MAX`) is the
+    /// same as `None`.
+    pub fn set_idle_timeout(&mut self, timeout: Option<Duration>) {
         self.idle_timeout = timeout;
     }
 
@@ -109,8 +111,13 @@ impl<S: ByteStream> BufStream<S> {
         if self.write_buf.is_empty() && self.write_buf.capacity() > 0 {
             self.write_buf = Vec::new();
         }
-        let chunk = match self.idle_timeout {
-            Some(t) => percore_engine::time::timeout(t, self.stream.recv_chunk())
+        // A timeout past what the clock can express (`Duration::MAX`, say) is no deadline:
+        // `Instant + Duration` would panic on it.
+        let deadline = self
+            .idle_timeout
+            .and_then(|t| Some((t, Instant::now().checked_add(t)?)));
+        let chunk = match deadline {
+            Some((t, at)) => percore_engine::time::timeout_at(at, self.stream.recv_chunk())
                 .await
                 .map_err(|_| {
                     io::Error::new(io::ErrorKind::TimedOut, format!("no bytes for {t:?}"))

@@ -47,7 +47,9 @@
 //! # Threads and system calls
 //!
 //! None of its own: every operation is an io_uring op on the calling core (socket creation and
-//! socket options are plain `socket`/`setsockopt` calls through `socket2`).
+//! socket options are plain `socket`/`setsockopt` calls through `socket2`). A Unix connect to
+//! a listener whose backlog is full waits in one of the kernel's io_uring worker threads,
+//! never on the core's own.
 
 #![forbid(unsafe_code)]
 

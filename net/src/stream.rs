@@ -59,7 +59,7 @@ impl<B: IoBuf> Future for SendOp<'_, B> {
 
 /// The future of a stream's `recv_chunk`, written by hand: each poll is one poll of the
 /// multishot receive (no nested futures on the per-chunk path), and a back-off sleep while the
-/// core's ring is dry.
+/// core's ring is dry (doubling while it stays dry: see [`RING_DRY_BACKOFF`]).
 ///
 /// # Cancel safety
 ///
@@ -88,7 +88,9 @@ impl Future for RecvChunk<'_> {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(RecvStep::Done(res)) => return Poll::Ready(res),
                 Poll::Ready(RecvStep::RingDry) => {
-                    this.dry = Some(percore_engine::time::sleep(RING_DRY_BACKOFF));
+                    let backoff = this.core.dry_backoff;
+                    this.core.dry_backoff = (backoff * 2).min(RING_DRY_BACKOFF_MAX);
+                    this.dry = Some(percore_engine::time::sleep(backoff));
                 }
             }
         }
@@ -116,10 +118,24 @@ pub(crate) struct StreamCore {
     eof: bool,
     /// Sends of at least this many bytes go through `SEND_ZC`; `None`: never.
     zc_threshold: Cell<Option<usize>>,
+    /// The next back-off when the ring is dry: it doubles while the ring stays dry for this
+    /// stream, and starts over when a chunk arrives.
+    dry_backoff: Duration,
 }
 
-/// How long a ring that ran dry is given to refill before the receive is re-armed.
+/// How long a ring that ran dry is first given to refill before the receive is re-armed.
 pub(crate) const RING_DRY_BACKOFF: Duration = Duration::from_micros(200);
+
+/// The longest back-off of a stream whose receives keep finding the ring dry: a core with
+/// many such streams re-arms each at most this often, instead of spinning on them.
+pub(crate) const RING_DRY_BACKOFF_MAX: Duration = Duration::from_millis(10);
+
+/// Ring buffers one stream's untaken chunks may hold before its receive is paused (cancelled;
+/// re-armed once its owner took them): a handler that stops reading must not take the core's
+/// shared ring from every other connection. A sixteenth of the ring, between 8 and 64 buffers.
+fn untaken_chunk_limit(ring: &BufRing) -> usize {
+    (usize::from(ring.entries()) / 16).clamp(8, 64)
+}
 
 /// `ENOBUFS` on Linux (every architecture): the provided buffer ring is empty.
 pub(crate) const ENOBUFS: i32 = 105;
@@ -135,6 +151,7 @@ impl StreamCore {
             receiver: None,
             eof: false,
             zc_threshold: Cell::new(zc_threshold),
+            dry_backoff: RING_DRY_BACKOFF,
         }
     }
 
@@ -159,12 +176,14 @@ impl StreamCore {
             receiver,
             eof,
             zc_threshold,
+            dry_backoff,
         } = self;
         fd.try_unwrap().map_err(|fd| StreamCore {
             fd,
             receiver,
             eof,
             zc_threshold,
+            dry_backoff,
         })
     }
 
@@ -240,7 +259,10 @@ impl StreamCore {
             let stream = match &mut receiver.stream {
                 Some(s) => s,
                 None => match ops::recv_multishot(&self.fd, &receiver.ring) {
-                    Ok(s) => receiver.stream.insert(s),
+                    Ok(s) => {
+                        s.limit_queue(untaken_chunk_limit(&receiver.ring));
+                        receiver.stream.insert(s)
+                    }
                     Err(e) => return Poll::Ready(RecvStep::Done(Err(e))),
                 },
             };
@@ -248,13 +270,19 @@ impl StreamCore {
                 return Poll::Pending;
             };
             match received {
-                Ok(Received::Data(chunk)) => return Poll::Ready(RecvStep::Done(Ok(Some(chunk)))),
+                Ok(Received::Data(chunk)) => {
+                    self.dry_backoff = RING_DRY_BACKOFF;
+                    return Poll::Ready(RecvStep::Done(Ok(Some(chunk))));
+                }
                 Ok(Received::Eof) => {
                     self.eof = true;
                     receiver.stream = None;
                     return Poll::Ready(RecvStep::Done(Ok(None)));
                 }
-                // The kernel stopped the multishot (it may do so under pressure): re-arm.
+                // The kernel stopped the multishot (it may do so under pressure), or its
+                // untaken chunks passed the limit and every one of them has now been taken:
+                // re-arm. The old receive is over, so the new one goes on from the socket
+                // where it stopped: nothing lost, nothing reordered.
                 Ok(Received::Ended) => receiver.stream = None,
                 Err(e) if e.raw_os_error() == Some(ENOBUFS) => {
                     receiver.stream = None;

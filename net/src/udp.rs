@@ -42,6 +42,11 @@ impl fmt::Debug for UdpSocket {
 impl UdpSocket {
     /// Binds `addr` (port 0 picks a free port).
     ///
+    /// An IPv6 address gets `IPV6_V6ONLY`, whatever the system default
+    /// (`net.ipv6.bindv6only`): a socket on `[::]` receives IPv6 datagrams only, never
+    /// IPv4-mapped ones, and cannot send to IPv4 addresses. To serve both families bind an
+    /// IPv4 and an IPv6 socket.
+    ///
     /// # Errors
     ///
     /// The kernel's error (`AddrInUse`, ...).
@@ -51,7 +56,8 @@ impl UdpSocket {
 
     /// Binds `addr` with `SO_REUSEPORT`, so each core can bind its own socket on the same port.
     /// On a percore core the socket also takes a slot in the core's registered file table
-    /// ([`SharedFd::register`]): a server socket sends every reply of its core.
+    /// ([`SharedFd::register`]): a server socket sends every reply of its core. IPv6
+    /// addresses get `IPV6_V6ONLY`, as with [`UdpSocket::bind`].
     ///
     /// # Errors
     ///
@@ -70,6 +76,7 @@ impl UdpSocket {
             socket.set_reuse_port(true)?;
         }
         if addr.is_ipv6() {
+            // One family per socket, as documented on `bind`: the same on every host.
             socket.set_only_v6(true)?;
         }
         socket.bind(&SockAddr::from(addr))?;
@@ -201,10 +208,22 @@ impl UdpSocket {
 ///
 /// # Errors
 ///
-/// `InvalidInput` for zero buffers or a size past 4 GiB; fails off a percore core.
+/// `InvalidInput` for zero buffers or a size past 4 GiB (header included); fails off a
+/// percore core.
 pub fn datagram_ring(max_datagram: usize, buffers: u16) -> io::Result<BufRing> {
-    let size = u32::try_from(max_datagram + RECVMSG_OVERHEAD)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "datagram size too large"))?;
+    // Checked: in a release build `usize::MAX + overhead` would wrap to a tiny size.
+    let size = max_datagram
+        .checked_add(RECVMSG_OVERHEAD)
+        .and_then(|size| u32::try_from(size).ok())
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "datagram size {max_datagram} too large: at most {} bytes",
+                    u32::MAX as usize - RECVMSG_OVERHEAD
+                ),
+            )
+        })?;
     BufRing::new(buffers, size)
 }
 

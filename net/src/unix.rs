@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use percore_engine::buf::ring::RingBuf;
 use percore_engine::buf::{IoBuf, IoBufMut};
 use percore_engine::fd::SharedFd;
+use percore_engine::ops;
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use crate::stream::{ByteStream, StreamCore};
@@ -33,22 +34,31 @@ impl fmt::Debug for UnixStream {
 }
 
 impl UnixStream {
-    /// Connects to the socket at `path`.
+    /// Connects to the socket at `path`, through the core's ring: while the listener's
+    /// backlog is full the connect waits (in the kernel's io_uring worker, never on the core's
+    /// thread) until the listener accepts and makes room, like a TCP connect waits for its
+    /// handshake. Bound the wait with a deadline
+    /// ([`move_on_after`](percore_engine::scope::move_on_after), say) when the listener may
+    /// never accept.
     ///
     /// # Errors
     ///
-    /// The kernel's error (`NotFound`, `ConnectionRefused`, ...).
+    /// `InvalidInput` for a path too long for a Unix address; the kernel's error
+    /// (`NotFound`, `ConnectionRefused`, ...); running off a percore core.
     ///
     /// # Cancel safety
     ///
-    /// Dropping the future cancels the connect and closes the socket.
+    /// Dropping the future cancels the connect (the kernel interrupts a wait for backlog
+    /// room) and closes the socket once the kernel is done with it.
     pub async fn connect(path: impl AsRef<Path>) -> io::Result<UnixStream> {
-        let addr = SockAddr::unix(path.as_ref())?;
+        // Blocking mode (and close-on-exec, as socket2 always sets): a non-blocking Unix
+        // connect fails with EAGAIN on a full backlog instead of waiting, and Unix sockets
+        // have no "connect in progress" to poll for. The blocking happens in the ring's
+        // worker, which a cancel interrupts.
         let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
-        // Unix connects complete at once (or fail with EAGAIN when the backlog is full), so a
-        // plain connect(2) on the blocking socket is the right call here.
-        socket.connect(&addr)?;
-        Ok(UnixStream::from_owned_fd(OwnedFd::from(socket)))
+        let fd = SharedFd::new(OwnedFd::from(socket));
+        ops::connect_unix(&fd, path.as_ref()).await?;
+        Ok(UnixStream::from_shared(fd))
     }
 
     /// A connected pair (for tests, and parent/child plumbing).
@@ -66,9 +76,13 @@ impl UnixStream {
 
     /// Wraps a connected socket.
     pub fn from_owned_fd(fd: OwnedFd) -> UnixStream {
+        UnixStream::from_shared(SharedFd::new(fd))
+    }
+
+    fn from_shared(fd: SharedFd) -> UnixStream {
         UnixStream {
             // Unix sockets have no zero-copy send.
-            core: StreamCore::new(SharedFd::new(fd), None),
+            core: StreamCore::new(fd, None),
         }
     }
 
@@ -216,6 +230,12 @@ impl UnixListener {
     /// What this listener counted.
     pub fn stats(&self) -> AcceptStats {
         self.acceptor.stats()
+    }
+
+    /// Stops accepting until the next [`UnixListener::accept`]; see
+    /// [`TcpListener::pause_accepting`](crate::tcp::TcpListener::pause_accepting).
+    pub fn pause_accepting(&mut self) {
+        self.acceptor.pause();
     }
 
     /// Accepts the next connection.

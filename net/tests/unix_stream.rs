@@ -66,3 +66,17 @@ fn std_interop_and_connect_errors() {
         assert_eq!(a.read_line(64).await.unwrap().unwrap(), b"from std\n");
     });
 }
+
+#[test]
+fn abstract_namespace_sockets_connect() {
+    percore_engine::block_on(async {
+        let name = format!("\0percore-{}-abstract", std::process::id());
+        let mut listener = UnixListener::bind(&name).unwrap();
+        let client = UnixStream::connect(&name).await.unwrap();
+        let server = listener.accept().await.unwrap();
+        let (sent, _) = client.write_all(b"abstract\n".to_vec()).await;
+        sent.unwrap();
+        let mut server = BufStream::new(server);
+        assert_eq!(server.read_line(64).await.unwrap().unwrap(), b"abstract\n");
+    });
+}

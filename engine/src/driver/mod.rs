@@ -25,6 +25,10 @@
 //! Cancellation. Dropping an op future that the kernel still owns moves its data into the slot
 //! (`Orphaned`) and submits `ASYNC_CANCEL` for its key. The orphan sees every later completion
 //! (so an accepted fd gets closed and a provided buffer recycled) and is freed with the last one.
+//! A multishot op may carry a limit on its untaken completions: when its owner stops taking
+//! them (each may hold a provided buffer) and the queue passes the limit, [`Driver::reap`]
+//! cancels the op; what is queued stays for the owner, and the op ends with the cancel's
+//! completion.
 //!
 //! Shutdown. [`Driver::shutdown`] cancels everything in flight and drives the ring until the
 //! slab is empty; if the kernel does not finish within a bound, every op's memory (the slab) is
@@ -214,6 +218,7 @@ impl Driver {
                 queue: slab::CompletionQueue::default(),
                 waker,
                 finished: false,
+                limit: u32::MAX,
             }
         } else {
             Lifecycle::Waiting { waker }
@@ -248,6 +253,35 @@ impl Driver {
     pub(crate) unsafe fn push_detached(&mut self, entry: squeue::Entry) {
         // SAFETY: the entry points at no memory.
         unsafe { self.push(entry.user_data(TOKEN_IGNORE)) };
+    }
+
+    /// Sets the limit on a multishot op's untaken completions (see the design note): past
+    /// `max`, the op is cancelled. At once if it is past it already.
+    pub(crate) fn limit_queue(&mut self, key: OpKey, max: u32) {
+        let Some(Lifecycle::Multishot {
+            queue,
+            finished,
+            limit,
+            ..
+        }) = self.slab.get_mut(key)
+        else {
+            return;
+        };
+        if *finished {
+            return;
+        }
+        if queue.len() > max as usize {
+            *limit = u32::MAX;
+            self.cancel_multishot(key);
+        } else {
+            *limit = max;
+        }
+    }
+
+    fn cancel_multishot(&mut self, key: OpKey) {
+        let entry = opcode::AsyncCancel::new(key.to_user_data()).build();
+        // SAFETY: an async cancel names its target by user_data and points at no memory.
+        unsafe { self.push_detached(entry) };
     }
 
     #[inline]
@@ -459,6 +493,8 @@ impl Driver {
     #[inline]
     pub(crate) fn reap(&mut self, wakers: &mut Vec<Waker>) -> Reaped {
         let mut reaped = Reaped::default();
+        // Multishot ops whose untaken completions passed their limit (allocates only then).
+        let mut over_limit = Vec::new();
         let mut cq = self.ring.completion();
         cq.sync();
         for cqe in &mut cq {
@@ -478,7 +514,13 @@ impl Driver {
             let Some(key) = OpKey::from_user_data(cqe.user_data()) else {
                 continue;
             };
-            complete(&mut self.slab, key, done, wakers, &mut self.graveyard);
+            if complete(&mut self.slab, key, done, wakers, &mut self.graveyard) {
+                over_limit.push(key);
+            }
+        }
+        drop(cq);
+        for key in over_limit {
+            self.cancel_multishot(key);
         }
         self.stats.ops_completed += reaped.completions as u64;
         reaped
@@ -544,6 +586,8 @@ impl Driver {
     }
 }
 
+/// Hands one completion to its op. Returns true when a multishot op's untaken completions
+/// just passed its limit: the caller cancels it.
 #[inline]
 fn complete(
     slab: &mut OpSlab,
@@ -551,9 +595,9 @@ fn complete(
     done: Completion,
     wakers: &mut Vec<Waker>,
     graveyard: &mut Vec<Box<dyn op::Orphan>>,
-) {
+) -> bool {
     let Some(state) = slab.get_mut(key) else {
-        return;
+        return false;
     };
     match state {
         Lifecycle::Waiting { .. } => {
@@ -568,14 +612,21 @@ fn complete(
             queue,
             waker,
             finished,
+            limit,
         } => {
             queue.push_back(done);
+            let mut cancel = false;
             if !cqueue::more(done.flags) {
                 *finished = true;
+            } else if queue.len() > *limit as usize {
+                // Once: the op ends with the cancel's completion.
+                *limit = u32::MAX;
+                cancel = true;
             }
             if let Some(w) = waker.take() {
                 wakers.push(w);
             }
+            return cancel;
         }
         Lifecycle::Orphaned(orphan) => {
             orphan.on_completion(done);
@@ -588,6 +639,7 @@ fn complete(
         // A second completion for a single-shot op does not happen; ignore it.
         Lifecycle::Completed(_) => {}
     }
+    false
 }
 
 impl Driver {

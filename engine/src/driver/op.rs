@@ -261,6 +261,7 @@ impl<T: Orphan> Multishot<T> {
                 queue,
                 waker,
                 finished,
+                ..
             }) = driver.slot(key)
             else {
                 return Poll::Ready(None);
@@ -283,6 +284,16 @@ impl<T: Orphan> Multishot<T> {
             self.done = true;
         }
         next
+    }
+
+    /// Cancels the op when more than `max` completions wait untaken (at once if they do
+    /// already); what is queued stays, and the stream ends after the cancel's completion.
+    pub(crate) fn limit_queue(&self, max: u32) {
+        if self.done {
+            return;
+        }
+        let key = self.key;
+        context::with_driver(|driver| driver.limit_queue(key, max));
     }
 
     /// Asks the kernel to stop the op; the stream then ends after the final completion.

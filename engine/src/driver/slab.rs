@@ -102,6 +102,10 @@ pub(crate) enum Lifecycle {
         queue: CompletionQueue,
         waker: Option<Waker>,
         finished: bool,
+        /// When more completions than this wait untaken, the driver cancels the op (its owner
+        /// stopped taking them; each may hold a provided buffer). `u32::MAX`: no limit, and
+        /// also once that cancel was sent.
+        limit: u32,
     },
     /// The future was dropped while the kernel still owns the op's resources. They live here
     /// until the last completion, which is handed to the orphan (to close an fd, recycle a

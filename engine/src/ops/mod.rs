@@ -22,7 +22,7 @@ pub use recvmsg_multishot::{recvmsg_multishot, Datagram, RecvMsgStream, RECVMSG_
 pub use rw::{read, readv, write, writev, CURRENT_POSITION};
 pub use send::{send, Send};
 pub use send_zc::send_zc;
-pub use socket::{accept, connect, recv, recv_from, send_to, shutdown, RecvMeta};
+pub use socket::{accept, connect, connect_unix, recv, recv_from, send_to, shutdown, RecvMeta};
 
 use std::io;
 

@@ -174,7 +174,12 @@ impl RecvStream {
             return Poll::Ready(Ok(Received::Ended));
         };
         let ring = &data.ring;
-        Poll::Ready(if done.result < 0 {
+        Poll::Ready(if done.result == -libc::ECANCELED {
+            // A cancel ([`RecvStream::cancel`], or the queue limit) ends the stream the way
+            // the kernel ending it does: the owner re-arms when it wants more.
+            ring.give_back(done.flags);
+            Ok(Received::Ended)
+        } else if done.result < 0 {
             ring.give_back(done.flags);
             Err(io::Error::from_raw_os_error(-done.result))
         } else if done.result == 0 {
@@ -193,5 +198,17 @@ impl RecvStream {
     /// Asks the kernel to stop; `next` returns what is left, then `Ended`.
     pub fn cancel(&self) {
         self.op.cancel();
+    }
+
+    /// Stops the receive by itself once more than `max` chunks wait untaken: an owner that
+    /// stops taking chunks (a handler busy elsewhere) then holds at most about `max` ring
+    /// buffers (plus those that arrive before the cancel lands), not the whole ring, and the
+    /// rest of the bytes wait in the socket, where the protocol's flow control holds the
+    /// sender. `next` returns the queued chunks in order, then `Ended`; re-arm to go on. No
+    /// byte is lost or reordered: the kernel takes no more bytes from the socket once the
+    /// receive is cancelled, and the new receive starts where it stopped.
+    pub fn limit_queue(&self, max: usize) {
+        self.op
+            .limit_queue(u32::try_from(max).unwrap_or(u32::MAX - 1));
     }
 }

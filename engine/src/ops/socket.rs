@@ -74,9 +74,31 @@ impl Orphan for ConnectData {}
 /// Dropping the future cancels the connect; the socket is then in an unspecified state and
 /// should be closed (its owner still owns it).
 pub async fn connect(socket: &SharedFd, addr: SocketAddr) -> io::Result<()> {
+    connect_raw(socket, RawAddr::from_std(addr)).await
+}
+
+/// Connects the Unix stream `socket` to the socket file at `path`. Where a TCP connect waits
+/// for the handshake, this one waits for room in the listener's backlog (a blocking-mode
+/// socket's connect sleeps in the kernel's io_uring worker, not on the core's thread; a
+/// non-blocking one fails with `EAGAIN` when the backlog is full).
+///
+/// # Errors
+///
+/// `InvalidInput` for a path too long for `sockaddr_un` (or holding a NUL byte); the kernel's
+/// error (`ENOENT`, `ECONNREFUSED`, `EAGAIN`, ...).
+///
+/// # Cancel safety
+///
+/// As [`connect`]: dropping the future cancels the connect (the kernel interrupts a connect
+/// waiting for backlog room); the socket should then be closed.
+pub async fn connect_unix(socket: &SharedFd, path: &std::path::Path) -> io::Result<()> {
+    connect_raw(socket, RawAddr::from_unix_path(path)?).await
+}
+
+async fn connect_raw(socket: &SharedFd, addr: RawAddr) -> io::Result<()> {
     let data = ConnectData {
         _fd: socket.clone(),
-        addr: Box::new(RawAddr::from_std(addr)),
+        addr: Box::new(addr),
     };
     let raw = socket.raw();
     // SAFETY: the entry points at the boxed address, owned by the op data.

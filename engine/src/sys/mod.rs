@@ -188,6 +188,45 @@ impl RawAddr {
         raw
     }
 
+    /// A Unix domain address for the socket file at `path` (`sockaddr_un`; the length counts
+    /// the path and its terminating NUL). A path starting with a NUL byte names a socket in
+    /// the abstract namespace (all its bytes count, no terminating NUL).
+    pub(crate) fn from_unix_path(path: &std::path::Path) -> std::io::Result<RawAddr> {
+        use std::os::unix::ffi::OsStrExt;
+        let bytes = path.as_os_str().as_bytes();
+        let mut sun = libc::sockaddr_un {
+            sun_family: libc::AF_UNIX as libc::sa_family_t,
+            sun_path: [0; 108],
+        };
+        let abstract_name = bytes.first() == Some(&0);
+        // A pathname keeps one byte for the NUL the kernel expects after it.
+        let room = sun.sun_path.len() - usize::from(!abstract_name);
+        if bytes.len() > room || (!abstract_name && bytes.contains(&0)) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "unix socket path must be under {} bytes without NUL: {}",
+                    sun.sun_path.len(),
+                    path.display()
+                ),
+            ));
+        }
+        for (dst, &src) in sun.sun_path.iter_mut().zip(bytes) {
+            *dst = src as libc::c_char;
+        }
+        let mut raw = RawAddr::empty();
+        // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_un.
+        unsafe {
+            std::ptr::write(
+                (&mut raw.storage as *mut libc::sockaddr_storage).cast(),
+                sun,
+            )
+        };
+        let path_offset = std::mem::offset_of!(libc::sockaddr_un, sun_path);
+        raw.len = (path_offset + bytes.len() + usize::from(!abstract_name)) as libc::socklen_t;
+        Ok(raw)
+    }
+
     /// The address as std's type, if it is an IPv4 or IPv6 one.
     pub(crate) fn to_std(self) -> Option<std::net::SocketAddr> {
         let ptr = (&self.storage as *const libc::sockaddr_storage).cast::<u8>();
@@ -234,5 +273,18 @@ mod tests {
             assert_eq!(RawAddr::from_std(addr).to_std(), Some(addr), "{s}");
         }
         assert_eq!(RawAddr::empty().to_std(), None);
+    }
+
+    #[test]
+    fn unix_paths_fit_sockaddr_un_or_are_refused() {
+        let raw = RawAddr::from_unix_path(std::path::Path::new("/tmp/x.sock")).unwrap();
+        assert_eq!(i32::from(raw.storage.ss_family), libc::AF_UNIX);
+        assert_eq!(raw.len as usize, 2 + "/tmp/x.sock".len() + 1);
+        assert_eq!(raw.to_std(), None, "not an IP address");
+        let long = "/".repeat(108);
+        let err = RawAddr::from_unix_path(std::path::Path::new(&long)).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+        let abstract_name = RawAddr::from_unix_path(std::path::Path::new("\0name")).unwrap();
+        assert_eq!(abstract_name.len as usize, 2 + 5, "no terminating NUL");
     }
 }

@@ -6,8 +6,13 @@
 //! [`TcpService::serve`] runs on one core (call it on every core, each with its own sharded
 //! [`TcpListener`](crate::tcp::TcpListener)). It accepts in a loop and runs the handler for each connection as a task
 //! inside a [`scope`](percore_engine::scope()), so no connection outlives the service. A
-//! per-core [`Semaphore`] caps live connections: at the cap
-//! the service stops accepting (the kernel's backlog holds newcomers) until one ends. A
+//! per-core [`Semaphore`] caps live connections: at the cap the service pauses its listener
+//! ([`TcpListener::pause_accepting`](crate::tcp::TcpListener::pause_accepting): cancels the
+//! multishot accept, which left armed would go on accepting into the process with nobody to
+//! serve what it accepts), so newcomers wait in the kernel's listen backlog until one ends; the
+//! next accept re-arms it. In hand-off mode each core's inbox takes no more than the core's cap
+//! ([`Inbox::limit_connections`](crate::tcp::Inbox::limit_connections)), and the acceptor
+//! pauses the listener while no core has room. A
 //! handler's error or panic ends only its connection; it is counted and reported on stderr,
 //! never silent. When a graceful shutdown is requested the service stops accepting and waits
 //! for the connections to finish; the runtime's grace period bounds that wait.

@@ -8,6 +8,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use percore_engine::sync::Semaphore;
@@ -79,7 +80,7 @@ impl TcpService {
     }
 
     /// Closes a connection whose peer sends nothing for `timeout` (its handler's read fails
-    /// with `TimedOut`).
+    /// with `TimedOut`). A timeout too long for the clock (`Duration::MAX`) is none.
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle_timeout = Some(timeout);
         self
@@ -139,6 +140,9 @@ impl TcpService {
                         format!("hand-off inbox of core {core} missing or taken"),
                     )
                 })?;
+                // The acceptor passes this core no more than its cap: the rest wait in the
+                // kernel's backlog, not in the inbox.
+                inbox.limit_connections(self.max_connections);
                 let name = match &listener {
                     Some(l) => format!("{} (hand-off)", l.local_addr()),
                     None => format!("hand-off core {core}"),
@@ -161,7 +165,12 @@ impl TcpService {
             }
             let handed_off = source.is_inbox();
             loop {
-                // Wait for room under the cap, then for a connection or the shutdown.
+                // Wait for room under the cap, then for a connection or the shutdown. At the
+                // cap the listener is paused: left armed, its multishot accept would go on
+                // accepting into this process while nobody serves what it accepts.
+                if limit.available() == 0 {
+                    source.pause();
+                }
                 if !super::room_or_shutdown(&limit).await? {
                     break;
                 }
@@ -249,6 +258,14 @@ impl Source {
         }
     }
 
+    /// Stops accepting until the next `next` (a hand-off inbox is bounded already: its
+    /// acceptor pauses when it cannot pass connections on).
+    fn pause(&mut self) {
+        if let Source::Listener(l) = self {
+            l.pause_accepting();
+        }
+    }
+
     fn is_inbox(&self) -> bool {
         matches!(self, Source::Inbox(_))
     }
@@ -263,12 +280,24 @@ impl Source {
 }
 
 /// The hand-off acceptor: accepts until a shutdown is requested, passing each connection on.
+/// While a connection waits for a core with room (every core at its cap, or an inbox full),
+/// the listener is paused, so the kernel's backlog holds the newcomers.
 async fn run_acceptor(mut listener: TcpListener, handoff: Arc<Handoff>) -> io::Result<()> {
     let name = listener.local_addr();
     let accepting = Box::pin(async move {
         loop {
             let (fd, peer) = listener.accept_fd().await?;
-            if handoff.dispatch(fd, peer).await.is_none() {
+            let mut dispatch = std::pin::pin!(handoff.dispatch(fd, peer));
+            let first_try =
+                std::future::poll_fn(|cx| Poll::Ready(dispatch.as_mut().poll(cx))).await;
+            let core = match first_try {
+                Poll::Ready(core) => core,
+                Poll::Pending => {
+                    listener.pause_accepting();
+                    dispatch.await
+                }
+            };
+            if core.is_none() {
                 eprintln!("percore-net: {name}: no core left to serve {peer}; closed");
             }
         }

@@ -12,6 +12,16 @@
 //! is one atomic read-modify-write per connection on each side, never per request. Ties go
 //! round-robin, so connections spread even when they come and go one at a time.
 //!
+//! A core may cap its connections ([`Inbox::limit_connections`]; a service sets its
+//! per-core cap): the acceptor passes it none while its load (live plus queued) is at the cap.
+//! When every live core is at its cap the acceptor waits for room, and while any dispatch waits
+//! its caller should stop accepting
+//! ([`TcpListener::pause_accepting`](super::TcpListener::pause_accepting)):
+//! the service's acceptor does, so connections past the caps wait in the kernel's backlog,
+//! not as fds in the process. Room is signalled by the core that ends a connection, through
+//! a waker the acceptor leaves when it waits; a flag read after each end's counter update
+//! keeps that to one extra atomic load per connection when nobody waits.
+//!
 //! A core takes its inbox with [`Handoff::inbox`] when it starts serving; when it stops, its
 //! [`Inbox`] is dropped and every fd still queued in it is closed with it. The acceptor then
 //! finds that core's channel closed and passes the connection to another live core; when no
@@ -21,8 +31,9 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Poll, Waker};
 
 use percore_engine::cross::channel::{self, CrossReceiver, CrossSender};
 use percore_engine::sync::channel::TrySendError;
@@ -38,9 +49,23 @@ const GONE: usize = usize::MAX;
 /// An accepted connection on its way to a core.
 type Handed = (OwnedFd, SocketAddr);
 
-/// One core's slot: its live-connection count, on a cache line of its own.
+/// One core's slot, on a cache line of its own: its connections (live plus queued in its
+/// inbox) and the most it takes.
 #[repr(align(64))]
-struct Load(AtomicUsize);
+struct Load {
+    count: AtomicUsize,
+    cap: AtomicUsize,
+}
+
+/// What the chooser found.
+enum Choice {
+    /// The live core with the fewest connections and room under its cap.
+    Core(usize),
+    /// Every live core is at its cap.
+    Full,
+    /// No core serves any more.
+    NoneLive,
+}
 
 /// The shared state of hand-off accepting for one runtime: per-core inboxes and loads.
 pub struct Handoff {
@@ -49,6 +74,10 @@ pub struct Handoff {
     receivers: Vec<Mutex<Option<CrossReceiver<Handed>>>>,
     next: AtomicUsize,
     dropped: AtomicU64,
+    /// The waker of a dispatch waiting for room under the caps.
+    room: Mutex<Option<Waker>>,
+    /// Set while a dispatch waits for room (read by every connection's end).
+    waiting: AtomicBool,
 }
 
 impl fmt::Debug for Handoff {
@@ -76,11 +105,18 @@ impl Handoff {
             })
             .unzip();
         Arc::new(Handoff {
-            loads: (0..cores).map(|_| Load(AtomicUsize::new(0))).collect(),
+            loads: (0..cores)
+                .map(|_| Load {
+                    count: AtomicUsize::new(0),
+                    cap: AtomicUsize::new(usize::MAX),
+                })
+                .collect(),
             senders,
             receivers,
             next: AtomicUsize::new(0),
             dropped: AtomicU64::new(0),
+            room: Mutex::new(None),
+            waiting: AtomicBool::new(false),
         })
     }
 
@@ -93,7 +129,7 @@ impl Handoff {
     pub fn loads(&self) -> Vec<usize> {
         self.loads
             .iter()
-            .map(|l| l.0.load(Ordering::Relaxed))
+            .map(|l| l.count.load(Ordering::Relaxed))
             .collect()
     }
 
@@ -118,16 +154,27 @@ impl Handoff {
         })
     }
 
-    /// The live core with the fewest connections (ties round-robin), or `None`.
-    fn least_loaded(&self) -> Option<usize> {
+    /// The live core with the fewest connections and room under its cap (ties round-robin).
+    fn least_loaded(&self) -> Choice {
         let n = self.loads.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
-        (0..n)
+        let mut live = false;
+        let best = (0..n)
             .map(|i| (start + i) % n)
-            .map(|core| (core, self.loads[core].0.load(Ordering::Relaxed)))
-            .filter(|&(_, load)| load != GONE)
-            .min_by_key(|&(_, load)| load)
-            .map(|(core, _)| core)
+            .map(|core| {
+                let load = &self.loads[core];
+                let count = load.count.load(Ordering::Relaxed);
+                (core, count, load.cap.load(Ordering::Relaxed))
+            })
+            .filter(|&(_, count, _)| count != GONE)
+            .inspect(|_| live = true)
+            .filter(|&(_, count, cap)| count < cap)
+            .min_by_key(|&(_, count, _)| count);
+        match best {
+            Some((core, _, _)) => Choice::Core(core),
+            None if live => Choice::Full,
+            None => Choice::NoneLive,
+        }
     }
 
     /// Says one connection handed to core `core` ended, so the acceptor's count stays true.
@@ -136,29 +183,79 @@ impl Handoff {
             return;
         };
         // Never below zero, never out of GONE (the count is a hint for the chooser).
-        let _ = load
-            .0
+        let freed = load
+            .count
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
                 (n != 0 && n != GONE).then(|| n - 1)
-            });
+            })
+            .is_ok();
+        if freed {
+            self.room_changed();
+        }
     }
 
-    /// Passes an accepted connection to the least-loaded live core; waits if that core's inbox
-    /// is full. Returns the core, or `None` when no core is left (the connection is then closed
-    /// and counted).
+    /// Wakes a dispatch waiting for room, if one is.
+    fn room_changed(&self) {
+        // Pairs with the fence in `wait_for_room`: either the waiter's re-check sees this
+        // change, or this sees its flag (the store-buffering case both fences rule out).
+        fence(Ordering::SeqCst);
+        if self.waiting.load(Ordering::Relaxed) {
+            if let Some(waker) = self.lock_room().take() {
+                waker.wake();
+            }
+        }
+    }
+
+    fn lock_room(&self) -> MutexGuard<'_, Option<Waker>> {
+        self.room.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until a live core has room under its cap (or none is live) and says which.
+    async fn wait_for_room(&self) -> Choice {
+        std::future::poll_fn(|cx| {
+            *self.lock_room() = Some(cx.waker().clone());
+            self.waiting.store(true, Ordering::Relaxed);
+            fence(Ordering::SeqCst);
+            match self.least_loaded() {
+                Choice::Full => Poll::Pending,
+                choice => {
+                    self.waiting.store(false, Ordering::Relaxed);
+                    Poll::Ready(choice)
+                }
+            }
+        })
+        .await
+    }
+
+    /// Passes an accepted connection to the least-loaded live core with room under its cap
+    /// ([`Inbox::limit_connections`]); waits while every live core is at its cap, or while the
+    /// chosen core's inbox is full. Returns the core, or `None` when no core is left (the
+    /// connection is then closed and counted).
+    ///
+    /// While this waits, the caller should not go on accepting: pause the listener
+    /// ([`TcpListener::pause_accepting`](super::TcpListener::pause_accepting)) when a first
+    /// poll of this future is pending, or the kernel keeps accepting connections nobody takes.
     ///
     /// # Cancel safety
     ///
-    /// Dropping the future while it waits for room closes the connection (the fd drops with
-    /// the future) and takes its count off the core again; nothing leaks.
+    /// Dropping the future while it waits closes the connection (the fd drops with the
+    /// future) and takes its count off the core again; nothing leaks.
     pub async fn dispatch(&self, fd: OwnedFd, peer: SocketAddr) -> Option<usize> {
         let mut handed = (fd, peer);
         loop {
-            let Some(core) = self.least_loaded() else {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-                return None;
+            let choice = match self.least_loaded() {
+                Choice::Full => self.wait_for_room().await,
+                choice => choice,
             };
-            self.loads[core].0.fetch_add(1, Ordering::Relaxed);
+            let core = match choice {
+                Choice::Core(core) => core,
+                // Every core was full and now none is live: the wait ended on the last one.
+                Choice::Full | Choice::NoneLive => {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    return None;
+                }
+            };
+            self.loads[core].count.fetch_add(1, Ordering::Relaxed);
             // Counted before it is sent (so a burst spreads); if this future is dropped while
             // the inbox is full, the guard takes the count back off.
             let counted = Counted {
@@ -177,7 +274,7 @@ impl Handoff {
                 Ok(()) => return Some(core),
                 // That core stopped serving: never choose it again, try another.
                 Err(h) => {
-                    self.loads[core].0.store(GONE, Ordering::Relaxed);
+                    self.loads[core].count.store(GONE, Ordering::Relaxed);
                     handed = h;
                 }
             }
@@ -240,6 +337,17 @@ impl Inbox {
         }
     }
 
+    /// This core serves at most `max` connections at once: the acceptor passes it none while
+    /// it has `max` (live plus queued here), and waits when every core is at its cap. Until
+    /// this is called a core has no cap. A service sets it to its per-core cap.
+    pub fn limit_connections(&self, max: usize) {
+        self.handoff.loads[self.core]
+            .cap
+            .store(max.max(1), Ordering::Relaxed);
+        // A raised cap is room.
+        self.handoff.room_changed();
+    }
+
     /// Says one connection handed to this core ended (the same as [`Handoff::finished`]).
     pub fn finished(&self) {
         self.handoff.finished(self.core);
@@ -260,7 +368,9 @@ impl Drop for Inbox {
     fn drop(&mut self) {
         // Mark the core gone before the receiver closes its queue (dropping every fd in it).
         self.handoff.loads[self.core]
-            .0
+            .count
             .store(GONE, Ordering::Relaxed);
+        // A dispatch waiting for room looks again (this may have been the last live core).
+        self.handoff.room_changed();
     }
 }

@@ -23,12 +23,13 @@ const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(5), Duration
 /// What a listener counted.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct AcceptStats {
-    /// Connections accepted.
+    /// Connections accepted and handed to the caller.
     pub accepted: u64,
     /// Accepts that failed for lack of fds (`EMFILE`, `ENFILE`) or memory (`ENOBUFS`,
     /// `ENOMEM`); each was followed by a back-off, never a spin.
     pub resource_errors: u64,
-    /// Connections that went away before they could be accepted (`ECONNABORTED`).
+    /// Connections that went away before they could be handed over: `ECONNABORTED` from the
+    /// accept, or (TCP) a reset between the accept and reading the peer's address.
     pub aborted: u64,
 }
 
@@ -40,9 +41,18 @@ pub struct TcpListener {
 
 /// The accept loop both listeners share: a multishot accept re-armed whenever the kernel ends
 /// it, a doubling back-off when fds or memory run out, and the counts.
+///
+/// While the multishot is armed the kernel accepts every connection that arrives, whether or
+/// not anyone calls `next`: the fds wait in the op's completion queue, without limit. An owner
+/// that stops taking connections (a service at its cap) must therefore [`Acceptor::pause`]:
+/// the multishot is cancelled, newcomers stay in the kernel's backlog (which the listen backlog
+/// bounds), and the few fds the kernel accepted before the cancel landed stay queued for the
+/// next `next`, which re-arms once they are taken.
 pub(crate) struct Acceptor {
     fd: SharedFd,
     accepts: Option<AcceptStream>,
+    /// A cancel was sent for `accepts`: its final `ECANCELED` is the pause, not an error.
+    cancelled: bool,
     stats: Cell<AcceptStats>,
     backoff: Duration,
     name: String,
@@ -53,6 +63,7 @@ impl Acceptor {
         Acceptor {
             fd,
             accepts: None,
+            cancelled: false,
             stats: Cell::new(AcceptStats::default()),
             backoff: ACCEPT_BACKOFF.0,
             name,
@@ -63,10 +74,21 @@ impl Acceptor {
         self.stats.get()
     }
 
-    fn count(&self, f: impl FnOnce(&mut AcceptStats)) {
+    pub(crate) fn count(&self, f: impl FnOnce(&mut AcceptStats)) {
         let mut stats = self.stats.get();
         f(&mut stats);
         self.stats.set(stats);
+    }
+
+    /// Stops the kernel accepting on this listener until the next call to `next` (see the
+    /// type's docs). Connections it accepted already stay queued for `next`; none is lost.
+    pub(crate) fn pause(&mut self) {
+        if let Some(accepts) = &self.accepts {
+            if !self.cancelled {
+                accepts.cancel();
+                self.cancelled = true;
+            }
+        }
     }
 
     /// The next accepted fd. Cancel-safe (connections wait in the multishot accept); running
@@ -75,13 +97,20 @@ impl Acceptor {
         loop {
             let accepts = match &mut self.accepts {
                 Some(a) => a,
-                None => self.accepts.insert(ops::accept_multishot(&self.fd)?),
+                None => {
+                    self.cancelled = false;
+                    self.accepts.insert(ops::accept_multishot(&self.fd)?)
+                }
             };
             match accepts.next().await {
                 Some(Ok(fd)) => {
                     self.backoff = ACCEPT_BACKOFF.0;
                     self.count(|s| s.accepted += 1);
                     return Ok(fd);
+                }
+                // The end of a paused multishot: re-arm.
+                Some(Err(e)) if self.cancelled && e.raw_os_error() == Some(ECANCELED) => {
+                    self.accepts = None;
                 }
                 Some(Err(e)) => {
                     self.accepts = None;
@@ -101,7 +130,7 @@ impl Acceptor {
                         return Err(e);
                     }
                 }
-                // The kernel ended the multishot: re-arm.
+                // The kernel ended the multishot (or a pause did): re-arm.
                 None => self.accepts = None,
             }
         }
@@ -122,6 +151,10 @@ impl TcpListener {
     /// core that binds the same address gets its share of the connections. Port 0 picks a
     /// free port; bind the other cores to [`TcpListener::local_addr`] to share it.
     ///
+    /// An IPv6 address gets `IPV6_V6ONLY`, whatever the system default
+    /// (`net.ipv6.bindv6only`): `[::]:port` accepts IPv6 connections only, never IPv4-mapped
+    /// ones. To serve both families bind an IPv4 and an IPv6 listener on the port.
+    ///
     /// # Errors
     ///
     /// The kernel's error (`AddrInUse` when a socket without `SO_REUSEPORT` holds the port).
@@ -129,7 +162,8 @@ impl TcpListener {
         TcpListener::bind_with_backlog(addr, DEFAULT_BACKLOG)
     }
 
-    /// Like [`TcpListener::bind`] with a chosen listen backlog.
+    /// Like [`TcpListener::bind`] with a chosen listen backlog (IPv6 addresses get
+    /// `IPV6_V6ONLY` there too).
     ///
     /// # Errors
     ///
@@ -139,6 +173,7 @@ impl TcpListener {
         socket.set_reuse_address(true)?;
         socket.set_reuse_port(true)?;
         if addr.is_ipv6() {
+            // One family per socket, as documented on `bind`: the same on every host.
             socket.set_only_v6(true)?;
         }
         socket.bind(&SockAddr::from(addr))?;
@@ -176,10 +211,23 @@ impl TcpListener {
     /// # Cancel safety
     ///
     /// Cancel-safe: connections the kernel accepted wait in the listener's multishot accept
-    /// until a later call takes them; none is lost or leaked.
+    /// until a later call takes them; none is lost or leaked. The multishot stays armed
+    /// between calls (the kernel goes on accepting): pause it with
+    /// [`TcpListener::pause_accepting`] when no call will come for a while.
     pub async fn accept(&mut self) -> io::Result<(TcpStream, SocketAddr)> {
         let (fd, peer) = self.accept_fd().await?;
         Ok((TcpStream::from_owned_fd(fd)?, peer))
+    }
+
+    /// Stops accepting until the next [`TcpListener::accept`] (or
+    /// [`TcpListener::accept_fd`]): the listener's multishot accept is cancelled, so new
+    /// connections wait in the kernel's backlog instead of being accepted into this process.
+    /// Call it when the caller will not take connections for a while (a per-core connection
+    /// cap reached): an armed multishot accept keeps accepting whether anyone calls `accept`
+    /// or not, and the fds would pile up unserved. Connections accepted before the cancel
+    /// landed stay queued and come out of the next `accept` first; none is lost or leaked.
+    pub fn pause_accepting(&mut self) {
+        self.acceptor.pause();
     }
 
     /// Like [`TcpListener::accept`], but gives the bare fd (to hand to another core).
@@ -198,8 +246,15 @@ impl TcpListener {
                 .peer_addr()
                 .ok()
                 .and_then(|a| a.as_socket());
-            // Reset between accept and getpeername: not a connection any more.
-            let Some(peer) = peer else { continue };
+            // Reset between accept and getpeername: not a connection any more. It was counted
+            // as accepted; it is closed here, never handed over, so it counts as aborted.
+            let Some(peer) = peer else {
+                self.acceptor.count(|s| {
+                    s.accepted -= 1;
+                    s.aborted += 1;
+                });
+                continue;
+            };
             return Ok((fd, peer));
         }
     }
@@ -221,3 +276,4 @@ const ENFILE: i32 = 23;
 const ENOBUFS: i32 = 105;
 const ENOMEM: i32 = 12;
 const ECONNABORTED: i32 = 103;
+const ECANCELED: i32 = 125;

@@ -12,6 +12,8 @@
 //! [`TcpStream::recv_chunk`], which keeps a multishot receive armed on the core's shared
 //! buffer ring and lends out the kernel-filled buffers: no buffer is tied to a connection
 //! while it is idle, and a chunk is only taken from the stream when returned (cancel-safe).
+//! A stream whose chunks are not taken holds only a few buffers: past a limit its receive is
+//! cancelled (what it received stays queued) and re-armed once the queue is taken.
 //! Use one form or the other on a stream, not both (each would see part of the bytes).
 //!
 //! When the kernel's hash spreads connections badly, [`Handoff`] offers the other way: one

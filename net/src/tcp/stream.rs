@@ -5,7 +5,7 @@ use std::future::Future;
 use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::OwnedFd;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use percore_engine::buf::ring::RingBuf;
 use percore_engine::buf::{IoBuf, IoBufMut};
@@ -58,13 +58,19 @@ impl TcpStream {
     ///
     /// # Errors
     ///
-    /// `TimedOut` when the deadline passed, otherwise as [`TcpStream::connect`].
+    /// `TimedOut` when the deadline passed, otherwise as [`TcpStream::connect`]. A timeout
+    /// too long for the clock (`Duration::MAX`) is no deadline: the connect waits as long as
+    /// the kernel lets it.
     ///
     /// # Cancel safety
     ///
     /// As [`TcpStream::connect`].
     pub async fn connect_timeout(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
-        match percore_engine::time::timeout(timeout, TcpStream::connect(addr)).await {
+        // Checked: `Instant + Duration` panics past the clock's range.
+        let Some(deadline) = Instant::now().checked_add(timeout) else {
+            return TcpStream::connect(addr).await;
+        };
+        match percore_engine::time::timeout_at(deadline, TcpStream::connect(addr)).await {
             Ok(result) => result,
             Err(elapsed) => Err(io::Error::new(
                 io::ErrorKind::TimedOut,
@@ -288,7 +294,11 @@ impl TcpStream {
     /// it back by dropping it soon); `Ok(None)` at end of stream.
     ///
     /// The first call arms a multishot receive on the core's shared ring; it stays armed while
-    /// the connection lives, and buffers are only taken when bytes arrive.
+    /// the connection lives, and buffers are only taken when bytes arrive. When more than a few
+    /// chunks wait untaken (the caller stopped calling this for a while) the receive pauses
+    /// itself, so that one connection cannot take the ring from the core's others: its bytes
+    /// then wait in the socket (TCP's flow control holds the peer), and the receive is
+    /// re-armed once the waiting chunks are taken. No byte is lost or reordered either way.
     ///
     /// # Errors
     ///
