@@ -314,3 +314,63 @@ fn conversation_echo_numbers_each_peers_datagrams_and_caps_peers() {
         "{stderr}"
     );
 }
+
+/// A line longer than `--max-line 4`: that connection fails.
+fn failing_connection(addr: SocketAddr) {
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = c.write_all(b"much too long\n");
+    let mut sink = [0u8; 16];
+    assert!(matches!(c.read(&mut sink), Ok(0) | Err(_)), "closed");
+}
+
+fn holla_answers(addr: SocketAddr) {
+    let c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    (&c).write_all(b"ok\n").unwrap();
+    let mut back = String::new();
+    BufReader::new(&c).read_line(&mut back).unwrap();
+    assert_eq!(back, "OK\n");
+}
+
+#[test]
+fn failed_connections_are_logged_sparingly_and_all_counted() {
+    let server = start(&["holla", "--max-line", "4"]);
+    for _ in 0..40 {
+        failing_connection(server.addr);
+    }
+    holla_answers(server.addr);
+    let stderr = stop(server);
+    let lines = stderr
+        .lines()
+        .filter(|l| l.contains("failed so far"))
+        .count();
+    // The first ten, then the 16th and the 32nd.
+    assert_eq!(lines, 12, "{stderr}");
+    assert!(stderr.contains("40 failed"), "{stderr}");
+}
+
+#[test]
+fn a_closed_stderr_does_not_stop_the_service() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_percore"))
+        .args(["serve", "holla", "--max-line", "4", "--cpus", "0"])
+        .args(["--listen", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr: SocketAddr = loop {
+        let line = lines.next().expect("a listening line").unwrap();
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    // Nobody reads the server's stderr any more: its log lines now fail with EPIPE.
+    drop(lines);
+    for _ in 0..3 {
+        failing_connection(addr);
+    }
+    holla_answers(addr);
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -57,6 +57,13 @@ impl Counters {
         f(&mut s);
         self.stats.set(s);
     }
+
+    /// Counts a connection that failed or panicked; returns how many have so far.
+    fn trouble(&self, f: impl FnOnce(&mut ServiceStats)) -> u64 {
+        self.bump(f);
+        let s = self.stats.get();
+        s.failed + s.panicked
+    }
 }
 
 impl fmt::Debug for Counters {
@@ -180,7 +187,10 @@ impl TcpService {
                     First::B(Some(Err(e)), _) if handed_off => {
                         // One bad hand-off is that connection's problem, not the service's.
                         limit.add_permits(1);
-                        eprintln!("percore-net: {}: handed-off connection: {e}", c2.name);
+                        crate::log::line(format_args!(
+                            "percore-net: {}: handed-off connection: {e}",
+                            c2.name
+                        ));
                         continue;
                     }
                     First::B(Some(Err(e)), _) => return Err(e),
@@ -202,19 +212,26 @@ impl TcpService {
                     }
                     match outcome {
                         Ok(Ok(())) => counters.bump(|s| s.completed += 1),
+                        // Logged while worth it (see `log`); counted always.
                         Ok(Err(e)) => {
-                            counters.bump(|s| s.failed += 1);
-                            eprintln!(
-                                "percore-net: {}: connection from {peer} failed: {e}",
-                                counters.name
-                            );
+                            let n = counters.trouble(|s| s.failed += 1);
+                            if crate::log::worth_logging(n) {
+                                crate::log::line(format_args!(
+                                    "percore-net: {}: connection from {peer} failed: {e} \
+                                     ({n} failed so far)",
+                                    counters.name
+                                ));
+                            }
                         }
                         Err(join) => {
-                            counters.bump(|s| s.panicked += 1);
-                            eprintln!(
-                                "percore-net: {}: handler for {peer} failed: {join}",
-                                counters.name
-                            );
+                            let n = counters.trouble(|s| s.panicked += 1);
+                            if crate::log::worth_logging(n) {
+                                crate::log::line(format_args!(
+                                    "percore-net: {}: handler for {peer} failed: {join} \
+                                     ({n} failed so far)",
+                                    counters.name
+                                ));
+                            }
                         }
                     }
                     Ok(())
@@ -298,7 +315,9 @@ async fn run_acceptor(mut listener: TcpListener, handoff: Arc<Handoff>) -> io::R
                 }
             };
             if core.is_none() {
-                eprintln!("percore-net: {name}: no core left to serve {peer}; closed");
+                crate::log::line(format_args!(
+                    "percore-net: {name}: no core left to serve {peer}; closed"
+                ));
             }
         }
     });

@@ -69,11 +69,11 @@ impl Counters {
         what: impl FnOnce() -> String,
     ) {
         if self.count(field) == 1 {
-            eprintln!(
+            crate::log::line(format_args!(
                 "percore-net: {}: {} (further ones are only counted)",
                 self.name,
                 what()
-            );
+            ));
         }
     }
 }

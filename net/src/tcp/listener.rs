@@ -116,10 +116,10 @@ impl Acceptor {
                     self.accepts = None;
                     if is_resource_exhaustion(&e) {
                         if self.backoff == ACCEPT_BACKOFF.0 {
-                            eprintln!(
+                            crate::log::line(format_args!(
                                 "percore-net: accept on {} failed ({e}); backing off",
                                 self.name
-                            );
+                            ));
                         }
                         self.count(|s| s.resource_errors += 1);
                         percore_engine::time::sleep(self.backoff).await;
