@@ -167,10 +167,13 @@ impl StreamCore {
         &self.fd
     }
 
-    /// Drops the armed receive (its cancel lands later) and gives the fd back if no op holds
-    /// it any more.
-    pub(crate) fn into_fd(mut self) -> Result<std::os::fd::OwnedFd, StreamCore> {
-        self.receiver = None;
+    /// Gives the fd back if no op holds it. An armed receive is left alone (the stream comes
+    /// back unchanged): dropping it would lose what it received and nobody read yet; see
+    /// [`StreamCore::into_fd_with_received`].
+    pub(crate) fn into_fd(self) -> Result<std::os::fd::OwnedFd, StreamCore> {
+        if self.receiver.as_ref().is_some_and(|r| r.stream.is_some()) {
+            return Err(self);
+        }
         let StreamCore {
             fd,
             receiver,
@@ -185,6 +188,49 @@ impl StreamCore {
             zc_threshold,
             dry_backoff,
         })
+    }
+
+    /// Stops receiving without losing a byte and gives the fd back with what the receive had
+    /// taken from the socket but nobody had read: the armed receive is cancelled and its
+    /// completions are taken until the kernel's last one; then this waits until no op holds
+    /// the fd (a dropped send's cancel, say, lands within a loop turn or two).
+    ///
+    /// # Errors
+    ///
+    /// A receive error that came before the cancel landed (the bytes before it are lost with
+    /// the stream).
+    pub(crate) async fn into_fd_with_received(
+        mut self,
+    ) -> io::Result<(std::os::fd::OwnedFd, Vec<u8>)> {
+        let mut received = Vec::new();
+        if let Some(stream) = self.receiver.as_mut().and_then(|r| r.stream.as_mut()) {
+            stream.cancel();
+            loop {
+                match stream.next().await {
+                    Ok(Received::Data(chunk)) => received.extend_from_slice(&chunk),
+                    Ok(Received::Eof) => {
+                        self.eof = true;
+                        break;
+                    }
+                    Ok(Received::Ended) => break,
+                    // The ring ran dry: the kernel took nothing more from the socket.
+                    Err(e) if e.raw_os_error() == Some(ENOBUFS) => break,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        // The receive is over: its op and fd reference go now.
+        self.receiver = None;
+        let mut core = self;
+        loop {
+            match core.into_fd() {
+                Ok(fd) => return Ok((fd, received)),
+                Err(back) => {
+                    core = back;
+                    percore_engine::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        }
     }
 
     pub(crate) async fn read<B: IoBufMut>(&self, buf: B) -> (io::Result<usize>, B) {

@@ -95,9 +95,25 @@ impl UnixStream {
     ///
     /// # Errors
     ///
-    /// Gives the stream back while an op holds the fd.
+    /// Gives the stream back, unchanged, while an op holds the fd: an armed receive (use
+    /// [`UnixStream::into_owned_fd_with_received`]) or a dropped op whose cancel has not landed.
     pub fn into_owned_fd(self) -> Result<OwnedFd, UnixStream> {
         self.core.into_fd().map_err(|core| UnixStream { core })
+    }
+
+    /// As [`TcpStream::into_owned_fd_with_received`](crate::tcp::TcpStream): the fd and the
+    /// bytes received but not read, nothing lost.
+    ///
+    /// # Errors
+    ///
+    /// A receive error that came before the receive stopped.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel-safe: dropped before it returns, the stream is closed and what it had
+    /// received is lost.
+    pub async fn into_owned_fd_with_received(self) -> io::Result<(OwnedFd, Vec<u8>)> {
+        self.core.into_fd_with_received().await
     }
 
     /// The shared fd.

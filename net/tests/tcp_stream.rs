@@ -448,3 +448,30 @@ fn a_dry_receive_ring_pauses_the_receive_and_loses_nothing() {
         assert_eq!(ring.lent(), 0);
     });
 }
+
+#[test]
+fn handing_the_fd_over_loses_no_received_byte() {
+    percore_engine::block_on(async {
+        let (_listener, mut client, mut conn) = accepted_pair().await;
+        client.write_all(b"first").unwrap();
+        // The receive is armed now, and takes more bytes from the socket than are read.
+        let chunk = conn.recv_chunk().await.unwrap().unwrap();
+        assert_eq!(&chunk[..], b"first");
+        drop(chunk);
+        client.write_all(b" second").unwrap();
+        sleep(Duration::from_millis(20)).await;
+        // Refused while the receive is armed: the stream comes back, nothing dropped.
+        let conn = conn.into_owned_fd().expect_err("a receive is armed");
+        let (fd, received) = conn.into_owned_fd_with_received().await.unwrap();
+        client.write_all(b" third").unwrap();
+        let mut std_conn = std::net::TcpStream::from(fd);
+        std_conn
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut rest = vec![0u8; b" second third".len() - received.len()];
+        std_conn.read_exact(&mut rest).unwrap();
+        let mut all = received;
+        all.extend_from_slice(&rest);
+        assert_eq!(all, b" second third", "every byte, once, in order");
+    });
+}

@@ -109,10 +109,28 @@ impl TcpStream {
     ///
     /// # Errors
     ///
-    /// Gives the stream back while an op (a receive armed by [`TcpStream::recv_chunk`], say)
-    /// still holds the fd; drop the receive first by not having used `recv_chunk`, or wait.
+    /// Gives the stream back, unchanged, while an op holds the fd: a receive armed by
+    /// [`TcpStream::recv_chunk`] (it may hold bytes nobody read: use
+    /// [`TcpStream::into_owned_fd_with_received`]), or a dropped op whose cancel has not landed
+    /// yet (try again after a loop turn).
     pub fn into_owned_fd(self) -> Result<OwnedFd, TcpStream> {
         self.core.into_fd().map_err(|core| TcpStream { core })
+    }
+
+    /// Gives the fd back with the bytes the stream had received but nobody had read: an armed
+    /// receive is stopped and drained first, so nothing is lost on the way to another core or
+    /// to std. Waits until no op holds the fd.
+    ///
+    /// # Errors
+    ///
+    /// A receive error that came before the receive stopped.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel-safe: dropped before it returns, the stream is closed and what it had
+    /// received is lost.
+    pub async fn into_owned_fd_with_received(self) -> io::Result<(OwnedFd, Vec<u8>)> {
+        self.core.into_fd_with_received().await
     }
 
     /// The peer's address.
