@@ -166,9 +166,20 @@ impl TcpService {
         let handler = Rc::new(handler);
         let idle = self.idle_timeout;
         let c2 = counters.clone();
+        // A listener that fails for good (an error that is not one connection's) stops the
+        // accepting, not the serving: the connections in flight finish (the scope waits for
+        // them), and the error is the service's result then. It is logged at once.
+        let fatal: Rc<std::cell::RefCell<Option<io::Error>>> = Rc::default();
+        let fatal_in = fatal.clone();
         let result = percore_engine::scope(|s| async move {
             if let Some((listener, handoff)) = acceptor {
-                s.spawn(run_acceptor(listener, handoff));
+                let fatal = fatal_in.clone();
+                s.spawn(async move {
+                    if let Err(e) = run_acceptor(listener, handoff).await {
+                        *fatal.borrow_mut() = Some(e);
+                    }
+                    Ok::<(), io::Error>(())
+                });
             }
             let handed_off = source.is_inbox();
             loop {
@@ -193,7 +204,16 @@ impl TcpService {
                         ));
                         continue;
                     }
-                    First::B(Some(Err(e)), _) => return Err(e),
+                    First::B(Some(Err(e)), _) => {
+                        limit.add_permits(1);
+                        crate::log::line(format_args!(
+                            "percore-net: {}: accepting failed ({e}); serving the connections \
+                             in flight, accepting no more",
+                            c2.name
+                        ));
+                        *fatal_in.borrow_mut() = Some(e);
+                        break;
+                    }
                     First::A((), _) | First::B(None, _) => {
                         limit.add_permits(1);
                         break;
@@ -242,6 +262,9 @@ impl TcpService {
             Ok::<(), io::Error>(())
         })
         .await;
+        if let Some(e) = fatal.borrow_mut().take() {
+            return Err(e);
+        }
         super::outcome(result, counters.stats.get())
     }
 }
@@ -323,6 +346,14 @@ async fn run_acceptor(mut listener: TcpListener, handoff: Arc<Handoff>) -> io::R
     });
     match first(shutdown::requested(), accepting).await {
         First::A((), _) => Ok(()),
-        First::B(result, _) => result,
+        First::B(result, _) => {
+            if let Err(e) = &result {
+                crate::log::line(format_args!(
+                    "percore-net: {name}: accepting failed ({e}); the cores serve the \
+                     connections in flight, no more are handed off"
+                ));
+            }
+            result
+        }
     }
 }
