@@ -58,11 +58,19 @@ impl Counters {
         self.stats.set(s);
     }
 
-    /// Counts a connection that failed or panicked; returns how many have so far.
-    fn trouble(&self, f: impl FnOnce(&mut ServiceStats)) -> u64 {
+    /// Counts a connection that failed or panicked, and logs it while that is worth it (see
+    /// `log`): `what` is only formatted then.
+    fn trouble(&self, f: impl FnOnce(&mut ServiceStats), what: impl FnOnce() -> String) {
         self.bump(f);
         let s = self.stats.get();
-        s.failed + s.panicked
+        let n = s.failed + s.panicked;
+        if crate::log::worth_logging(n) {
+            crate::log::line(format_args!(
+                "percore-net: {}: {} ({n} failed so far)",
+                self.name,
+                what()
+            ));
+        }
     }
 }
 
@@ -232,27 +240,14 @@ impl TcpService {
                     }
                     match outcome {
                         Ok(Ok(())) => counters.bump(|s| s.completed += 1),
-                        // Logged while worth it (see `log`); counted always.
-                        Ok(Err(e)) => {
-                            let n = counters.trouble(|s| s.failed += 1);
-                            if crate::log::worth_logging(n) {
-                                crate::log::line(format_args!(
-                                    "percore-net: {}: connection from {peer} failed: {e} \
-                                     ({n} failed so far)",
-                                    counters.name
-                                ));
-                            }
-                        }
-                        Err(join) => {
-                            let n = counters.trouble(|s| s.panicked += 1);
-                            if crate::log::worth_logging(n) {
-                                crate::log::line(format_args!(
-                                    "percore-net: {}: handler for {peer} failed: {join} \
-                                     ({n} failed so far)",
-                                    counters.name
-                                ));
-                            }
-                        }
+                        Ok(Err(e)) => counters.trouble(
+                            |s| s.failed += 1,
+                            || format!("connection from {peer} failed: {e}"),
+                        ),
+                        Err(join) => counters.trouble(
+                            |s| s.panicked += 1,
+                            || format!("handler for {peer} failed: {join}"),
+                        ),
                     }
                     Ok(())
                 });
