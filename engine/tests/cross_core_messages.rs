@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use percore_engine::cross::{self, channel};
+use percore_engine::sync::channel::TrySendError;
 use percore_engine::Runtime;
 
 const M: u64 = 20_000;
@@ -115,6 +116,53 @@ fn plain_threads_wake_a_core_without_a_ring() {
     });
     t.join().unwrap();
     assert_eq!(sum, (0..1000).sum::<u64>());
+}
+
+#[test]
+fn a_closed_channel_refuses_sends_wakes_waiting_ones_and_ends_after_its_queue() {
+    // One sender waits for room on another thread while a clone closes the channel; the
+    // receiver, waiting on a core, still takes what was queued, then sees the end.
+    let (tx, rx) = channel::bounded::<u64>(2);
+    tx.try_send(1).unwrap();
+    tx.try_send(2).unwrap();
+    let waiting = {
+        let tx = tx.clone();
+        std::thread::spawn(move || percore_engine::block_on(async move { tx.send(3).await }))
+    };
+    // Let the thread's send find the channel full and wait.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert!(!waiting.is_finished(), "the third send waits for room");
+    tx.close();
+    let refused = waiting.join().unwrap();
+    assert_eq!(
+        refused.map_err(|e| e.into_inner()),
+        Err(3),
+        "woken and refused"
+    );
+    assert!(
+        matches!(tx.try_send(4), Err(TrySendError::Closed(4))),
+        "closed for every sender"
+    );
+    tx.close();
+    let taken = percore_engine::block_on(async move {
+        let mut taken = Vec::new();
+        while let Some(v) = rx.recv().await {
+            taken.push(v);
+        }
+        taken
+    });
+    // `tx` is still alive: the end came from the close, not from the last sender's drop.
+    drop(tx);
+    assert_eq!(taken, [1, 2]);
+
+    // A receiver already waiting on an empty channel is woken by the close.
+    let (tx, rx) = channel::bounded::<u64>(2);
+    let receiver =
+        std::thread::spawn(move || percore_engine::block_on(async move { rx.recv().await }));
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert!(!receiver.is_finished(), "nothing to take yet");
+    tx.close();
+    assert_eq!(receiver.join().unwrap(), None);
 }
 
 #[test]

@@ -25,6 +25,20 @@ struct State<T> {
     next_ticket: u64,
     senders: usize,
     receiver_alive: bool,
+    /// Closed by a sender ([`CrossSender::close`]): no more values go in.
+    closed: bool,
+}
+
+impl<T> State<T> {
+    /// Whether nothing more can arrive: every sender is gone or one closed the channel.
+    fn ended(&self) -> bool {
+        self.senders == 0 || self.closed
+    }
+
+    /// Whether a value offered now is refused for good.
+    fn refuses(&self) -> bool {
+        !self.receiver_alive || self.closed
+    }
 }
 
 struct Shared<T> {
@@ -68,6 +82,7 @@ pub fn bounded<T: Send>(capacity: usize) -> (CrossSender<T>, CrossReceiver<T>) {
             next_ticket: 0,
             senders: 1,
             receiver_alive: true,
+            closed: false,
         }),
     });
     (
@@ -147,11 +162,11 @@ impl<T: Send> CrossSender<T> {
     /// # Errors
     ///
     /// `Full(v)` at capacity (or while earlier senders wait), `Closed(v)` when the receiver
-    /// is gone.
+    /// is gone or the channel was closed.
     pub fn try_send(&self, value: T) -> Result<(), TrySendError<T>> {
         let waker = {
             let mut state = self.shared.lock();
-            if !state.receiver_alive {
+            if state.refuses() {
                 return Err(TrySendError::Closed(value));
             }
             if state.queue.len() >= state.capacity || !state.sender_wakers.is_empty() {
@@ -166,11 +181,27 @@ impl<T: Send> CrossSender<T> {
         Ok(())
     }
 
+    /// Closes the channel for every sender (this one's clones too): sends from now on fail,
+    /// giving their value back, senders waiting for room are woken and fail the same way, and
+    /// the receiver takes what is queued, then sees the end. Closing twice does nothing.
+    pub fn close(&self) {
+        let (receiver, senders) = {
+            let mut state = self.shared.lock();
+            if state.closed {
+                return;
+            }
+            state.closed = true;
+            let senders: Vec<Waker> = state.sender_wakers.iter().map(|(_, w)| w.clone()).collect();
+            (state.receiver_waker.take(), senders)
+        };
+        receiver.into_iter().chain(senders).for_each(Waker::wake);
+    }
+
     /// Sends, waiting while the channel is full.
     ///
     /// # Errors
     ///
-    /// Gives the value back when the receiver is gone.
+    /// Gives the value back when the receiver is gone or the channel was closed.
     ///
     /// # Cancel safety
     ///
@@ -213,7 +244,7 @@ impl<T: Send> Future for CrossSend<'_, T> {
             .expect("CrossSend polled after completion");
         let waker = {
             let mut state = this.sender.shared.lock();
-            if !state.receiver_alive {
+            if state.refuses() {
                 return Poll::Ready(Err(SendError(value)));
             }
             let first_in_line = match this.ticket {
@@ -285,13 +316,14 @@ impl<T: Send> CrossReceiver<T> {
     ///
     /// # Errors
     ///
-    /// `Empty` when nothing is queued, `Closed` when every sender is gone and nothing is left.
+    /// `Empty` when nothing is queued, `Closed` when every sender is gone (or one closed the
+    /// channel) and nothing is left.
     pub fn try_recv(&self) -> Result<T, TryRecvError> {
         let (value, waker) = {
             let mut state = self.shared.lock();
             match state.queue.pop_front() {
                 Some(v) => (v, state.sender_wakers.front().map(|(_, w)| w.clone())),
-                None if state.senders == 0 => return Err(TryRecvError::Closed),
+                None if state.ended() => return Err(TryRecvError::Closed),
                 None => return Err(TryRecvError::Empty),
             }
         };
@@ -301,7 +333,8 @@ impl<T: Send> CrossReceiver<T> {
         Ok(value)
     }
 
-    /// Waits for the next value; `None` once every sender is gone and the queue is empty.
+    /// Waits for the next value; `None` once every sender is gone (or one closed the channel)
+    /// and the queue is empty.
     ///
     /// # Cancel safety
     ///
@@ -316,7 +349,7 @@ impl<T: Send> CrossReceiver<T> {
             let mut state = self.shared.lock();
             match state.queue.pop_front() {
                 Some(v) => (v, state.sender_wakers.front().map(|(_, w)| w.clone())),
-                None if state.senders == 0 => return Poll::Ready(None),
+                None if state.ended() => return Poll::Ready(None),
                 None => {
                     match &state.receiver_waker {
                         Some(w) if w.will_wake(cx.waker()) => {}

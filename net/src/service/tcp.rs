@@ -125,7 +125,10 @@ impl TcpService {
     /// requested and every connection ended; otherwise as [`TcpService::serve`].
     ///
     /// In hand-off mode the core given the listener also runs the acceptor (as a task of the
-    /// service's scope), and every core serves what its inbox receives.
+    /// service's scope), and every core serves what its inbox receives. When the acceptor
+    /// stops for good (its listener failed, or its core's service was dropped), the hand-off
+    /// is closed: every core serves what it has, then its service ends (with the listener's
+    /// error on the acceptor's core).
     ///
     /// # Errors
     ///
@@ -317,8 +320,13 @@ impl Source {
 /// The hand-off acceptor: accepts until a shutdown is requested, passing each connection on.
 /// While a connection waits for a core with room (every core at its cap, or an inbox full),
 /// the listener is paused, so the kernel's backlog holds the newcomers.
+///
+/// Whenever it stops (shutdown, failure, or its core's service dropped) it closes the
+/// hand-off, so the other cores' inboxes end instead of waiting for connections that can no
+/// longer come.
 async fn run_acceptor(mut listener: TcpListener, handoff: Arc<Handoff>) -> io::Result<()> {
     let name = listener.local_addr();
+    let _close = CloseOnDrop(handoff.clone());
     let accepting = Box::pin(async move {
         loop {
             let (fd, peer) = listener.accept_fd().await?;
@@ -345,10 +353,19 @@ async fn run_acceptor(mut listener: TcpListener, handoff: Arc<Handoff>) -> io::R
             if let Err(e) = &result {
                 crate::log::line(format_args!(
                     "percore-net: {name}: accepting failed ({e}); the cores serve the \
-                     connections in flight, no more are handed off"
+                     connections in flight, then stop"
                 ));
             }
             result
         }
+    }
+}
+
+/// Closes a hand-off when dropped.
+struct CloseOnDrop(Arc<Handoff>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
     }
 }

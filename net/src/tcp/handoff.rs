@@ -26,6 +26,10 @@
 //! [`Inbox`] is dropped and every fd still queued in it is closed with it. The acceptor then
 //! finds that core's channel closed and passes the connection to another live core; when no
 //! core is left, it closes the connection (counted). No fd is leaked on either path.
+//!
+//! When the acceptor stops for good (its listener failed, or its core stopped serving), it
+//! closes the hand-off ([`Handoff::close`]): the other cores serve what they have, then their
+//! inboxes end, so no core waits for connections that can no longer come.
 
 use std::fmt;
 use std::io;
@@ -78,6 +82,8 @@ pub struct Handoff {
     room: Mutex<Option<Waker>>,
     /// Set while a dispatch waits for room (read by every connection's end).
     waiting: AtomicBool,
+    /// Set by [`Handoff::close`]: no core is chosen any more.
+    closed: AtomicBool,
 }
 
 impl fmt::Debug for Handoff {
@@ -117,6 +123,7 @@ impl Handoff {
             dropped: AtomicU64::new(0),
             room: Mutex::new(None),
             waiting: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
         })
     }
 
@@ -131,6 +138,19 @@ impl Handoff {
             .iter()
             .map(|l| l.count.load(Ordering::Relaxed))
             .collect()
+    }
+
+    /// Ends the hand-off: no connection is passed on any more (a dispatch, waiting or not,
+    /// closes its connection and counts it as dropped), and each core's [`Inbox::next`] gives
+    /// what is queued for it, then `None`, so every core's service ends once its connections
+    /// have. The acceptor does this when it stops for good, for whatever reason.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        for sender in &self.senders {
+            sender.close();
+        }
+        // A dispatch waiting for room looks again, and finds no core.
+        self.room_changed();
     }
 
     /// Connections closed because no core was left to take them.
@@ -156,6 +176,9 @@ impl Handoff {
 
     /// The live core with the fewest connections and room under its cap (ties round-robin).
     fn least_loaded(&self) -> Choice {
+        if self.closed.load(Ordering::Relaxed) {
+            return Choice::NoneLive;
+        }
         let n = self.loads.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
         let mut live = false;
