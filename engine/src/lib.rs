@@ -55,4 +55,4 @@ pub use runtime::{
     CoreInfo, RunError, Runtime, RuntimeHandle,
 };
 pub use scope::{scope, spawn_detached, Scope, ScopeError, TaskFailure};
-pub use sys::{open_fd_count, thread_cpu_time};
+pub use sys::{open_fd_count, raise_fd_limit, thread_cpu_time};

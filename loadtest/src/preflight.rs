@@ -3,7 +3,7 @@
 //! full of errors.
 
 use std::io::{self, Read, Write};
-use std::net::{TcpStream, UdpSocket};
+use std::net::{Shutdown, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use crate::config::LoadConfig;
@@ -36,47 +36,28 @@ pub(crate) fn check(config: &LoadConfig, protocol: &dyn Protocol) -> Result<(), 
                 TcpStream::connect_timeout(&addr, wait).map_err(|e| io_err("connect", e))?;
             conn.set_read_timeout(Some(wait))
                 .map_err(|e| io_err("setup", e))?;
-            conn.write_all(&request)
-                .map_err(|e| io_err("sending a request", e))?;
-            let deadline = Instant::now() + wait;
-            let mut got = Vec::new();
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                let n = match conn.read(&mut buf) {
-                    Ok(n) => n,
-                    Err(e) => return Err(io_err("reading the response", e)),
-                };
-                let parsed = if n == 0 {
-                    session.parse_at_eof(&got)
-                } else {
-                    got.extend_from_slice(&buf[..n]);
-                    session.parse(&got)
-                };
-                match parsed {
-                    Ok(Parsed::Complete(resp)) if resp.len < got.len() => {
-                        return Err(unasked(&what, got.len() - resp.len, &got))
-                    }
-                    Ok(Parsed::Complete(_)) => return no_more(&mut conn, &what),
-                    Ok(Parsed::Incomplete) if n == 0 => {
-                        return Err(format!(
-                            "{what}: the server closed the connection without answering"
-                        ))
-                    }
-                    Ok(Parsed::Incomplete) if got.len() > config.max_response => {
-                        return Err(format!("{what}: response larger than --max-response"))
-                    }
-                    Ok(Parsed::Incomplete) if Instant::now() >= deadline => {
-                        return Err(format!("{what}: incomplete response after {wait:?}"))
-                    }
-                    Ok(Parsed::Incomplete) => {}
-                    Err(p) => {
-                        return Err(format!(
-                            "{what}: not the protocol expected: {p} (got {:?})",
-                            preview(&got)
-                        ))
-                    }
+            conn.set_write_timeout(Some(wait))
+                .map_err(|e| io_err("setup", e))?;
+            let writer = conn.try_clone().map_err(|e| io_err("setup", e))?;
+            // The request is written on a thread of its own while this one reads: an echo of
+            // a request larger than the socket buffers answers before it has all been sent,
+            // and a writer that waited for the whole send before reading would wait for good.
+            std::thread::scope(|scope| {
+                let sending = scope.spawn(move || (&writer).write_all(&request));
+                let answer = read_answer(&mut conn, &mut *session, config, &what, &io_err, wait);
+                if !sending.is_finished() {
+                    // Answered (or failed) with the request not all sent: unblock the writer.
+                    let _ = conn.shutdown(Shutdown::Both);
                 }
-            }
+                let sent = sending.join();
+                match (answer, sent) {
+                    (Ok(()), _) => Ok(()),
+                    (Err(e), Ok(Err(send))) if send.kind() != io::ErrorKind::WouldBlock => {
+                        Err(format!("{e} (sending the request failed: {send})"))
+                    }
+                    (Err(e), _) => Err(e),
+                }
+            })
         }
         Transport::Datagram => {
             let local = if addr.is_ipv6() {
@@ -102,6 +83,56 @@ pub(crate) fn check(config: &LoadConfig, protocol: &dyn Protocol) -> Result<(), 
                     "{what}: not the protocol expected: the answer differs from the datagram sent (got {:?})",
                     preview(&buf[..n])
                 )),
+            }
+        }
+    }
+}
+
+/// Reads the answer to the one request sent on `conn` and checks it.
+fn read_answer(
+    conn: &mut TcpStream,
+    session: &mut dyn crate::protocol::Session,
+    config: &LoadConfig,
+    what: &str,
+    io_err: &dyn Fn(&str, io::Error) -> String,
+    wait: Duration,
+) -> Result<(), String> {
+    let deadline = Instant::now() + wait;
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match conn.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) => return Err(io_err("reading the response", e)),
+        };
+        let parsed = if n == 0 {
+            session.parse_at_eof(&got)
+        } else {
+            got.extend_from_slice(&buf[..n]);
+            session.parse(&got)
+        };
+        match parsed {
+            Ok(Parsed::Complete(resp)) if resp.len < got.len() => {
+                return Err(unasked(what, got.len() - resp.len, &got))
+            }
+            Ok(Parsed::Complete(_)) => return no_more(conn, what),
+            Ok(Parsed::Incomplete) if n == 0 => {
+                return Err(format!(
+                    "{what}: the server closed the connection without answering"
+                ))
+            }
+            Ok(Parsed::Incomplete) if got.len() > config.max_response => {
+                return Err(format!("{what}: response larger than --max-response"))
+            }
+            Ok(Parsed::Incomplete) if Instant::now() >= deadline => {
+                return Err(format!("{what}: incomplete response after {wait:?}"))
+            }
+            Ok(Parsed::Incomplete) => {}
+            Err(p) => {
+                return Err(format!(
+                    "{what}: not the protocol expected: {p} (got {:?})",
+                    preview(&got)
+                ))
             }
         }
     }

@@ -46,10 +46,14 @@ pub(crate) fn describe(error: &io::Error) -> String {
         Some(libc::EMFILE) => "EMFILE: too many open files in this process",
         Some(libc::ENFILE) => "ENFILE: too many open files in the system",
         Some(libc::ENOBUFS) => "ENOBUFS: no buffer space available",
+        Some(libc::EADDRNOTAVAIL) => "EADDRNOTAVAIL: no local address or port free",
         _ => return error.kind().to_string(),
     };
     name.to_string()
 }
+
+/// How [`describe`] names the failures that are the generator's own shortage.
+pub(crate) const LOCAL_SHORTAGES: [&str; 4] = ["EMFILE", "ENFILE", "ENOBUFS", "EADDRNOTAVAIL"];
 
 /// Counts by a displayable key.
 pub(crate) type Counts = BTreeMap<String, u64>;
@@ -82,11 +86,22 @@ pub(crate) struct IntervalData {
     pub(crate) cpu: (Duration, Duration),
 }
 
-/// Histograms track 1 ns .. 1 h at 3 significant digits, growing as needed.
+/// Histograms start out tracking 1 ns .. 1 s at 3 significant digits and grow, when a
+/// longer latency comes, to hold it ([`record`]): no value is ever clamped.
 pub(crate) fn new_histogram() -> Histogram<u64> {
     let mut h = Histogram::new_with_max(1_000_000_000, 3).expect("valid histogram bounds");
     h.auto(true);
     h
+}
+
+/// Records `value` in `h`, growing `h` to hold it. (`saturating_record` would clamp a
+/// value past the histogram's current top to that top, ignoring `auto`: a 3 s stall would
+/// read as ~1.07 s.)
+fn record(h: &mut Histogram<u64>, value: u64) {
+    if h.record(value).is_err() {
+        // Only a value past what any histogram can hold (about 2^62 ns, 146 years) gets here.
+        h.saturating_record(value);
+    }
 }
 
 impl IntervalData {
@@ -128,7 +143,7 @@ impl IntervalData {
         self.reconnects += other.reconnects;
         self.unsent += other.unsent;
         self.lag_max_ns = self.lag_max_ns.max(other.lag_max_ns);
-        self.lag_sum_ns += other.lag_sum_ns;
+        self.lag_sum_ns = self.lag_sum_ns.saturating_add(other.lag_sum_ns);
         self.cpu.0 += other.cpu.0;
         self.cpu.1 += other.cpu.1;
     }
@@ -250,7 +265,7 @@ impl Recorder {
         };
         self.data.sent += 1;
         self.data.lag_max_ns = self.data.lag_max_ns.max(lag);
-        self.data.lag_sum_ns += lag;
+        self.data.lag_sum_ns = self.data.lag_sum_ns.saturating_add(lag);
         (self.stamp(sent), lag)
     }
 
@@ -262,10 +277,10 @@ impl Recorder {
         let service = self.stamp(done).saturating_sub(sent_ns).max(1);
         if lag_ns == 0 {
             // Sent when intended (closed loop, or an open loop on time): one span, one record.
-            self.equal.saturating_record(service);
+            record(&mut self.equal, service);
         } else {
-            self.data.latency.saturating_record(service + lag_ns);
-            self.data.service.saturating_record(service);
+            record(&mut self.data.latency, service.saturating_add(lag_ns));
+            record(&mut self.data.service, service);
         }
     }
 
@@ -325,5 +340,41 @@ impl Recorder {
             .map(|d| d - Duration::from_secs(d.as_secs()))
             .unwrap_or_default();
         self.ship(Some(in_interval));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Latencies past the histograms' starting top (1 s) are recorded as they are, in both
+    /// the corrected and the service-time view, and through the closed loop's shared one.
+    #[test]
+    fn long_latencies_are_not_clamped() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let start = Instant::now();
+        let mut recorder = Recorder::new(0, start, tx);
+        let secs = |s: f64| Duration::from_secs_f64(s);
+        // Sent 3 s late and answered 2.5 s after it went out (an open loop against a stall).
+        let (stamp, lag) = recorder.sent(start, start + secs(3.0));
+        recorder.answered(stamp, lag, start + secs(5.5));
+        // Sent on time, answered 7 s later (a closed loop: one span).
+        let (stamp, lag) = recorder.sent(start + secs(5.6), start + secs(5.6));
+        recorder.answered(stamp, lag, start + secs(12.6));
+        recorder.roll(start + secs(13.5));
+        let mut latency = new_histogram();
+        let mut service = new_histogram();
+        while let Ok(report) = rx.try_recv() {
+            latency.add(&report.data.latency).unwrap();
+            service.add(&report.data.service).unwrap();
+        }
+        let near = |h: &Histogram<u64>, q: f64, want: f64| {
+            let got = h.value_at_quantile(q) as f64 / 1e9;
+            assert!((got - want).abs() < 0.01, "{q}: {got} s, want {want} s");
+        };
+        near(&latency, 0.0, 5.5);
+        near(&latency, 1.0, 7.0);
+        near(&service, 0.0, 2.5);
+        near(&service, 1.0, 7.0);
     }
 }

@@ -95,7 +95,8 @@ pub struct GeneratorCpu {
 /// Everything a run measured.
 #[derive(Debug)]
 pub struct RunResult {
-    /// The target as given.
+    /// The target: `tcp://` and `udp://` ones with the address their host resolved to (the
+    /// one loaded), `http://` ones as written (host and path).
     pub target: String,
     /// The protocol's name.
     pub protocol: &'static str,
@@ -107,8 +108,13 @@ pub struct RunResult {
     pub offered_rate: Option<f64>,
     /// Successful responses per second of measured time.
     pub achieved_rate: f64,
-    /// Measured time: the configured duration, or until the last response.
+    /// Measured time, what `achieved_rate` is over: a duration run's duration; a `--requests`
+    /// run's time until its last response (in open loop, at least the schedule's span, `N /
+    /// rate`); a run stopped early, until its last response.
     pub duration_s: f64,
+    /// How long after a duration run's end its last answers came (to requests sent before
+    /// it; nothing is sent after the end).
+    pub drain_s: f64,
     /// Connections, shards, pipeline depth, payload size.
     pub connections: usize,
     /// Generator shards (cores).
@@ -167,6 +173,7 @@ struct Json<'a> {
     offered_rate: Option<f64>,
     achieved_rate: f64,
     duration_s: f64,
+    drain_s: f64,
     connections: usize,
     shards: usize,
     pipeline: usize,
@@ -209,6 +216,7 @@ impl RunResult {
             offered_rate: self.offered_rate,
             achieved_rate: self.achieved_rate,
             duration_s: self.duration_s,
+            drain_s: self.drain_s,
             connections: self.connections,
             shards: self.shards,
             pipeline: self.pipeline,
@@ -245,9 +253,14 @@ impl RunResult {
             ("open", Some(a)) => format!("open loop, {a} arrivals"),
             (m, _) => format!("{m} loop"),
         };
+        let drain = if self.drain_s >= 0.005 {
+            format!(" (the last answers {:.2} s after it)", self.drain_s)
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             s,
-            "{} ({}), {mode}, {} connections on {} core(s), pipeline {}, {:.2} s",
+            "{} ({}), {mode}, {} connections on {} core(s), pipeline {}, {:.2} s{drain}",
             self.target,
             self.protocol,
             self.connections,
@@ -351,6 +364,8 @@ pub fn human_ns(ns: u64) -> String {
 
 /// Decides who limited the run.
 ///
+/// - Connection attempts that failed for want of local resources (`EMFILE`, ...) make the
+///   generator the bottleneck, whatever else happened.
 /// - A shard at >= 95% CPU for at least a quarter of the seconds, while the run fell short
 ///   (open loop: achieved < 99% of offered, or the schedule lag grew; closed loop: always, as
 ///   the generator then caps what is measured), means the generator was the bottleneck.
@@ -362,7 +377,16 @@ pub(crate) fn verdict(
     achieved: f64,
     timeline: &[TimelineEntry],
     cpu: &GeneratorCpu,
+    local_shortages: u64,
 ) -> Verdict {
+    if local_shortages > 0 {
+        return Verdict {
+            bottleneck: "generator",
+            reason: format!(
+                "{local_shortages} connection attempts failed for want of local resources (file descriptors, ports or buffers; see the connect errors): raise `ulimit -n` or use fewer --connections"
+            ),
+        };
+    }
     let seconds = timeline.len().max(1) as u64;
     let saturated = cpu.saturated_seconds * 4 >= seconds && cpu.saturated_seconds > 0;
     let third = timeline.len() / 3;
@@ -449,12 +473,12 @@ mod tests {
         let calm: Vec<_> = (0..9).map(|_| second(0, 0.3)).collect();
         let idle = GeneratorCpu::default();
         assert_eq!(
-            verdict(Some(1000.0), 999.0, &calm, &idle).bottleneck,
+            verdict(Some(1000.0), 999.0, &calm, &idle, 0).bottleneck,
             "none"
         );
         let growing: Vec<_> = (0..9).map(|i| second(i * 20, 0.5)).collect();
         assert_eq!(
-            verdict(Some(1000.0), 1000.0, &growing, &idle).bottleneck,
+            verdict(Some(1000.0), 1000.0, &growing, &idle, 0).bottleneck,
             "target"
         );
         let busy = GeneratorCpu {
@@ -462,11 +486,20 @@ mod tests {
             ..GeneratorCpu::default()
         };
         assert_eq!(
-            verdict(Some(1000.0), 700.0, &growing, &busy).bottleneck,
+            verdict(Some(1000.0), 700.0, &growing, &busy, 0).bottleneck,
             "generator"
         );
-        assert_eq!(verdict(None, 700.0, &calm, &busy).bottleneck, "generator");
-        assert_eq!(verdict(None, 700.0, &calm, &idle).bottleneck, "target");
+        assert_eq!(
+            verdict(None, 700.0, &calm, &busy, 0).bottleneck,
+            "generator"
+        );
+        assert_eq!(verdict(None, 700.0, &calm, &idle, 0).bottleneck, "target");
+        // Out of file descriptors: the generator's shortage, though it had CPU to spare.
+        for offered in [Some(1000.0), None] {
+            let v = verdict(offered, 700.0, &growing, &idle, 3);
+            assert_eq!(v.bottleneck, "generator", "{offered:?}");
+            assert!(v.reason.contains("3 connection attempts"), "{}", v.reason);
+        }
     }
 
     #[test]

@@ -77,6 +77,7 @@ pub fn run(config: &LoadConfig, sinks: Sinks<'_>) -> Result<RunResult, LoadError
         )));
     }
     crate::preflight::check(config, &*protocol).map_err(LoadError::Target)?;
+    make_room_for(config.connections);
 
     let t0 = Instant::now() + SETUP;
     let measure_from = t0 + config.warmup;
@@ -183,22 +184,19 @@ pub fn run(config: &LoadConfig, sinks: Sinks<'_>) -> Result<RunResult, LoadError
         (now.0 - aggregator_cpu.0, now.1 - aggregator_cpu.1)
     };
 
-    // Until the last response: a run that fell behind its schedule took longer than planned,
-    // and its achieved rate says so.
+    let stopped_early = plan
+        .stopped_early
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let totals = agg.totals;
+    // From the measured start to the last response.
     let until_last = agg
         .timeline
         .last()
         .map_or(0.0, |e| e.t_s + e.length_s)
         .max(1e-3);
-    let stopped_early = plan
-        .stopped_early
-        .load(std::sync::atomic::Ordering::Relaxed);
-    let duration_s = match config.stop {
-        Stop::Duration(d) if !stopped_early => until_last.max(d.as_secs_f64()),
-        _ => until_last,
-    };
-    let totals = agg.totals;
+    let (duration_s, drain_s) = measured_time(config, until_last, stopped_early, &totals);
     let achieved = totals.ok as f64 / duration_s;
+    let shortages = local_shortages(&totals.connect_errors);
     let requests = totals.sent.max(1) as f64;
     let timeline = agg.timeline;
     let busiest_shard = if timeline.is_empty() {
@@ -236,6 +234,7 @@ pub fn run(config: &LoadConfig, sinks: Sinks<'_>) -> Result<RunResult, LoadError
         offered_rate: offered,
         achieved_rate: achieved,
         duration_s,
+        drain_s,
         connections: config.connections,
         shards,
         pipeline: config.pipeline,
@@ -258,8 +257,66 @@ pub fn run(config: &LoadConfig, sinks: Sinks<'_>) -> Result<RunResult, LoadError
         service_time: totals.service,
         stopped_early,
         sink_error,
-        verdict: verdict(offered, achieved, &timeline, &generator_cpu),
+        verdict: verdict(offered, achieved, &timeline, &generator_cpu, shortages),
         generator_cpu,
         timeline,
     })
+}
+
+/// The measured time a run's achieved rate is taken over, and how long after a duration
+/// run's end its last answers came (they count: they answer requests sent in time).
+///
+/// - A duration run: its duration. Nothing is sent after the end; what was due and not
+///   sent is counted unsent, so a target that fell behind shows in the rate.
+/// - A `--requests` run in open loop: until the last response, but at least the schedule's
+///   span (`N` requests at rate `R` take `N / R`: the last one's slot ends there), so a
+///   target that keeps up achieves the rate offered, not more.
+/// - Closed loop, or a run stopped early: until the last response.
+fn measured_time(
+    config: &LoadConfig,
+    until_last: f64,
+    stopped_early: bool,
+    totals: &crate::record::IntervalData,
+) -> (f64, f64) {
+    if stopped_early {
+        return (until_last, 0.0);
+    }
+    match (config.stop, config.mode) {
+        (Stop::Duration(d), _) => {
+            let d = d.as_secs_f64();
+            (d, (until_last - d).max(0.0))
+        }
+        (Stop::Requests(_), Mode::Open { rate, .. }) => {
+            let span = (totals.sent + totals.unsent) as f64 / rate;
+            (until_last.max(span), 0.0)
+        }
+        (Stop::Requests(_), Mode::Closed) => (until_last, 0.0),
+    }
+}
+
+/// Connection attempts that failed for want of something local (file descriptors, ports,
+/// buffers): the generator's shortage, not the target's.
+fn local_shortages(connect_errors: &crate::record::Counts) -> u64 {
+    connect_errors
+        .iter()
+        .filter(|(kind, _)| {
+            crate::record::LOCAL_SHORTAGES
+                .iter()
+                .any(|s| kind.starts_with(s))
+        })
+        .map(|(_, n)| n)
+        .sum()
+}
+
+/// File descriptors a run needs besides its connections' sockets (rings, eventfds, the
+/// outputs, the runtime's own).
+const FD_MARGIN: u64 = 256;
+
+/// Raises this process's soft limit on open files (`RLIMIT_NOFILE`) towards its hard limit
+/// when `connections` sockets would not fit under it: the soft limit is often 1024 where
+/// the hard one allows far more. A hard limit that is still too low is left to show: the
+/// connections past it fail with `EMFILE`, counted, and the verdict names the generator.
+fn make_room_for(connections: usize) {
+    // Failing leaves the limit as it was, which the run then shows the same way.
+    let _ = percore_engine::raise_fd_limit(connections as u64 + FD_MARGIN);
 }

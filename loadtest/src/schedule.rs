@@ -6,6 +6,8 @@
 //! the total rate). Times are computed from `k`, not accumulated, so they never drift.
 //! Closed loop: a request is due whenever the window has room.
 
+use std::cell::Cell;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::config::{Arrival, Mode};
@@ -50,26 +52,65 @@ pub(crate) struct Window {
     pub(crate) end: Option<Instant>,
 }
 
+/// A `--requests` run's measured requests left, shared by a shard's connections: each takes
+/// from it as its requests come due, so the shard's arrivals keep their rate to the last
+/// request. (With a fixed share each, Poisson connections finish at scattered times and the
+/// rate thins out towards the end.)
+#[derive(Debug)]
+pub(crate) struct Quota {
+    left: Cell<u64>,
+    /// Schedules drawing on it that have not finished.
+    holders: Cell<usize>,
+}
+
+impl Quota {
+    /// A quota of `n` measured requests, for the schedules made with it.
+    pub(crate) fn new(n: u64) -> Rc<Quota> {
+        Rc::new(Quota {
+            left: Cell::new(n),
+            holders: Cell::new(0),
+        })
+    }
+}
+
 /// One connection's schedule.
 #[derive(Debug)]
 pub(crate) struct Schedule {
     spacing: Spacing,
     /// No request is intended (or, closed loop, sent) at or after this.
     end: Option<Instant>,
-    /// Measured requests left (a `--requests` run).
-    left: Option<u64>,
-    /// Requests intended before this are warm-up: they do not count against `left`.
+    /// Measured requests left (a `--requests` run), shared with the shard's other schedules.
+    quota: Option<Rc<Quota>>,
+    /// Stopped early (the run was interrupted): nothing more is taken.
+    stopped: bool,
+    /// Requests intended before this are warm-up: they do not count against the quota.
     measure_from: Instant,
 }
 
 impl Schedule {
-    /// The schedule of connection `index` of `total` (across every core).
+    /// The schedule of connection `index` of `total` (across every core), with a quota of its
+    /// own.
+    #[cfg(test)]
     pub(crate) fn new(
         mode: Mode,
         window: Window,
         index: usize,
         total: usize,
         quota: Option<u64>,
+        seed: u64,
+    ) -> Schedule {
+        let quota = quota.map(Quota::new);
+        Schedule::sharing(mode, window, index, total, quota.as_ref(), seed)
+    }
+
+    /// The schedule of connection `index` of `total` (across every core), drawing on `quota`
+    /// (a `--requests` run) with the other schedules made with it.
+    pub(crate) fn sharing(
+        mode: Mode,
+        window: Window,
+        index: usize,
+        total: usize,
+        quota: Option<&Rc<Quota>>,
         seed: u64,
     ) -> Schedule {
         let Window {
@@ -99,17 +140,29 @@ impl Schedule {
                 }
             }
         };
+        if let Some(q) = quota {
+            q.holders.set(q.holders.get() + 1);
+        }
         Schedule {
             spacing,
             end,
-            left: quota,
+            quota: quota.cloned(),
+            stopped: false,
             measure_from,
         }
     }
 
-    /// What comes next, without taking it.
+    /// Measured requests left to take, if there is a quota.
+    fn left(&self) -> Option<u64> {
+        self.quota.as_ref().map(|q| q.left.get())
+    }
+
+    /// What comes next, without taking it. Once the end has passed nothing more is taken,
+    /// not even requests intended before it that are still waiting (a schedule running
+    /// behind): they are [`Schedule::overdue`], counted as unsent, so a run never sends past
+    /// its end.
     pub(crate) fn peek(&self, now: Instant) -> Next {
-        if self.left == Some(0) {
+        if self.stopped || self.left() == Some(0) || self.end.is_some_and(|end| now >= end) {
             return Next::Done;
         }
         let at = match &self.spacing {
@@ -150,9 +203,9 @@ impl Schedule {
                 rng,
             } => *next += Duration::from_secs_f64(rng.exponential(*mean_gap_s)),
         }
-        if let Some(left) = &mut self.left {
+        if let Some(q) = &self.quota {
             if intended >= self.measure_from {
-                *left -= 1;
+                q.left.set(q.left.get() - 1);
             }
         }
         Some(intended)
@@ -160,15 +213,20 @@ impl Schedule {
 
     /// Ends the schedule now (the run was stopped early).
     pub(crate) fn stop(&mut self) {
-        self.left = Some(0);
+        self.stopped = true;
     }
 
     /// How many measured requests a connection that stops for good at `now` leaves unsent:
-    /// in a `--requests` run (a quota and no end), everything it has left, since nothing
-    /// else will send it; otherwise its [`Schedule::overdue`] requests.
+    /// in a `--requests` run (a quota and no end), the quota left if this is the last
+    /// schedule drawing on it (nothing else will send it; while others go on, they may);
+    /// otherwise its [`Schedule::overdue`] requests. None once stopped early.
     pub(crate) fn unsent(&self, now: Instant) -> u64 {
-        match (self.left, self.end) {
-            (Some(left), None) => left,
+        if self.stopped {
+            return 0;
+        }
+        match (&self.quota, self.end) {
+            (Some(q), None) if q.holders.get() == 1 => q.left.get(),
+            (Some(_), None) => 0,
             _ => self.overdue(now),
         }
     }
@@ -239,9 +297,17 @@ impl Schedule {
                 count
             }
         };
-        match self.left {
+        match self.left() {
             Some(left) => count.min(left),
             None => count,
+        }
+    }
+}
+
+impl Drop for Schedule {
+    fn drop(&mut self) {
+        if let Some(q) = &self.quota {
+            q.holders.set(q.holders.get() - 1);
         }
     }
 }
@@ -291,10 +357,12 @@ mod tests {
                 None,
                 7,
             );
-            while let Some(t) = s.take_due(end) {
+            let last_moment = end - Duration::from_nanos(1);
+            while let Some(t) = s.take_due(last_moment) {
                 all.push(t - t0);
             }
-            assert_eq!(s.peek(end), Next::Done);
+            assert_eq!(s.peek(end), Next::Done, "nothing is taken at the end");
+            assert_eq!(s.take_due(end + Duration::from_secs(1)), None);
         }
         all.sort();
         all
@@ -376,6 +444,72 @@ mod tests {
         assert_eq!(s.overdue(t0 + Duration::from_millis(89)), 9);
     }
 
+    /// Poisson connections drawing on one quota keep the total rate to the last request
+    /// (each with a fixed share, they finish at scattered times and the rate thins out).
+    #[test]
+    fn a_shared_quota_keeps_the_rate_to_the_end() {
+        let t0 = Instant::now();
+        let window = Window {
+            t0,
+            measure_from: t0,
+            end: None,
+        };
+        let mode = Mode::Open {
+            rate: 1000.0,
+            arrival: Arrival::Poisson,
+        };
+        let quota = Quota::new(2000);
+        let mut schedules: Vec<Schedule> = (0..16)
+            .map(|i| Schedule::sharing(mode, window, i, 16, Some(&quota), 5))
+            .collect();
+        let mut times = Vec::new();
+        let mut now = t0;
+        while times.len() < 2000 && now < t0 + Duration::from_secs(10) {
+            now += Duration::from_micros(100);
+            for s in &mut schedules {
+                while let Some(at) = s.take_due(now) {
+                    times.push(at - t0);
+                }
+            }
+        }
+        assert_eq!(times.len(), 2000);
+        assert!(schedules.iter().all(|s| s.peek(now) == Next::Done));
+        times.sort();
+        let last = *times.last().unwrap();
+        // The last 10% of the requests came at the full rate: over ~200 ms, not spread out.
+        let tail = last - times[1800];
+        assert!(
+            tail < Duration::from_millis(300),
+            "the last 200 requests took {tail:?}"
+        );
+        // Only the last schedule to finish counts what is left (nothing, here).
+        assert_eq!(schedules[0].unsent(now), 0);
+        schedules.truncate(1);
+        assert_eq!(schedules[0].unsent(now), 0);
+    }
+
+    /// A connection running behind takes nothing once the end has passed: what it had not
+    /// sent by then is unsent, not sent late.
+    #[test]
+    fn nothing_is_taken_after_the_end() {
+        let t0 = Instant::now();
+        let window = Window {
+            t0,
+            measure_from: t0,
+            end: Some(t0 + Duration::from_millis(100)),
+        };
+        let mode = Mode::Open {
+            rate: 100.0,
+            arrival: Arrival::Uniform,
+        };
+        let mut s = Schedule::new(mode, window, 0, 1, None, 1);
+        assert_eq!(s.take_due(t0 + Duration::from_millis(25)), Some(t0));
+        let after = t0 + Duration::from_millis(150);
+        assert_eq!(s.peek(after), Next::Done);
+        assert_eq!(s.take_due(after), None);
+        assert_eq!(s.unsent(after), 9, "the 9 intended before the end, unsent");
+    }
+
     /// What a connection that gives up leaves unsent, counted exactly: every Poisson arrival
     /// due (not one at most), none of the warm-up, and a `--requests` run's whole quota.
     #[test]
@@ -397,10 +531,11 @@ mod tests {
                 t0 + Duration::from_millis(100),
             ] {
                 // What taking them would give: the measured arrivals due by `now`, or before
-                // the end once it has passed.
+                // the end once it has passed (taken just before it: at the end nothing is).
                 let mut taker = Schedule::new(mode, warm, 0, 1, None, 9);
                 let mut expected = 0;
-                while let Some(at) = taker.take_due(now) {
+                let last_moment = warm.end.unwrap() - Duration::from_nanos(1);
+                while let Some(at) = taker.take_due(now.min(last_moment)) {
                     expected += u64::from(at >= warm.measure_from);
                 }
                 let s = Schedule::new(mode, warm, 0, 1, None, 9);

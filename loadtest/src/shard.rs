@@ -14,7 +14,7 @@ use crate::config::{LoadConfig, Stop};
 use crate::conn::{drive_datagram, drive_stream, ConnCtx};
 use crate::protocol::{Protocol, Transport};
 use crate::record::{Recorder, Report};
-use crate::schedule::{Schedule, Window};
+use crate::schedule::{Quota, Schedule, Window};
 
 /// What every shard is given.
 #[derive(Debug)]
@@ -80,21 +80,24 @@ pub(crate) async fn run_shard(plan: &Plan, core: CoreInfo, out: Sender<Report>) 
     };
     let (first, count) = share(config.connections, core.cores, core.index);
     let datagram = plan.protocol.transport() == Transport::Datagram;
+    // A `--requests` run: this shard's share of the requests (its connections' shares),
+    // drawn on by all of them.
+    let quota = match config.stop {
+        Stop::Requests(n) => Some(Quota::new(
+            (first..first + count)
+                .map(|i| share(n as usize, config.connections, i).1 as u64)
+                .sum(),
+        )),
+        Stop::Duration(_) => None,
+    };
     let tasks: Vec<_> = (first..first + count)
         .map(|i| {
-            let quota = match config.stop {
-                Stop::Requests(n) => {
-                    let (_, mine) = share(n as usize, config.connections, i);
-                    Some(mine as u64)
-                }
-                Stop::Duration(_) => None,
-            };
-            let schedule = Schedule::new(
+            let schedule = Schedule::sharing(
                 config.mode,
                 plan.window,
                 i,
                 config.connections,
-                quota,
+                quota.as_ref(),
                 config.seed,
             );
             if datagram {

@@ -210,3 +210,119 @@ fn udp_sockets_that_cannot_be_opened_are_retried_and_counted() {
         run.stdout()
     );
 }
+
+/// A UDP target that dies mid-run: each refused request is counted, and the connection stops
+/// once the target has been unreachable for the request timeout, counting the rest of its
+/// quota as unsent (it went on, one refusal and back-off at a time, for minutes). A duration
+/// run against a dead target ends at its end.
+#[test]
+fn a_dead_udp_target_is_given_up_on() {
+    for stop in [["--requests", "300"], ["-d", "2s"]] {
+        let server = percore_serve("udp-echo");
+        let target = format!("udp://{}", server.addr);
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            drop(server);
+        });
+        let started = std::time::Instant::now();
+        let mut command = Command::new("timeout");
+        command.args(["60", env!("CARGO_BIN_EXE_percore")]);
+        let run = load_with(
+            &temp_dir("udp-dead"),
+            &[
+                &target,
+                "--rate",
+                "100",
+                stop[0],
+                stop[1],
+                "-c",
+                "1",
+                "--timeout",
+                "500ms",
+                "--cpus",
+                "1",
+            ],
+            command,
+        );
+        killer.join().unwrap();
+        let took = started.elapsed();
+        run.assert_exact_accounting();
+        assert!(run.u64("errors") >= 1, "{}", run.stdout());
+        assert!(
+            took < std::time::Duration::from_secs(5),
+            "{stop:?}: took {took:?}: {}",
+            run.stdout()
+        );
+        if stop[0] == "--requests" {
+            assert_eq!(
+                run.u64("requests") + run.u64("unsent"),
+                300,
+                "{}",
+                run.stdout()
+            );
+        }
+    }
+}
+
+/// Datagrams too short to carry a sequence number cannot tell a late answer from the next
+/// request's: after a timeout the socket is replaced, so the late answer finds it closed. The
+/// server answers the third request late and sees the requests after it from a new port.
+#[test]
+fn short_datagrams_move_to_a_new_socket_after_a_timeout() {
+    use std::net::UdpSocket;
+    use std::sync::{Arc, Mutex};
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    let ports = Arc::new(Mutex::new(Vec::new()));
+    {
+        let ports = ports.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            let mut n = 0;
+            while let Ok((len, from)) = socket.recv_from(&mut buf) {
+                n += 1;
+                ports.lock().unwrap().push(from.port());
+                // The first datagram is the probe's; the run's third is answered late.
+                if n == 4 {
+                    let late = socket.try_clone().unwrap();
+                    let datagram = buf[..len].to_vec();
+                    std::thread::spawn(move || {
+                        std::thread::sleep(std::time::Duration::from_millis(300));
+                        let _ = late.send_to(&datagram, from);
+                    });
+                } else {
+                    let _ = socket.send_to(&buf[..len], from);
+                }
+            }
+        });
+    }
+    let run = load(
+        &temp_dir("udp-short"),
+        &[
+            &format!("udp://{addr}"),
+            "--closed-loop",
+            "--requests",
+            "10",
+            "-c",
+            "1",
+            "--payload",
+            "4",
+            "--timeout",
+            "100ms",
+            "--cpus",
+            "1",
+        ],
+    );
+    run.assert_exact_accounting();
+    assert_eq!(run.json["error_kinds"]["timeout"], 1, "{}", run.stdout());
+    assert_eq!(run.u64("responses"), 9, "{}", run.stdout());
+    let ports = ports.lock().unwrap().clone();
+    // Probe, then requests 1-3 from one socket, requests 4-10 from another.
+    assert_eq!(ports.len(), 11, "{ports:?}");
+    assert!(ports[1..4].iter().all(|&p| p == ports[1]), "{ports:?}");
+    assert!(ports[4..].iter().all(|&p| p == ports[4]), "{ports:?}");
+    assert_ne!(
+        ports[1], ports[4],
+        "a new socket after the timeout: {ports:?}"
+    );
+}

@@ -105,6 +105,28 @@ pub fn open_fd_count() -> io::Result<usize> {
         .saturating_sub(1))
 }
 
+/// Raises this process's soft limit on open files (`RLIMIT_NOFILE`) to `want`, or as near
+/// as the hard limit allows; never lowers it. Returns the soft limit now in force.
+///
+/// # Errors
+///
+/// The kernel's, from reading or setting the limit.
+pub fn raise_fd_limit(want: u64) -> io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // getrlimit writes into the valid, writable rlimit it is given.
+    syscall!(getrlimit(libc::RLIMIT_NOFILE, &mut limit))?;
+    if limit.rlim_cur >= want {
+        return Ok(limit.rlim_cur);
+    }
+    limit.rlim_cur = want.min(limit.rlim_max);
+    // setrlimit reads the valid rlimit it is given; the soft limit stays within the hard.
+    syscall!(setrlimit(libc::RLIMIT_NOFILE, &limit))?;
+    Ok(limit.rlim_cur)
+}
+
 /// CPU time this thread has used: (user, system).
 pub fn thread_cpu_time() -> (std::time::Duration, std::time::Duration) {
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::uninit();

@@ -29,46 +29,64 @@ const MAX_DATAGRAM: usize = 65_536;
 pub(crate) async fn drive_datagram(ctx: Rc<ConnCtx>, mut schedule: Schedule) {
     let mut backoff = Backoff::new();
     let mut down_since: Option<Instant> = None;
-    let socket = loop {
-        match open(&ctx) {
-            Ok(socket) => break Some(socket),
+    loop {
+        let socket = match open(&ctx) {
+            Ok(socket) => socket,
             Err(e) => {
                 let now = Instant::now();
                 ctx.recorder.borrow_mut().connect_failed(&e, now);
                 if ctx.stopped(&mut schedule) || ctx.gives_up(*down_since.get_or_insert(now), now) {
-                    break None;
+                    break;
                 }
                 backoff.wait(&ctx).await;
+                continue;
             }
+        };
+        down_since = None;
+        // A socket opened only after the end (others' sockets freed as they finished) sends
+        // nothing: what it was due to send is unsent, as for a stream that reconnects too
+        // late.
+        if ctx.end.is_some_and(|end| Instant::now() >= end) {
+            break;
         }
-    };
-    // A socket opened only after the end (others' sockets freed as they finished) sends
-    // nothing: what it was due to send is unsent, as for a stream that reconnects too late.
-    let in_time = ctx.end.is_none_or(|end| Instant::now() < end);
-    if let (Some(socket), true) = (socket, in_time) {
-        exchange(&ctx, &socket, &mut schedule, &mut backoff).await;
+        match exchange(&ctx, &socket, &mut schedule, &mut backoff).await {
+            Exchanged::Over => break,
+            Exchanged::TimedOut => continue,
+        }
     }
     let unsent = schedule.unsent(Instant::now());
     ctx.recorder.borrow_mut().unsent(unsent);
 }
 
-/// Sends the schedule's requests on `socket`, one at a time, until the schedule is over.
+/// How [`exchange`] ended.
+enum Exchanged {
+    /// The schedule is over, or the target stayed unreachable: the connection stops.
+    Over,
+    /// A request timed out and the protocol cannot tell a late answer to it from the next
+    /// request's: the socket is replaced (a late answer then finds it closed).
+    TimedOut,
+}
+
+/// Sends the schedule's requests on `socket`, one at a time, until the schedule is over or
+/// the target has been unreachable (every request refused) for longer than the request
+/// timeout, or past the run's end.
 async fn exchange(
     ctx: &ConnCtx,
     socket: &UdpSocket,
     schedule: &mut Schedule,
     backoff: &mut Backoff,
-) {
+) -> Exchanged {
     let mut session = ctx.protocol.session();
     let buf_len = ctx.max_response.min(MAX_DATAGRAM) + 1;
     let mut out: Vec<u8> = Vec::new();
     let mut inbuf: Vec<u8> = Vec::with_capacity(buf_len);
+    let mut unreachable_since: Option<Instant> = None;
     loop {
         let now = Instant::now();
         ctx.stopped(schedule);
         let Some(intended) = schedule.take_due(now) else {
             match schedule.peek(now) {
-                Next::Done => break,
+                Next::Done => return Exchanged::Over,
                 Next::Now => continue,
                 Next::At(at) => {
                     ctx.pause_until(at).await;
@@ -113,19 +131,32 @@ async fn exchange(
                 Ok(DatagramCheck::Answer) => {
                     ctx.answered(req, None, Instant::now());
                     backoff.reset();
+                    unreachable_since = None;
                     break;
                 }
                 Ok(DatagramCheck::Stale) => continue,
                 Err(p) => failure = Some(ErrorKind::Protocol(p)),
             }
         }
-        if let Some(kind) = failure {
-            let mut inflight = std::collections::VecDeque::from([req]);
-            ctx.fail_all(&mut inflight, kind);
-            if matches!(kind, ErrorKind::Io(_)) {
-                // Refused (nothing listens) or unreachable: do not spin on it.
+        let Some(kind) = failure else {
+            continue;
+        };
+        let mut inflight = std::collections::VecDeque::from([req]);
+        ctx.fail_all(&mut inflight, kind);
+        match kind {
+            ErrorKind::Io(_) => {
+                // Refused (nothing listens) or unreachable: do not spin on it, and stop once
+                // it has lasted as long as a connection is given to come back.
+                let now = Instant::now();
+                if ctx.gives_up(*unreachable_since.get_or_insert(now), now) {
+                    return Exchanged::Over;
+                }
                 backoff.wait(ctx).await;
             }
+            ErrorKind::Timeout if !ctx.protocol.tells_late_answers() => {
+                return Exchanged::TimedOut;
+            }
+            _ => {}
         }
     }
 }

@@ -152,13 +152,18 @@ impl Backoff {
         self.0 = MIN_BACKOFF;
     }
 
-    /// Pauses for the current back-off (cut short if the run is stopped), then doubles it.
+    /// Pauses for the current back-off (cut short by the run's end, or if the run is
+    /// stopped), then doubles it.
     ///
     /// # Cancel safety
     ///
     /// Dropped during the pause, the back-off is not doubled.
     async fn wait(&mut self, ctx: &ConnCtx) {
-        ctx.pause_until(Instant::now() + self.0).await;
+        let mut until = Instant::now() + self.0;
+        if let Some(end) = ctx.end {
+            until = until.min(end);
+        }
+        ctx.pause_until(until).await;
         self.0 = (self.0 * 2).min(MAX_BACKOFF);
     }
 }

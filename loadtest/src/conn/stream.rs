@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use percore_engine::ops::Send;
 use percore_engine::time::{sleep_until, turn_instant};
-use percore_engine::{first, First};
+use percore_engine::{first, first3, First, First3};
 use percore_net::tcp::TcpStream;
 
 use super::{Backoff, ConnCtx, Ended, InFlight};
@@ -101,31 +101,41 @@ async fn run_connection(ctx: &ConnCtx, mut stream: TcpStream, schedule: &mut Sch
             inflight.push_back(ctx.send(intended, now));
         }
         if !out.is_empty() {
-            // The previous send is normally over by now (its answer came): this takes its
-            // result and buffer without suspending.
+            // One send at a time keeps the bytes in order. The previous one is normally over
+            // by now (its answer came): its result and buffer are taken without suspending.
+            // If it is not (a server that reads slowly, or not until it is read from), the new
+            // requests wait in `out` and go when it completes: the wait below watches it.
+            // Waiting for it alone would stop reading, and a server blocked writing answers
+            // nobody reads stops reading too: both would wait for good, timeouts unseen.
             let mut spare = Vec::new();
-            if let Some(send) = sending.take() {
-                match settle(send.await) {
-                    Ok(buf) => spare = buf,
-                    Err(kind) => {
-                        ctx.fail_all(&mut inflight, kind);
-                        return Ended::Lost;
+            if let Some(send) = sending.as_mut() {
+                let noop = &mut Context::from_waker(Waker::noop());
+                if let Poll::Ready(done) = Pin::new(send).poll(noop) {
+                    sending = None;
+                    match settle(done) {
+                        Ok(buf) => spare = buf,
+                        Err(kind) => {
+                            ctx.fail_all(&mut inflight, kind);
+                            return Ended::Lost;
+                        }
                     }
                 }
             }
-            let mut send = stream.send_whole(std::mem::replace(&mut out, spare));
-            // Submitted without a wake-up for its completion: the task wakes for the answer
-            // (or the deadline) and looks at the send's result then.
-            let unwatched = Pin::new(&mut send).poll(&mut Context::from_waker(Waker::noop()));
-            match unwatched {
-                Poll::Pending => sending = Some(send),
-                Poll::Ready(done) => match settle(done) {
-                    Ok(buf) => out = buf,
-                    Err(kind) => {
-                        ctx.fail_all(&mut inflight, kind);
-                        return Ended::Lost;
-                    }
-                },
+            if sending.is_none() {
+                let mut send = stream.send_whole(std::mem::replace(&mut out, spare));
+                // Submitted without a wake-up for its completion: the task wakes for the
+                // answer (or the deadline) and looks at the send's result then.
+                let unwatched = Pin::new(&mut send).poll(&mut Context::from_waker(Waker::noop()));
+                match unwatched {
+                    Poll::Pending => sending = Some(send),
+                    Poll::Ready(done) => match settle(done) {
+                        Ok(buf) => out = buf,
+                        Err(kind) => {
+                            ctx.fail_all(&mut inflight, kind);
+                            return Ended::Lost;
+                        }
+                    },
+                }
             }
         }
         let Some(oldest) = inflight.front().copied() else {
@@ -178,9 +188,36 @@ async fn run_connection(ctx: &ConnCtx, mut stream: TcpStream, schedule: &mut Sch
             timer.reset(deadline);
         }
         let recv = std::pin::pin!(stream.recv_chunk());
-        let received = match first(recv, &mut timer).await {
-            First::A(received, _) => received,
-            First::B((), _) => {
+        // What woke the task: bytes (or the stream's end or error), or the timer (`None`).
+        let woke = match sending.as_mut() {
+            // Requests wait behind a send still in flight: its completion wakes the task too.
+            Some(send) if !out.is_empty() => match first3(recv, &mut timer, send).await {
+                First3::A(received, ..) => Some(received),
+                First3::B((), ..) => None,
+                First3::C(done, ..) => {
+                    sending = None;
+                    match settle(done) {
+                        Ok(buf) => {
+                            // `out` goes out at the top of the loop, in this buffer's stead.
+                            drop(buf);
+                            now = Instant::now();
+                            continue;
+                        }
+                        Err(kind) => {
+                            ctx.fail_all(&mut inflight, kind);
+                            return Ended::Lost;
+                        }
+                    }
+                }
+            },
+            _ => match first(recv, &mut timer).await {
+                First::A(received, _) => Some(received),
+                First::B((), _) => None,
+            },
+        };
+        let received = match woke {
+            Some(received) => received,
+            None => {
                 now = Instant::now();
                 if now >= expires {
                     ctx.fail_all(&mut inflight, ErrorKind::Timeout);

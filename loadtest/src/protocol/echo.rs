@@ -109,6 +109,11 @@ impl Protocol for DatagramEcho {
         false
     }
 
+    /// Only with room for the sequence number: a shorter payload cannot tell them apart.
+    fn tells_late_answers(&self) -> bool {
+        self.payload.len() >= SEQ_LEN
+    }
+
     fn session(&self) -> Box<dyn Session> {
         Box::new(DatagramEchoSession {
             payload: self.payload.clone(),

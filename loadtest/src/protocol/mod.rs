@@ -36,6 +36,13 @@ pub trait Protocol: Send + Sync + fmt::Debug {
     fn pipelines(&self) -> bool;
     /// A fresh session for a new connection.
     fn session(&self) -> Box<dyn Session>;
+    /// Datagram protocols: whether a session tells a late answer to an earlier request from
+    /// the answer to the one in flight ([`DatagramCheck::Stale`]). When it cannot, the
+    /// driver replaces a socket whose request timed out, so that a late answer cannot pass
+    /// for the next request's (and every later one's). The default: it can.
+    fn tells_late_answers(&self) -> bool {
+        true
+    }
 }
 
 /// One connection's view of the protocol.
