@@ -7,17 +7,24 @@
 //! intended send time (coordinated omission corrected). The SVG report is drawn from the last
 //! phase. The service's own CPU per request (user and system, from `/proc`) is printed beside
 //! the generator's.
+//!
+//! SIGINT or SIGTERM stops the run and the service, and writes no report. The service also
+//! stops by itself when this process is gone, however it ended (its stdin is a pipe from here).
 
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::RecvTimeoutError;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use clap::{Args, ValueEnum};
 use percore::loadtest::{Arrival, LoadConfig, Mode, RunResult, Stop, Target};
 
+use crate::load_output::check_writable;
 use crate::serve::parse_duration;
 
 /// The service under test.
@@ -104,10 +111,25 @@ fn client_cpu(server: usize, asked: Option<usize>, allowed: &[usize]) -> anyhow:
     }
 }
 
+/// How long the service gets to say where it listens.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How many of the service's last stderr lines are kept for an error message.
+const KEPT_LINES: usize = 20;
+
 /// The service as a child process; killed when dropped.
+///
+/// It also stops by itself when its standard input (a pipe from this process) reaches its
+/// end, so it does not outlive this process however that ends: an error, SIGINT or SIGTERM
+/// (see [`run`]) or a signal nothing can catch (SIGKILL).
 struct ServiceProcess {
     child: Child,
     addr: SocketAddr,
+    /// The writing end of the service's stdin: closed when this process ends.
+    _stdin: ChildStdin,
+    /// The service's last stderr lines (a thread reads them all, so the service never blocks
+    /// on a full pipe).
+    said: Arc<Mutex<VecDeque<String>>>,
 }
 
 impl Drop for ServiceProcess {
@@ -124,33 +146,103 @@ impl ServiceProcess {
             BenchService::UdpEcho => "udp-echo",
         };
         let mut child = Command::new(std::env::current_exe().context("finding percore")?)
-            .args(["serve", name, "--listen", "127.0.0.1:0", "--cpus"])
+            .args(["serve", name, "--listen", "127.0.0.1:0", "--grace", "1s"])
+            .args(["--stop-at-stdin-end", "--cpus"])
             .arg(cpu.to_string())
+            .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .context("starting percore serve")?;
+        let stdin = child.stdin.take().context("service stdin")?;
         let stderr = child.stderr.take().context("service stderr")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { return };
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let _ = tx.send(rest.split_whitespace().next().map(str::to_string));
+        let said = Arc::new(Mutex::new(VecDeque::new()));
+        // Where the service listens (`Some`), or the end of its stderr (`None`).
+        let (tx, rx) = std::sync::mpsc::channel::<Option<String>>();
+        {
+            let said = said.clone();
+            // The thread holds SIGINT and SIGTERM, as every thread of this process does during
+            // a run: one that did not would take them and end the process, where the run's
+            // signalfd is to read them and stop the run.
+            let _held =
+                percore::runtime::hold_shutdown_signals().context("holding SIGINT/SIGTERM")?;
+            std::thread::spawn(move || {
+                let mut stderr = BufReader::new(stderr);
+                let mut bytes = Vec::new();
+                // To its end, whatever it holds (a line that is not UTF-8 must not stop the
+                // reading: the service would block on a full pipe).
+                while matches!(stderr.read_until(b'\n', &mut bytes), Ok(n) if n > 0) {
+                    let line = String::from_utf8_lossy(&bytes).trim_end().to_string();
+                    bytes.clear();
+                    if let Some(rest) = line.split("listening on ").nth(1) {
+                        let addr = rest.split_whitespace().next().unwrap_or_default();
+                        let _ = tx.send(Some(addr.to_string()));
+                    }
+                    let mut said = said.lock().unwrap_or_else(|e| e.into_inner());
+                    if said.len() == KEPT_LINES {
+                        said.pop_front();
+                    }
+                    said.push_back(line);
                 }
-            }
-        });
+                let _ = tx.send(None);
+            });
+        }
         let mut process = ServiceProcess {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            _stdin: stdin,
+            said,
         };
-        let addr = rx
-            .recv_timeout(Duration::from_secs(10))
-            .ok()
-            .flatten()
-            .context("the service did not say where it listens")?;
-        process.addr = addr.parse().context("the service's address")?;
+        let addr = match rx.recv_timeout(START_TIMEOUT) {
+            Ok(Some(addr)) => addr,
+            Ok(None) | Err(RecvTimeoutError::Disconnected) => {
+                return Err(process.failure("the service ended before it listened"))
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                return Err(process.failure(&format!(
+                    "the service did not say where it listens within {START_TIMEOUT:?}"
+                )))
+            }
+        };
+        match addr.parse() {
+            Ok(addr) => process.addr = addr,
+            Err(_) => {
+                return Err(process.failure(&format!(
+                    "the service said it listens on {addr:?}, expected an address"
+                )))
+            }
+        }
         Ok(process)
+    }
+
+    /// Fails if the service has ended (it is to run until this process stops it).
+    fn check_running(&mut self) -> anyhow::Result<()> {
+        match self.child.try_wait() {
+            Ok(None) => Ok(()),
+            _ => Err(self.failure("the service stopped during the run")),
+        }
+    }
+
+    /// `what` went wrong, with the service's exit status and its last stderr lines.
+    fn failure(&mut self, what: &str) -> anyhow::Error {
+        // Its stderr ends as it exits: give it a moment to be gone, not more.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => break status.to_string(),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                Ok(None) => break "still running, stopped now".to_string(),
+                Err(e) => break format!("exit status unknown: {e}"),
+            }
+        };
+        let said = self.said.lock().unwrap_or_else(|e| e.into_inner());
+        if said.is_empty() {
+            return anyhow::anyhow!("{what} ({status}); it wrote nothing to stderr");
+        }
+        let lines: Vec<&str> = said.iter().map(String::as_str).collect();
+        anyhow::anyhow!("{what} ({status}); it said:\n  {}", lines.join("\n  "))
     }
 
     /// The service's (user, system) CPU seconds so far.
@@ -177,10 +269,15 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.duration > Duration::from_secs(20) || args.duration < Duration::from_secs(2) {
         bail!("--duration must be between 2s and 20s");
     }
+    // Checked before the run, without touching what is there: a path that cannot be written
+    // must not cost a whole run.
+    for path in std::iter::once(&args.plot).chain(&args.json) {
+        check_writable(path)?;
+    }
     let allowed = crate::serve::allowed_cpus();
     let server_cpu = args.server_cpu.unwrap_or(allowed[0]);
     let client_cpu = client_cpu(server_cpu, args.client_cpu, &allowed)?;
-    let service = ServiceProcess::start(args.service, server_cpu)?;
+    let mut service = ServiceProcess::start(args.service, server_cpu)?;
     let scheme = match args.service {
         BenchService::Echo => "tcp",
         BenchService::UdpEcho => "udp",
@@ -195,6 +292,10 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
     config.connections = args.connections;
     config.payload = args.payload;
     config.warmup = Duration::from_millis(500);
+    // SIGINT/SIGTERM during a phase end it; the run then stops there (below), and the service
+    // is stopped as `service` drops. Outside the phases the signals end this process, and the
+    // service stops at the end of its stdin.
+    config.stop_on_signals = true;
 
     let phases: Vec<(&str, Duration)> = if args.closed_loop || args.rate.is_some() {
         vec![("", args.duration)]
@@ -233,6 +334,10 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
         let after = service.cpu();
         print!("{}", result.summary());
         print_service_cpu(&result, before, after, started.elapsed());
+        if result.stopped_early {
+            bail!("interrupted: the service is stopped, and no report was written");
+        }
+        service.check_running()?;
         if name == "capacity" {
             capacity_rate = Some(result.achieved_rate.max(1.0));
         }

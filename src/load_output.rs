@@ -13,12 +13,18 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
-/// Fails unless `path` can be written, leaving what it holds alone: a regular file is opened
-/// for appending (nothing is written), a missing one is created and removed again; anything
-/// else (a device, a pipe, a link) is left to the write after the run (opening a pipe now
-/// would wait for its reader).
+/// Fails unless `path` can be written, leaving what it holds alone: a directory (or a link to
+/// one) is refused, a regular file is opened for appending (nothing is written), a missing one
+/// is created and removed again; anything else (a device, a pipe, a link) is left to the write
+/// after the run (opening a pipe now would wait for its reader).
 pub(crate) fn check_writable(path: &Path) -> anyhow::Result<()> {
     let cannot = || format!("cannot write {}", path.display());
+    if path.metadata().is_ok_and(|meta| meta.is_dir()) {
+        anyhow::bail!(
+            "cannot write {}: it is a directory, expected a file name",
+            path.display()
+        );
+    }
     match path.symlink_metadata() {
         Ok(meta) if meta.is_file() => {
             OpenOptions::new()
@@ -121,5 +127,24 @@ impl Write for LogFile {
             Some(file) => file.flush(),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_writable;
+
+    #[test]
+    fn a_directory_is_refused_before_the_run() {
+        let dir = std::env::temp_dir();
+        let err = check_writable(&dir).unwrap_err().to_string();
+        assert!(err.contains("is a directory"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_file_in_a_missing_directory_is_refused_and_nothing_is_left() {
+        let path = std::env::temp_dir().join("percore-no-such-dir/report.json");
+        assert!(check_writable(&path).is_err());
+        assert!(!path.exists());
     }
 }

@@ -15,15 +15,48 @@ use clap::Args;
 /// Options of `percore engine-bench`.
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
-    /// Operations per round.
-    #[arg(long, default_value_t = 200_000)]
+    /// Operations per round (at least 1000: the timer-fire case runs a twentieth of them).
+    #[arg(long, default_value_t = 200_000, value_parser = parse_ops)]
     ops: u64,
-    /// Rounds per case (the median is reported).
-    #[arg(long, default_value_t = 5)]
+    /// Rounds per case (at least 1; the median is reported).
+    #[arg(long, default_value_t = 5, value_parser = parse_rounds)]
     rounds: usize,
-    /// CPU for the measured core (the cross-core case also uses the next one).
-    #[arg(long, default_value_t = 0)]
-    cpu: usize,
+    /// CPU for the measured core (default: the first CPU this process may use; the cross-core
+    /// case also uses the next one it may use).
+    #[arg(long)]
+    cpu: Option<usize>,
+}
+
+/// Fewest operations per round: enough for every case (the timer-fire one runs `ops / 20`)
+/// to time a few hundred microseconds at least, not a handful of nanoseconds or none.
+const MIN_OPS: u64 = 1000;
+
+fn parse_ops(s: &str) -> Result<u64, String> {
+    match s.trim().parse::<u64>() {
+        Ok(n) if n >= MIN_OPS => Ok(n),
+        _ => Err(format!(
+            "expected a whole number of at least {MIN_OPS} (the timer-fire case runs a \
+             twentieth of them), got {s:?}"
+        )),
+    }
+}
+
+fn parse_rounds(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("expected a whole number of at least 1, got {s:?}")),
+    }
+}
+
+/// The second core's CPU for the cross-core case: the next CPU this process may use after
+/// `cpu`, wrapping around (`allowed` in ascending order, as [`crate::serve::allowed_cpus`]
+/// gives it); `None` if `cpu` is the only one.
+fn second_cpu(cpu: usize, allowed: &[usize]) -> Option<usize> {
+    allowed
+        .iter()
+        .copied()
+        .find(|&c| c > cpu)
+        .or_else(|| allowed.iter().copied().find(|&c| c != cpu))
 }
 
 struct Sample {
@@ -50,8 +83,14 @@ fn ns_per(d: Duration, ops: u64) -> f64 {
 }
 
 pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let allowed = crate::serve::allowed_cpus();
+    let cpu = args.cpu.unwrap_or(allowed[0]);
+    if !allowed.contains(&cpu) {
+        let list: Vec<String> = allowed.iter().map(usize::to_string).collect();
+        anyhow::bail!("--cpu {cpu}: this process may use CPUs {}", list.join(","));
+    }
     let runtime = percore::Runtime::builder()
-        .cpus([args.cpu])
+        .cpus([cpu])
         .build()
         .context("building the runtime")?;
     let ops = args.ops;
@@ -121,7 +160,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
     ];
     println!(
         "percore engine-bench: engine self-benchmark, {ops} ops x {} rounds, core on CPU {}",
-        args.rounds, args.cpu
+        args.rounds, cpu
     );
     let features = runtime
         .run(|_| async { percore::ring_features() })
@@ -157,19 +196,18 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
             ns_per(m.system, done)
         );
     }
-    cross_core(&args)
+    cross_core(&args, cpu, &allowed)
 }
 
-/// Round trips of a message between two pinned cores over cross-core channels.
-fn cross_core(args: &BenchArgs) -> anyhow::Result<()> {
-    let cpus = core_affinity::get_core_ids().unwrap_or_default();
-    if cpus.len() < 2 {
+/// Round trips of a message between two pinned cores over cross-core channels: `cpu` and the
+/// next CPU `allowed`.
+fn cross_core(args: &BenchArgs, cpu: usize, allowed: &[usize]) -> anyhow::Result<()> {
+    let Some(second) = second_cpu(cpu, allowed) else {
         println!("cross-core round trip: skipped (one CPU)");
         return Ok(());
-    }
-    let second = (args.cpu + 1) % cpus.len();
+    };
     let runtime = percore::Runtime::builder()
-        .cpus([args.cpu, second])
+        .cpus([cpu, second])
         .build()
         .context("building the two-core runtime")?;
     let n = (args.ops / 20).max(1000);
@@ -214,9 +252,29 @@ fn cross_core(args: &BenchArgs) -> anyhow::Result<()> {
             "{:<34} {:>12.1}   (CPUs {} and {})",
             "cross-core round trip",
             ns_per(*wall, n),
-            args.cpu,
+            cpu,
             second
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::second_cpu;
+
+    #[test]
+    fn the_second_core_is_the_next_cpu_this_process_may_use() {
+        assert_eq!(second_cpu(0, &[0, 1]), Some(1));
+        assert_eq!(second_cpu(1, &[0, 1]), Some(0));
+        assert_eq!(second_cpu(0, &[0]), None);
+        // A cpuset of CPUs 4 and 5 on a bigger machine (the old `(cpu + 1) % count` gave CPU
+        // 0 for 5, and 1 for 4: neither allowed).
+        assert_eq!(second_cpu(4, &[4, 5]), Some(5));
+        assert_eq!(second_cpu(5, &[4, 5]), Some(4));
+        // Gaps: 2, 5, 7.
+        assert_eq!(second_cpu(2, &[2, 5, 7]), Some(5));
+        assert_eq!(second_cpu(5, &[2, 5, 7]), Some(7));
+        assert_eq!(second_cpu(7, &[2, 5, 7]), Some(2));
+    }
 }

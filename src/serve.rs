@@ -7,10 +7,10 @@
 //!   (k counted per peer from 1); peers beyond `--max-conversations` (per core) get no answer.
 //!
 //! Each core binds its own `SO_REUSEPORT` socket on the address; the kernel spreads peers
-//! across cores (or, with `--accept handoff`, the first core accepts every TCP connection and
-//! hands each to the least-loaded core). On SIGINT/SIGTERM the services stop accepting, open
-//! connections are closed at their next read or while a reply waits for a peer that does not
-//! read, and the process exits 0 once every core is done. With `--idle-timeout`, a TCP
+//! across cores (or, with `--accept handoff`, for the TCP services only, the first core accepts
+//! every connection and hands each to the least-loaded core). On SIGINT/SIGTERM the services
+//! stop accepting, open connections are closed at their next read or while a reply waits for a
+//! peer that does not read, and the process exits 0 once every core is done. With `--idle-timeout`, a TCP
 //! connection is also closed when its peer sends nothing, takes no reply, or (holla) does not
 //! complete a line within it.
 
@@ -40,6 +40,18 @@ pub(crate) enum Service {
     ConversationEcho,
 }
 
+impl Service {
+    /// Its name on the command line.
+    fn name(self) -> &'static str {
+        match self {
+            Service::Echo => "echo",
+            Service::Holla => "holla",
+            Service::UdpEcho => "udp-echo",
+            Service::ConversationEcho => "conversation-echo",
+        }
+    }
+}
+
 /// How TCP connections reach the cores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum AcceptMode {
@@ -63,27 +75,31 @@ pub(crate) struct ServeArgs {
     /// How TCP connections reach the cores.
     #[arg(long, value_enum, default_value_t = AcceptMode::Sharded)]
     accept: AcceptMode,
-    /// Live connections per core at most.
-    #[arg(long, default_value_t = 10_000)]
+    /// Live connections per core at most (at least 1).
+    #[arg(long, value_parser = parse_limit, default_value_t = 10_000)]
     max_connections: usize,
-    /// Close a connection idle this long (`500ms`, `30s`, `2m`): no bytes from the peer, no
-    /// reply taken, or (holla) no whole line within it; default: never (conversation-echo:
-    /// 60s).
-    #[arg(long, value_parser = parse_duration)]
+    /// Close a connection idle this long (`500ms`, `30s`, `2m`; more than zero): no bytes from
+    /// the peer, no reply taken, or (holla) no whole line within it; default: never
+    /// (conversation-echo: 60s).
+    #[arg(long, value_parser = parse_timeout)]
     idle_timeout: Option<Duration>,
-    /// Live UDP conversations per core at most (conversation-echo).
-    #[arg(long, default_value_t = 10_000)]
+    /// Live UDP conversations per core at most (conversation-echo; at least 1).
+    #[arg(long, value_parser = parse_limit, default_value_t = 10_000)]
     max_conversations: usize,
-    /// Longest line `holla` accepts, in bytes.
-    #[arg(long, default_value_t = 64 * 1024)]
+    /// Longest line `holla` accepts, in bytes (at least 1).
+    #[arg(long, value_parser = parse_limit, default_value_t = 64 * 1024)]
     max_line: usize,
-    /// Longest datagram `udp-echo` and `conversation-echo` take, in bytes (longer ones are
-    /// counted and dropped).
-    #[arg(long, default_value_t = 2048)]
+    /// Longest datagram `udp-echo` and `conversation-echo` take, in bytes (1 to 65535; longer
+    /// ones are counted and dropped).
+    #[arg(long, value_parser = parse_datagram_size, default_value_t = 2048)]
     max_datagram: usize,
     /// How long connections get to finish after Ctrl-C / SIGTERM.
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     grace: Duration,
+    /// Also stop (as on SIGTERM) when standard input reaches its end: `percore bench` holds
+    /// the other end, so its service never outlives it.
+    #[arg(long, hide = true)]
+    stop_at_stdin_end: bool,
 }
 
 /// A list of CPUs, as `--cpus` takes it.
@@ -145,6 +161,38 @@ pub(crate) fn parse_cpus(s: &str) -> Result<CpuList, String> {
         return Err("expected CPUs like 0, 0-3 or 0,2".into());
     }
     Ok(CpuList(cpus))
+}
+
+/// Parses a limit: a whole number, at least 1 (a limit of zero would refuse everything, and
+/// the services would quietly take 1 instead).
+fn parse_limit(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("expected at least 1 (a limit of 0 would refuse everything)".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("expected a whole number from 1 up, got {s:?}")),
+    }
+}
+
+/// The largest UDP datagram's payload is under 64 KiB.
+const MAX_DATAGRAM: usize = 65_535;
+
+/// Parses `--max-datagram`: 1 to [`MAX_DATAGRAM`] bytes (each receive buffer is this large).
+fn parse_datagram_size(s: &str) -> Result<usize, String> {
+    match parse_limit(s)? {
+        n if n > MAX_DATAGRAM => Err(format!(
+            "expected at most {MAX_DATAGRAM} (no UDP datagram is longer), got {n}"
+        )),
+        n => Ok(n),
+    }
+}
+
+/// Parses an idle timeout: a duration as [`parse_duration`] takes it, more than zero (a zero
+/// timeout would close every connection at once).
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        Duration::ZERO => Err("expected a timeout above zero, like 500ms or 30s".into()),
+        d => Ok(d),
+    }
 }
 
 /// Parses `250ms`, `2s`, `1m`, `1.5s`, or plain seconds.
@@ -209,10 +257,10 @@ impl Startup {
     /// Called by each core once its socket is bound; prints where it listens (scripts and
     /// tests wait for this line).
     fn core_bound(&self, addr: SocketAddr) {
-        eprintln!(
+        note(format_args!(
             "percore serve: core {} listening on {addr}",
             percore::current_core().index
-        );
+        ));
         let bound = self.bound.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1;
         if bound == self.cores {
             let mut reservation = self.reservation.lock().unwrap_or_else(|e| e.into_inner());
@@ -222,7 +270,17 @@ impl Startup {
 }
 
 pub(crate) fn run(mut args: ServeArgs) -> anyhow::Result<()> {
-    let udp = matches!(args.service, Service::UdpEcho | Service::ConversationEcho);
+    let udp = match args.service {
+        Service::Echo | Service::Holla => false,
+        Service::UdpEcho | Service::ConversationEcho => true,
+    };
+    if udp && args.accept == AcceptMode::Handoff {
+        bail!(
+            "--accept handoff hands TCP connections to the cores, and {} is a UDP service \
+             (its cores share the port through SO_REUSEPORT): drop --accept or use echo or holla",
+            args.service.name()
+        );
+    }
     let (listen, reservation) = reserve_port(args.listen, udp).context("choosing a port")?;
     args.listen = listen;
     let mut builder = percore::Runtime::builder()
@@ -233,14 +291,17 @@ pub(crate) fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         builder = builder.cpus(cpus.0.iter().copied());
     }
     let runtime = builder.build().context("building the runtime")?;
-    eprintln!(
+    if args.stop_at_stdin_end {
+        stop_at_stdin_end(&runtime)?;
+    }
+    note(format_args!(
         "percore serve {:?} on {} (CPUs {:?}); Ctrl-C to stop",
         args.service,
         args.listen,
         runtime.cpus()
-    );
-    let handoff = (args.accept == AcceptMode::Handoff && args.service != Service::UdpEcho)
-        .then(|| Handoff::new(runtime.cpus().len()));
+    ));
+    // TCP only (refused above for UDP).
+    let handoff = (args.accept == AcceptMode::Handoff).then(|| Handoff::new(runtime.cpus().len()));
     let startup = Startup {
         reservation: std::sync::Mutex::new(reservation),
         bound: std::sync::atomic::AtomicUsize::new(0),
@@ -265,11 +326,44 @@ pub(crate) fn run(mut args: ServeArgs) -> anyhow::Result<()> {
             if !failures.is_empty() {
                 bail!("service failed: {}", failures.join("; "));
             }
-            eprintln!("percore serve: stopped");
+            note(format_args!("percore serve: stopped"));
             Ok(())
         }
         Err(e) => bail!("{e}"),
     }
+}
+
+/// Writes one line to stderr. A stderr nobody reads any more (the `percore bench` that started
+/// this service is gone) loses the line; the service stops as it was going to, not by a panic.
+fn note(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// Starts the thread that requests `runtime`'s shutdown when stdin reaches its end (or fails).
+fn stop_at_stdin_end(runtime: &percore::Runtime) -> anyhow::Result<()> {
+    let handle = runtime.handle();
+    // The thread starts with SIGINT and SIGTERM held, as the cores will: a signal must reach
+    // the runtime's signalfd, not end the process through a thread that does not hold it.
+    let _held = percore::runtime::hold_shutdown_signals().context("holding SIGINT/SIGTERM")?;
+    std::thread::Builder::new()
+        .name("percore-stdin".into())
+        .spawn(move || {
+            use std::io::Read as _;
+            let mut stdin = std::io::stdin().lock();
+            let mut sink = [0u8; 256];
+            loop {
+                match stdin.read(&mut sink) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            handle.shutdown();
+        })
+        .context("starting the stdin watcher")?;
+    Ok(())
 }
 
 async fn serve_tcp(
@@ -314,13 +408,13 @@ async fn serve_tcp(
                 .await?
         }
     };
-    eprintln!(
+    note(format_args!(
         "percore serve: core {}: {} connections ({} failed, {} panicked)",
         percore::current_core().index,
         stats.accepted,
         stats.failed,
         stats.panicked
-    );
+    ));
     Ok(())
 }
 
@@ -430,7 +524,7 @@ async fn serve_udp(args: &ServeArgs, startup: &Startup) -> std::io::Result<()> {
             Ok(())
         })
         .await?;
-    eprintln!(
+    note(format_args!(
         "percore serve: core {}: {} datagrams ({} truncated and dropped, {} receive errors, \
          {} replies failed)",
         percore::current_core().index,
@@ -438,7 +532,7 @@ async fn serve_udp(args: &ServeArgs, startup: &Startup) -> std::io::Result<()> {
         stats.truncated,
         stats.receive_errors,
         stats.failed
-    );
+    ));
     Ok(())
 }
 
@@ -450,7 +544,7 @@ async fn serve_conversations(args: &ServeArgs, startup: &Startup) -> std::io::Re
         .max_datagram(args.max_datagram)
         .idle_timeout(args.idle_timeout.unwrap_or(Duration::from_secs(60)));
     let stats = service.serve(socket, numbered_echo).await?;
-    eprintln!(
+    note(format_args!(
         "percore serve: core {}: {} conversations ({} failed, {} panicked, {} idle), \
          {} datagrams dropped ({} over the cap, {} too long, {} over the queue budget), \
          {} replies refused by the kernel",
@@ -464,7 +558,7 @@ async fn serve_conversations(args: &ServeArgs, startup: &Startup) -> std::io::Re
         stats.dropped.truncated,
         stats.dropped.over_budget,
         stats.send_errors
-    );
+    ));
     Ok(())
 }
 

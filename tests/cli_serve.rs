@@ -260,6 +260,85 @@ fn bad_arguments_are_clear_errors() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("empty CPU range"));
 }
 
+/// Runs `percore serve ARGS` on a free port: it must refuse them and end at once (a server
+/// that took them would run until killed, so the wait is bounded). Returns its stderr.
+fn refused(args: &[&str]) -> String {
+    let cpus: &[&str] = if args.contains(&"--cpus") {
+        &[]
+    } else {
+        &["--cpus", "0"]
+    };
+    let child = Command::new(env!("CARGO_BIN_EXE_percore"))
+        .arg("serve")
+        .args(args)
+        .args(["--listen", "127.0.0.1:0"])
+        .args(cpus)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let Ok(out) = rx.recv_timeout(Duration::from_secs(3)) else {
+        // SAFETY: kill(2) on our own child, not waited for yet (its waiter is blocked).
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        panic!("percore serve {args:?} was not refused: it ran");
+    };
+    let out = out.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{args:?}: {stderr}");
+    stderr
+}
+
+/// Regression: zero limits were taken (`--idle-timeout 0` closed every connection at once,
+/// `--max-connections 0` behaved as 1, `--max-line 0` reset every holla connection,
+/// `--max-datagram 0` dropped every datagram); they are usage errors now.
+#[test]
+fn serve_refuses_zero_limits() {
+    for (args, option) in [
+        (["echo", "--idle-timeout", "0"], "--idle-timeout"),
+        (["holla", "--idle-timeout", "0ms"], "--idle-timeout"),
+        (["echo", "--max-connections", "0"], "--max-connections"),
+        (["holla", "--max-line", "0"], "--max-line"),
+        (["udp-echo", "--max-datagram", "0"], "--max-datagram"),
+        (
+            ["conversation-echo", "--max-datagram", "0"],
+            "--max-datagram",
+        ),
+        (["udp-echo", "--max-datagram", "65536"], "--max-datagram"),
+        (
+            ["conversation-echo", "--max-conversations", "0"],
+            "--max-conversations",
+        ),
+    ] {
+        let stderr = refused(&args);
+        assert!(stderr.contains(option), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("expected at least 1")
+                || stderr.contains("above zero")
+                || stderr.contains("at most 65535"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+/// Regression: `--accept handoff` with a UDP service built a hand-off nobody used and dropped
+/// the port's reservation once the first core had bound it (the other cores could then lose
+/// the port to another server); it is refused now.
+#[test]
+fn serve_refuses_handoff_for_udp_services() {
+    for service in ["udp-echo", "conversation-echo"] {
+        let stderr = refused(&[service, "--accept", "handoff", "--cpus", "0-1"]);
+        assert!(
+            stderr.contains("--accept handoff") && stderr.contains("UDP service"),
+            "{service}: {stderr}"
+        );
+    }
+}
+
 #[test]
 fn conversation_echo_numbers_each_peers_datagrams_and_caps_peers() {
     let server = start(&[
