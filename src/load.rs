@@ -2,13 +2,14 @@
 //! command line over [`percore::loadtest`].
 
 use std::fs::File;
-use std::io::{BufWriter, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::{Args, Subcommand, ValueEnum};
 use percore::loadtest::config::HttpOptions;
+use percore::loadtest::hlog::MergeInput;
 use percore::loadtest::{Arrival, LoadConfig, Mode, RunResult, Sinks, Stop, Target};
 
 use crate::load_output::{check_writable, LogFile};
@@ -26,8 +27,10 @@ pub(crate) struct LoadArgs {
 
 #[derive(Debug, Subcommand)]
 enum LoadCommand {
-    /// Merge interval logs of several runs (several machines) into one: histograms of the
-    /// same second (absolute time) are added.
+    /// Merge interval logs of several runs (several machines) into one: intervals are lined
+    /// up on absolute time (cells as long as the longest inputs' intervals, from the earliest
+    /// start; each interval in the cell that covers most of it) and the histograms of a cell
+    /// are added.
     Merge(MergeArgs),
 }
 
@@ -36,7 +39,8 @@ struct MergeArgs {
     /// The logs to merge.
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
-    /// Where to write the merged log.
+    /// Where to write the merged log (replaced only once the merge succeeded; it may be one
+    /// of the inputs).
     #[arg(long)]
     out: PathBuf,
 }
@@ -250,23 +254,67 @@ pub(crate) fn write_reports(
     Ok(())
 }
 
+/// Merges in memory, then replaces `--out` whole ([`replace_file`]): a merge that fails
+/// leaves it as it was.
 fn run_merge(args: &MergeArgs) -> anyhow::Result<()> {
-    let mut inputs = Vec::new();
+    let mut logs = Vec::new();
     for path in &args.inputs {
-        inputs.push(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?);
+        logs.push(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?);
     }
-    let mut out = BufWriter::new(
-        File::create(&args.out).with_context(|| format!("creating {}", args.out.display()))?,
-    );
-    let summary = percore::loadtest::hlog::merge(&inputs, &mut out).map_err(anyhow::Error::msg)?;
-    out.flush()?;
+    let names: Vec<String> = args
+        .inputs
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let inputs: Vec<MergeInput<'_>> = names
+        .iter()
+        .zip(&logs)
+        .map(|(name, log)| MergeInput { name, log })
+        .collect();
+    let merged = percore::loadtest::hlog::merge(&inputs).map_err(anyhow::Error::msg)?;
+    replace_file(&args.out, &merged.log)?;
+    let summary = merged.summary;
     println!(
-        "merged {} logs: {} intervals in, {} out, {} latency samples -> {}",
+        "merged {} logs on {:?} intervals: {} intervals in, {} out, {} latency samples -> {}",
         inputs.len(),
+        summary.cell,
         summary.intervals_in,
         summary.intervals_out,
         summary.latency_count,
         args.out.display()
     );
+    Ok(())
+}
+
+/// Replaces `path` with `bytes` whole or not at all: they are written to a new file beside
+/// it (beside the file a symbolic link points to), synced, then renamed over it. An
+/// existing file's permissions are kept.
+fn replace_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let target = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let Some(name) = target.file_name() else {
+        bail!("--out {}: expected a file name", path.display());
+    };
+    let dir = match target.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let temp = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let written = (|| {
+        let mut file = File::options().write(true).create_new(true).open(&temp)?;
+        if let Ok(old) = std::fs::metadata(&target) {
+            file.set_permissions(old.permissions())?;
+        }
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&temp, &target)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temp);
+        return Err(e).with_context(|| format!("writing {}", path.display()));
+    }
     Ok(())
 }

@@ -1,17 +1,19 @@
 //! Interval logs as HdrHistogram's own Java `HistogramLogProcessor` reads them, and
 //! `percore load merge`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::helpers::{load, percore_serve, temp_dir};
 
-/// Runs the Java processor on `hlog`; returns the total count it read.
-fn java_total_count(hlog: &Path) -> u64 {
+/// Runs the Java processor on `hlog` (`extra` arguments added), writing `hlog`.java and
+/// `hlog`.java.hgrm.
+fn java_processor(hlog: &Path, extra: &[&str]) -> PathBuf {
     let out_base = hlog.with_extension("java");
     let output = Command::new("java")
         .args(["-cp", "/usr/share/java/hdrhistogram.jar"])
         .arg("org.HdrHistogram.HistogramLogProcessor")
+        .args(extra)
         .arg("-i")
         .arg(hlog)
         .arg("-o")
@@ -23,6 +25,37 @@ fn java_total_count(hlog: &Path) -> u64 {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    out_base
+}
+
+/// One interval of a log as the Java processor read it.
+#[derive(Debug)]
+pub(crate) struct JavaInterval {
+    /// Its end, seconds after the log's `StartTime`.
+    pub(crate) end_s: f64,
+    /// Values in it.
+    pub(crate) count: u64,
+}
+
+/// The untagged intervals of `hlog` as the Java processor reads them (its CSV output).
+pub(crate) fn java_intervals(hlog: &Path) -> Vec<JavaInterval> {
+    let out_base = java_processor(hlog, &["-csv"]);
+    let csv = std::fs::read_to_string(&out_base).unwrap();
+    csv.lines()
+        .filter(|l| !l.starts_with(['#', '"']))
+        .map(|l| {
+            let cols: Vec<&str> = l.split(',').collect();
+            JavaInterval {
+                end_s: cols[0].parse().unwrap(),
+                count: cols[1].parse().unwrap(),
+            }
+        })
+        .collect()
+}
+
+/// Runs the Java processor on `hlog`; returns the total count it read.
+fn java_total_count(hlog: &Path) -> u64 {
+    let out_base = java_processor(hlog, &[]);
     let hgrm = std::fs::read_to_string(out_base.with_extension("java.hgrm")).unwrap();
     let line = hgrm
         .lines()
@@ -96,6 +129,10 @@ fn the_java_processor_reads_runs_and_their_merge() {
         .arg(dir.join("never.hlog"))
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("input 1"));
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{} line 1: expected", garbage.display())),
+        "{stderr}"
+    );
 }

@@ -8,5 +8,6 @@ mod accounting;
 mod bad_targets;
 mod coordinated_omission;
 mod hlog_java;
+mod hlog_merge;
 mod http;
 mod udp;
