@@ -104,7 +104,9 @@ fn client_cpu(server: usize, asked: Option<usize>, allowed: &[usize]) -> anyhow:
         None => match allowed.iter().rev().find(|&&c| c != server) {
             Some(&client) => Ok(client),
             None => {
-                eprintln!("percore bench: one CPU: the service and the generator share it");
+                percore::net::log::line(format_args!(
+                    "percore bench: one CPU: the service and the generator share it"
+                ));
                 Ok(server)
             }
         },

@@ -47,8 +47,9 @@ fn main() -> std::process::ExitCode {
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            // One line with its causes; no backtrace, whatever RUST_BACKTRACE says.
-            eprintln!("percore: {e:#}");
+            // One line with its causes; no backtrace, whatever RUST_BACKTRACE says. A stderr
+            // that cannot be written loses it (`eprintln!` would panic: exit 101, not 1).
+            percore::net::log::line(format_args!("percore: {e:#}"));
             std::process::ExitCode::FAILURE
         }
     }

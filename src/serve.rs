@@ -336,8 +336,7 @@ pub(crate) fn run(mut args: ServeArgs) -> anyhow::Result<()> {
 /// Writes one line to stderr. A stderr nobody reads any more (the `percore bench` that started
 /// this service is gone) loses the line; the service stops as it was going to, not by a panic.
 fn note(line: std::fmt::Arguments<'_>) {
-    use std::io::Write as _;
-    let _ = writeln!(std::io::stderr(), "{line}");
+    percore::net::log::line(line);
 }
 
 /// Starts the thread that requests `runtime`'s shutdown when stdin reaches its end (or fails).

@@ -54,7 +54,7 @@
 #![forbid(unsafe_code)]
 
 mod buffered;
-mod log;
+pub mod log;
 pub mod service;
 mod stream;
 pub mod tcp;

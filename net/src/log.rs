@@ -5,18 +5,20 @@
 //! cannot write (the counters still hold every event), and logs per-connection trouble only
 //! while [`worth_logging`] says so: the first ten, then the 16th, 32nd, 64th, ... (each line
 //! says how many so far), so a peer that fails connections at will cannot flood the log.
+//!
+//! The other crates' services (UDP conversations) and the binary log through it too.
 
 use std::fmt;
 use std::io::Write as _;
 
 /// Writes one line on stderr; a write error is ignored (see the module docs).
-pub(crate) fn line(args: fmt::Arguments<'_>) {
+pub fn line(args: fmt::Arguments<'_>) {
     let mut err = std::io::stderr().lock();
     let _ = err.write_fmt(args).and_then(|()| err.write_all(b"\n"));
 }
 
 /// Whether the `n`-th event of a kind (counted from 1) gets a line.
-pub(crate) fn worth_logging(n: u64) -> bool {
+pub fn worth_logging(n: u64) -> bool {
     n <= 10 || n.is_power_of_two()
 }
 

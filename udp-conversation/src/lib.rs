@@ -64,7 +64,6 @@ mod client;
 mod conversation;
 mod echo;
 mod inbox;
-mod log;
 mod panic;
 mod receive;
 mod service;

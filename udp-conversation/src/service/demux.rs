@@ -78,7 +78,7 @@ pub(crate) async fn receive_loop(
             }
             Err(e) => {
                 table.counters.receive_error();
-                crate::log::line(format_args!(
+                percore_net::log::line(format_args!(
                     "percore-udp-conversation: {}: receive failed: {e}",
                     table.local_addr()
                 ));

@@ -355,7 +355,7 @@ impl ConversationService {
 
 /// The default failure policy: one line on stderr (lost, never a panic, if stderr fails).
 fn log_failure(local: SocketAddr, peer: SocketAddr, failure: &Failure) {
-    crate::log::line(format_args!(
+    percore_net::log::line(format_args!(
         "percore-udp-conversation: {local}: conversation with {peer} {failure}"
     ));
 }

@@ -176,7 +176,7 @@ impl Table {
         let local = self.local_addr();
         let report = AssertUnwindSafe(|| (self.on_failure)(local, peer, failure));
         if let Err(panic) = std::panic::catch_unwind(report) {
-            crate::log::line(format_args!(
+            percore_net::log::line(format_args!(
                 "percore-udp-conversation: {local}: the failure policy panicked ({}) \
                  on: conversation with {peer} {failure}",
                 crate::panic::panic_message(panic.as_ref())
