@@ -46,9 +46,11 @@ pub struct CoreStats {
     pub buf_rings: u64,
     /// Files in the core's registered file table.
     pub fixed_files: u64,
+    /// Zero-copy sends (`SEND_ZC`) submitted.
+    pub zero_copy_sends: u64,
 }
 
-const FIELDS: usize = 15;
+const FIELDS: usize = 16;
 
 impl CoreStats {
     fn to_array(self) -> [u64; FIELDS] {
@@ -68,6 +70,7 @@ impl CoreStats {
             self.loop_turns,
             self.buf_rings,
             self.fixed_files,
+            self.zero_copy_sends,
         ]
     }
 
@@ -89,6 +92,7 @@ impl CoreStats {
             loop_turns: a[12],
             buf_rings: a[13],
             fixed_files: a[14],
+            zero_copy_sends: a[15],
         }
     }
 }

@@ -50,9 +50,20 @@ fn writes_above_and_below_the_threshold_arrive_intact() {
             for size in sizes {
                 let data = pattern(size);
                 expected.extend_from_slice(&data);
+                let before = percore_engine::stats::current().zero_copy_sends;
                 let (res, back) = conn.write_all(data).await;
                 res.unwrap();
                 assert!(back.is_empty());
+                // The path taken, seen from the engine's counter of SEND_ZC submissions.
+                let zero_copy = percore_engine::stats::current().zero_copy_sends - before;
+                if zc && threshold.is_some_and(|t| size >= t) {
+                    assert!(
+                        zero_copy >= 1,
+                        "{size} B, threshold {threshold:?}: no SEND_ZC"
+                    );
+                } else {
+                    assert_eq!(zero_copy, 0, "{size} B, threshold {threshold:?}: SEND_ZC");
+                }
             }
             let got = reader.join().unwrap();
             assert!(got == expected, "bytes differ with threshold {threshold:?}");

@@ -77,6 +77,8 @@ pub struct DriverStats {
     pub buf_rings: u64,
     /// Files in the registered file table now.
     pub fixed_files: u64,
+    /// Zero-copy sends (`SEND_ZC`) submitted.
+    pub zero_copy_sends: u64,
 }
 
 /// What the caller of [`Driver::reap`] must act on besides waking op futures.

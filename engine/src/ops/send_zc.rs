@@ -51,6 +51,7 @@ pub async fn send_zc<B: IoBuf>(socket: &SharedFd, buf: B) -> (io::Result<usize>,
         Ok(op) => op,
         Err((e, data)) => return (Err(e), data.buf),
     };
+    crate::runtime::context::with_driver(|d| d.stats.zero_copy_sends += 1);
     let mut result = Err(io::Error::other("send_zc ended without a result"));
     let mut have_result = false;
     while let Some(done) = std::future::poll_fn(|cx| op.poll_next(cx)).await {

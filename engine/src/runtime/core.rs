@@ -386,6 +386,7 @@ impl Core {
             loop_turns: self.loop_turns(),
             buf_rings: d.buf_rings,
             fixed_files: d.fixed_files,
+            zero_copy_sends: d.zero_copy_sends,
         }
     }
 
