@@ -112,10 +112,12 @@ fn read_answer(
             session.parse(&got)
         };
         match parsed {
-            Ok(Parsed::Complete(resp)) if resp.len < got.len() => {
+            Ok(Parsed::Complete(resp))
+                if resp.len < got.len() && !session.filler(&got[resp.len..]) =>
+            {
                 return Err(unasked(what, got.len() - resp.len, &got))
             }
-            Ok(Parsed::Complete(_)) => return no_more(conn, what),
+            Ok(Parsed::Complete(_)) => return no_more(conn, session, what),
             Ok(Parsed::Incomplete) if n == 0 => {
                 return Err(format!(
                     "{what}: the server closed the connection without answering"
@@ -142,14 +144,19 @@ fn read_answer(
 const AFTER_ANSWER: Duration = Duration::from_millis(50);
 
 /// After a complete answer: the server sends nothing more unasked (a second answer, or the
-/// rest of a longer one than the protocol allows), checked for [`AFTER_ANSWER`].
-fn no_more(conn: &mut TcpStream, what: &str) -> Result<(), String> {
+/// rest of a longer one than the protocol allows; the protocol's filler aside), checked for
+/// [`AFTER_ANSWER`].
+fn no_more(
+    conn: &mut TcpStream,
+    session: &dyn crate::protocol::Session,
+    what: &str,
+) -> Result<(), String> {
     if conn.set_read_timeout(Some(AFTER_ANSWER)).is_err() {
         return Ok(());
     }
     let mut buf = [0u8; 1024];
     match conn.read(&mut buf) {
-        Ok(n) if n > 0 => Err(unasked(what, n, &buf[..n])),
+        Ok(n) if n > 0 && !session.filler(&buf[..n]) => Err(unasked(what, n, &buf[..n])),
         // Quiet, or closed after answering: nothing unasked.
         _ => Ok(()),
     }

@@ -354,3 +354,52 @@ fn bytes_with_no_request_outstanding_are_a_counted_connection_error() {
         run.stdout()
     );
 }
+
+/// Empty lines after a response (some servers end a response with an extra `\r\n`), sent
+/// with the answer (odd connections) or 20 ms after it (even ones, the probe's included):
+/// filler the next response's parse steps over, not bytes nobody asked for. The probe
+/// refused such a server, and a run would have dropped a connection per response.
+#[test]
+fn empty_lines_between_responses_are_stepped_over() {
+    const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    let addr = serve_each(100, |n, mut conn| {
+        let mut buf = Vec::new();
+        while read_request(&mut conn, &mut buf) {
+            let sent = if n % 2 == 1 {
+                conn.write_all(&[ANSWER, b"\r\n"].concat())
+            } else {
+                conn.write_all(ANSWER).and_then(|()| {
+                    std::thread::sleep(Duration::from_millis(20));
+                    conn.write_all(b"\r\n")
+                })
+            };
+            if sent.is_err() {
+                return;
+            }
+        }
+    });
+    let run = load(
+        &temp_dir("filler"),
+        &[
+            &format!("http://{addr}/"),
+            "--rate",
+            "40",
+            "-d",
+            "1s",
+            "-c",
+            "2",
+            "--cpus",
+            "1",
+        ],
+    );
+    run.assert_exact_accounting();
+    assert_eq!(run.u64("errors"), 0, "{}", run.stdout());
+    assert_eq!(run.u64("reconnects"), 0, "{}", run.stdout());
+    assert_eq!(
+        run.json["connection_errors"].as_object().map(|m| m.len()),
+        Some(0),
+        "{}",
+        run.stdout()
+    );
+    assert_eq!(run.u64("responses"), 40, "{}", run.stdout());
+}

@@ -150,7 +150,7 @@ async fn run_connection(ctx: &ConnCtx, mut stream: TcpStream, schedule: &mut Sch
                         let recv = std::pin::pin!(stream.recv_chunk());
                         let pause = std::pin::pin!(ctx.pause_until(at));
                         match first(recv, pause).await {
-                            First::A(heard, _) => Some(heard.map(|chunk| chunk.is_some())),
+                            First::A(heard, _) => Some(heard),
                             First::B((), _) => None,
                         }
                     };
@@ -159,8 +159,17 @@ async fn run_connection(ctx: &ConnCtx, mut stream: TcpStream, schedule: &mut Sch
                             now = Instant::now();
                             continue;
                         }
-                        Some(Ok(true)) => Some(ErrorKind::Protocol(UNASKED)),
-                        Some(Ok(false)) => None,
+                        // Filler between responses: left for the next response's parse.
+                        Some(Ok(Some(chunk)))
+                            if session.filler(&chunk)
+                                && pending.len() + chunk.len() <= ctx.max_response =>
+                        {
+                            pending.extend_from_slice(&chunk);
+                            now = Instant::now();
+                            continue;
+                        }
+                        Some(Ok(Some(_))) => Some(ErrorKind::Protocol(UNASKED)),
+                        Some(Ok(None)) => None,
                         Some(Err(e)) => Some(ErrorKind::Io(e.kind())),
                     };
                     if let Some(kind) = lost {
@@ -327,6 +336,10 @@ fn parse_responses(
     let mut used = 0;
     while used < data.len() {
         if inflight.is_empty() {
+            if session.filler(&data[used..]) {
+                // Kept (unused) for the next response's parse, which steps over it.
+                break;
+            }
             return Err(UNASKED);
         }
         match session.parse(&data[used..])? {

@@ -92,6 +92,12 @@ impl Session for HttpSession {
         self.parse_memoised(input, false)
     }
 
+    /// Empty lines (`\r\n`, `\n`, or the `\r` of one): the parse steps over them before a
+    /// status line, as some servers send them after a response.
+    fn filler(&self, bytes: &[u8]) -> bool {
+        bytes.iter().all(|&b| b == b'\r' || b == b'\n')
+    }
+
     fn parse_at_eof(&mut self, input: &[u8]) -> Result<Parsed, ProtocolError> {
         self.parse_memoised(input, true)
     }

@@ -71,6 +71,15 @@ pub trait Session {
         self.parse(input)
     }
 
+    /// Whether `bytes`, received with no request outstanding, are filler the protocol lets a
+    /// peer send between responses (HTTP's empty lines before a status line): they are left
+    /// for the next response's parse instead of being counted as bytes nobody asked for. The
+    /// default: nothing is.
+    fn filler(&self, bytes: &[u8]) -> bool {
+        let _ = bytes;
+        false
+    }
+
     /// Checks one datagram against the request in flight (datagram protocols).
     ///
     /// # Errors
