@@ -1,10 +1,11 @@
 //! Lines on stderr from the services: never a panic, never one per event without bound.
 //!
 //! `eprintln!` panics when stderr fails (a closed pipe is `EPIPE`: Rust ignores SIGPIPE), and
-//! it blocks the core on a slow reader. A service logs through [`line`], which drops a line it
-//! cannot write (the counters still hold every event), and logs per-connection trouble only
-//! while [`worth_logging`] says so: the first ten, then the 16th, 32nd, 64th, ... (each line
-//! says how many so far), so a peer that fails connections at will cannot flood the log.
+//! it blocks the core on a slow reader. A service logs through [`line`](fn@line), which drops
+//! a line it cannot write (the counters still hold every event), and logs per-connection
+//! trouble only while [`worth_logging`] says so: the first ten, then the 16th, 32nd, 64th, ...
+//! (each line says how many so far), so a peer that fails connections at will cannot flood
+//! the log.
 //!
 //! The other crates' services (UDP conversations) and the binary log through it too.
 
