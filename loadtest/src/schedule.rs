@@ -169,12 +169,8 @@ impl Schedule {
             // Nothing is sent before the origin: connections opened during set-up wait for it,
             // so a run without warm-up sends only requests it measures.
             Spacing::Closed { start } if now < *start => *start,
-            Spacing::Closed { .. } => {
-                return match self.end {
-                    Some(end) if now >= end => Next::Done,
-                    _ => Next::Now,
-                }
-            }
+            // (The end was looked at above.)
+            Spacing::Closed { .. } => return Next::Now,
             Spacing::Uniform { first, gap_s, k } => {
                 *first + Duration::from_secs_f64(*gap_s * *k as f64)
             }

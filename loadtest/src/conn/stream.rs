@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use percore_engine::ops::Send;
 use percore_engine::time::{sleep_until, turn_instant};
-use percore_engine::{first, first3, First, First3};
+use percore_engine::{first, First};
 use percore_net::tcp::TcpStream;
 
 use super::{Backoff, ConnCtx, Ended, InFlight};
@@ -196,33 +196,41 @@ async fn run_connection(ctx: &ConnCtx, mut stream: TcpStream, schedule: &mut Sch
         if deadline < timer.deadline() {
             timer.reset(deadline);
         }
-        let recv = std::pin::pin!(stream.recv_chunk());
-        // What woke the task: bytes (or the stream's end or error), or the timer (`None`).
-        let woke = match sending.as_mut() {
-            // Requests wait behind a send still in flight: its completion wakes the task too.
-            Some(send) if !out.is_empty() => match first3(recv, &mut timer, send).await {
-                First3::A(received, ..) => Some(received),
-                First3::B((), ..) => None,
-                First3::C(done, ..) => {
-                    sending = None;
-                    match settle(done) {
-                        Ok(buf) => {
-                            // `out` goes out at the top of the loop, in this buffer's stead.
-                            drop(buf);
-                            now = Instant::now();
-                            continue;
-                        }
-                        Err(kind) => {
-                            ctx.fail_all(&mut inflight, kind);
-                            return Ended::Lost;
-                        }
+        // One wait for bytes (or the stream's end or error) and the timer, and for the send in
+        // flight when requests wait behind it (its completion lets them go).
+        let mut recv = std::pin::pin!(stream.recv_chunk());
+        let mut blocking = sending.as_mut().filter(|_| !out.is_empty());
+        let woke = std::future::poll_fn(|cx| {
+            if let Poll::Ready(received) = recv.as_mut().poll(cx) {
+                return Poll::Ready(Woke::Received(received));
+            }
+            if Pin::new(&mut timer).poll(cx).is_ready() {
+                return Poll::Ready(Woke::Timer);
+            }
+            match blocking.as_mut().map(|send| Pin::new(send).poll(cx)) {
+                Some(Poll::Ready(done)) => Poll::Ready(Woke::Sent(done)),
+                _ => Poll::Pending,
+            }
+        })
+        .await;
+        let woke = match woke {
+            Woke::Received(received) => Some(received),
+            Woke::Timer => None,
+            Woke::Sent(done) => {
+                sending = None;
+                match settle(done) {
+                    Ok(buf) => {
+                        // `out` goes out at the top of the loop, in this buffer's stead.
+                        drop(buf);
+                        now = Instant::now();
+                        continue;
+                    }
+                    Err(kind) => {
+                        ctx.fail_all(&mut inflight, kind);
+                        return Ended::Lost;
                     }
                 }
-            },
-            _ => match first(recv, &mut timer).await {
-                First::A(received, _) => Some(received),
-                First::B((), _) => None,
-            },
+            }
         };
         let received = match woke {
             Some(received) => received,
@@ -304,6 +312,16 @@ async fn run_connection(ctx: &ConnCtx, mut stream: TcpStream, schedule: &mut Sch
             Ok((_, false)) => {}
         }
     }
+}
+
+/// What ended a connection's wait.
+enum Woke<R, S> {
+    /// The receive: bytes, the stream's end, or its error.
+    Received(R),
+    /// The timer: the oldest request's expiry, or the next request's time.
+    Timer,
+    /// The send in flight, with requests waiting behind it.
+    Sent(S),
 }
 
 /// Bytes from the server beyond the answers to every request in flight. They are caught when
