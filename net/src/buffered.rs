@@ -78,11 +78,12 @@ impl<S: ByteStream> BufStream<S> {
         }
     }
 
-    /// Makes every wait for incoming bytes fail with `TimedOut` after `timeout` without any
-    /// (`None`: wait forever). A peer that trickles a line byte by byte still resets it with
-    /// each byte; combine with a read's maximum, or a deadline on the whole exchange, to bound
-    /// a slow peer completely. A timeout too long for the clock (`Duration::MAX`) is the
-    /// same as `None`.
+    /// Makes every wait for the peer fail with `TimedOut` after `timeout` (`None`: wait
+    /// forever): a wait for incoming bytes that brings none, and a flush that cannot send
+    /// everything buffered (the peer does not read). A peer that trickles a line byte by byte
+    /// still resets it with each byte; combine with a read's maximum, or a deadline on the
+    /// whole exchange, to bound a slow peer completely. A timeout too long for the clock
+    /// (`Duration::MAX`) is the same as `None`.
     pub fn set_idle_timeout(&mut self, timeout: Option<Duration>) {
         self.idle_timeout = timeout;
     }
@@ -111,12 +112,7 @@ impl<S: ByteStream> BufStream<S> {
         if self.write_buf.is_empty() && self.write_buf.capacity() > 0 {
             self.write_buf = Vec::new();
         }
-        // A timeout past what the clock can express (`Duration::MAX`, say) is no deadline:
-        // `Instant + Duration` would panic on it.
-        let deadline = self
-            .idle_timeout
-            .and_then(|t| Some((t, Instant::now().checked_add(t)?)));
-        let chunk = match deadline {
+        let chunk = match self.idle_deadline() {
             Some((t, at)) => percore_engine::time::timeout_at(at, self.stream.recv_chunk())
                 .await
                 .map_err(|_| {
@@ -128,6 +124,14 @@ impl<S: ByteStream> BufStream<S> {
             self.eof = true;
         }
         Ok(chunk)
+    }
+
+    /// The idle timeout and the deadline it sets from now, if any. A timeout past what the
+    /// clock can express (`Duration::MAX`, say) is no deadline: `Instant + Duration` would
+    /// panic on it.
+    fn idle_deadline(&self) -> Option<(Duration, Instant)> {
+        self.idle_timeout
+            .and_then(|t| Some((t, Instant::now().checked_add(t)?)))
     }
 
     /// Receives one more chunk into the read buffer; false at end of stream.
@@ -270,8 +274,9 @@ impl<S: ByteStream> BufStream<S> {
     }
 
     /// Buffers `data` for sending, like [`BufStream::write`], but takes the bytes by value:
-    /// when nothing is buffered yet, `data` becomes the write buffer (no copy, no allocation:
-    /// an echo hands back what [`BufStream::read_some`] gave it).
+    /// when nothing is buffered, `data` becomes the write buffer (no copy, no allocation: an
+    /// echo hands back what [`BufStream::read_some`] gave it); else it is appended. A buffer
+    /// past its bound is flushed at once, whole.
     ///
     /// # Errors
     ///
@@ -281,18 +286,27 @@ impl<S: ByteStream> BufStream<S> {
     ///
     /// As [`BufStream::write`].
     pub async fn write_vec(&mut self, data: Vec<u8>) -> io::Result<()> {
-        if self.write_buf.is_empty() && data.len() <= self.write_limit {
+        // `data` is not held across the flush: this future stays the size of a flush (a
+        // handler's future, which every idle connection holds, is sized for its largest
+        // state).
+        if self.write_buf.is_empty() {
             self.write_buf = data;
-            return Ok(());
+        } else {
+            self.write_buf.extend_from_slice(&data);
         }
-        self.write(&data).await
+        if self.write_buf.len() > self.write_limit {
+            self.flush().await?;
+        }
+        Ok(())
     }
 
     /// Sends everything buffered.
     ///
     /// # Errors
     ///
-    /// The stream's errors; what was not sent stays buffered.
+    /// The stream's errors; what was not sent stays buffered. `TimedOut` when the idle
+    /// timeout ([`BufStream::set_idle_timeout`]) passes before all is sent: the buffer is then
+    /// emptied, some of it may have been sent, and the stream should be closed.
     ///
     /// # Cancel safety
     ///
@@ -303,7 +317,19 @@ impl<S: ByteStream> BufStream<S> {
             return Ok(());
         }
         let buf = std::mem::take(&mut self.write_buf);
-        let (res, buf) = self.stream.write_all(buf).await;
+        let (res, buf) = match self.idle_deadline() {
+            // Timed out, the send is cancelled and its buffer goes with it (some of it may be
+            // sent): the stream is then in an unknown state, as after a dropped flush.
+            Some((t, at)) => percore_engine::time::timeout_at(at, self.stream.write_all(buf))
+                .await
+                .map_err(|_| {
+                    io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("the peer took nothing for {t:?}"),
+                    )
+                })?,
+            None => self.stream.write_all(buf).await,
+        };
         match res {
             Ok(()) => {
                 let mut buf = buf;
