@@ -82,6 +82,9 @@ pub(crate) struct IntervalData {
     pub(crate) unsent: u64,
     pub(crate) lag_max_ns: u64,
     pub(crate) lag_sum_ns: u64,
+    /// When the last measured request was settled (answered or failed), ns since the
+    /// measured start: the end of the run's measured work.
+    pub(crate) last_outcome_ns: u64,
     /// CPU time the shard's thread used while this interval was current: (user, system).
     pub(crate) cpu: (Duration, Duration),
 }
@@ -119,6 +122,7 @@ impl IntervalData {
             unsent: 0,
             lag_max_ns: 0,
             lag_sum_ns: 0,
+            last_outcome_ns: 0,
             cpu: (Duration::ZERO, Duration::ZERO),
         }
     }
@@ -143,6 +147,7 @@ impl IntervalData {
         self.reconnects += other.reconnects;
         self.unsent += other.unsent;
         self.lag_max_ns = self.lag_max_ns.max(other.lag_max_ns);
+        self.last_outcome_ns = self.last_outcome_ns.max(other.last_outcome_ns);
         self.lag_sum_ns = self.lag_sum_ns.saturating_add(other.lag_sum_ns);
         self.cpu.0 += other.cpu.0;
         self.cpu.1 += other.cpu.1;
@@ -274,7 +279,9 @@ impl Recorder {
     pub(crate) fn answered(&mut self, sent_ns: u64, lag_ns: u64, done: Instant) {
         self.roll(done);
         self.data.ok += 1;
-        let service = self.stamp(done).saturating_sub(sent_ns).max(1);
+        let at = self.stamp(done);
+        self.data.last_outcome_ns = self.data.last_outcome_ns.max(at);
+        let service = at.saturating_sub(sent_ns).max(1);
         if lag_ns == 0 {
             // Sent when intended (closed loop, or an open loop on time): one span, one record.
             record(&mut self.equal, service);
@@ -297,6 +304,8 @@ impl Recorder {
     /// A measured request failed at `now`.
     pub(crate) fn failed(&mut self, kind: ErrorKind, now: Instant) {
         self.roll(now);
+        let at = self.stamp(now);
+        self.data.last_outcome_ns = self.data.last_outcome_ns.max(at);
         self.data.error_count += 1;
         bump(&mut self.data.errors, kind, 1);
     }

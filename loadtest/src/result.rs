@@ -109,11 +109,11 @@ pub struct RunResult {
     /// Successful responses per second of measured time.
     pub achieved_rate: f64,
     /// Measured time, what `achieved_rate` is over: a duration run's duration; a `--requests`
-    /// run's time until its last response (in open loop, at least the schedule's span, `N /
-    /// rate`); a run stopped early, until its last response.
+    /// run's time until its last request was settled (in open loop, at least the schedule's
+    /// span, `N / rate`); a run stopped early, until its last request was settled.
     pub duration_s: f64,
-    /// How long after a duration run's end its last answers came (to requests sent before
-    /// it; nothing is sent after the end).
+    /// How long after a duration run's end its last request was settled (answered, or failed:
+    /// a timeout, say; nothing is sent after the end).
     pub drain_s: f64,
     /// Connections, shards, pipeline depth, payload size.
     pub connections: usize,
@@ -254,7 +254,7 @@ impl RunResult {
             (m, _) => format!("{m} loop"),
         };
         let drain = if self.drain_s >= 0.005 {
-            format!(" (the last answers {:.2} s after it)", self.drain_s)
+            format!(" (the last request settled {:.2} s after it)", self.drain_s)
         } else {
             String::new()
         };

@@ -188,12 +188,14 @@ pub fn run(config: &LoadConfig, sinks: Sinks<'_>) -> Result<RunResult, LoadError
         .stopped_early
         .load(std::sync::atomic::Ordering::Relaxed);
     let totals = agg.totals;
-    // From the measured start to the last response.
-    let until_last = agg
-        .timeline
-        .last()
-        .map_or(0.0, |e| e.t_s + e.length_s)
-        .max(1e-3);
+    // From the measured start to the last request's outcome (an answer, or an error such as
+    // a timeout); with none, to the shards' end.
+    let until_last = if totals.last_outcome_ns > 0 {
+        totals.last_outcome_ns as f64 / 1e9
+    } else {
+        agg.timeline.last().map_or(0.0, |e| e.t_s + e.length_s)
+    }
+    .max(1e-3);
     let (duration_s, drain_s) = measured_time(config, until_last, stopped_early, &totals);
     let achieved = totals.ok as f64 / duration_s;
     let shortages = local_shortages(&totals.connect_errors);
@@ -264,14 +266,15 @@ pub fn run(config: &LoadConfig, sinks: Sinks<'_>) -> Result<RunResult, LoadError
 }
 
 /// The measured time a run's achieved rate is taken over, and how long after a duration
-/// run's end its last answers came (they count: they answer requests sent in time).
+/// run's end its last request was settled (answers then count: they answer requests sent in
+/// time). `until_last`: from the measured start to the last request's outcome.
 ///
 /// - A duration run: its duration. Nothing is sent after the end; what was due and not
 ///   sent is counted unsent, so a target that fell behind shows in the rate.
-/// - A `--requests` run in open loop: until the last response, but at least the schedule's
-///   span (`N` requests at rate `R` take `N / R`: the last one's slot ends there), so a
-///   target that keeps up achieves the rate offered, not more.
-/// - Closed loop, or a run stopped early: until the last response.
+/// - A `--requests` run in open loop: until the last request was settled, but at least the
+///   schedule's span (`N` requests at rate `R` take `N / R`: the last one's slot ends
+///   there), so a target that keeps up achieves the rate offered, not more.
+/// - Closed loop, or a run stopped early: until the last request was settled.
 fn measured_time(
     config: &LoadConfig,
     until_last: f64,

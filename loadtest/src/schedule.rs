@@ -61,15 +61,32 @@ pub(crate) struct Quota {
     left: Cell<u64>,
     /// Schedules drawing on it that have not finished.
     holders: Cell<usize>,
+    /// Set once nothing is left: connections waiting for their next slot stop at once, not
+    /// at a slot they no longer have (the run would end up to a whole gap late).
+    spent: percore_engine::sync::Event,
 }
 
 impl Quota {
     /// A quota of `n` measured requests, for the schedules made with it.
     pub(crate) fn new(n: u64) -> Rc<Quota> {
-        Rc::new(Quota {
+        let quota = Rc::new(Quota {
             left: Cell::new(n),
             holders: Cell::new(0),
-        })
+            spent: percore_engine::sync::Event::new(),
+        });
+        if n == 0 {
+            quota.spent.set();
+        }
+        quota
+    }
+
+    /// Completes once the quota is spent.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: waiting changes nothing.
+    pub(crate) async fn spent(&self) {
+        self.spent.wait().await;
     }
 }
 
@@ -202,6 +219,9 @@ impl Schedule {
         if let Some(q) = &self.quota {
             if intended >= self.measure_from {
                 q.left.set(q.left.get() - 1);
+                if q.left.get() == 0 {
+                    q.spent.set();
+                }
             }
         }
         Some(intended)

@@ -48,6 +48,17 @@ pub(crate) async fn run_shard(plan: &Plan, core: CoreInfo, out: Sender<Report>) 
         plan.window.measure_from,
         out,
     )));
+    let (first, count) = share(config.connections, core.cores, core.index);
+    // A `--requests` run: this shard's share of the requests (its connections' shares),
+    // drawn on by all of them.
+    let quota = match config.stop {
+        Stop::Requests(n) => Some(Quota::new(
+            (first..first + count)
+                .map(|i| share(n as usize, config.connections, i).1 as u64)
+                .sum(),
+        )),
+        Stop::Duration(_) => None,
+    };
     let ctx = Rc::new(ConnCtx {
         protocol: plan.protocol.clone(),
         addr: config.target.addr(),
@@ -57,6 +68,7 @@ pub(crate) async fn run_shard(plan: &Plan, core: CoreInfo, out: Sender<Report>) 
         end: plan.window.end,
         recorder: recorder.clone(),
         stop: percore_engine::sync::Event::new(),
+        quota: quota.clone(),
     });
     // Ctrl-C / SIGTERM (when the runtime watches them): stop sending, let in-flight requests
     // finish, report.
@@ -78,18 +90,7 @@ pub(crate) async fn run_shard(plan: &Plan, core: CoreInfo, out: Sender<Report>) 
             }
         })
     };
-    let (first, count) = share(config.connections, core.cores, core.index);
     let datagram = plan.protocol.transport() == Transport::Datagram;
-    // A `--requests` run: this shard's share of the requests (its connections' shares),
-    // drawn on by all of them.
-    let quota = match config.stop {
-        Stop::Requests(n) => Some(Quota::new(
-            (first..first + count)
-                .map(|i| share(n as usize, config.connections, i).1 as u64)
-                .sum(),
-        )),
-        Stop::Duration(_) => None,
-    };
     let tasks: Vec<_> = (first..first + count)
         .map(|i| {
             let schedule = Schedule::sharing(

@@ -356,17 +356,21 @@ fn bytes_with_no_request_outstanding_are_a_counted_connection_error() {
 }
 
 /// Empty lines after a response (some servers end a response with an extra `\r\n`), sent
-/// with the answer (odd connections) or 20 ms after it (even ones, the probe's included):
-/// filler the next response's parse steps over, not bytes nobody asked for. The probe
-/// refused such a server, and a run would have dropped a connection per response.
+/// with the answer (connections 1, 4, ...), 20 ms after it (0, 3, ...: the probe's
+/// included), or 200,000 of them after it (2, 5, ...): filler that is dropped, not bytes
+/// nobody asked for. The probe refused such a server, and a run would have dropped a
+/// connection per response.
 #[test]
 fn empty_lines_between_responses_are_stepped_over() {
     const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-    let addr = serve_each(100, |n, mut conn| {
+    let flood = b"\r\n".repeat(200_000);
+    let addr = serve_each(100, move |n, mut conn| {
         let mut buf = Vec::new();
         while read_request(&mut conn, &mut buf) {
-            let sent = if n % 2 == 1 {
+            let sent = if n % 3 == 1 {
                 conn.write_all(&[ANSWER, b"\r\n"].concat())
+            } else if n % 3 == 2 {
+                conn.write_all(ANSWER).and_then(|()| conn.write_all(&flood))
             } else {
                 conn.write_all(ANSWER).and_then(|()| {
                     std::thread::sleep(Duration::from_millis(20));
@@ -387,7 +391,7 @@ fn empty_lines_between_responses_are_stepped_over() {
             "-d",
             "1s",
             "-c",
-            "2",
+            "3",
             "--cpus",
             "1",
         ],

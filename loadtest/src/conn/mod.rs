@@ -14,7 +14,7 @@ use percore_engine::sync::Event;
 
 use crate::protocol::Protocol;
 use crate::record::{ErrorKind, Recorder};
-use crate::schedule::Schedule;
+use crate::schedule::{Quota, Schedule};
 
 mod datagram;
 mod stream;
@@ -39,6 +39,8 @@ pub(crate) struct ConnCtx {
     pub(crate) recorder: Rc<RefCell<Recorder>>,
     /// Set when the run is stopped early (Ctrl-C): no new requests, in-flight ones finish.
     pub(crate) stop: Event,
+    /// The shard's `--requests` quota, whose end also ends the connections' pauses.
+    pub(crate) quota: Option<Rc<Quota>>,
 }
 
 /// A request on the wire.
@@ -119,7 +121,8 @@ impl ConnCtx {
         }
     }
 
-    /// Sleeps until `at`, or until the run is stopped early.
+    /// Sleeps until `at`, until the run is stopped early, or until the shard's quota is
+    /// spent (by the other connections).
     ///
     /// # Cancel safety
     ///
@@ -127,7 +130,13 @@ impl ConnCtx {
     async fn pause_until(&self, at: Instant) {
         let sleep = std::pin::pin!(percore_engine::time::sleep_until(at));
         let stop = std::pin::pin!(self.stop.wait());
-        let _ = percore_engine::first(sleep, stop).await;
+        let spent = std::pin::pin!(async {
+            match &self.quota {
+                Some(quota) => quota.spent().await,
+                None => std::future::pending().await,
+            }
+        });
+        let _ = percore_engine::first3(sleep, stop, spent).await;
     }
 
     /// Whether a connection that has been down since `since` should stop trying.

@@ -159,12 +159,8 @@ async fn run_connection(ctx: &ConnCtx, mut stream: TcpStream, schedule: &mut Sch
                             now = Instant::now();
                             continue;
                         }
-                        // Filler between responses: left for the next response's parse.
-                        Some(Ok(Some(chunk)))
-                            if session.filler(&chunk)
-                                && pending.len() + chunk.len() <= ctx.max_response =>
-                        {
-                            pending.extend_from_slice(&chunk);
+                        // Filler between responses: dropped.
+                        Some(Ok(Some(chunk))) if session.filler(&chunk) => {
                             now = Instant::now();
                             continue;
                         }
@@ -355,8 +351,8 @@ fn parse_responses(
     while used < data.len() {
         if inflight.is_empty() {
             if session.filler(&data[used..]) {
-                // Kept (unused) for the next response's parse, which steps over it.
-                break;
+                // Dropped: nothing is kept for it (a flood of it costs nothing).
+                return Ok((data.len(), false));
             }
             return Err(UNASKED);
         }

@@ -92,10 +92,18 @@ impl Session for HttpSession {
         self.parse_memoised(input, false)
     }
 
-    /// Empty lines (`\r\n`, `\n`, or the `\r` of one): the parse steps over them before a
-    /// status line, as some servers send them after a response.
+    /// Empty lines (`\r\n` or `\n`, the last perhaps cut after its `\r`), as some servers
+    /// send after a response: what the parse steps over before a status line. A `\r` that is
+    /// not followed by `\n` is not an empty line.
     fn filler(&self, bytes: &[u8]) -> bool {
-        bytes.iter().all(|&b| b == b'\r' || b == b'\n')
+        let mut rest = bytes;
+        loop {
+            rest = match rest {
+                [] | [b'\r'] => return true,
+                [b'\r', b'\n', tail @ ..] | [b'\n', tail @ ..] => tail,
+                _ => return false,
+            };
+        }
     }
 
     fn parse_at_eof(&mut self, input: &[u8]) -> Result<Parsed, ProtocolError> {
@@ -262,6 +270,18 @@ mod tests {
                 hits > least,
                 "round {round}: the memo was hit only {hits} times"
             );
+        }
+    }
+
+    #[test]
+    fn filler_is_whole_empty_lines_and_a_cut_crlf() {
+        let http = Http::new("h", "/", &HttpOptions::default(), 1 << 20);
+        let session = http.session();
+        for ok in [&b""[..], b"\r\n", b"\n", b"\r\n\n\r\n", b"\r", b"\n\r"] {
+            assert!(session.filler(ok), "{ok:?}");
+        }
+        for not in [&b"\r\r\n"[..], b"\r\r", b"\n\rX", b" \r\n", b"HTTP/1.1"] {
+            assert!(!session.filler(not), "{not:?}");
         }
     }
 }

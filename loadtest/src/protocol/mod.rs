@@ -72,8 +72,9 @@ pub trait Session {
     }
 
     /// Whether `bytes`, received with no request outstanding, are filler the protocol lets a
-    /// peer send between responses (HTTP's empty lines before a status line): they are left
-    /// for the next response's parse instead of being counted as bytes nobody asked for. The
+    /// peer send between responses (HTTP's empty lines before a status line): they are
+    /// dropped instead of being counted as bytes nobody asked for. (A filler cut short, a
+    /// `\r` whose `\n` comes next, must also be filler when its rest comes alone.) The
     /// default: nothing is.
     fn filler(&self, bytes: &[u8]) -> bool {
         let _ = bytes;
