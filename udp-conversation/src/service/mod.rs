@@ -62,6 +62,7 @@ use percore_net::udp::UdpSocket;
 use crate::admission::Admission;
 use crate::conversation::{Conversation, Failure};
 use crate::inbox::OverflowPolicy;
+use crate::panic::CatchPanic;
 use crate::receive::DatagramSource;
 use crate::stats::{ConversationStats, Counters};
 use table::Table;
@@ -324,7 +325,9 @@ impl ConversationService {
                     s.spawn(async move {
                         // The handler is called inside the task, so that even a panic in the
                         // call itself (before its future exists) ends only this conversation.
-                        let run = async move { handler(conversation).await };
+                        // Boxed before it starts: the task holds a pointer to it, not
+                        // a copy of it too (see `task::run`).
+                        let run = CatchPanic::new(async move { handler(conversation).await });
                         task::run(guard, run).await;
                         Ok(())
                     });

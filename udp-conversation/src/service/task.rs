@@ -61,14 +61,17 @@ enum Outcome<E> {
 }
 
 /// Runs one conversation to its end; see the module docs.
-pub(crate) async fn run<Fut, E>(mut guard: EndGuard, handler: Fut)
+///
+/// The handler comes boxed (in its [`CatchPanic`]): taken by value, its whole future would
+/// also sit in this one's, an `async fn`'s arguments being kept for its whole life (one
+/// more copy of the handler's future per conversation).
+pub(crate) async fn run<Fut, E>(mut guard: EndGuard, mut handler: CatchPanic<Fut>)
 where
     Fut: Future<Output = Result<(), E>>,
     E: fmt::Display,
 {
     let shared = guard.shared.clone();
     let table = guard.table.clone();
-    let mut handler = CatchPanic::new(handler);
     let outcome = poll_fn(|cx| {
         if let Poll::Ready(r) = Pin::new(&mut handler).poll(cx) {
             return Poll::Ready(Outcome::Returned(r));
