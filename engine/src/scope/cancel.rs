@@ -3,26 +3,29 @@
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::Future;
-use std::pin::pin;
+use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use crate::time::{sleep_until, Elapsed, Instant};
+use crate::time::{sleep_until, Instant, Timeout};
 
-/// Runs `future` for at most `duration`; `None` if the deadline passed first (trio's
-/// `move_on_after`).
+// These are plain functions returning a future, not `async fn`s: an `async fn` keeps each
+// argument it takes by value in its future for its whole life, so the future it wraps would
+// be held twice (three times through `move_on_after`'s call of `move_on_at`).
+
+/// Runs `future` for at most `duration` (from now, when this is called); `None` if the
+/// deadline passed first (trio's `move_on_after`).
 ///
 /// # Cancel safety
 ///
 /// Dropping it drops `future`. At the deadline `future` is dropped, so it must be safe to
 /// cancel (every engine op is).
-pub async fn move_on_after<F: Future>(duration: Duration, future: F) -> Option<F::Output> {
+pub fn move_on_after<F: Future>(duration: Duration, future: F) -> MoveOn<F> {
     move_on_at(
         crate::time::deadline_after(Instant::now(), duration),
         future,
     )
-    .await
 }
 
 /// Like [`move_on_after`] with an absolute deadline.
@@ -30,35 +33,52 @@ pub async fn move_on_after<F: Future>(duration: Duration, future: F) -> Option<F
 /// # Cancel safety
 ///
 /// As [`move_on_after`].
-pub async fn move_on_at<F: Future>(deadline: Instant, future: F) -> Option<F::Output> {
-    crate::time::timeout_at(deadline, future).await.ok()
+pub fn move_on_at<F: Future>(deadline: Instant, future: F) -> MoveOn<F> {
+    MoveOn(crate::time::timeout_at(deadline, future))
 }
 
-/// Runs `future` for at most `duration`; `Err(Elapsed)` if the deadline passed first (trio's
-/// `fail_after`).
+/// The future of [`move_on_after`] and [`move_on_at`]: the inner future and its timer, no
+/// more.
+#[derive(Debug)]
+#[must_use = "futures do nothing unless polled"]
+pub struct MoveOn<F>(Timeout<F>);
+
+impl<F: Future> Future for MoveOn<F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: the one field is structurally pinned: it is never moved out of a pinned
+        // `MoveOn`, which has no `Drop` and is `Unpin` only if the field is.
+        let inner = unsafe { self.map_unchecked_mut(|m| &mut m.0) };
+        inner.poll(cx).map(Result::ok)
+    }
+}
+
+/// Runs `future` for at most `duration` (from now, when this is called); `Err(Elapsed)` if
+/// the deadline passed first (trio's `fail_after`).
 ///
 /// # Errors
 ///
-/// [`Elapsed`] when the deadline passed.
+/// [`Elapsed`](crate::time::Elapsed) when the deadline passed.
 ///
 /// # Cancel safety
 ///
 /// As [`move_on_after`].
-pub async fn fail_after<F: Future>(duration: Duration, future: F) -> Result<F::Output, Elapsed> {
-    crate::time::timeout(duration, future).await
+pub fn fail_after<F: Future>(duration: Duration, future: F) -> Timeout<F> {
+    crate::time::timeout(duration, future)
 }
 
 /// Like [`fail_after`] with an absolute deadline.
 ///
 /// # Errors
 ///
-/// [`Elapsed`] when the deadline passed.
+/// [`Elapsed`](crate::time::Elapsed) when the deadline passed.
 ///
 /// # Cancel safety
 ///
 /// As [`move_on_after`].
-pub async fn fail_at<F: Future>(deadline: Instant, future: F) -> Result<F::Output, Elapsed> {
-    crate::time::timeout_at(deadline, future).await
+pub fn fail_at<F: Future>(deadline: Instant, future: F) -> Timeout<F> {
+    crate::time::timeout_at(deadline, future)
 }
 
 struct CancelState {
@@ -169,36 +189,46 @@ impl CancelScope {
     /// # Cancel safety
     ///
     /// Dropping it drops `future`.
-    pub async fn run<F: Future>(&self, future: F) -> Option<F::Output> {
-        let mut future = pin!(future);
-        let mut timer = None::<(Instant, crate::time::Sleep)>;
-        let registered = Registered {
-            state: &self.state,
-            waker: RefCell::new(None),
-        };
-        std::future::poll_fn(|cx| {
-            if let Poll::Ready(out) = future.as_mut().poll(cx) {
-                return Poll::Ready(Some(out));
-            }
-            if self.state.cancelled.get() {
-                return Poll::Ready(None);
-            }
-            if let Some(deadline) = self.state.deadline.get() {
-                let sleep = match &mut timer {
-                    Some((at, sleep)) if *at == deadline => sleep,
-                    _ => {
-                        timer = Some((deadline, sleep_until(deadline)));
-                        &mut timer.as_mut().expect("just set").1
-                    }
-                };
-                if std::pin::Pin::new(sleep).poll(cx).is_ready() {
+    #[allow(clippy::manual_async_fn)] // an `async fn` would hold `future` twice
+    pub fn run<F: Future>(
+        &self,
+        mut future: F,
+    ) -> impl Future<Output = Option<F::Output>> + use<'_, F> {
+        // Not an `async fn`, which would keep `future` twice (see the top of this file).
+        async move {
+            // SAFETY: `future` lives in this block's state, pinned from its first poll on,
+            // and is never moved out of it: pinned in place as `pin!` pins a local, without
+            // the local's second copy (`pin!(future)` would keep the captured one too).
+            let mut future = unsafe { Pin::new_unchecked(&mut future) };
+            let mut timer = None::<(Instant, crate::time::Sleep)>;
+            let registered = Registered {
+                state: &self.state,
+                waker: RefCell::new(None),
+            };
+            std::future::poll_fn(|cx| {
+                if let Poll::Ready(out) = future.as_mut().poll(cx) {
+                    return Poll::Ready(Some(out));
+                }
+                if self.state.cancelled.get() {
                     return Poll::Ready(None);
                 }
-            }
-            registered.register(cx.waker());
-            Poll::Pending
-        })
-        .await
+                if let Some(deadline) = self.state.deadline.get() {
+                    let sleep = match &mut timer {
+                        Some((at, sleep)) if *at == deadline => sleep,
+                        _ => {
+                            timer = Some((deadline, sleep_until(deadline)));
+                            &mut timer.as_mut().expect("just set").1
+                        }
+                    };
+                    if std::pin::Pin::new(sleep).poll(cx).is_ready() {
+                        return Poll::Ready(None);
+                    }
+                }
+                registered.register(cx.waker());
+                Poll::Pending
+            })
+            .await
+        }
     }
 }
 

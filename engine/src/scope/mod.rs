@@ -21,7 +21,7 @@
 mod cancel;
 mod catch;
 
-pub use cancel::{fail_after, fail_at, move_on_after, move_on_at, CancelScope};
+pub use cancel::{fail_after, fail_at, move_on_after, move_on_at, CancelScope, MoveOn};
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
