@@ -288,8 +288,18 @@ fn run_merge(args: &MergeArgs) -> anyhow::Result<()> {
 
 /// Replaces `path` with `bytes` whole or not at all: they are written to a new file beside
 /// it (beside the file a symbolic link points to), synced, then renamed over it. An
-/// existing file's permissions are kept.
+/// existing file's permissions are kept. Anything but a regular file or a missing one (a
+/// device such as `/dev/stdout`, a pipe) is written in place: renaming over it would
+/// replace the device's name with a file.
 fn replace_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let special = std::fs::metadata(path).is_ok_and(|meta| !meta.is_file());
+    if special {
+        return File::options()
+            .write(true)
+            .open(path)
+            .and_then(|mut out| out.write_all(bytes))
+            .with_context(|| format!("writing {}", path.display()));
+    }
     let target = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let Some(name) = target.file_name() else {
         bail!("--out {}: expected a file name", path.display());

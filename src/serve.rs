@@ -10,9 +10,9 @@
 //! across cores (or, with `--accept handoff`, for the TCP services only, the first core accepts
 //! every connection and hands each to the least-loaded core). On SIGINT/SIGTERM the services
 //! stop accepting, open connections are closed at their next read or while a reply waits for a
-//! peer that does not read, and the process exits 0 once every core is done. With `--idle-timeout`, a TCP
-//! connection is also closed when its peer sends nothing, takes no reply, or (holla) does not
-//! complete a line within it.
+//! peer that does not read, and the process exits 0 once every core is done. With
+//! `--idle-timeout`, a TCP connection is also closed when its peer sends nothing, takes no
+//! reply, or (holla) does not complete a line within it.
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -27,7 +27,8 @@
 //! (submit the batch, wait with the nearest timer as timeout); cross-thread wake-ups use
 //! `IORING_OP_MSG_RING` or an eventfd write; SIGINT/SIGTERM are read from a signalfd when
 //! enabled; [`runtime::blocking::spawn_blocking`] runs closures on a bounded pool of plain threads.
-//! `unsafe` lives in this crate only, each block with the reason it is sound.
+//! [`raise_fd_limit`] calls `getrlimit`/`setrlimit` when asked to (a load generator with many
+//! connections). `unsafe` lives in this crate only, each block with the reason it is sound.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 

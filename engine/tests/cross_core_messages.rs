@@ -118,51 +118,71 @@ fn plain_threads_wake_a_core_without_a_ring() {
     assert_eq!(sum, (0..1000).sum::<u64>());
 }
 
+/// A waker that records that it was woken.
+struct Flag(std::sync::atomic::AtomicBool);
+
+impl std::task::Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+fn flag() -> (Arc<Flag>, std::task::Waker) {
+    let flag = Arc::new(Flag(std::sync::atomic::AtomicBool::new(false)));
+    (flag.clone(), std::task::Waker::from(flag))
+}
+
 #[test]
 fn a_closed_channel_refuses_sends_wakes_waiting_ones_and_ends_after_its_queue() {
-    // One sender waits for room on another thread while a clone closes the channel; the
-    // receiver, waiting on a core, still takes what was queued, then sees the end.
+    use std::future::Future;
+    use std::task::{Context, Poll};
+
+    // A sender waits for room while a clone closes the channel: it is woken and refused.
     let (tx, rx) = channel::bounded::<u64>(2);
     tx.try_send(1).unwrap();
     tx.try_send(2).unwrap();
-    let waiting = {
-        let tx = tx.clone();
-        std::thread::spawn(move || percore_engine::block_on(async move { tx.send(3).await }))
-    };
-    // Let the thread's send find the channel full and wait.
-    std::thread::sleep(std::time::Duration::from_millis(50));
-    assert!(!waiting.is_finished(), "the third send waits for room");
-    tx.close();
-    let refused = waiting.join().unwrap();
-    assert_eq!(
-        refused.map_err(|e| e.into_inner()),
-        Err(3),
-        "woken and refused"
+    let waiting_tx = tx.clone();
+    let mut send = waiting_tx.send(3);
+    let (woken, waker) = flag();
+    let mut cx = Context::from_waker(&waker);
+    assert!(
+        std::pin::Pin::new(&mut send).poll(&mut cx).is_pending(),
+        "full: it waits"
     );
+    tx.close();
+    assert!(
+        woken.0.load(Ordering::SeqCst),
+        "the close woke the waiting send"
+    );
+    match std::pin::Pin::new(&mut send).poll(&mut cx) {
+        Poll::Ready(Err(e)) => assert_eq!(e.into_inner(), 3),
+        other => panic!("expected the value back, got {other:?}"),
+    }
+    drop(send);
     assert!(
         matches!(tx.try_send(4), Err(TrySendError::Closed(4))),
         "closed for every sender"
     );
     tx.close();
-    let taken = percore_engine::block_on(async move {
-        let mut taken = Vec::new();
-        while let Some(v) = rx.recv().await {
-            taken.push(v);
-        }
-        taken
-    });
-    // `tx` is still alive: the end came from the close, not from the last sender's drop.
-    drop(tx);
-    assert_eq!(taken, [1, 2]);
+    // The receiver takes what was queued, then sees the end, though `tx` is still alive.
+    assert_eq!(rx.try_recv(), Ok(1));
+    assert_eq!(rx.try_recv(), Ok(2));
+    let (_, waker) = flag();
+    let mut cx = Context::from_waker(&waker);
+    assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(None));
+    drop((tx, waiting_tx));
 
     // A receiver already waiting on an empty channel is woken by the close.
     let (tx, rx) = channel::bounded::<u64>(2);
-    let receiver =
-        std::thread::spawn(move || percore_engine::block_on(async move { rx.recv().await }));
-    std::thread::sleep(std::time::Duration::from_millis(50));
-    assert!(!receiver.is_finished(), "nothing to take yet");
+    let (woken, waker) = flag();
+    let mut cx = Context::from_waker(&waker);
+    assert_eq!(rx.poll_recv(&mut cx), Poll::Pending);
     tx.close();
-    assert_eq!(receiver.join().unwrap(), None);
+    assert!(
+        woken.0.load(Ordering::SeqCst),
+        "the close woke the receiver"
+    );
+    assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(None));
 }
 
 #[test]

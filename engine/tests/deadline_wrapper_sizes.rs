@@ -3,19 +3,16 @@
 //! under `move_on_after` was held three times, one under `fail_after` or a cancel scope's
 //! `run` twice, in every task that used them.)
 
-use std::future::Future;
 use std::mem::size_of_val;
 use std::time::{Duration, Instant};
 
 use percore_engine::scope::{fail_after, fail_at, move_on_after, move_on_at, CancelScope};
 
 /// A future of a little over 4 KiB (its buffer lives across an await).
-fn big() -> impl Future<Output = u8> {
-    async {
-        let buf = [7u8; 4096];
-        percore_engine::time::sleep(Duration::from_millis(1)).await;
-        std::hint::black_box(&buf)[4095]
-    }
+async fn big() -> u8 {
+    let buf = [7u8; 4096];
+    percore_engine::time::sleep(Duration::from_millis(1)).await;
+    std::hint::black_box(&buf)[4095]
 }
 
 #[test]
@@ -34,7 +31,10 @@ fn deadline_wrappers_add_a_timer_not_a_copy() {
             ("CancelScope::run", size_of_val(&scope.run(big()))),
         ];
         for (name, size) in sizes {
-            assert!(size < inner + 256, "{name}: {size} B around a {inner} B future");
+            assert!(
+                size < inner + 256,
+                "{name}: {size} B around a {inner} B future"
+            );
         }
         // And they still work.
         assert_eq!(move_on_after(d, big()).await, Some(7));

@@ -10,7 +10,9 @@
 //! seen (coordinated omission corrected, wrk2's method). The service time (completion minus
 //! actual send) is kept beside it. A connection that falls behind sends the overdue requests as
 //! soon as its pipeline window allows, never more than `--pipeline` at once, and the delay
-//! between intended and actual send is reported as *schedule lag*.
+//! between intended and actual send is reported as *schedule lag*. Nothing is sent after a
+//! duration run's end: what was due and not sent by then is counted unsent. A `--requests`
+//! quota is shared by a shard's connections.
 //!
 //! Each shard records into per-second interval histograms (HdrHistogram, nanoseconds), rolled
 //! over by completion time and shipped to the aggregator thread, which merges the cores,
@@ -33,6 +35,9 @@
 //! connection waits for its next request: after the next request went out they cannot be told
 //! from its answer); the server closing an idle connection is not an error, and the next
 //! request goes out on a new one.
+//!
+//! A run raises the process's soft limit on open files towards the hard one when its
+//! connections would not fit under it ([`percore_engine::raise_fd_limit`]).
 
 #![forbid(unsafe_code)]
 

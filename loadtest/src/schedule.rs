@@ -232,17 +232,29 @@ impl Schedule {
         self.stopped = true;
     }
 
-    /// How many measured requests a connection that stops for good at `now` leaves unsent:
-    /// in a `--requests` run (a quota and no end), the quota left if this is the last
-    /// schedule drawing on it (nothing else will send it; while others go on, they may);
-    /// otherwise its [`Schedule::overdue`] requests. None once stopped early.
+    /// How many measured requests a connection that stops for good at `now` leaves unsent
+    /// (called once, as it stops): in a `--requests` run (a quota and no end), its share of
+    /// the quota left, taken off the quota (the last schedule drawing on it takes all that is
+    /// left). The others go on at their own spacing, so they would send the share late, and
+    /// the run would last longer than planned at a lower rate than offered. Otherwise its
+    /// [`Schedule::overdue`] requests. None once stopped early.
     pub(crate) fn unsent(&self, now: Instant) -> u64 {
         if self.stopped {
             return 0;
         }
         match (&self.quota, self.end) {
-            (Some(q), None) if q.holders.get() == 1 => q.left.get(),
-            (Some(_), None) => 0,
+            (Some(q), None) => {
+                let left = q.left.get();
+                let share = match q.holders.get() {
+                    0 | 1 => left,
+                    n => left / n as u64,
+                };
+                q.left.set(left - share);
+                if q.left.get() == 0 {
+                    q.spent.set();
+                }
+                share
+            }
             _ => self.overdue(now),
         }
     }
@@ -498,10 +510,45 @@ mod tests {
             tail < Duration::from_millis(300),
             "the last 200 requests took {tail:?}"
         );
-        // Only the last schedule to finish counts what is left (nothing, here).
+        // Nothing left: no schedule counts any unsent.
         assert_eq!(schedules[0].unsent(now), 0);
         schedules.truncate(1);
         assert_eq!(schedules[0].unsent(now), 0);
+    }
+
+    /// A connection that stops for good in a `--requests` run leaves its share of what is left
+    /// unsent, taken off the quota; the last one to stop, all that is left.
+    #[test]
+    fn a_connection_that_gives_up_leaves_its_share_unsent() {
+        let t0 = Instant::now();
+        let window = Window {
+            t0,
+            measure_from: t0,
+            end: None,
+        };
+        let quota = Quota::new(100);
+        let mut schedules: Vec<Schedule> = (0..4)
+            .map(|i| Schedule::sharing(Mode::Closed, window, i, 4, Some(&quota), 1))
+            .collect();
+        for _ in 0..10 {
+            schedules[0].take_due(t0).unwrap();
+        }
+        // 90 left over 4 connections: the one giving up leaves 22 of them unsent.
+        let gone = schedules.remove(0);
+        assert_eq!(gone.unsent(t0), 22);
+        drop(gone);
+        assert_eq!(quota.left.get(), 68);
+        // The others take the rest; the last to stop, early, leaves all that is left.
+        for _ in 0..60 {
+            schedules[1].take_due(t0).unwrap();
+        }
+        let gone = schedules.remove(0);
+        assert_eq!(gone.unsent(t0), 2, "8 left over 3");
+        drop(gone);
+        let last = schedules.remove(0);
+        drop(schedules);
+        assert_eq!(last.unsent(t0), 6, "the last takes all that is left");
+        assert!(quota.spent.is_set());
     }
 
     /// A connection running behind takes nothing once the end has passed: what it had not

@@ -12,7 +12,9 @@
 //! limit); the caller usually closes that connection, and no other connection is affected.
 //!
 //! Writes go to a buffer of bounded size; when it is full, `write` flushes it first
-//! (back-pressure: a slow peer slows its writer, memory does not grow).
+//! (back-pressure: a slow peer slows its writer, memory does not grow past twice the bound).
+//! With an idle timeout, each flush must be taken by the peer within it: a flush sends at most
+//! twice the bound (64 KiB by default), which a peer that reads takes at once.
 //!
 //! An idle connection holds no buffer: before a read waits for the peer, the read and write
 //! buffers give their memory back if they are empty (an allocation per exchange, against
@@ -79,11 +81,13 @@ impl<S: ByteStream> BufStream<S> {
     }
 
     /// Makes every wait for the peer fail with `TimedOut` after `timeout` (`None`: wait
-    /// forever): a wait for incoming bytes that brings none, and a flush that cannot send
-    /// everything buffered (the peer does not read). A peer that trickles a line byte by byte
-    /// still resets it with each byte; combine with a read's maximum, or a deadline on the
-    /// whole exchange, to bound a slow peer completely. A timeout too long for the clock
-    /// (`Duration::MAX`) is the same as `None`.
+    /// forever): a wait for incoming bytes that brings none, and a flush the peer does not
+    /// take whole within it (a flush sends at most twice the write buffer's bound, which a
+    /// peer that reads takes at once; one that does not read, or reads a trickle, is cut
+    /// off). A peer that trickles a line byte by byte resets the read side with each byte;
+    /// combine with a read's maximum, or a deadline on the whole exchange, to bound a slow
+    /// peer completely. A timeout too long for the clock (`Duration::MAX`) is the same as
+    /// `None`.
     pub fn set_idle_timeout(&mut self, timeout: Option<Duration>) {
         self.idle_timeout = timeout;
     }
@@ -275,8 +279,9 @@ impl<S: ByteStream> BufStream<S> {
 
     /// Buffers `data` for sending, like [`BufStream::write`], but takes the bytes by value:
     /// when nothing is buffered, `data` becomes the write buffer (no copy, no allocation: an
-    /// echo hands back what [`BufStream::read_some`] gave it); else it is appended. A buffer
-    /// past its bound is flushed at once, whole.
+    /// echo hands back what [`BufStream::read_some`] gave it); else it is appended, and a
+    /// buffer past its bound is flushed. `data` longer than the bound goes through
+    /// [`BufStream::write`], in bounded pieces.
     ///
     /// # Errors
     ///
@@ -286,9 +291,12 @@ impl<S: ByteStream> BufStream<S> {
     ///
     /// As [`BufStream::write`].
     pub async fn write_vec(&mut self, data: Vec<u8>) -> io::Result<()> {
-        // `data` is not held across the flush: this future stays the size of a flush (a
-        // handler's future, which every idle connection holds, is sized for its largest
-        // state).
+        // This future stays the size of a flush (a handler's future, which every idle
+        // connection holds, is sized for its largest state): `data` is not held across the
+        // flush, and the rare oversized write is boxed.
+        if data.len() > self.write_limit {
+            return Box::pin(self.write(&data)).await;
+        }
         if self.write_buf.is_empty() {
             self.write_buf = data;
         } else {
@@ -305,8 +313,9 @@ impl<S: ByteStream> BufStream<S> {
     /// # Errors
     ///
     /// The stream's errors; what was not sent stays buffered. `TimedOut` when the idle
-    /// timeout ([`BufStream::set_idle_timeout`]) passes before all is sent: the buffer is then
-    /// emptied, some of it may have been sent, and the stream should be closed.
+    /// timeout ([`BufStream::set_idle_timeout`]) passes before the peer took all of it: the
+    /// buffer is then emptied, some of it may have been sent, and the stream should be
+    /// closed.
     ///
     /// # Cancel safety
     ///
@@ -325,7 +334,7 @@ impl<S: ByteStream> BufStream<S> {
                 .map_err(|_| {
                     io::Error::new(
                         io::ErrorKind::TimedOut,
-                        format!("the peer took nothing for {t:?}"),
+                        format!("the peer did not take the reply within {t:?}"),
                     )
                 })?,
             None => self.stream.write_all(buf).await,

@@ -3,7 +3,7 @@
 //! `eprintln!` panics when stderr fails (a closed pipe is `EPIPE`: Rust ignores SIGPIPE), and
 //! it blocks the core on a slow reader. A service logs through [`line`](fn@line), which drops
 //! a line it cannot write (the counters still hold every event), and logs per-connection
-//! trouble only while [`worth_logging`] says so: the first ten, then the 16th, 32nd, 64th, ...
+//! trouble only while `worth_logging` says so: the first ten, then the 16th, 32nd, 64th, ...
 //! (each line says how many so far), so a peer that fails connections at will cannot flood
 //! the log.
 //!
@@ -19,7 +19,7 @@ pub fn line(args: fmt::Arguments<'_>) {
 }
 
 /// Whether the `n`-th event of a kind (counted from 1) gets a line.
-pub fn worth_logging(n: u64) -> bool {
+pub(crate) fn worth_logging(n: u64) -> bool {
     n <= 10 || n.is_power_of_two()
 }
 

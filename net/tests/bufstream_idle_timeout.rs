@@ -1,6 +1,6 @@
 //! A `BufStream`'s idle timeout bounds every wait for the peer: a read that brings no bytes,
-//! and a flush the peer takes nothing of (it does not read). A peer that reads gets the
-//! whole write, however long it is.
+//! and a flush the peer does not take (it does not read). A peer that reads gets a write far
+//! longer than the buffer, which goes out in bounded flushes.
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -59,18 +59,34 @@ fn a_flush_the_peer_takes_nothing_of_times_out() {
 #[test]
 fn a_peer_that_reads_gets_the_whole_write() {
     percore_engine::block_on(async {
-        let (mut conn, mut client) = pair(Duration::from_millis(500)).await;
+        // 64 MiB to a peer that reads at most 64 KiB every 2 ms: about 2 s in all, past the
+        // 1 s timeout, but every bounded flush is taken well within it. (A
+        // flush waits for the kernel's send buffer to be half drained, a few MiB here: a
+        // peer reading much slower than that in a timeout is cut off.)
+        let (mut conn, mut client) = pair(Duration::from_secs(1)).await;
+        let (done_tx, done_rx) = percore_engine::cross::channel::bounded::<usize>(1);
         let reader = std::thread::spawn(move || {
-            let mut got = Vec::new();
-            client.read_to_end(&mut got).unwrap();
-            got.len()
+            let mut got = 0;
+            let mut piece = vec![0u8; 64 << 10];
+            loop {
+                std::thread::sleep(Duration::from_millis(2));
+                match client.read(&mut piece) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got += n,
+                }
+            }
+            done_tx.try_send(got).unwrap();
         });
-        conn.write_vec(vec![7u8; 8 << 20]).await.unwrap();
+        let started = Instant::now();
+        conn.write_vec(vec![7u8; 64 << 20]).await.unwrap();
         conn.flush().await.unwrap();
+        let took = started.elapsed();
         drop(conn);
-        while !reader.is_finished() {
-            percore_engine::time::sleep(Duration::from_millis(1)).await;
-        }
-        assert_eq!(reader.join().unwrap(), 8 << 20);
+        assert_eq!(done_rx.recv().await, Some(64 << 20));
+        reader.join().unwrap();
+        assert!(
+            took > Duration::from_secs(1),
+            "the peer read slowly: {took:?}"
+        );
     });
 }

@@ -372,3 +372,42 @@ fn base64(bytes: &[u8]) -> String {
     }
     out
 }
+
+/// An `--out` that is not a regular file (a FIFO here; `/dev/stdout` on a pipe is the
+/// common case) is written in place once the merge succeeded: renaming a new file over it
+/// would have replaced the FIFO (or the device's name) with a regular file.
+#[test]
+fn a_merge_into_a_fifo_writes_it_in_place() {
+    let dir = temp_dir("merge-fifo");
+    let a = dir.join("a.hlog");
+    write_log(&a, T_MS, &even(1000, &[3, 4]));
+    let fifo = dir.join("out.fifo");
+    let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo(3) with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    let out = merge(&[&a], &fifo);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Checked before the reader is joined: had the FIFO been renamed over, the reader would
+    // wait on it for good.
+    let kind = std::fs::symlink_metadata(&fifo).unwrap().file_type();
+    assert!(
+        std::os::unix::fs::FileTypeExt::is_fifo(&kind),
+        "still a FIFO"
+    );
+    let merged = reader.join().unwrap();
+    let regular = dir.join("m.hlog");
+    merged_ok(&[&a], &regular);
+    assert_eq!(
+        read(&merged).unwrap().len(),
+        read(&std::fs::read(&regular).unwrap()).unwrap().len(),
+        "the whole log came through the FIFO"
+    );
+}

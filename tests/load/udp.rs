@@ -218,11 +218,17 @@ fn udp_sockets_that_cannot_be_opened_are_retried_and_counted() {
 #[test]
 fn a_dead_udp_target_is_given_up_on() {
     for stop in [["--requests", "300"], ["-d", "2s"]] {
-        let server = percore_serve("udp-echo");
-        let target = format!("udp://{}", server.addr);
+        // Dies on a count, not after a sleep (so at the same point however slowly the run
+        // starts): the probe's datagram and 50 of the run's are answered, then the socket
+        // closes and every later datagram is refused.
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let target = format!("udp://{}", socket.local_addr().unwrap());
         let killer = std::thread::spawn(move || {
-            std::thread::sleep(std::time::Duration::from_millis(500));
-            drop(server);
+            let mut buf = [0u8; 2048];
+            for _ in 0..51 {
+                let (n, from) = socket.recv_from(&mut buf).unwrap();
+                socket.send_to(&buf[..n], from).unwrap();
+            }
         });
         let started = std::time::Instant::now();
         let mut command = Command::new("timeout");
@@ -272,6 +278,10 @@ fn short_datagrams_move_to_a_new_socket_after_a_timeout() {
     use std::net::UdpSocket;
     use std::sync::{Arc, Mutex};
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // The server's thread ends once nothing comes for a while (it must not outlive the test).
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(3)))
+        .unwrap();
     let addr = socket.local_addr().unwrap();
     let ports = Arc::new(Mutex::new(Vec::new()));
     {

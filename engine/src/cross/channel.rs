@@ -3,7 +3,9 @@
 //! A sender (on any core or thread) pushes into a bounded queue and wakes the receiver's task,
 //! whose waker routes through its core's remote queue: a `MSG_RING` from the
 //! sender's ring, or an eventfd write. Senders blocked on a full channel are woken in arrival
-//! order as the receiver makes room. The state sits behind one mutex: this is the explicit
+//! order as the receiver makes room. A sender may close the channel for all
+//! ([`CrossSender::close`]): the receiver then drains what is queued and sees the end, as when
+//! the last sender is dropped. The state sits behind one mutex: this is the explicit
 //! hand-off path, never the per-request one, and one short uncontended lock costs less than the
 //! wake-up that follows it.
 

@@ -39,6 +39,10 @@ pub fn move_on_at<F: Future>(deadline: Instant, future: F) -> MoveOn<F> {
 
 /// The future of [`move_on_after`] and [`move_on_at`]: the inner future and its timer, no
 /// more.
+///
+/// # Cancel safety
+///
+/// As [`move_on_after`].
 #[derive(Debug)]
 #[must_use = "futures do nothing unless polled"]
 pub struct MoveOn<F>(Timeout<F>);

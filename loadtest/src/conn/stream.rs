@@ -84,8 +84,9 @@ async fn run_connection(ctx: &ConnCtx, mut stream: TcpStream, schedule: &mut Sch
     let mut out: Vec<u8> = Vec::new();
     // Bytes of a response that straddles chunks.
     let mut pending: Vec<u8> = Vec::new();
-    // The requests' bytes on their way out: a send of `out`'s last contents, awaited before the
-    // next one (it is normally long over by then).
+    // The requests' bytes on their way out: a send of `out`'s last contents. The next waits
+    // for it to complete (it is normally long over by then), watched beside the receive and
+    // the timer, never awaited alone.
     let mut sending: Option<Send<Vec<u8>>> = None;
     let mut now = Instant::now();
     let mut timer = sleep_until(now + ctx.timeout);

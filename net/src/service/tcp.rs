@@ -94,8 +94,10 @@ impl TcpService {
         self
     }
 
-    /// Closes a connection whose peer sends nothing for `timeout` (its handler's read fails
-    /// with `TimedOut`). A timeout too long for the clock (`Duration::MAX`) is none.
+    /// Closes a connection whose peer sends nothing for `timeout`, or does not take a flush
+    /// within it (its handler's read or flush fails with `TimedOut`; see
+    /// [`BufStream::set_idle_timeout`]). A timeout too long for the clock (`Duration::MAX`)
+    /// is none.
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle_timeout = Some(timeout);
         self

@@ -336,7 +336,8 @@ impl fmt::Debug for Inbox {
 }
 
 impl Inbox {
-    /// The next connection passed to this core; `None` when the hand-off is gone.
+    /// The next connection passed to this core; `None` once the hand-off is closed
+    /// ([`Handoff::close`]) or gone and nothing is queued here.
     ///
     /// Call [`Inbox::finished`] (or [`Handoff::finished`]) when the connection ends, so the
     /// acceptor's count stays true.
