@@ -3,6 +3,8 @@
 //! bench` and `engine-bench` refuse bad options before they run, say why their service failed,
 //! and never leave their service running.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -46,26 +48,10 @@ fn percore_without_a_command_explains_itself() {
 /// Runs `percore ARGS` to its end, within `limit`: a run still going then is killed, and the
 /// test fails saying so.
 fn run_within(args: &[&str], limit: Duration) -> Output {
-    let child = Command::new(env!("CARGO_BIN_EXE_percore"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running percore");
-    let pid = child.id() as libc::pid_t;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(out) => out.expect("waiting for percore"),
-        Err(_) => {
-            // SAFETY: kill(2) on our own child, not waited for yet (its waiter is blocked).
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            panic!("percore {args:?} did not end within {limit:?}");
-        }
-    }
+    let mut command = Command::new(env!("CARGO_BIN_EXE_percore"));
+    command.args(args);
+    common::output_within(command, limit)
+        .unwrap_or_else(|| panic!("percore {args:?} did not end within {limit:?}"))
 }
 
 /// Regression: `engine-bench --rounds 0` panicked (the median of no samples), and `--ops`

@@ -1,5 +1,7 @@
 //! `percore serve` as a user runs it: real sockets against the real binary, stopped by SIGTERM.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
@@ -268,26 +270,14 @@ fn refused(args: &[&str]) -> String {
     } else {
         &["--cpus", "0"]
     };
-    let child = Command::new(env!("CARGO_BIN_EXE_percore"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_percore"));
+    command
         .arg("serve")
         .args(args)
         .args(["--listen", "127.0.0.1:0"])
-        .args(cpus)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id() as libc::pid_t;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let Ok(out) = rx.recv_timeout(Duration::from_secs(3)) else {
-        // SAFETY: kill(2) on our own child, not waited for yet (its waiter is blocked).
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-        panic!("percore serve {args:?} was not refused: it ran");
-    };
-    let out = out.unwrap();
+        .args(cpus);
+    let out = common::output_within(command, Duration::from_secs(3))
+        .unwrap_or_else(|| panic!("percore serve {args:?} was not refused: it ran"));
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "{args:?}: {stderr}");
     stderr
