@@ -26,36 +26,45 @@ const MAX_DATAGRAM: usize = 65_536;
 ///
 /// Dropped at an await point, the request in flight is neither answered nor failed (the
 /// recorder, which goes with the shard, never sees it) and the socket is closed.
-pub(crate) async fn drive_datagram(ctx: Rc<ConnCtx>, mut schedule: Schedule) {
-    let mut backoff = Backoff::new();
-    let mut down_since: Option<Instant> = None;
-    loop {
-        let socket = match open(&ctx) {
-            Ok(socket) => socket,
-            Err(e) => {
-                let now = Instant::now();
-                ctx.recorder.borrow_mut().connect_failed(&e, now);
-                if ctx.stopped(&mut schedule) || ctx.gives_up(*down_since.get_or_insert(now), now) {
-                    break;
+#[allow(clippy::manual_async_fn)] // an `async fn` would hold `schedule` twice
+pub(crate) fn drive_datagram(
+    ctx: Rc<ConnCtx>,
+    mut schedule: Schedule,
+) -> impl std::future::Future<Output = ()> {
+    // Not an `async fn`: see `drive_stream`.
+    async move {
+        let mut backoff = Backoff::new();
+        let mut down_since: Option<Instant> = None;
+        loop {
+            let socket = match open(&ctx) {
+                Ok(socket) => socket,
+                Err(e) => {
+                    let now = Instant::now();
+                    ctx.recorder.borrow_mut().connect_failed(&e, now);
+                    if ctx.stopped(&mut schedule)
+                        || ctx.gives_up(*down_since.get_or_insert(now), now)
+                    {
+                        break;
+                    }
+                    backoff.wait(&ctx).await;
+                    continue;
                 }
-                backoff.wait(&ctx).await;
-                continue;
+            };
+            down_since = None;
+            // A socket opened only after the end (others' sockets freed as they finished) sends
+            // nothing: what it was due to send is unsent, as for a stream that reconnects too
+            // late.
+            if ctx.end.is_some_and(|end| Instant::now() >= end) {
+                break;
             }
-        };
-        down_since = None;
-        // A socket opened only after the end (others' sockets freed as they finished) sends
-        // nothing: what it was due to send is unsent, as for a stream that reconnects too
-        // late.
-        if ctx.end.is_some_and(|end| Instant::now() >= end) {
-            break;
+            match exchange(&ctx, &socket, &mut schedule, &mut backoff).await {
+                Exchanged::Over => break,
+                Exchanged::TimedOut => continue,
+            }
         }
-        match exchange(&ctx, &socket, &mut schedule, &mut backoff).await {
-            Exchanged::Over => break,
-            Exchanged::TimedOut => continue,
-        }
+        let unsent = schedule.unsent(Instant::now());
+        ctx.recorder.borrow_mut().unsent(unsent);
     }
-    let unsent = schedule.unsent(Instant::now());
-    ctx.recorder.borrow_mut().unsent(unsent);
 }
 
 /// How [`exchange`] ended.
