@@ -1,7 +1,6 @@
 //! `percore load TARGET [options]` and `percore load merge A.hlog B.hlog ... --out M.hlog`: the
 //! command line over [`percore::loadtest`].
 
-use std::fs::File;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -254,7 +253,8 @@ pub(crate) fn write_reports(
     Ok(())
 }
 
-/// Merges in memory, then replaces `--out` whole ([`replace_file`]): a merge that fails
+/// Merges in memory, then writes `--out` as the interval log of a run is written ([`LogFile`]:
+/// a regular file is replaced whole, a FIFO or device written in place): a merge that fails
 /// leaves it as it was.
 fn run_merge(args: &MergeArgs) -> anyhow::Result<()> {
     let mut logs = Vec::new();
@@ -272,9 +272,15 @@ fn run_merge(args: &MergeArgs) -> anyhow::Result<()> {
         .map(|(name, log)| MergeInput { name, log })
         .collect();
     let merged = percore::loadtest::hlog::merge(&inputs).map_err(anyhow::Error::msg)?;
-    replace_file(&args.out, &merged.log)?;
+    let mut out = LogFile::new(&args.out);
+    if let Err(e) = out.write_all(&merged.log) {
+        out.abandon();
+        return Err(e).with_context(|| format!("writing {}", args.out.display()));
+    }
+    out.finish().map_err(anyhow::Error::msg)?;
     let summary = merged.summary;
-    println!(
+    // On stderr: `--out /dev/stdout` gets the log alone.
+    percore::net::log::line(format_args!(
         "merged {} logs on {:?} intervals: {} intervals in, {} out, {} latency samples -> {}",
         inputs.len(),
         summary.cell,
@@ -282,49 +288,6 @@ fn run_merge(args: &MergeArgs) -> anyhow::Result<()> {
         summary.intervals_out,
         summary.latency_count,
         args.out.display()
-    );
-    Ok(())
-}
-
-/// Replaces `path` with `bytes` whole or not at all: they are written to a new file beside
-/// it (beside the file a symbolic link points to), synced, then renamed over it. An
-/// existing file's permissions are kept. Anything but a regular file or a missing one (a
-/// device such as `/dev/stdout`, a pipe) is written in place: renaming over it would
-/// replace the device's name with a file.
-fn replace_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let special = std::fs::metadata(path).is_ok_and(|meta| !meta.is_file());
-    if special {
-        return File::options()
-            .write(true)
-            .open(path)
-            .and_then(|mut out| out.write_all(bytes))
-            .with_context(|| format!("writing {}", path.display()));
-    }
-    let target = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    let Some(name) = target.file_name() else {
-        bail!("--out {}: expected a file name", path.display());
-    };
-    let dir = match target.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let temp = dir.join(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
     ));
-    let written = (|| {
-        let mut file = File::options().write(true).create_new(true).open(&temp)?;
-        if let Ok(old) = std::fs::metadata(&target) {
-            file.set_permissions(old.permissions())?;
-        }
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&temp, &target)
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&temp);
-        return Err(e).with_context(|| format!("writing {}", path.display()));
-    }
     Ok(())
 }
