@@ -23,6 +23,9 @@ use anyhow::{bail, Context as _};
 use clap::{Args, ValueEnum};
 use percore::net::service::{Accept, TcpService, UdpService};
 use percore::net::tcp::{Handoff, TcpListener};
+// Status lines: a stderr nobody reads any more (the `percore bench` that started this
+// service is gone) loses the line; the service stops as it was going to, not by a panic.
+use percore::net::log::line as note;
 use percore::net::udp::UdpSocket;
 use percore::net::BufStream;
 use percore::udp_conversation::{numbered_echo, ConversationService};
@@ -332,12 +335,6 @@ pub(crate) fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         }
         Err(e) => bail!("{e}"),
     }
-}
-
-/// Writes one line to stderr. A stderr nobody reads any more (the `percore bench` that started
-/// this service is gone) loses the line; the service stops as it was going to, not by a panic.
-fn note(line: std::fmt::Arguments<'_>) {
-    percore::net::log::line(line);
 }
 
 /// Starts the thread that requests `runtime`'s shutdown when stdin reaches its end (or fails).

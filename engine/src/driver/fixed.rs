@@ -78,13 +78,5 @@ impl FixedFiles {
 
 /// The process's soft `RLIMIT_NOFILE` (the kernel refuses a bigger table).
 fn soft_fd_limit() -> u32 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `limit` is a valid, writable rlimit.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return 0;
-    }
-    u32::try_from(limit.rlim_cur).unwrap_or(u32::MAX)
+    crate::sys::fd_limit().map_or(0, |limit| u32::try_from(limit.rlim_cur).unwrap_or(u32::MAX))
 }

@@ -105,6 +105,17 @@ pub fn open_fd_count() -> io::Result<usize> {
         .saturating_sub(1))
 }
 
+/// This process's limit on open files (`RLIMIT_NOFILE`): soft and hard.
+pub(crate) fn fd_limit() -> io::Result<libc::rlimit> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // getrlimit writes into the valid, writable rlimit it is given.
+    syscall!(getrlimit(libc::RLIMIT_NOFILE, &mut limit))?;
+    Ok(limit)
+}
+
 /// Raises this process's soft limit on open files (`RLIMIT_NOFILE`) to `want`, or as near
 /// as the hard limit allows; never lowers it. Returns the soft limit now in force.
 ///
@@ -112,12 +123,7 @@ pub fn open_fd_count() -> io::Result<usize> {
 ///
 /// The kernel's, from reading or setting the limit.
 pub fn raise_fd_limit(want: u64) -> io::Result<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // getrlimit writes into the valid, writable rlimit it is given.
-    syscall!(getrlimit(libc::RLIMIT_NOFILE, &mut limit))?;
+    let mut limit = fd_limit()?;
     if limit.rlim_cur >= want {
         return Ok(limit.rlim_cur);
     }
