@@ -476,3 +476,76 @@ fn a_ring_buffer_is_sent_straight_and_recycled_even_when_the_send_is_dropped() {
         assert_eq!(ring.lent(), 0, "the orphaned send's buffer was recycled");
     });
 }
+
+#[test]
+fn a_chunk_send_gives_its_buffer_back_at_completion_in_every_state() {
+    run(async {
+        let ring = BufRing::new(8, 256).unwrap();
+        let base = baseline();
+        let (fd, mut peer) = unix_pair();
+        let (out, mut out_peer) = unix_pair();
+        let mut stream = ops::recv_multishot(&fd, &ring).unwrap();
+        let mut next_chunk = async |peer: &mut std::os::unix::net::UnixStream, bytes: &[u8]| {
+            peer.write_all(bytes).unwrap();
+            match stream.next().await.unwrap() {
+                ops::Received::Data(chunk) => chunk,
+                other => panic!("expected data, got {other:?}"),
+            }
+        };
+
+        // (a) Never polled: nothing submitted, the buffer goes back with the future.
+        let chunk = next_chunk(&mut peer, b"never").await;
+        drop(ops::send_chunk(&out, chunk));
+        assert_eq!(ring.lent(), 0);
+
+        // (c) Completed, the result never taken: the buffer went back at the completion,
+        // before anyone looked; dropping the future then frees the slot.
+        let chunk = next_chunk(&mut peer, b"unwatched").await;
+        let mut send = ops::send_chunk(&out, chunk);
+        assert!(send.poll_unwatched().is_pending());
+        let_kernel_work().await;
+        assert_eq!(ring.lent(), 0, "recycled by the completion");
+        drop(send);
+        let mut got = [0u8; 9];
+        out_peer.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"unwatched");
+
+        // Awaited: the result comes with no buffer to give back.
+        let chunk = next_chunk(&mut peer, b"awaited").await;
+        ops::send_chunk(&out, chunk).await.unwrap();
+        assert_eq!(ring.lent(), 0);
+        let mut got = [0u8; 7];
+        out_peer.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"awaited");
+
+        // (b) In flight on a full socket, dropped: cancelled, and the buffer is kept until the
+        // kernel is done with it.
+        let (full, mut drain) = full_unix_pair();
+        let chunk = next_chunk(&mut peer, b"stuck").await;
+        let send = poll_once(Box::pin(ops::send_chunk(&full, chunk))).await;
+        let_kernel_work().await;
+        assert_eq!(ring.lent(), 1, "the kernel may still read it");
+        drop(send);
+        let_kernel_work().await;
+        assert_eq!(ring.lent(), 0, "back after the cancel's completion");
+
+        // In flight when the ring's last other handle goes: the completion hands the buffer,
+        // and the ring with it, to be dropped outside the driver (which unregisters it).
+        let chunk = next_chunk(&mut peer, b"last").await;
+        let mut send = ops::send_chunk(&full, chunk);
+        assert!(send.poll_unwatched().is_pending());
+        drop(stream);
+        drop(ring);
+        let_kernel_work().await;
+        drain.set_nonblocking(true).unwrap();
+        let mut sink = vec![0u8; 1 << 20];
+        while matches!(drain.read(&mut sink), Ok(n) if n > 0) {}
+        let_kernel_work().await;
+        assert!(matches!(
+            send.poll_unwatched(),
+            std::task::Poll::Ready(Ok(()))
+        ));
+        drop((send, fd, peer, out, out_peer, full, drain));
+        assert_settles_to(base, "chunk sends").await;
+    });
+}

@@ -161,6 +161,20 @@ impl UnixStream {
         self.core.write_all(buf).await
     }
 
+    /// Sends a received chunk straight from its ring buffer, which goes back to the ring when
+    /// the kernel is done with it: see [`TcpStream::send_chunk`](crate::tcp::TcpStream::send_chunk).
+    ///
+    /// # Errors
+    ///
+    /// The kernel's error; `WriteZero` when the connection failed after a part went.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`TcpStream::send_chunk`](crate::tcp::TcpStream::send_chunk).
+    pub fn send_chunk(&self, chunk: RingBuf) -> ops::SendChunk {
+        ops::send_chunk(self.core.fd(), chunk)
+    }
+
     /// The next received chunk, lent by the core's ring; `None` at end of stream.
     ///
     /// # Errors

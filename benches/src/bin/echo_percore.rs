@@ -3,7 +3,9 @@
 //!
 //! `--mode chunk` (the default, the fastest with the public API): `TcpStream::recv_chunk`
 //! (a multishot receive into the core's provided-buffer ring), and the chunk sent straight
-//! from the ring buffer with `TcpStream::write` (no copy), like the raw loop. `--mode read`: a one-shot `TcpStream::read` into a
+//! from the ring buffer with `TcpStream::send_chunk` (no copy; the buffer returns to the ring
+//! at the send's completion, and the send's result is read when the next chunk comes, so an
+//! exchange wakes the task once), like the raw loop. `--mode read`: a one-shot `TcpStream::read` into a
 //! reused 64 KiB `Vec` and `write_all`. `--mode bufstream`: `BufStream::read_some` ->
 //! `write` -> `flush`.
 //!
@@ -11,8 +13,10 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::task::Poll;
 
 use clap::{Parser, ValueEnum};
+use percore_engine::ops::SendChunk;
 use percore_engine::Runtime;
 use percore_net::tcp::{TcpListener, TcpStream};
 use percore_net::BufStream;
@@ -20,7 +24,7 @@ use percore_net::BufStream;
 /// How a connection task reads and writes.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Mode {
-    /// `recv_chunk` + copy into a reused `Vec` + `write_all`.
+    /// `recv_chunk` + `send_chunk`, the send's result read with the next chunk.
     Chunk,
     /// One-shot `read` into a reused `Vec` + `write_all`.
     Read,
@@ -46,23 +50,26 @@ struct Args {
 const READ_MAX: usize = 64 * 1024;
 
 async fn echo_chunk(mut stream: TcpStream) -> io::Result<()> {
-    let mut rest: Vec<u8> = Vec::new();
-    while let Some(chunk) = stream.recv_chunk().await? {
-        // Sent straight from the ring buffer (no copy); it goes back to the ring after.
-        let len = chunk.len();
-        let (res, chunk) = stream.write(chunk).await;
-        let sent = res?;
-        if sent < len {
-            // A short send (rare): copy the rest out and finish it.
-            rest.clear();
-            rest.extend_from_slice(&chunk[sent..]);
-            drop(chunk);
-            let (res, back) = stream.write_all(rest).await;
-            res?;
-            rest = back;
+    // The last reply, submitted unwatched: its result is read when the next chunk arrives
+    // (on a closed loop it completed long before), so an exchange wakes this task once. Its
+    // ring buffer went back to the ring at the send's completion, not when it is read here.
+    let mut replying: Option<SendChunk> = None;
+    loop {
+        let chunk = stream.recv_chunk().await;
+        // Sends go out in order: the next one waits for this one.
+        if let Some(reply) = replying.take() {
+            reply.await?;
+        }
+        let Some(chunk) = chunk? else {
+            return Ok(());
+        };
+        // Sent straight from the ring buffer (no copy), all of it or an error.
+        let mut reply = stream.send_chunk(chunk);
+        match reply.poll_unwatched() {
+            Poll::Ready(res) => res?,
+            Poll::Pending => replying = Some(reply),
         }
     }
-    Ok(())
 }
 
 async fn echo_read(stream: TcpStream) -> io::Result<()> {

@@ -304,6 +304,13 @@ impl RingBuf {
         self.bid
     }
 
+    /// Whether another handle to its ring lives (so dropping this buffer does not drop the
+    /// ring, which would need the driver).
+    #[inline]
+    pub(crate) fn ring_shared(&self) -> bool {
+        Rc::strong_count(&self.ring) > 1
+    }
+
     /// Narrows the bytes shown to `len` bytes from `start` (relative to what it shows now);
     /// both are clamped to what it holds.
     pub(crate) fn narrow(&mut self, start: usize, len: usize) {

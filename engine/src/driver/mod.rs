@@ -7,7 +7,11 @@
 //! dropped ([`slab::Lifecycle::Orphaned`]). Either way they stay at the same heap address until
 //! the kernel posts the op's last completion: op data only ever points at heap memory (a
 //! `Vec`'s buffer, a `Box`), never at the future itself, so moving the future moves nothing the
-//! kernel can see.
+//! kernel can see. One op keeps its data in the slot from the start: a chunk send
+//! ([`slab::Lifecycle::SendingChunk`]) owns the ring buffer it sends, so that the completion
+//! gives the buffer back to its ring at once, whether or not the future is polled then (a
+//! connection that sends its reply and waits for the next request is woken once per exchange,
+//! by the request, and holds no ring buffer while it waits).
 //!
 //! Submission. [`Driver::push`] puts an entry into the submission queue; when the queue is full
 //! the entry waits in a user-space backlog (never dropped, never a spin) which the next
@@ -50,6 +54,9 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 pub use ring::RingFeatures;
 use ring_fd::RegisteredRing;
 use slab::{Completion, Lifecycle, OpKey, OpSlab};
+
+use crate::buf::ring::RingBuf;
+use crate::fd::SharedFd;
 
 /// `user_data` of completions nobody waits for (async cancels, fire-and-forget messages).
 pub(crate) const TOKEN_IGNORE: u64 = 0;
@@ -231,6 +238,59 @@ impl Driver {
         key
     }
 
+    /// Registers a send of `chunk`'s bytes (the slot owns `chunk` until the completion, then
+    /// gives it back to its ring) and queues its entry; `waker`, if given, is woken by the
+    /// completion.
+    ///
+    /// # Safety
+    ///
+    /// The entry may only point at `chunk`'s bytes (ring memory, which does not move with the
+    /// `RingBuf` and lives as long as it does).
+    #[inline]
+    pub(crate) unsafe fn submit_chunk_send(
+        &mut self,
+        entry: squeue::Entry,
+        chunk: RingBuf,
+        waker: Option<Waker>,
+    ) -> OpKey {
+        let key = self.slab.insert(Lifecycle::SendingChunk { chunk, waker });
+        // SAFETY: the slot owns the chunk the entry points into until the last completion
+        // (or hands it to an orphan that does).
+        unsafe { self.push(entry.user_data(key.to_user_data())) };
+        key
+    }
+
+    /// The future of a chunk send (`key`) was dropped. A completed send's slot is freed; one
+    /// in flight is cancelled, and its chunk and `fd` are kept until the kernel is done (the
+    /// socket must not close, nor its number be reused, under a send still queued). Returns
+    /// `fd` when it is not kept, for the caller to drop outside the driver's borrow.
+    pub(crate) fn orphan_chunk_send(&mut self, key: OpKey, fd: SharedFd) -> Option<SharedFd> {
+        let Some(state) = self.slab.get_mut(key) else {
+            return Some(fd);
+        };
+        match state {
+            Lifecycle::SendingChunk { .. } => {
+                if let Lifecycle::SendingChunk { chunk, .. } =
+                    std::mem::replace(state, Lifecycle::Completed(UNSEEN))
+                {
+                    *state = Lifecycle::Orphaned(Box::new(ChunkSendOrphan {
+                        _fd: Some(fd),
+                        orphan: None,
+                        _chunk: chunk,
+                    }));
+                }
+                self.cancel(key);
+                None
+            }
+            Lifecycle::Completed(_) => {
+                self.slab.remove_completed(key);
+                Some(fd)
+            }
+            // No other state is ever this key's.
+            _ => Some(fd),
+        }
+    }
+
     /// Queues an op no future waits for: `orphan` owns its memory and sees its completions.
     ///
     /// # Safety
@@ -307,7 +367,9 @@ impl Driver {
                 self.slab.remove_completed(key);
                 Some(done)
             }
-            Some(Lifecycle::Waiting { waker: slot }) => {
+            Some(
+                Lifecycle::Waiting { waker: slot } | Lifecycle::SendingChunk { waker: slot, .. },
+            ) => {
                 match slot {
                     Some(w) if w.will_wake(waker) => {}
                     _ => *slot = Some(waker.clone()),
@@ -351,6 +413,19 @@ impl Driver {
             }
             Lifecycle::Waiting { .. } => {
                 *state = Lifecycle::Orphaned(orphan);
+                self.cancel(key);
+            }
+            Lifecycle::SendingChunk { .. } => {
+                // The chunk stays with the orphan: the kernel may still be reading it.
+                if let Lifecycle::SendingChunk { chunk, .. } =
+                    std::mem::replace(state, Lifecycle::Completed(UNSEEN))
+                {
+                    *state = Lifecycle::Orphaned(Box::new(ChunkSendOrphan {
+                        _fd: None,
+                        orphan: Some(orphan),
+                        _chunk: chunk,
+                    }));
+                }
                 self.cancel(key);
             }
             Lifecycle::Orphaned(_) => {}
@@ -588,6 +663,45 @@ impl Driver {
     }
 }
 
+/// A placeholder state, replaced before anyone can see it.
+const UNSEEN: Completion = Completion {
+    result: 0,
+    flags: 0,
+};
+
+/// A chunk send whose future is gone: the chunk and the socket (or the generic orphan that
+/// holds it) live until the kernel is done with the send, then go (outside the driver's
+/// borrow, from the graveyard).
+struct ChunkSendOrphan {
+    _fd: Option<SharedFd>,
+    orphan: Option<Box<dyn op::Orphan>>,
+    _chunk: RingBuf,
+}
+
+impl op::Orphan for ChunkSendOrphan {
+    fn on_completion(&mut self, done: Completion) {
+        if let Some(orphan) = &mut self.orphan {
+            orphan.on_completion(done);
+        }
+    }
+}
+
+/// Gives a sent chunk back to its ring. In place when the ring lives on elsewhere; the last
+/// handle to a ring goes to the graveyard instead, since dropping the ring unregisters it,
+/// which needs the driver this runs under.
+#[inline]
+fn release_chunk(chunk: RingBuf, graveyard: &mut Vec<Box<dyn op::Orphan>>) {
+    if chunk.ring_shared() {
+        drop(chunk);
+    } else {
+        graveyard.push(Box::new(ChunkSendOrphan {
+            _fd: None,
+            orphan: None,
+            _chunk: chunk,
+        }));
+    }
+}
+
 /// Hands one completion to its op. Returns true when a multishot op's untaken completions
 /// just passed its limit: the caller cancels it.
 #[inline]
@@ -629,6 +743,16 @@ fn complete(
                 wakers.push(w);
             }
             return cancel;
+        }
+        Lifecycle::SendingChunk { .. } => {
+            if let Lifecycle::SendingChunk { chunk, waker } =
+                std::mem::replace(state, Lifecycle::Completed(done))
+            {
+                release_chunk(chunk, graveyard);
+                if let Some(w) = waker {
+                    wakers.push(w);
+                }
+            }
         }
         Lifecycle::Orphaned(orphan) => {
             orphan.on_completion(done);

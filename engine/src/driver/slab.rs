@@ -10,6 +10,7 @@
 use std::task::Waker;
 
 use super::op::Orphan;
+use crate::buf::ring::RingBuf;
 
 /// One completion queue entry, as the op sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +108,15 @@ pub(crate) enum Lifecycle {
         /// also once that cancel was sent.
         limit: u32,
     },
+    /// A send of a ring buffer's bytes ([`crate::ops::send_chunk`]): the slot owns the buffer,
+    /// which the driver gives back to its ring at the completion, whether or not the future is
+    /// there to take the result (that is left here as `Completed`). A future that waits has
+    /// its waker here; one that looks later (polled first with the no-op waker) has none, and
+    /// the completion wakes nobody.
+    SendingChunk {
+        chunk: RingBuf,
+        waker: Option<Waker>,
+    },
     /// The future was dropped while the kernel still owns the op's resources. They live here
     /// until the last completion, which is handed to the orphan (to close an fd, recycle a
     /// buffer) before the slot is freed.
@@ -121,6 +131,7 @@ impl std::fmt::Debug for Lifecycle {
             Lifecycle::Multishot {
                 queue, finished, ..
             } => write!(f, "Multishot(queued={}, finished={finished})", queue.len()),
+            Lifecycle::SendingChunk { chunk, .. } => write!(f, "SendingChunk({})", chunk.len()),
             Lifecycle::Orphaned(_) => f.write_str("Orphaned"),
         }
     }

@@ -276,6 +276,26 @@ impl TcpStream {
         ops::send(self.core.fd(), buf, MSG_WAITALL)
     }
 
+    /// Sends a received chunk back out (an echo, a proxy) straight from its ring buffer: all
+    /// of it, or an error. The buffer goes back to the ring when the kernel is done with it,
+    /// whether or not the future is polled then, so a server can submit its reply, wait for
+    /// the next request, and only then read the reply's result: poll the future once with
+    /// [`Waker::noop`](std::task::Waker::noop) to submit it unwatched, and it costs no wake-up
+    /// of its own. Submit a stream's next send only after the previous one completed, or the
+    /// two may interleave.
+    ///
+    /// # Errors
+    ///
+    /// The kernel's error; `WriteZero` when the connection failed after a part went.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future before the send completed cancels it (a prefix may have gone, so
+    /// close the stream then); the buffer returns to its ring when the kernel is done with it.
+    pub fn send_chunk(&self, chunk: RingBuf) -> ops::SendChunk {
+        ops::send_chunk(self.core.fd(), chunk)
+    }
+
     /// Sends several buffers with one `writev`; returns the count sent (possibly short).
     ///
     /// # Errors

@@ -1,0 +1,194 @@
+//! Sending a received chunk (a ring buffer) whose completion gives the buffer back by itself.
+//!
+//! An echo or a proxy sends what it received straight from the ring buffer. With a plain
+//! [`send`](super::send) the buffer comes back with the result, so its owner must run when the
+//! send completes to let go of it, or hold a ring buffer while it waits for its peer (and idle
+//! connections would drain the ring). Here the op's slot owns the buffer and the driver gives
+//! it back to its ring at the completion; the future only reads the result. Polled first with
+//! the no-op waker ([`std::task::Waker::noop`]), the send goes out unwatched: its completion
+//! wakes nobody, and the owner reads the result when it next runs for another reason (a
+//! request/response server: when the next request comes), one wake-up per exchange instead
+//! of two.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use io_uring::{opcode, types};
+
+use crate::buf::ring::RingBuf;
+use crate::driver::slab::{Completion, OpKey};
+use crate::fd::SharedFd;
+use crate::runtime::context;
+
+/// Sends all of `chunk`'s bytes on a connected stream socket (`MSG_WAITALL`: the kernel
+/// itself retries short sends, so the op completes whole or fails; `MSG_NOSIGNAL`: a closed
+/// peer is an error, never a signal). The buffer goes back to its ring when the kernel is done
+/// with it, not when the future is polled. The send is submitted when the future is first
+/// polled.
+///
+/// Sends on one socket go out in the order they are submitted only if each is submitted after
+/// the previous one completed: await (or check) the previous send before submitting the next.
+///
+/// # Errors
+///
+/// The kernel's error (`EPIPE`, `ECONNRESET`, ...); `WriteZero` when the connection failed
+/// after a part of the bytes went (the rest is lost with the buffer, so the stream should be
+/// closed).
+///
+/// # Cancel safety
+///
+/// Dropping the future before the send completed cancels it: a prefix of the bytes may have
+/// gone, so the stream should then be closed. The buffer and the socket are kept until the
+/// kernel is done with the send, then the buffer goes back to its ring. Dropping it after the
+/// completion only forgets the result.
+pub fn send_chunk(socket: &SharedFd, chunk: RingBuf) -> SendChunk {
+    SendChunk {
+        state: State::Unsubmitted {
+            fd: socket.clone(),
+            chunk,
+        },
+    }
+}
+
+/// The future of [`send_chunk`].
+#[must_use = "futures do nothing unless polled"]
+pub struct SendChunk {
+    state: State,
+}
+
+enum State {
+    Unsubmitted {
+        fd: SharedFd,
+        chunk: RingBuf,
+    },
+    /// The slot owns the chunk; the fd is kept here (it must outlive the send, and dropping
+    /// it may need the driver, so it never goes into the slot but with an orphan).
+    Submitted {
+        fd: SharedFd,
+        key: OpKey,
+        len: usize,
+    },
+    Done,
+}
+
+impl fmt::Debug for SendChunk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Unsubmitted { .. } => "unsubmitted",
+            State::Submitted { .. } => "submitted",
+            State::Done => "done",
+        };
+        f.debug_struct("SendChunk").field("state", &state).finish()
+    }
+}
+
+impl SendChunk {
+    /// Polls without a waker: submits the send on the first call, and reads its result on
+    /// later ones, but nothing is woken when it completes. A server that replies and then
+    /// waits for its peer submits the reply this way and awaits it (or calls this again)
+    /// before its next send; by then it has usually completed.
+    pub fn poll_unwatched(&mut self) -> Poll<io::Result<()>> {
+        Pin::new(self).poll(&mut Context::from_waker(Waker::noop()))
+    }
+}
+
+/// A chunk send's result: all `len` bytes, or an error.
+fn whole(done: Completion, len: usize) -> io::Result<()> {
+    let sent = super::check(done)? as usize;
+    if sent < len {
+        return Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            format!("the connection failed after {sent} of {len} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+impl Future for SendChunk {
+    type Output = io::Result<()>;
+
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if let State::Submitted { key, len, .. } = &this.state {
+            let (key, len) = (*key, *len);
+            // A slot that is gone (the driver was shut down and drained) reads as cancelled.
+            let done = context::with_driver(|driver| driver.poll_op(key, cx.waker())).unwrap_or(
+                Some(Completion {
+                    result: -libc::ECANCELED,
+                    flags: 0,
+                }),
+            );
+            let Some(done) = done else {
+                return Poll::Pending;
+            };
+            // The fd is dropped here, outside the driver's borrow.
+            this.state = State::Done;
+            return Poll::Ready(whole(done, len));
+        }
+        let State::Unsubmitted { fd, chunk } = std::mem::replace(&mut this.state, State::Done)
+        else {
+            panic!("send_chunk polled after completion");
+        };
+        let len = chunk.len();
+        let send = match fd.fixed_slot() {
+            // A registered file is named by its table slot (no fd lookup per send).
+            Some(slot) => opcode::Send::new(types::Fixed(slot), chunk.as_ptr(), len as u32),
+            None => opcode::Send::new(types::Fd(fd.raw()), chunk.as_ptr(), len as u32),
+        };
+        let entry = send.flags(libc::MSG_WAITALL | libc::MSG_NOSIGNAL).build();
+        // Polled with the no-op waker, the send is not watched: no waker is kept or woken.
+        let waker = Some(cx.waker())
+            .filter(|w| !w.will_wake(Waker::noop()))
+            .cloned();
+        // SAFETY: the entry points at the chunk's bytes in ring memory, which stays put while
+        // the chunk lives; the chunk moves into the op's slot, which keeps it (or hands it to
+        // an orphan that does) until the kernel's completion.
+        let key =
+            context::with_driver(|driver| unsafe { driver.submit_chunk_send(entry, chunk, waker) });
+        match key {
+            Some(key) => {
+                this.state = State::Submitted { fd, key, len };
+                Poll::Pending
+            }
+            // Off a core: the closure (and the chunk with it) was dropped, nothing submitted.
+            None => Poll::Ready(Err(context::no_runtime())),
+        }
+    }
+}
+
+impl Drop for SendChunk {
+    #[inline]
+    fn drop(&mut self) {
+        if !matches!(self.state, State::Submitted { .. }) {
+            // The common end: the result was taken (or nothing was submitted).
+            return;
+        }
+        let State::Submitted { fd, key, .. } = std::mem::replace(&mut self.state, State::Done)
+        else {
+            return;
+        };
+        let mut fd = Some(fd);
+        let on_core = context::with_core(|core| {
+            if let Ok(mut driver) = core.driver.try_borrow_mut() {
+                if let Some(fd) = fd.take() {
+                    let back = driver.orphan_chunk_send(key, fd);
+                    drop(driver);
+                    // Outside the driver's borrow: dropping the fd may unregister it.
+                    drop(back);
+                }
+            }
+        })
+        .is_some();
+        if on_core {
+            // The driver is busy further up this thread's stack (it never is in practice): the
+            // send may still be queued, so its socket must stay open.
+            if let Some(fd) = fd.take() {
+                std::mem::forget(fd);
+            }
+        }
+    }
+}
