@@ -17,6 +17,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
@@ -28,6 +29,8 @@ use percore::net::tcp::{Handoff, TcpListener};
 use percore::net::log::line as note;
 use percore::net::udp::UdpSocket;
 use percore::net::BufStream;
+use percore::ops::SendChunk;
+use percore::scope::fail_after;
 use percore::udp_conversation::{numbered_echo, ConversationService};
 use percore::{first, shutdown, First};
 
@@ -401,7 +404,7 @@ async fn serve_tcp(
         }
         _ => {
             service
-                .serve_with(accept, move |conn, _| echo(conn))
+                .serve_with(accept, move |conn, _| echo(conn, idle))
                 .await?
         }
     };
@@ -417,27 +420,59 @@ async fn serve_tcp(
 
 /// Every byte back, until the peer closes or a shutdown starts.
 ///
+/// Each received chunk goes back straight from its ring buffer (`send_chunk`: no copy, no
+/// allocation), submitted unwatched: the buffer returns to the ring when the kernel has sent
+/// it, and the reply's result is read when the next chunk comes, so an exchange wakes the
+/// connection's task once, and a connection waiting for its peer holds no buffer. A reply is
+/// always complete before the next one is submitted, which keeps them in order.
+///
+/// With an idle timeout, the peer must send within it, and take each reply within it: a peer
+/// that does not read is closed, and so is one that stops reading while a shutdown waits for
+/// it.
+///
 /// Sized with care: every idle connection holds this future, sized for its largest state.
 /// - The shutdown is raced once, around the whole exchange, not around each read and write
 ///   (a race and a deadline around each write took `serve echo` from ~1 KiB to ~2 KiB per
 ///   idle connection).
-/// - Not an `async fn`: one moves its arguments into a second slot of its future (176 B
-///   more for the stream); an `async move` block keeps the one it captured.
-///
-/// With an idle timeout (the stream's), the peer must also take each reply within it: a
-/// peer that does not read is closed, and so is one that stops reading while a shutdown
-/// waits for it.
+/// - Not an `async fn`: one moves its arguments into a second slot of its future; an `async
+///   move` block keeps the one it captured.
 #[allow(clippy::manual_async_fn)] // an `async fn` would hold the stream twice (see above)
-fn echo(mut conn: BufStream) -> impl Future<Output = std::io::Result<()>> {
+fn echo(conn: BufStream, idle: Option<Duration>) -> impl Future<Output = std::io::Result<()>> {
+    // Unwrapped before the future is built, which then holds the stream alone. The service
+    // hands the connection over before reading from it: nothing is buffered.
+    let (mut stream, buffered_in, _) = conn.into_parts();
+    debug_assert!(buffered_in.is_empty());
+    drop(buffered_in);
     async move {
         // Pinned in place, not boxed: an idle connection's task holds no extra allocation.
         let exchange = std::pin::pin!(async {
-            while let Some(bytes) = conn.read_some(64 * 1024).await? {
-                // The bytes read become the write buffer: no second copy.
-                conn.write_vec(bytes).await?;
-                conn.flush().await?;
+            let mut replying: Option<SendChunk> = None;
+            loop {
+                let chunk = match idle {
+                    None => stream.recv_chunk().await,
+                    Some(limit) => fail_after(limit, stream.recv_chunk())
+                        .await
+                        .unwrap_or_else(|_| Err(too_slow("the next bytes", limit))),
+                };
+                // Awaited in place (by reference): this future is sized for its largest state.
+                if let Some(reply) = &mut replying {
+                    match idle {
+                        None => reply.await?,
+                        Some(limit) => fail_after(limit, reply)
+                            .await
+                            .map_err(|_| too_slow("a reply", limit))??,
+                    }
+                    replying = None;
+                }
+                let Some(chunk) = chunk? else {
+                    return Ok(());
+                };
+                let mut reply = stream.send_chunk(chunk);
+                match reply.poll_unwatched() {
+                    Poll::Ready(sent) => sent?,
+                    Poll::Pending => replying = Some(reply),
+                }
             }
-            Ok(())
         });
         until_shutdown(exchange).await
     }

@@ -182,6 +182,41 @@ fn echo_closes_a_peer_that_takes_no_replies_within_the_idle_timeout() {
     assert!(stderr.contains("1 failed"), "{stderr}");
 }
 
+/// A connection whose peer goes quiet (before its first byte, or after an exchange whose
+/// reply it took) is closed by the idle timeout; one that keeps exchanging is not.
+#[test]
+fn echo_closes_a_quiet_peer_within_the_idle_timeout() {
+    let server = start(&["echo", "--idle-timeout", "300ms"]);
+    let silent = TcpStream::connect(server.addr).unwrap();
+    let mut replied = TcpStream::connect(server.addr).unwrap();
+    let mut busy = TcpStream::connect(server.addr).unwrap();
+    replied.write_all(b"once").unwrap();
+    let mut back = [0u8; 4];
+    replied.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"once");
+    // `busy` exchanges every 100 ms for 900 ms: three idle timeouts, never idle for one.
+    for _ in 0..9 {
+        busy.write_all(b"tick").unwrap();
+        busy.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"tick");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for (name, mut conn) in [("silent", silent), ("replied", replied)] {
+        conn.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut rest = [0u8; 16];
+        match conn.read(&mut rest) {
+            Ok(0) => {}
+            Ok(n) => panic!("{name}: {n} unexpected bytes"),
+            Err(e) => assert!(
+                e.kind() == std::io::ErrorKind::ConnectionReset,
+                "{name}: not closed: {e}"
+            ),
+        }
+    }
+    let stderr = stop(server);
+    assert!(stderr.contains("2 failed"), "{stderr}");
+}
+
 #[test]
 fn sigterm_is_not_held_up_by_a_peer_that_does_not_read() {
     let server = start(&["echo", "--grace", "10s"]);
