@@ -17,7 +17,6 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
@@ -462,16 +461,11 @@ fn echo(conn: BufStream, idle: Option<Duration>) -> impl Future<Output = std::io
                             .await
                             .map_err(|_| too_slow("a reply", limit))??,
                     }
-                    replying = None;
                 }
                 let Some(chunk) = chunk? else {
                     return Ok(());
                 };
-                let mut reply = stream.send_chunk(chunk);
-                match reply.poll_unwatched() {
-                    Poll::Ready(sent) => sent?,
-                    Poll::Pending => replying = Some(reply),
-                }
+                replying = stream.send_chunk(chunk).start_unwatched()?;
             }
         });
         until_shutdown(exchange).await

@@ -6,7 +6,6 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use percore_engine::buf::ring::BufRing;
@@ -31,11 +30,7 @@ async fn echo_unwatched(mut conn: TcpStream) -> std::io::Result<()> {
         let Some(chunk) = chunk? else {
             return Ok(());
         };
-        let mut reply = conn.send_chunk(chunk);
-        match reply.poll_unwatched() {
-            Poll::Ready(res) => res?,
-            Poll::Pending => replying = Some(reply),
-        }
+        replying = conn.send_chunk(chunk).start_unwatched()?;
     }
 }
 

@@ -13,7 +13,6 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::task::Poll;
 
 use clap::{Parser, ValueEnum};
 use percore_engine::ops::SendChunk;
@@ -57,18 +56,16 @@ async fn echo_chunk(mut stream: TcpStream) -> io::Result<()> {
     loop {
         let chunk = stream.recv_chunk().await;
         // Sends go out in order: the next one waits for this one.
-        if let Some(reply) = replying.take() {
+        // Awaited in place (by reference): every idle connection holds this future, sized
+        // for its largest state.
+        if let Some(reply) = &mut replying {
             reply.await?;
         }
         let Some(chunk) = chunk? else {
             return Ok(());
         };
         // Sent straight from the ring buffer (no copy), all of it or an error.
-        let mut reply = stream.send_chunk(chunk);
-        match reply.poll_unwatched() {
-            Poll::Ready(res) => res?,
-            Poll::Pending => replying = Some(reply),
-        }
+        replying = stream.send_chunk(chunk).start_unwatched()?;
     }
 }
 

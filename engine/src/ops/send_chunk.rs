@@ -93,6 +93,20 @@ impl SendChunk {
     pub fn poll_unwatched(&mut self) -> Poll<io::Result<()>> {
         Pin::new(self).poll(&mut Context::from_waker(Waker::noop()))
     }
+
+    /// Submits the send unwatched (see [`SendChunk::poll_unwatched`]): `Ok(None)` if it is
+    /// done already, else the send in flight, to be awaited (or polled) before the stream's
+    /// next send.
+    ///
+    /// # Errors
+    ///
+    /// The send's error, when it failed at once.
+    pub fn start_unwatched(mut self) -> io::Result<Option<SendChunk>> {
+        match self.poll_unwatched() {
+            Poll::Ready(done) => done.map(|()| None),
+            Poll::Pending => Ok(Some(self)),
+        }
+    }
 }
 
 /// A chunk send's result: all `len` bytes, or an error.

@@ -279,8 +279,8 @@ impl TcpStream {
     /// Sends a received chunk back out (an echo, a proxy) straight from its ring buffer: all
     /// of it, or an error. The buffer goes back to the ring when the kernel is done with it,
     /// whether or not the future is polled then, so a server can submit its reply, wait for
-    /// the next request, and only then read the reply's result: poll the future once with
-    /// [`Waker::noop`](std::task::Waker::noop) to submit it unwatched, and it costs no wake-up
+    /// the next request, and only then read the reply's result: submitted unwatched
+    /// ([`SendChunk::start_unwatched`](ops::SendChunk::start_unwatched)), it costs no wake-up
     /// of its own. Submit a stream's next send only after the previous one completed, or the
     /// two may interleave.
     ///
