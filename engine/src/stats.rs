@@ -28,7 +28,8 @@ pub struct CoreStats {
     pub ops_submitted: u64,
     /// Completions reaped.
     pub ops_completed: u64,
-    /// Ops in flight (the kernel still owns them), orphans included.
+    /// Ops in flight: the kernel still owns them (orphans included), or they completed and
+    /// their future has not taken the result yet (an unwatched send whose owner looks later).
     pub ops_in_flight: u64,
     /// `io_uring_enter` calls.
     pub ring_enters: u64,

@@ -177,7 +177,8 @@ impl Driver {
         self.ring.as_raw_fd()
     }
 
-    /// Ops the kernel has not finished with, including orphans.
+    /// Op slots in use: ops the kernel has not finished with (orphans included), and
+    /// completed ones whose future has not taken the result yet (an unwatched send, say).
     pub(crate) fn in_flight(&self) -> usize {
         self.slab.live()
     }
