@@ -426,8 +426,8 @@ async fn serve_tcp(
 /// always complete before the next one is submitted, which keeps them in order.
 ///
 /// With an idle timeout, the peer must send within it, and take each reply within it: a peer
-/// that does not read is closed, and so is one that stops reading while a shutdown waits for
-/// it.
+/// that does not read is closed. A shutdown ends the exchange at once, cancelling a reply that
+/// waits for its peer.
 ///
 /// Sized with care: every idle connection holds this future, sized for its largest state.
 /// - The shutdown is raced once, around the whole exchange, not around each read and write
@@ -452,8 +452,10 @@ fn echo(conn: BufStream, idle: Option<Duration>) -> impl Future<Output = std::io
                     Some(limit) => fail_after(limit, stream.recv_chunk())
                         .await
                         .unwrap_or_else(|_| Err(too_slow("the next bytes", limit))),
-                };
-                // Awaited in place (by reference): this future is sized for its largest state.
+                }?;
+                // A failed or timed-out receive ended the exchange above (a reply in flight is
+                // cancelled with it). Else the last reply is awaited (it has usually completed
+                // by now), in place: this future is sized for its largest state.
                 if let Some(reply) = &mut replying {
                     match idle {
                         None => reply.await?,
@@ -462,7 +464,7 @@ fn echo(conn: BufStream, idle: Option<Duration>) -> impl Future<Output = std::io
                             .map_err(|_| too_slow("a reply", limit))??,
                     }
                 }
-                let Some(chunk) = chunk? else {
+                let Some(chunk) = chunk else {
                     return Ok(());
                 };
                 replying = stream.send_chunk(chunk).start_unwatched()?;

@@ -152,3 +152,36 @@ fn a_result_sink_that_panics_at_the_runtime_s_end_still_lets_the_ring_shut_down(
         "the ring and its eventfd are closed even though cancelling panicked"
     );
 }
+
+/// A future that outlives its core, holding an op the kernel finished with (an unwatched send
+/// whose result nobody read): the core's end waits for the kernel's ops only, not for that
+/// future, and the future is dropped off the core later without harm. Before, the shutdown
+/// waited for the slab to empty, spent its whole limit and leaked every op's memory.
+#[test]
+#[allow(clippy::async_yields_async)] // the send is handed out of the core on purpose
+fn a_core_ends_at_once_when_a_finished_op_outlives_it() {
+    let _serial = serial();
+    let started = std::time::Instant::now();
+    let send = percore_engine::block_on(async {
+        let ring = BufRing::new(8, 256).unwrap();
+        let (fd, mut peer) = unix_pair();
+        let (out, _out_peer) = unix_pair();
+        let mut stream = ops::recv_multishot(&fd, &ring).unwrap();
+        peer.write_all(b"reply").unwrap();
+        let ops::Received::Data(chunk) = stream.next().await.unwrap() else {
+            panic!("expected data");
+        };
+        let send = ops::send_chunk(&out, chunk)
+            .start_unwatched()
+            .unwrap()
+            .expect("in flight");
+        let_kernel_work().await;
+        send
+    });
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the core's end took {:?}",
+        started.elapsed()
+    );
+    drop(send);
+}

@@ -23,11 +23,11 @@ fn loopback() -> SocketAddr {
 async fn echo_unwatched(mut conn: TcpStream) -> std::io::Result<()> {
     let mut replying: Option<SendChunk> = None;
     loop {
-        let chunk = conn.recv_chunk().await;
+        let chunk = conn.recv_chunk().await?;
         if let Some(reply) = replying.take() {
             reply.await?;
         }
-        let Some(chunk) = chunk? else {
+        let Some(chunk) = chunk else {
             return Ok(());
         };
         replying = conn.send_chunk(chunk).start_unwatched()?;

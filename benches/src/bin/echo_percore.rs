@@ -54,14 +54,14 @@ async fn echo_chunk(mut stream: TcpStream) -> io::Result<()> {
     // ring buffer went back to the ring at the send's completion, not when it is read here.
     let mut replying: Option<SendChunk> = None;
     loop {
-        let chunk = stream.recv_chunk().await;
+        let chunk = stream.recv_chunk().await?;
         // Sends go out in order: the next one waits for this one.
         // Awaited in place (by reference): every idle connection holds this future, sized
         // for its largest state.
         if let Some(reply) = &mut replying {
             reply.await?;
         }
-        let Some(chunk) = chunk? else {
+        let Some(chunk) = chunk else {
             return Ok(());
         };
         // Sent straight from the ring buffer (no copy), all of it or an error.

@@ -35,8 +35,9 @@
 //! completion.
 //!
 //! Shutdown. [`Driver::shutdown`] cancels everything in flight and drives the ring until the
-//! slab is empty; if the kernel does not finish within a bound, every op's memory (the slab) is
-//! leaked rather than freed under the kernel's feet.
+//! kernel owns no op (a slot left holds what a finished op left for a future that outlives the
+//! core: nothing the kernel touches); if the kernel does not finish within a bound, every op's
+//! memory (the slab) is leaked rather than freed under the kernel's feet.
 
 pub(crate) mod fixed;
 pub(crate) mod op;
@@ -617,7 +618,7 @@ impl Driver {
     fn shutdown_cancelling(&mut self, limit: Duration, any: bool) -> bool {
         let deadline = crate::time::deadline_after(Instant::now(), limit);
         let mut wakers = Vec::new();
-        while self.slab.live() > 0 {
+        while self.slab.any_kernel_owned() {
             // Again each round: an op submitted after the last cancel (by a destructor) needs
             // its own, and a per-op cancel may have raced its op's submission.
             self.cancel_everything(any);

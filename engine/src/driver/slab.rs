@@ -123,6 +123,21 @@ pub(crate) enum Lifecycle {
     Orphaned(Box<dyn Orphan>),
 }
 
+impl Lifecycle {
+    /// Whether the kernel may still post completions for the op (or read or write its
+    /// memory): not for a completed single-shot op, nor a multishot one whose last
+    /// completion came, that waits for its future to take what it left.
+    fn kernel_owned(&self) -> bool {
+        match self {
+            Lifecycle::Completed(_) => false,
+            Lifecycle::Multishot { finished, .. } => !finished,
+            Lifecycle::Waiting { .. } | Lifecycle::SendingChunk { .. } | Lifecycle::Orphaned(_) => {
+                true
+            }
+        }
+    }
+}
+
 impl std::fmt::Debug for Lifecycle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -163,7 +178,8 @@ impl OpSlab {
         }
     }
 
-    /// Number of occupied slots (ops the kernel has not finished with).
+    /// Number of occupied slots: ops the kernel has not finished with, and finished ones
+    /// whose future has not taken what they left (a completion, queued multishot results).
     pub(crate) fn live(&self) -> usize {
         self.live
     }
@@ -231,22 +247,26 @@ impl OpSlab {
         }
     }
 
-    /// The keys of the ops the kernel still owns (every occupied slot but a completed
-    /// single-shot one waiting for its future): what a shutdown cancels one by one.
+    /// The keys of the ops the kernel still owns (see [`Lifecycle::kernel_owned`]): what a
+    /// shutdown cancels one by one.
     pub(crate) fn kernel_owned(&self) -> Vec<OpKey> {
         self.slots
             .iter()
             .enumerate()
-            .filter(|(_, slot)| {
-                slot.state
-                    .as_ref()
-                    .is_some_and(|s| !matches!(s, Lifecycle::Completed(_)))
-            })
+            .filter(|(_, slot)| slot.state.as_ref().is_some_and(Lifecycle::kernel_owned))
             .map(|(index, slot)| OpKey {
                 index: index as u32,
                 generation: slot.generation,
             })
             .collect()
+    }
+
+    /// Whether the kernel still owns any op: what a shutdown waits for. Slots the kernel is
+    /// done with may stay (their futures outlive the core); they hold nothing it can touch.
+    pub(crate) fn any_kernel_owned(&self) -> bool {
+        self.slots
+            .iter()
+            .any(|slot| slot.state.as_ref().is_some_and(Lifecycle::kernel_owned))
     }
 
     /// Takes every occupied slot's state (used at shutdown, after the kernel is done).

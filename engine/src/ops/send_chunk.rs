@@ -24,8 +24,7 @@ use crate::fd::SharedFd;
 use crate::runtime::context;
 
 /// Sends all of `chunk`'s bytes on a connected stream socket (`MSG_WAITALL`: the kernel
-/// itself retries short sends, so the op completes whole or fails; `MSG_NOSIGNAL`: a closed
-/// peer is an error, never a signal). The buffer goes back to its ring when the kernel is done
+/// itself retries short sends; `MSG_NOSIGNAL`: a closed peer is an error, never a signal). The buffer goes back to its ring when the kernel is done
 /// with it, not when the future is polled. The send is submitted when the future is first
 /// polled.
 ///
@@ -34,9 +33,11 @@ use crate::runtime::context;
 ///
 /// # Errors
 ///
-/// The kernel's error (`EPIPE`, `ECONNRESET`, ...); `WriteZero` when the connection failed
-/// after a part of the bytes went (the rest is lost with the buffer, so the stream should be
-/// closed).
+/// The kernel's error (`EPIPE`, `ECONNRESET`, ...); `WriteZero` when the send ended after a
+/// part of the bytes went: the connection failed, or (rarely, despite `MSG_WAITALL`) the
+/// kernel stopped early, on a signal to its worker thread, on memory pressure, or on kernels
+/// before 5.18. The rest is not sent (the buffer is back in the ring), so the stream should
+/// be closed.
 ///
 /// # Cancel safety
 ///
@@ -94,13 +95,14 @@ impl SendChunk {
         Pin::new(self).poll(&mut Context::from_waker(Waker::noop()))
     }
 
-    /// Submits the send unwatched (see [`SendChunk::poll_unwatched`]): `Ok(None)` if it is
-    /// done already, else the send in flight, to be awaited (or polled) before the stream's
-    /// next send.
+    /// Submits the send unwatched (see [`SendChunk::poll_unwatched`]) and hands it back in
+    /// flight, to be awaited (or polled) before the stream's next send; `Ok(None)` if it had
+    /// completed already (it was polled before).
     ///
     /// # Errors
     ///
-    /// The send's error, when it failed at once.
+    /// Off a percore core (nothing was submitted); the send's error if it had completed.
+    #[must_use = "dropping the send in flight cancels it"]
     pub fn start_unwatched(mut self) -> io::Result<Option<SendChunk>> {
         match self.poll_unwatched() {
             Poll::Ready(done) => done.map(|()| None),
@@ -115,7 +117,7 @@ fn whole(done: Completion, len: usize) -> io::Result<()> {
     if sent < len {
         return Err(io::Error::new(
             io::ErrorKind::WriteZero,
-            format!("the connection failed after {sent} of {len} bytes"),
+            format!("the send ended after {sent} of {len} bytes"),
         ));
     }
     Ok(())
