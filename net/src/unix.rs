@@ -166,7 +166,8 @@ impl UnixStream {
     ///
     /// # Errors
     ///
-    /// The kernel's error; `WriteZero` when the connection failed after a part went.
+    /// The kernel's error (after a part went, maybe); `WriteZero` if the kernel took none of
+    /// what was left.
     ///
     /// # Cancel safety
     ///

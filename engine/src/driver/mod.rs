@@ -54,7 +54,7 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
 pub use ring::RingFeatures;
 use ring_fd::RegisteredRing;
-use slab::{Completion, Lifecycle, OpKey, OpSlab};
+use slab::{Completion, Lifecycle, OpKey, OpSlab, SendTarget};
 
 use crate::buf::ring::RingBuf;
 use crate::fd::SharedFd;
@@ -240,24 +240,31 @@ impl Driver {
         key
     }
 
-    /// Registers a send of `chunk`'s bytes (the slot owns `chunk` until the completion, then
-    /// gives it back to its ring) and queues its entry; `waker`, if given, is woken by the
-    /// completion.
+    /// Registers a send of `chunk`'s bytes to `to` (the slot owns `chunk` until the send is
+    /// done, then gives it back to its ring) and queues its entry; `waker`, if given, is woken
+    /// by the completion.
     ///
     /// # Safety
     ///
-    /// The entry may only point at `chunk`'s bytes (ring memory, which does not move with the
-    /// `RingBuf` and lives as long as it does).
+    /// `to` must stay open (its number not reused) until the op's last completion: the caller
+    /// keeps the socket, and hands it to the orphan it leaves if it goes first.
     #[inline]
     pub(crate) unsafe fn submit_chunk_send(
         &mut self,
-        entry: squeue::Entry,
+        to: SendTarget,
         chunk: RingBuf,
         waker: Option<Waker>,
     ) -> OpKey {
-        let key = self.slab.insert(Lifecycle::SendingChunk { chunk, waker });
-        // SAFETY: the slot owns the chunk the entry points into until the last completion
-        // (or hands it to an orphan that does).
+        let entry = chunk_send_entry(to, &chunk);
+        let key = self.slab.insert(Lifecycle::SendingChunk {
+            chunk,
+            waker,
+            to,
+            sent: 0,
+        });
+        // SAFETY: the entry points into the chunk's ring memory, which stays put while the
+        // chunk lives; the slot owns the chunk until the last completion (or hands it to an
+        // orphan that does). The caller keeps the socket open.
         unsafe { self.push(entry.user_data(key.to_user_data())) };
         key
     }
@@ -574,6 +581,8 @@ impl Driver {
         let mut reaped = Reaped::default();
         // Multishot ops whose untaken completions passed their limit (allocates only then).
         let mut over_limit = Vec::new();
+        // Chunk sends that went short, to be continued (allocates only then).
+        let mut short_sends = Vec::new();
         let mut cq = self.ring.completion();
         cq.sync();
         for cqe in &mut cq {
@@ -593,13 +602,24 @@ impl Driver {
             let Some(key) = OpKey::from_user_data(cqe.user_data()) else {
                 continue;
             };
-            if complete(&mut self.slab, key, done, wakers, &mut self.graveyard) {
-                over_limit.push(key);
+            match complete(&mut self.slab, key, done, wakers, &mut self.graveyard) {
+                FollowUp::None => {}
+                FollowUp::CancelMultishot => over_limit.push(key),
+                FollowUp::SendRest => short_sends.push(key),
             }
         }
         drop(cq);
         for key in over_limit {
             self.cancel_multishot(key);
+        }
+        for key in short_sends {
+            if let Some(Lifecycle::SendingChunk { chunk, to, .. }) = self.slab.get_mut(key) {
+                let entry = chunk_send_entry(*to, chunk);
+                // SAFETY: as in `submit_chunk_send`: the entry points into the slot's chunk,
+                // and the socket stays open while the slot is a chunk send (its future keeps
+                // it, or an orphan does, and an orphaned slot is never continued).
+                unsafe { self.push(entry.user_data(key.to_user_data())) };
+            }
         }
         self.stats.ops_completed += reaped.completions as u64;
         reaped
@@ -704,8 +724,30 @@ fn release_chunk(chunk: RingBuf, graveyard: &mut Vec<Box<dyn op::Orphan>>) {
     }
 }
 
-/// Hands one completion to its op. Returns true when a multishot op's untaken completions
-/// just passed its limit: the caller cancels it.
+/// The entry that sends what `chunk` shows to `to` (`MSG_WAITALL`: the kernel retries short
+/// sends itself; `MSG_NOSIGNAL`: a closed peer is an error, never a signal).
+#[inline]
+fn chunk_send_entry(to: SendTarget, chunk: &RingBuf) -> squeue::Entry {
+    let (ptr, len) = (chunk.as_ptr(), chunk.len() as u32);
+    let send = match to {
+        // A registered file is named by its table slot (no fd lookup per send).
+        SendTarget::Fixed(slot) => opcode::Send::new(types::Fixed(slot), ptr, len),
+        SendTarget::Fd(fd) => opcode::Send::new(types::Fd(fd), ptr, len),
+    };
+    send.flags(libc::MSG_WAITALL | libc::MSG_NOSIGNAL).build()
+}
+
+/// What the driver does after handing a completion to its op.
+#[derive(Debug, PartialEq, Eq)]
+enum FollowUp {
+    None,
+    /// A multishot op's untaken completions just passed its limit: cancel it.
+    CancelMultishot,
+    /// A chunk send went short: send the rest, under the same key.
+    SendRest,
+}
+
+/// Hands one completion to its op, and says what must follow.
 #[inline]
 fn complete(
     slab: &mut OpSlab,
@@ -713,9 +755,9 @@ fn complete(
     done: Completion,
     wakers: &mut Vec<Waker>,
     graveyard: &mut Vec<Box<dyn op::Orphan>>,
-) -> bool {
+) -> FollowUp {
     let Some(state) = slab.get_mut(key) else {
-        return false;
+        return FollowUp::None;
     };
     match state {
         Lifecycle::Waiting { .. } => {
@@ -744,11 +786,26 @@ fn complete(
             if let Some(w) = waker.take() {
                 wakers.push(w);
             }
-            return cancel;
+            if cancel {
+                return FollowUp::CancelMultishot;
+            }
         }
-        Lifecycle::SendingChunk { .. } => {
-            if let Lifecycle::SendingChunk { chunk, waker } =
-                std::mem::replace(state, Lifecycle::Completed(done))
+        Lifecycle::SendingChunk { chunk, sent, .. } => {
+            let went = done.result;
+            if went > 0 && (went as usize) < chunk.len() {
+                // Short: the rest goes out under the same key, before the owner (which sends
+                // nothing on the stream until this completes) can send anything else.
+                chunk.narrow(went as usize, usize::MAX);
+                *sent += went as u32;
+                return FollowUp::SendRest;
+            }
+            // The whole send's count (an error stays the error: what went is lost with it).
+            let whole = Completion {
+                result: if went >= 0 { went + *sent as i32 } else { went },
+                flags: done.flags,
+            };
+            if let Lifecycle::SendingChunk { chunk, waker, .. } =
+                std::mem::replace(state, Lifecycle::Completed(whole))
             {
                 release_chunk(chunk, graveyard);
                 if let Some(w) = waker {
@@ -767,7 +824,7 @@ fn complete(
         // A second completion for a single-shot op does not happen; ignore it.
         Lifecycle::Completed(_) => {}
     }
-    false
+    FollowUp::None
 }
 
 impl Driver {
@@ -831,6 +888,71 @@ mod tests {
     use io_uring::{opcode, types};
 
     use super::{op::Orphan, ring::RingConfig, slab::Lifecycle, Driver};
+
+    /// A chunk send that went short is continued under its key with the rest of the chunk,
+    /// and completes with the whole count (or the error that ended it); the chunk goes back
+    /// to its ring only then. The kernel cannot be made to send short here, so the
+    /// completions are handed to `complete` by hand.
+    #[test]
+    fn a_short_chunk_send_continues_with_the_rest() {
+        use super::slab::{Completion, OpSlab, SendTarget};
+        use super::{complete, FollowUp};
+        use crate::buf::ring::BufRing;
+        use std::io::Write;
+
+        crate::block_on(async {
+            let ring = BufRing::new(8, 256).unwrap();
+            let (a, mut peer) = std::os::unix::net::UnixStream::pair().unwrap();
+            let fd = crate::fd::SharedFd::new(a.into());
+            let mut received = crate::ops::recv_multishot(&fd, &ring).unwrap();
+            let mut slab = OpSlab::new();
+            let (mut wakers, mut graveyard) = (Vec::new(), Vec::new());
+            for (parts, whole) in [(&[4, 6][..], 10), (&[3, -libc::EPIPE][..], -libc::EPIPE)] {
+                peer.write_all(b"0123456789").unwrap();
+                let crate::ops::Received::Data(chunk) = received.next().await.unwrap() else {
+                    panic!("expected data");
+                };
+                let key = slab.insert(Lifecycle::SendingChunk {
+                    chunk,
+                    waker: None,
+                    to: SendTarget::Fd(-1),
+                    sent: 0,
+                });
+                let (first, last) = (parts[0], parts[1]);
+                let short = Completion {
+                    result: first,
+                    flags: 0,
+                };
+                assert_eq!(
+                    complete(&mut slab, key, short, &mut wakers, &mut graveyard),
+                    FollowUp::SendRest
+                );
+                match slab.get_mut(key) {
+                    Some(Lifecycle::SendingChunk { chunk, sent, .. }) => {
+                        assert_eq!(&chunk[..], &b"0123456789"[first as usize..]);
+                        assert_eq!(*sent, first as u32);
+                    }
+                    other => panic!("not continued: {other:?}"),
+                }
+                assert_eq!(ring.lent(), 1, "the rest is still to be sent");
+                let done = Completion {
+                    result: last,
+                    flags: 0,
+                };
+                assert_eq!(
+                    complete(&mut slab, key, done, &mut wakers, &mut graveyard),
+                    FollowUp::None
+                );
+                assert!(matches!(
+                    slab.get_mut(key),
+                    Some(Lifecycle::Completed(c)) if c.result == whole
+                ));
+                assert_eq!(ring.lent(), 0, "back in the ring once the send is done");
+                slab.remove(key);
+            }
+            assert!(wakers.is_empty() && graveyard.is_empty());
+        });
+    }
 
     /// The read buffer an orphaned read owns until its last completion.
     struct ReadBuf(#[allow(dead_code)] Box<[u8; 64]>);

@@ -110,17 +110,29 @@ pub(crate) enum Lifecycle {
     },
     /// A send of a ring buffer's bytes ([`crate::ops::send_chunk`]): the slot owns the buffer,
     /// which the driver gives back to its ring at the completion, whether or not the future is
-    /// there to take the result (that is left here as `Completed`). A future that waits has
-    /// its waker here; one that looks later (polled first with the no-op waker) has none, and
-    /// the completion wakes nobody.
+    /// there to take the result (that is left here as `Completed`, with the count of the whole
+    /// send). A future that waits has its waker here; one that looks later (polled first with
+    /// the no-op waker) has none, and the completion wakes nobody. A short send (despite
+    /// `MSG_WAITALL`: a signal, memory pressure, a kernel before 5.18) is continued by the
+    /// driver under the same key: `chunk` then shows the rest, and `sent` counts what went.
     SendingChunk {
         chunk: RingBuf,
         waker: Option<Waker>,
+        to: SendTarget,
+        sent: u32,
     },
     /// The future was dropped while the kernel still owns the op's resources. They live here
     /// until the last completion, which is handed to the orphan (to close an fd, recycle a
     /// buffer) before the slot is freed.
     Orphaned(Box<dyn Orphan>),
+}
+
+/// The socket a chunk send goes to: a raw fd or a registered file's slot. Its owner (the
+/// send's future, or the orphan it leaves) keeps the socket open while the op is in flight.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum SendTarget {
+    Fd(std::os::fd::RawFd),
+    Fixed(u32),
 }
 
 impl Lifecycle {

@@ -16,28 +16,26 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
-use io_uring::{opcode, types};
-
 use crate::buf::ring::RingBuf;
-use crate::driver::slab::{Completion, OpKey};
+use crate::driver::slab::{Completion, OpKey, SendTarget};
 use crate::fd::SharedFd;
 use crate::runtime::context;
 
-/// Sends all of `chunk`'s bytes on a connected stream socket (`MSG_WAITALL`: the kernel
-/// itself retries short sends; `MSG_NOSIGNAL`: a closed peer is an error, never a signal). The buffer goes back to its ring when the kernel is done
-/// with it, not when the future is polled. The send is submitted when the future is first
-/// polled.
+/// Sends all of `chunk`'s bytes on a connected stream socket (`MSG_NOSIGNAL`: a closed peer
+/// is an error, never a signal). The kernel retries short sends itself (`MSG_WAITALL`); one it
+/// still ends short (on a signal to its worker thread, on memory pressure, or before Linux
+/// 5.18) is continued by the driver with the rest, under the same op. The buffer goes back to
+/// its ring when the whole send is done, not when the future is polled. The send is submitted
+/// when the future is first polled.
 ///
 /// Sends on one socket go out in the order they are submitted only if each is submitted after
 /// the previous one completed: await (or check) the previous send before submitting the next.
 ///
 /// # Errors
 ///
-/// The kernel's error (`EPIPE`, `ECONNRESET`, ...); `WriteZero` when the send ended after a
-/// part of the bytes went: the connection failed, or (rarely, despite `MSG_WAITALL`) the
-/// kernel stopped early, on a signal to its worker thread, on memory pressure, or on kernels
-/// before 5.18. The rest is not sent (the buffer is back in the ring), so the stream should
-/// be closed.
+/// The kernel's error (`EPIPE`, `ECONNRESET`, ...), which may come after a part of the bytes
+/// went; `WriteZero` if the kernel took none of what was left. Either way the rest is not
+/// sent (the buffer is back in the ring), so the stream should be closed.
 ///
 /// # Cancel safety
 ///
@@ -117,7 +115,7 @@ fn whole(done: Completion, len: usize) -> io::Result<()> {
     if sent < len {
         return Err(io::Error::new(
             io::ErrorKind::WriteZero,
-            format!("the send ended after {sent} of {len} bytes"),
+            format!("the kernel took {sent} of {len} bytes, then none"),
         ));
     }
     Ok(())
@@ -150,21 +148,18 @@ impl Future for SendChunk {
             panic!("send_chunk polled after completion");
         };
         let len = chunk.len();
-        let send = match fd.fixed_slot() {
-            // A registered file is named by its table slot (no fd lookup per send).
-            Some(slot) => opcode::Send::new(types::Fixed(slot), chunk.as_ptr(), len as u32),
-            None => opcode::Send::new(types::Fd(fd.raw()), chunk.as_ptr(), len as u32),
+        let to = match fd.fixed_slot() {
+            Some(slot) => SendTarget::Fixed(slot),
+            None => SendTarget::Fd(fd.raw()),
         };
-        let entry = send.flags(libc::MSG_WAITALL | libc::MSG_NOSIGNAL).build();
         // Polled with the no-op waker, the send is not watched: no waker is kept or woken.
         let waker = Some(cx.waker())
             .filter(|w| !w.will_wake(Waker::noop()))
             .cloned();
-        // SAFETY: the entry points at the chunk's bytes in ring memory, which stays put while
-        // the chunk lives; the chunk moves into the op's slot, which keeps it (or hands it to
-        // an orphan that does) until the kernel's completion.
+        // SAFETY: `fd` names the socket; this future keeps it until the send is done, or
+        // hands it to the orphan it leaves when dropped first.
         let key =
-            context::with_driver(|driver| unsafe { driver.submit_chunk_send(entry, chunk, waker) });
+            context::with_driver(|driver| unsafe { driver.submit_chunk_send(to, chunk, waker) });
         match key {
             Some(key) => {
                 this.state = State::Submitted { fd, key, len };

@@ -286,7 +286,8 @@ impl TcpStream {
     ///
     /// # Errors
     ///
-    /// The kernel's error; `WriteZero` when the connection failed after a part went.
+    /// The kernel's error (after a part went, maybe); `WriteZero` if the kernel took none of
+    /// what was left.
     ///
     /// # Cancel safety
     ///
