@@ -284,7 +284,6 @@ impl Driver {
                 {
                     *state = Lifecycle::Orphaned(Box::new(ChunkSendOrphan {
                         _fd: Some(fd),
-                        orphan: None,
                         _chunk: chunk,
                     }));
                 }
@@ -425,16 +424,18 @@ impl Driver {
                 self.cancel(key);
             }
             Lifecycle::SendingChunk { .. } => {
-                // The chunk stays with the orphan: the kernel may still be reading it.
+                // Not a path a chunk send takes (its future calls `orphan_chunk_send`), but
+                // sound: the kernel reads only the chunk, which the slot's orphan keeps; the
+                // data handed in goes from the graveyard.
                 if let Lifecycle::SendingChunk { chunk, .. } =
                     std::mem::replace(state, Lifecycle::Completed(UNSEEN))
                 {
                     *state = Lifecycle::Orphaned(Box::new(ChunkSendOrphan {
                         _fd: None,
-                        orphan: Some(orphan),
                         _chunk: chunk,
                     }));
                 }
+                self.graveyard.push(orphan);
                 self.cancel(key);
             }
             Lifecycle::Orphaned(_) => {}
@@ -691,22 +692,14 @@ const UNSEEN: Completion = Completion {
     flags: 0,
 };
 
-/// A chunk send whose future is gone: the chunk and the socket (or the generic orphan that
-/// holds it) live until the kernel is done with the send, then go (outside the driver's
-/// borrow, from the graveyard).
+/// A chunk send whose future is gone: the chunk and the socket live until the kernel is done
+/// with the send, then go (outside the driver's borrow, from the graveyard).
 struct ChunkSendOrphan {
     _fd: Option<SharedFd>,
-    orphan: Option<Box<dyn op::Orphan>>,
     _chunk: RingBuf,
 }
 
-impl op::Orphan for ChunkSendOrphan {
-    fn on_completion(&mut self, done: Completion) {
-        if let Some(orphan) = &mut self.orphan {
-            orphan.on_completion(done);
-        }
-    }
-}
+impl op::Orphan for ChunkSendOrphan {}
 
 /// Gives a sent chunk back to its ring. In place when the ring lives on elsewhere; the last
 /// handle to a ring goes to the graveyard instead, since dropping the ring unregisters it,
@@ -718,7 +711,6 @@ fn release_chunk(chunk: RingBuf, graveyard: &mut Vec<Box<dyn op::Orphan>>) {
     } else {
         graveyard.push(Box::new(ChunkSendOrphan {
             _fd: None,
-            orphan: None,
             _chunk: chunk,
         }));
     }
