@@ -28,7 +28,7 @@ use percore::net::tcp::{Handoff, TcpListener};
 use percore::net::log::line as note;
 use percore::net::udp::UdpSocket;
 use percore::net::BufStream;
-use percore::ops::SendChunk;
+use percore::ops::SendOwned;
 use percore::scope::fail_after;
 use percore::udp_conversation::{numbered_echo, ConversationService};
 use percore::{first, shutdown, First};
@@ -445,7 +445,7 @@ fn echo(conn: BufStream, idle: Option<Duration>) -> impl Future<Output = std::io
     async move {
         // Pinned in place, not boxed: an idle connection's task holds no extra allocation.
         let exchange = std::pin::pin!(async {
-            let mut replying: Option<SendChunk> = None;
+            let mut replying: Option<SendOwned> = None;
             loop {
                 let chunk = match idle {
                     None => stream.recv_chunk().await,
@@ -497,7 +497,9 @@ fn holla(
                     return Ok(());
                 };
                 conn.write(&line.to_ascii_uppercase()).await?;
-                conn.flush().await?;
+                // Sent behind: read when the next line (or the end) comes, so an exchange
+                // wakes this task once, for the line, and not again for the reply's send.
+                conn.start_flush().await?;
             }
         });
         until_shutdown(exchange).await

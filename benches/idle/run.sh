@@ -6,6 +6,7 @@
 # Usage: benches/idle/run.sh            (from anywhere)
 # Env (defaults): CONNS=8000 ROUNDS=3 HELLO=16 SETTLE=2
 #                 SERVERS="percore-serve percore raw tokio glommio monoio"
+#                 (also: percore-holla, `percore serve holla`)
 # Server pinned to CPU 0, this client to CPU 1. RSS is the kernel's count of resident pages:
 # growth/connection includes allocator rounding, not kernel socket memory.
 set -euo pipefail
@@ -26,6 +27,7 @@ OUT=$(mktemp /tmp/idle-memory.XXXXXX.tsv)
 command_for() {
     case "$1" in
         percore-serve) echo "$BIN/percore serve echo --listen 127.0.0.1:0 --cpus 0" ;;
+        percore-holla) echo "$BIN/percore serve holla --listen 127.0.0.1:0 --cpus 0" ;;
         percore) echo "$BIN/echo_percore --listen 127.0.0.1:0 --cpu 0" ;;
         raw) echo "$BIN/echo_raw_uring --listen 127.0.0.1:0" ;;
         tokio) echo "$BIN/echo_tokio --listen 127.0.0.1:0 --cpu 0" ;;

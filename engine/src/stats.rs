@@ -29,7 +29,8 @@ pub struct CoreStats {
     /// Completions reaped.
     pub ops_completed: u64,
     /// Ops in flight: the kernel still owns them (orphans included), or they completed and
-    /// their future has not taken the result yet (an unwatched send whose owner looks later).
+    /// their future has not taken the result yet (an unwatched send that failed, say, whose
+    /// owner looks later; one that succeeded frees its slot at the completion).
     pub ops_in_flight: u64,
     /// `io_uring_enter` calls.
     pub ring_enters: u64,

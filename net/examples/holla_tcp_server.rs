@@ -20,7 +20,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .serve(TcpListener::bind(addr)?, |mut conn, _peer| async move {
                 while let Some(message) = conn.read_line(64 * 1024).await? {
                     conn.write(&message.to_ascii_uppercase()).await?;
-                    conn.flush().await?;
+                    // Sent behind: its result is read with the next line (or the end).
+                    conn.start_flush().await?;
                 }
                 Ok(())
             })

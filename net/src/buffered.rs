@@ -16,17 +16,28 @@
 //! With an idle timeout, each flush must be taken by the peer within it: a flush sends at most
 //! twice the bound (64 KiB by default), which a peer that reads takes at once.
 //!
+//! A reply can also be sent behind the handler's back ([`BufStream::start_flush`]): the send
+//! goes out unwatched, with an op that owns the buffer and frees it at its completion
+//! ([`ByteStream::send_vec`]), and its result is read by the next call that needs the stream's
+//! sends done (the next flush or started flush, a shutdown, end of stream). A
+//! request/response server then wakes once per exchange, for the request, instead of also for
+//! its reply's completion. At most one such send is in flight: the next flush waits for it
+//! (back-pressure, within the idle timeout).
+//!
 //! An idle connection holds no buffer: before a read waits for the peer, the read and write
 //! buffers give their memory back if they are empty (an allocation per exchange, against
-//! kilobytes kept per idle connection).
+//! kilobytes kept per idle connection), and a started flush's buffer is freed by the driver
+//! when the kernel has taken it.
 
 use std::fmt;
 use std::io;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 
 use percore_engine::buf::ring::RingBuf;
+use percore_engine::ops::SendOwned;
 
 use crate::stream::ByteStream;
 use crate::tcp::TcpStream;
@@ -43,6 +54,8 @@ pub struct BufStream<S = TcpStream> {
     write_buf: Vec<u8>,
     write_limit: usize,
     idle_timeout: Option<Duration>,
+    /// The send [`BufStream::start_flush`] left in flight, until a call settles it.
+    sending: Option<SendOwned>,
 }
 
 impl<S: fmt::Debug> fmt::Debug for BufStream<S> {
@@ -51,6 +64,7 @@ impl<S: fmt::Debug> fmt::Debug for BufStream<S> {
             .field("stream", &self.stream)
             .field("buffered_in", &self.read_buf.len())
             .field("buffered_out", &self.write_buf.len())
+            .field("sending", &self.sending.is_some())
             .finish()
     }
 }
@@ -77,6 +91,7 @@ impl<S: ByteStream> BufStream<S> {
             write_buf: Vec::new(),
             write_limit: write_limit.max(1),
             idle_timeout: None,
+            sending: None,
         }
     }
 
@@ -102,7 +117,9 @@ impl<S: ByteStream> BufStream<S> {
         &self.read_buf
     }
 
-    /// Waits for the next received chunk (with the idle timeout); `None` at end of stream.
+    /// Waits for the next received chunk (with the idle timeout); `None` at end of stream,
+    /// once a send [`BufStream::start_flush`] left in flight is settled (its error, if any, is
+    /// the read's: the exchange ends with the last reply's outcome known).
     ///
     /// Before it waits, empty buffers give their memory back: a connection waiting for its
     /// peer holds no buffer (the receive ring lends one only once bytes arrive).
@@ -110,24 +127,32 @@ impl<S: ByteStream> BufStream<S> {
         if self.eof {
             return Ok(None);
         }
+        if let Some(chunk) = self.receive().await? {
+            return Ok(Some(chunk));
+        }
+        // Nothing is held across this await: a handler's future, which every idle connection
+        // holds, is sized for its largest state.
+        self.eof = true;
+        self.settle_send().await?;
+        Ok(None)
+    }
+
+    /// [`BufStream::next_chunk`]'s wait for the peer, its empty buffers given back first.
+    async fn receive(&mut self) -> io::Result<Option<RingBuf>> {
         if self.read_buf.is_empty() && self.read_buf.capacity() > 0 {
             self.read_buf = BytesMut::new();
         }
         if self.write_buf.is_empty() && self.write_buf.capacity() > 0 {
             self.write_buf = Vec::new();
         }
-        let chunk = match self.idle_deadline() {
+        match self.idle_deadline() {
             Some((t, at)) => percore_engine::time::timeout_at(at, self.stream.recv_chunk())
                 .await
                 .map_err(|_| {
                     io::Error::new(io::ErrorKind::TimedOut, format!("no bytes for {t:?}"))
-                })??,
-            None => self.stream.recv_chunk().await?,
-        };
-        if chunk.is_none() {
-            self.eof = true;
+                })?,
+            None => self.stream.recv_chunk().await,
         }
-        Ok(chunk)
     }
 
     /// The idle timeout and the deadline it sets from now, if any. A timeout past what the
@@ -308,20 +333,88 @@ impl<S: ByteStream> BufStream<S> {
         Ok(())
     }
 
-    /// Sends everything buffered.
+    /// Starts sending everything buffered and returns without waiting for the kernel to take
+    /// it: the send goes out unwatched (its completion wakes nobody) and frees its buffer when
+    /// done; its result is read by the next call that needs the stream's sends done (the next
+    /// `flush`, `start_flush` or `shutdown_write`, or a read that meets the end of the
+    /// stream). A send started before and still in flight is waited for first (within the
+    /// idle timeout): one send in flight at most. Always a plain (copying) send, whatever the
+    /// stream's zero-copy threshold.
+    ///
+    /// A request/response server replies with it and goes back to reading: it wakes once per
+    /// exchange, when the next request comes, instead of also when the reply is sent.
+    ///
+    /// # Errors
+    ///
+    /// The error of the send started before, if it failed (its bytes are gone, some may have
+    /// been sent: close the stream), or `TimedOut` if the peer did not take it within the idle
+    /// timeout (it is then cancelled); `InvalidInput` for more than `i32::MAX` bytes buffered.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped while it waits for the send before, that send stays in flight, settled by the
+    /// next call. Dropping the stream with a send in flight cancels whatever of it the kernel
+    /// has not taken yet: call `flush` (or `shutdown_write`) first to know it went.
+    pub async fn start_flush(&mut self) -> io::Result<()> {
+        self.settle_send().await?;
+        if self.write_buf.is_empty() {
+            return Ok(());
+        }
+        let bytes = std::mem::take(&mut self.write_buf);
+        self.sending = self.stream.send_vec(bytes).start_unwatched()?;
+        Ok(())
+    }
+
+    /// Waits (within the idle timeout) for the send [`BufStream::start_flush`] left in
+    /// flight, and reads its result. Cancel-safe: the send stays in flight until it is done
+    /// or timed out.
+    async fn settle_send(&mut self) -> io::Result<()> {
+        let deadline = match &mut self.sending {
+            None => return Ok(()),
+            // Already done (the usual case: it was submitted a loop turn or more ago): no
+            // timer, no clock.
+            Some(send) => match send.poll_unwatched() {
+                Poll::Ready(done) => {
+                    self.sending = None;
+                    return done;
+                }
+                Poll::Pending => self.idle_deadline(),
+            },
+        };
+        let Some(send) = &mut self.sending else {
+            return Ok(());
+        };
+        let done = match deadline {
+            None => send.await,
+            Some((t, at)) => percore_engine::time::timeout_at(at, send)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("the peer did not take the reply within {t:?}"),
+                    ))
+                }),
+        };
+        // Taken (or timed out: dropping it cancels what the kernel has not taken yet).
+        self.sending = None;
+        done
+    }
+
+    /// Sends everything buffered, after a send [`BufStream::start_flush`] left in flight.
     ///
     /// # Errors
     ///
     /// The stream's errors; what was not sent stays buffered. `TimedOut` when the idle
     /// timeout ([`BufStream::set_idle_timeout`]) passes before the peer took all of it: the
     /// buffer is then emptied, some of it may have been sent, and the stream should be
-    /// closed.
+    /// closed. The error of a started send, as [`BufStream::start_flush`] gives it.
     ///
     /// # Cancel safety
     ///
     /// Dropping it mid-way may leave a prefix sent and the buffer emptied: the stream is then
     /// in an unknown state and should be closed.
     pub async fn flush(&mut self) -> io::Result<()> {
+        self.settle_send().await?;
         if self.write_buf.is_empty() {
             return Ok(());
         }
@@ -370,7 +463,9 @@ impl<S: ByteStream> BufStream<S> {
         self.stream.shutdown_write().await
     }
 
-    /// The stream back, with whatever was buffered in and out.
+    /// The stream back, with whatever was buffered in and out. A send
+    /// [`BufStream::start_flush`] left in flight is dropped (cancelled if the kernel has not
+    /// taken all of it, its result lost): call [`BufStream::flush`] first.
     pub fn into_parts(self) -> (S, BytesMut, Vec<u8>) {
         (self.stream, self.read_buf, self.write_buf)
     }

@@ -32,6 +32,16 @@ pub trait ByteStream {
     /// Dropping the future mid-way may leave a prefix of `buf` sent: close the stream then.
     fn write_all(&self, buf: Vec<u8>) -> impl Future<Output = (io::Result<()>, Vec<u8>)>;
 
+    /// Sends all of `bytes` with an op that owns them and frees them at its completion
+    /// ([`ops::send_vec`]): it can go out unwatched and be settled later, holding no buffer
+    /// for its owner meanwhile.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future before the send completed cancels it (a prefix may have gone:
+    /// close the stream then).
+    fn send_vec(&self, bytes: Vec<u8>) -> ops::SendOwned;
+
     /// Half-closes the sending side.
     ///
     /// # Cancel safety

@@ -172,8 +172,22 @@ impl UnixStream {
     /// # Cancel safety
     ///
     /// As [`TcpStream::send_chunk`](crate::tcp::TcpStream::send_chunk).
-    pub fn send_chunk(&self, chunk: RingBuf) -> ops::SendChunk {
+    pub fn send_chunk(&self, chunk: RingBuf) -> ops::SendOwned {
         ops::send_chunk(self.core.fd(), chunk)
+    }
+
+    /// Sends all of `bytes` with an op that owns them and frees them at its completion: see
+    /// [`TcpStream::send_vec`](crate::tcp::TcpStream::send_vec).
+    ///
+    /// # Errors
+    ///
+    /// As [`UnixStream::send_chunk`]; `InvalidInput` for more than `i32::MAX` bytes.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`UnixStream::send_chunk`]; the buffer is freed when the kernel is done with it.
+    pub fn send_vec(&self, bytes: Vec<u8>) -> ops::SendOwned {
+        ops::send_vec(self.core.fd(), bytes)
     }
 
     /// The next received chunk, lent by the core's ring; `None` at end of stream.
@@ -210,6 +224,10 @@ impl ByteStream for UnixStream {
 
     async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
         self.core.write_all(buf).await
+    }
+
+    fn send_vec(&self, bytes: Vec<u8>) -> ops::SendOwned {
+        UnixStream::send_vec(self, bytes)
     }
 
     async fn shutdown_write(&self) -> io::Result<()> {

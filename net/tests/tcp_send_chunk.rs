@@ -9,7 +9,7 @@ use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
 
 use percore_engine::buf::ring::BufRing;
-use percore_engine::ops::SendChunk;
+use percore_engine::ops::SendOwned;
 use percore_engine::scope::move_on_after;
 use percore_engine::time::sleep;
 use percore_net::tcp::{TcpListener, TcpStream};
@@ -21,7 +21,7 @@ fn loopback() -> SocketAddr {
 /// Echoes with `send_chunk` until the peer closes; each reply goes out unwatched and its
 /// result is read when the next chunk (or the end) comes, as `echo_percore` does.
 async fn echo_unwatched(mut conn: TcpStream) -> std::io::Result<()> {
-    let mut replying: Option<SendChunk> = None;
+    let mut replying: Option<SendOwned> = None;
     loop {
         let chunk = conn.recv_chunk().await?;
         if let Some(reply) = replying.take() {
@@ -44,7 +44,8 @@ async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 /// Every size comes back whole and in order; between exchanges the connection, waiting for its
-/// peer with its last reply unread, holds no ring buffer; at the end every buffer is back.
+/// peer with its last reply unread, holds no ring buffer and no op slot for the reply; at the
+/// end every buffer is back.
 #[test]
 fn chunk_echo_of_1_byte_to_16_mib_holds_no_buffer_between_exchanges() {
     percore_engine::block_on(async {
@@ -78,6 +79,8 @@ fn chunk_echo_of_1_byte_to_16_mib_holds_no_buffer_between_exchanges() {
             assert!(rest.is_empty(), "{} bytes after the last echo", rest.len());
         });
         let (conn, _) = listener.accept().await.unwrap();
+        // The listener's accept op is in this count; the connection adds its receive.
+        let ops_base = percore_engine::stats::current().ops_in_flight;
         let server = percore_engine::spawn(echo_unwatched(conn));
         for size in sizes {
             eventually("the client's exchange", || {
@@ -88,6 +91,11 @@ fn chunk_echo_of_1_byte_to_16_mib_holds_no_buffer_between_exchanges() {
             // for its next chunk with the reply's result still unread.
             eventually(&format!("{size} B: ring buffers still lent"), || {
                 ring.lent() == 0
+            })
+            .await;
+            // Nor an op slot: a whole unwatched send frees it at its completion.
+            eventually(&format!("{size} B: the reply's op slot still held"), || {
+                percore_engine::stats::current().ops_in_flight == ops_base + 1
             })
             .await;
             next_tx.send(()).unwrap();

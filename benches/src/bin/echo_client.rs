@@ -8,6 +8,9 @@
 //! the start and at the end of the measured window and adds the server's user and system CPU
 //! µs per round trip. `--free-port` prints a free TCP port of 127.0.0.1 and exits.
 //!
+//! The message is `Z`s ending in a newline, so `percore serve holla` (a line back upper-cased)
+//! is loaded the same way.
+//!
 //! Run: `echo_client --cpu 1 --addr 127.0.0.1:7000 --connections 64 --size 64`.
 
 use std::cell::RefCell;
@@ -87,7 +90,12 @@ async fn run_connection(
     measure_to: Instant,
     hist: Rc<RefCell<Histogram<u64>>>,
 ) -> io::Result<()> {
-    let msg = vec![0x5au8; size];
+    // `Z`s ending in a newline: a line server that upper-cases (`percore serve holla`)
+    // answers it with the same bytes, so it loads that one too.
+    let mut msg = vec![b'Z'; size];
+    if let Some(last) = msg.last_mut() {
+        *last = b'\n';
+    }
     let mut back = vec![0u8; size];
     loop {
         let start = Instant::now();

@@ -15,7 +15,7 @@ use std::io;
 use std::net::SocketAddr;
 
 use clap::{Parser, ValueEnum};
-use percore_engine::ops::SendChunk;
+use percore_engine::ops::SendOwned;
 use percore_engine::Runtime;
 use percore_net::tcp::{TcpListener, TcpStream};
 use percore_net::BufStream;
@@ -52,7 +52,7 @@ async fn echo_chunk(mut stream: TcpStream) -> io::Result<()> {
     // The last reply, submitted unwatched: its result is read when the next chunk arrives
     // (on a closed loop it completed long before), so an exchange wakes this task once. Its
     // ring buffer went back to the ring at the send's completion, not when it is read here.
-    let mut replying: Option<SendChunk> = None;
+    let mut replying: Option<SendOwned> = None;
     loop {
         let chunk = stream.recv_chunk().await?;
         // Sends go out in order: the next one waits for this one.

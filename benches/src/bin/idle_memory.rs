@@ -137,7 +137,12 @@ fn echo_once(stream: &mut TcpStream, bytes: usize) -> std::io::Result<()> {
     if bytes == 0 {
         return Ok(());
     }
-    let out = vec![b'm'; bytes];
+    // `Z`s ending in a newline: a line server that upper-cases (`percore serve holla`)
+    // answers it with the same bytes.
+    let mut out = vec![b'Z'; bytes];
+    if let Some(last) = out.last_mut() {
+        *last = b'\n';
+    }
     stream.write_all(&out)?;
     let mut back = vec![0u8; bytes];
     stream.read_exact(&mut back)?;

@@ -7,11 +7,12 @@
 //! dropped ([`slab::Lifecycle::Orphaned`]). Either way they stay at the same heap address until
 //! the kernel posts the op's last completion: op data only ever points at heap memory (a
 //! `Vec`'s buffer, a `Box`), never at the future itself, so moving the future moves nothing the
-//! kernel can see. One op keeps its data in the slot from the start: a chunk send
-//! ([`slab::Lifecycle::SendingChunk`]) owns the ring buffer it sends, so that the completion
-//! gives the buffer back to its ring at once, whether or not the future is polled then (a
-//! connection that sends its reply and waits for the next request is woken once per exchange,
-//! by the request, and holds no ring buffer while it waits).
+//! kernel can see. One kind of op keeps its data in the slot from the start: an owned send
+//! ([`slab::Lifecycle::SendingOwned`], [`owned_send`]) owns the bytes it sends, a ring buffer or
+//! a heap buffer, so that the completion lets go of them at once (the ring buffer back to its
+//! ring), whether or not the future is polled then: a connection that sends its reply and
+//! waits for the next request is woken once per exchange, by the request, and holds no buffer
+//! while it waits.
 //!
 //! Submission. [`Driver::push`] puts an entry into the submission queue; when the queue is full
 //! the entry waits in a user-space backlog (never dropped, never a spin) which the next
@@ -41,6 +42,7 @@
 
 pub(crate) mod fixed;
 pub(crate) mod op;
+pub(crate) mod owned_send;
 pub(crate) mod ring;
 mod ring_fd;
 pub(crate) mod slab;
@@ -52,11 +54,11 @@ use std::time::{Duration, Instant};
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
+use owned_send::{OwnedSendOrphan, SendBytes};
 pub use ring::RingFeatures;
 use ring_fd::RegisteredRing;
 use slab::{Completion, Lifecycle, OpKey, OpSlab, SendTarget};
 
-use crate::buf::ring::RingBuf;
 use crate::fd::SharedFd;
 
 /// `user_data` of completions nobody waits for (async cancels, fire-and-forget messages).
@@ -179,7 +181,8 @@ impl Driver {
     }
 
     /// Op slots in use: ops the kernel has not finished with (orphans included), and
-    /// completed ones whose future has not taken the result yet (an unwatched send, say).
+    /// completed ones whose future has not taken the result yet (a watched send, or an
+    /// unwatched one that failed).
     pub(crate) fn in_flight(&self) -> usize {
         self.slab.live()
     }
@@ -240,51 +243,51 @@ impl Driver {
         key
     }
 
-    /// Registers a send of `chunk`'s bytes to `to` (the slot owns `chunk` until the send is
-    /// done, then gives it back to its ring) and queues its entry; `waker`, if given, is woken
-    /// by the completion.
+    /// Registers a send of `bytes` to `to` (the slot owns them until the send is done, then
+    /// lets go of them: see [`owned_send::release`]) and queues its entry; `waker`, if given,
+    /// is woken by the completion.
     ///
     /// # Safety
     ///
     /// `to` must stay open (its number not reused) until the op's last completion: the caller
     /// keeps the socket, and hands it to the orphan it leaves if it goes first.
     #[inline]
-    pub(crate) unsafe fn submit_chunk_send(
+    pub(crate) unsafe fn submit_owned_send(
         &mut self,
         to: SendTarget,
-        chunk: RingBuf,
+        bytes: SendBytes,
         waker: Option<Waker>,
     ) -> OpKey {
-        let entry = chunk_send_entry(to, &chunk);
-        let key = self.slab.insert(Lifecycle::SendingChunk {
-            chunk,
+        let entry = owned_send::send_entry(to, &bytes);
+        let key = self.slab.insert(Lifecycle::SendingOwned {
+            bytes,
             waker,
             to,
             sent: 0,
         });
-        // SAFETY: the entry points into the chunk's ring memory, which stays put while the
-        // chunk lives; the slot owns the chunk until the last completion (or hands it to an
-        // orphan that does). The caller keeps the socket open.
+        // SAFETY: the entry points at the bytes' memory (a ring buffer's, or a `Vec`'s heap
+        // buffer), which stays put while they live; the slot owns them until the last
+        // completion (or hands them to an orphan that does). The caller keeps the socket open.
         unsafe { self.push(entry.user_data(key.to_user_data())) };
         key
     }
 
-    /// The future of a chunk send (`key`) was dropped. A completed send's slot is freed; one
-    /// in flight is cancelled, and its chunk and `fd` are kept until the kernel is done (the
+    /// The future of an owned send (`key`) was dropped. A completed send's slot is freed; one
+    /// in flight is cancelled, and its bytes and `fd` are kept until the kernel is done (the
     /// socket must not close, nor its number be reused, under a send still queued). Returns
     /// `fd` when it is not kept, for the caller to drop outside the driver's borrow.
-    pub(crate) fn orphan_chunk_send(&mut self, key: OpKey, fd: SharedFd) -> Option<SharedFd> {
+    pub(crate) fn orphan_owned_send(&mut self, key: OpKey, fd: SharedFd) -> Option<SharedFd> {
         let Some(state) = self.slab.get_mut(key) else {
             return Some(fd);
         };
         match state {
-            Lifecycle::SendingChunk { .. } => {
-                if let Lifecycle::SendingChunk { chunk, .. } =
+            Lifecycle::SendingOwned { .. } => {
+                if let Lifecycle::SendingOwned { bytes, .. } =
                     std::mem::replace(state, Lifecycle::Completed(UNSEEN))
                 {
-                    *state = Lifecycle::Orphaned(Box::new(ChunkSendOrphan {
+                    *state = Lifecycle::Orphaned(Box::new(OwnedSendOrphan {
                         _fd: Some(fd),
-                        _chunk: chunk,
+                        _bytes: bytes,
                     }));
                 }
                 self.cancel(key);
@@ -375,9 +378,7 @@ impl Driver {
                 self.slab.remove_completed(key);
                 Some(done)
             }
-            Some(
-                Lifecycle::Waiting { waker: slot } | Lifecycle::SendingChunk { waker: slot, .. },
-            ) => {
+            Some(Lifecycle::Waiting { waker: slot }) => {
                 match slot {
                     Some(w) if w.will_wake(waker) => {}
                     _ => *slot = Some(waker.clone()),
@@ -385,6 +386,35 @@ impl Driver {
                 None
             }
             _ => Some(Completion {
+                result: -libc::ECANCELED,
+                flags: 0,
+            }),
+        }
+    }
+
+    /// Polls an owned send ([`owned_send`]): its completion, or none yet (`waker` kept to be
+    /// woken by it, unless it is the no-op waker: an unwatched send keeps none).
+    /// [`OwnedSendPoll::Sent`] when the slot is gone: the send completed whole while nobody
+    /// watched, and the driver freed the slot then (see [`complete`]).
+    #[inline]
+    pub(crate) fn poll_owned_send(&mut self, key: OpKey, waker: &Waker) -> OwnedSendPoll {
+        match self.slab.get_mut(key) {
+            Some(Lifecycle::Completed(done)) => {
+                let done = *done;
+                self.slab.remove_completed(key);
+                OwnedSendPoll::Done(done)
+            }
+            Some(Lifecycle::SendingOwned { waker: slot, .. }) => {
+                match slot {
+                    Some(w) if w.will_wake(waker) => {}
+                    _ if waker.will_wake(Waker::noop()) => *slot = None,
+                    _ => *slot = Some(waker.clone()),
+                }
+                OwnedSendPoll::Pending
+            }
+            None => OwnedSendPoll::Sent,
+            // No other state is ever this key's.
+            Some(_) => OwnedSendPoll::Done(Completion {
                 result: -libc::ECANCELED,
                 flags: 0,
             }),
@@ -423,16 +453,16 @@ impl Driver {
                 *state = Lifecycle::Orphaned(orphan);
                 self.cancel(key);
             }
-            Lifecycle::SendingChunk { .. } => {
-                // Not a path a chunk send takes (its future calls `orphan_chunk_send`), but
-                // sound: the kernel reads only the chunk, which the slot's orphan keeps; the
+            Lifecycle::SendingOwned { .. } => {
+                // Not a path an owned send takes (its future calls `orphan_owned_send`), but
+                // sound: the kernel reads only the bytes, which the slot's orphan keeps; the
                 // data handed in goes from the graveyard.
-                if let Lifecycle::SendingChunk { chunk, .. } =
+                if let Lifecycle::SendingOwned { bytes, .. } =
                     std::mem::replace(state, Lifecycle::Completed(UNSEEN))
                 {
-                    *state = Lifecycle::Orphaned(Box::new(ChunkSendOrphan {
+                    *state = Lifecycle::Orphaned(Box::new(OwnedSendOrphan {
                         _fd: None,
-                        _chunk: chunk,
+                        _bytes: bytes,
                     }));
                 }
                 self.graveyard.push(orphan);
@@ -614,11 +644,11 @@ impl Driver {
             self.cancel_multishot(key);
         }
         for key in short_sends {
-            if let Some(Lifecycle::SendingChunk { chunk, to, .. }) = self.slab.get_mut(key) {
-                let entry = chunk_send_entry(*to, chunk);
-                // SAFETY: as in `submit_chunk_send`: the entry points into the slot's chunk,
-                // and the socket stays open while the slot is a chunk send (its future keeps
-                // it, or an orphan does, and an orphaned slot is never continued).
+            if let Some(Lifecycle::SendingOwned { bytes, to, .. }) = self.slab.get_mut(key) {
+                let entry = owned_send::send_entry(*to, bytes);
+                // SAFETY: as in `submit_owned_send`: the entry points at the slot's bytes, and
+                // the socket stays open while the slot is an owned send (its future keeps it,
+                // or an orphan does, and an orphaned slot is never continued).
                 unsafe { self.push(entry.user_data(key.to_user_data())) };
             }
         }
@@ -686,48 +716,22 @@ impl Driver {
     }
 }
 
+/// What polling an owned send found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OwnedSendPoll {
+    /// Not completed yet.
+    Pending,
+    /// Completed (whole, short with nothing more taken, or failed): the result.
+    Done(Completion),
+    /// Completed whole, unwatched: the slot was freed at the completion.
+    Sent,
+}
+
 /// A placeholder state, replaced before anyone can see it.
 const UNSEEN: Completion = Completion {
     result: 0,
     flags: 0,
 };
-
-/// A chunk send whose future is gone: the chunk and the socket live until the kernel is done
-/// with the send, then go (outside the driver's borrow, from the graveyard).
-struct ChunkSendOrphan {
-    _fd: Option<SharedFd>,
-    _chunk: RingBuf,
-}
-
-impl op::Orphan for ChunkSendOrphan {}
-
-/// Gives a sent chunk back to its ring. In place when the ring lives on elsewhere; the last
-/// handle to a ring goes to the graveyard instead, since dropping the ring unregisters it,
-/// which needs the driver this runs under.
-#[inline]
-fn release_chunk(chunk: RingBuf, graveyard: &mut Vec<Box<dyn op::Orphan>>) {
-    if chunk.ring_shared() {
-        drop(chunk);
-    } else {
-        graveyard.push(Box::new(ChunkSendOrphan {
-            _fd: None,
-            _chunk: chunk,
-        }));
-    }
-}
-
-/// The entry that sends what `chunk` shows to `to` (`MSG_WAITALL`: the kernel retries short
-/// sends itself; `MSG_NOSIGNAL`: a closed peer is an error, never a signal).
-#[inline]
-fn chunk_send_entry(to: SendTarget, chunk: &RingBuf) -> squeue::Entry {
-    let (ptr, len) = (chunk.as_ptr(), chunk.len() as u32);
-    let send = match to {
-        // A registered file is named by its table slot (no fd lookup per send).
-        SendTarget::Fixed(slot) => opcode::Send::new(types::Fixed(slot), ptr, len),
-        SendTarget::Fd(fd) => opcode::Send::new(types::Fd(fd), ptr, len),
-    };
-    send.flags(libc::MSG_WAITALL | libc::MSG_NOSIGNAL).build()
-}
 
 /// What the driver does after handing a completion to its op.
 #[derive(Debug, PartialEq, Eq)]
@@ -735,7 +739,7 @@ enum FollowUp {
     None,
     /// A multishot op's untaken completions just passed its limit: cancel it.
     CancelMultishot,
-    /// A chunk send went short: send the rest, under the same key.
+    /// An owned send went short: send the rest, under the same key.
     SendRest,
 }
 
@@ -782,24 +786,35 @@ fn complete(
                 return FollowUp::CancelMultishot;
             }
         }
-        Lifecycle::SendingChunk { chunk, sent, .. } => {
+        Lifecycle::SendingOwned {
+            bytes, sent, waker, ..
+        } => {
             let went = done.result;
-            if went > 0 && (went as usize) < chunk.len() {
+            if went > 0 && (went as usize) < bytes.len() {
                 // Short: the rest goes out under the same key, before the owner (which sends
                 // nothing on the stream until this completes) can send anything else.
-                chunk.narrow(went as usize, usize::MAX);
+                bytes.advance(went as usize);
                 *sent += went as u32;
                 return FollowUp::SendRest;
+            }
+            if waker.is_none() && went >= 0 && went as usize == bytes.len() {
+                // Sent whole and nobody watches: the slot goes now, not when the owner next
+                // looks (a connection waiting for its peer keeps no slot); its future, finding
+                // its key gone, reads success. A failure stays for the owner to read.
+                if let Some(Lifecycle::SendingOwned { bytes, .. }) = slab.remove(key) {
+                    owned_send::release(bytes, graveyard);
+                }
+                return FollowUp::None;
             }
             // The whole send's count (an error stays the error: what went is lost with it).
             let whole = Completion {
                 result: if went >= 0 { went + *sent as i32 } else { went },
                 flags: done.flags,
             };
-            if let Lifecycle::SendingChunk { chunk, waker, .. } =
+            if let Lifecycle::SendingOwned { bytes, waker, .. } =
                 std::mem::replace(state, Lifecycle::Completed(whole))
             {
-                release_chunk(chunk, graveyard);
+                owned_send::release(bytes, graveyard);
                 if let Some(w) = waker {
                     wakers.push(w);
                 }
@@ -881,12 +896,15 @@ mod tests {
 
     use super::{op::Orphan, ring::RingConfig, slab::Lifecycle, Driver};
 
-    /// A chunk send that went short is continued under its key with the rest of the chunk,
-    /// and completes with the whole count (or the error that ended it); the chunk goes back
-    /// to its ring only then. The kernel cannot be made to send short here, so the
+    /// An owned send that went short is continued under its key with the rest of its bytes,
+    /// and completes with the whole count (or the error that ended it); a ring buffer goes
+    /// back to its ring only then. Watched, the result waits in the slot and the waker is
+    /// woken; unwatched, a whole send frees its slot at once and a failure waits. For a ring
+    /// buffer and a heap buffer. The kernel cannot be made to send short here, so the
     /// completions are handed to `complete` by hand.
     #[test]
-    fn a_short_chunk_send_continues_with_the_rest() {
+    fn a_short_owned_send_continues_with_the_rest() {
+        use super::owned_send::SendBytes;
         use super::slab::{Completion, OpSlab, SendTarget};
         use super::{complete, FollowUp};
         use crate::buf::ring::BufRing;
@@ -899,14 +917,29 @@ mod tests {
             let mut received = crate::ops::recv_multishot(&fd, &ring).unwrap();
             let mut slab = OpSlab::new();
             let (mut wakers, mut graveyard) = (Vec::new(), Vec::new());
-            for (parts, whole) in [(&[4, 6][..], 10), (&[3, -libc::EPIPE][..], -libc::EPIPE)] {
-                peer.write_all(b"0123456789").unwrap();
-                let crate::ops::Received::Data(chunk) = received.next().await.unwrap() else {
-                    panic!("expected data");
+            let cases = [(&[4, 6][..], 10), (&[3, -libc::EPIPE][..], -libc::EPIPE)];
+            let variants = cases.iter().flat_map(|c| {
+                [
+                    (c, false, false),
+                    (c, true, false),
+                    (c, false, true),
+                    (c, true, true),
+                ]
+            });
+            for ((parts, whole), heap, watched) in variants {
+                let bytes = if heap {
+                    SendBytes::Heap(b"0123456789".to_vec())
+                } else {
+                    peer.write_all(b"0123456789").unwrap();
+                    let crate::ops::Received::Data(chunk) = received.next().await.unwrap() else {
+                        panic!("expected data");
+                    };
+                    SendBytes::Ring(chunk)
                 };
-                let key = slab.insert(Lifecycle::SendingChunk {
-                    chunk,
-                    waker: None,
+                let lent = usize::from(!heap);
+                let key = slab.insert(Lifecycle::SendingOwned {
+                    bytes,
+                    waker: watched.then(|| std::task::Waker::noop().clone()),
                     to: SendTarget::Fd(-1),
                     sent: 0,
                 });
@@ -920,13 +953,13 @@ mod tests {
                     FollowUp::SendRest
                 );
                 match slab.get_mut(key) {
-                    Some(Lifecycle::SendingChunk { chunk, sent, .. }) => {
-                        assert_eq!(&chunk[..], &b"0123456789"[first as usize..]);
+                    Some(Lifecycle::SendingOwned { bytes, sent, .. }) => {
+                        assert_eq!(bytes.as_slice(), &b"0123456789"[first as usize..]);
                         assert_eq!(*sent, first as u32);
                     }
                     other => panic!("not continued: {other:?}"),
                 }
-                assert_eq!(ring.lent(), 1, "the rest is still to be sent");
+                assert_eq!(ring.lent(), lent, "the rest is still to be sent");
                 let done = Completion {
                     result: last,
                     flags: 0,
@@ -935,12 +968,21 @@ mod tests {
                     complete(&mut slab, key, done, &mut wakers, &mut graveyard),
                     FollowUp::None
                 );
-                assert!(matches!(
-                    slab.get_mut(key),
-                    Some(Lifecycle::Completed(c)) if c.result == whole
-                ));
+                if watched || *whole < 0 {
+                    assert!(matches!(
+                        slab.get_mut(key),
+                        Some(Lifecycle::Completed(c)) if c.result == *whole
+                    ));
+                    slab.remove(key);
+                } else {
+                    assert!(
+                        slab.get_mut(key).is_none(),
+                        "an unwatched whole send's slot"
+                    );
+                }
+                assert_eq!(wakers.len(), usize::from(watched), "woken if watched");
+                wakers.clear();
                 assert_eq!(ring.lent(), 0, "back in the ring once the send is done");
-                slab.remove(key);
             }
             assert!(wakers.is_empty() && graveyard.is_empty());
         });

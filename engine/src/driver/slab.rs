@@ -10,7 +10,7 @@
 use std::task::Waker;
 
 use super::op::Orphan;
-use crate::buf::ring::RingBuf;
+use super::owned_send::SendBytes;
 
 /// One completion queue entry, as the op sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,15 +108,16 @@ pub(crate) enum Lifecycle {
         /// also once that cancel was sent.
         limit: u32,
     },
-    /// A send of a ring buffer's bytes ([`crate::ops::send_chunk`]): the slot owns the buffer,
-    /// which the driver gives back to its ring at the completion, whether or not the future is
-    /// there to take the result (that is left here as `Completed`, with the count of the whole
-    /// send). A future that waits has its waker here; one that looks later (polled first with
-    /// the no-op waker) has none, and the completion wakes nobody. A short send (despite
-    /// `MSG_WAITALL`: a signal, memory pressure, a kernel before 5.18) is continued by the
-    /// driver under the same key: `chunk` then shows the rest, and `sent` counts what went.
-    SendingChunk {
-        chunk: RingBuf,
+    /// A send whose slot owns its bytes ([`crate::ops::send_chunk`], [`crate::ops::send_vec`]):
+    /// the driver lets go of them at the completion (a ring buffer goes back to its ring, a heap
+    /// buffer is freed), whether or not the future is there to take the result (that is left
+    /// here as `Completed`, with the count of the whole send). A future that waits has its
+    /// waker here; one that looks later (polled first with the no-op waker) has none, and the
+    /// completion wakes nobody. A short send (despite `MSG_WAITALL`: a signal, memory
+    /// pressure, a kernel before 5.18) is continued by the driver under the same key: `bytes`
+    /// then hold the rest, and `sent` counts what went.
+    SendingOwned {
+        bytes: SendBytes,
         waker: Option<Waker>,
         to: SendTarget,
         sent: u32,
@@ -127,7 +128,7 @@ pub(crate) enum Lifecycle {
     Orphaned(Box<dyn Orphan>),
 }
 
-/// The socket a chunk send goes to: a raw fd or a registered file's slot. Its owner (the
+/// The socket an owned send goes to: a raw fd or a registered file's slot. Its owner (the
 /// send's future, or the orphan it leaves) keeps the socket open while the op is in flight.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum SendTarget {
@@ -143,7 +144,7 @@ impl Lifecycle {
         match self {
             Lifecycle::Completed(_) => false,
             Lifecycle::Multishot { finished, .. } => !finished,
-            Lifecycle::Waiting { .. } | Lifecycle::SendingChunk { .. } | Lifecycle::Orphaned(_) => {
+            Lifecycle::Waiting { .. } | Lifecycle::SendingOwned { .. } | Lifecycle::Orphaned(_) => {
                 true
             }
         }
@@ -158,7 +159,7 @@ impl std::fmt::Debug for Lifecycle {
             Lifecycle::Multishot {
                 queue, finished, ..
             } => write!(f, "Multishot(queued={}, finished={finished})", queue.len()),
-            Lifecycle::SendingChunk { chunk, .. } => write!(f, "SendingChunk({})", chunk.len()),
+            Lifecycle::SendingOwned { bytes, .. } => write!(f, "SendingOwned({})", bytes.len()),
             Lifecycle::Orphaned(_) => f.write_str("Orphaned"),
         }
     }

@@ -12,7 +12,7 @@ mod nop;
 mod recvmsg_multishot;
 mod rw;
 mod send;
-mod send_chunk;
+mod send_owned;
 mod send_zc;
 mod socket;
 
@@ -22,7 +22,7 @@ pub use nop::nop;
 pub use recvmsg_multishot::{recvmsg_multishot, Datagram, RecvMsgStream, RECVMSG_OVERHEAD};
 pub use rw::{read, readv, write, writev, CURRENT_POSITION};
 pub use send::{send, Send};
-pub use send_chunk::{send_chunk, SendChunk};
+pub use send_owned::{send_chunk, send_vec, SendOwned};
 pub use send_zc::send_zc;
 pub use socket::{accept, connect, connect_unix, recv, recv_from, send_to, shutdown, RecvMeta};
 

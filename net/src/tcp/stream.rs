@@ -280,7 +280,7 @@ impl TcpStream {
     /// of it, or an error. The buffer goes back to the ring when the kernel is done with it,
     /// whether or not the future is polled then, so a server can submit its reply, wait for
     /// the next request, and only then read the reply's result: submitted unwatched
-    /// ([`SendChunk::start_unwatched`](ops::SendChunk::start_unwatched)), it costs no wake-up
+    /// ([`SendOwned::start_unwatched`](ops::SendOwned::start_unwatched)), it costs no wake-up
     /// of its own. Submit a stream's next send only after the previous one completed, or the
     /// two may interleave.
     ///
@@ -293,8 +293,25 @@ impl TcpStream {
     ///
     /// Dropping the future before the send completed cancels it (a prefix may have gone, so
     /// close the stream then); the buffer returns to its ring when the kernel is done with it.
-    pub fn send_chunk(&self, chunk: RingBuf) -> ops::SendChunk {
+    pub fn send_chunk(&self, chunk: RingBuf) -> ops::SendOwned {
         ops::send_chunk(self.core.fd(), chunk)
+    }
+
+    /// Sends all of `bytes`, as [`TcpStream::send_chunk`] sends a chunk: the op owns the
+    /// buffer and frees it when the kernel is done with it, so the send can go out unwatched
+    /// ([`SendOwned::start_unwatched`](ops::SendOwned::start_unwatched)) and its result be
+    /// read later, with no buffer held meanwhile ([`ops::send_vec`]). Plain (copying) send,
+    /// whatever the zero-copy threshold.
+    ///
+    /// # Errors
+    ///
+    /// As [`TcpStream::send_chunk`]; `InvalidInput` for more than `i32::MAX` bytes.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`TcpStream::send_chunk`]; the buffer is freed when the kernel is done with it.
+    pub fn send_vec(&self, bytes: Vec<u8>) -> ops::SendOwned {
+        ops::send_vec(self.core.fd(), bytes)
     }
 
     /// Sends several buffers with one `writev`; returns the count sent (possibly short).
@@ -360,6 +377,10 @@ impl ByteStream for TcpStream {
 
     fn write_all(&self, buf: Vec<u8>) -> impl Future<Output = (io::Result<()>, Vec<u8>)> {
         self.core.write_all(buf)
+    }
+
+    fn send_vec(&self, bytes: Vec<u8>) -> ops::SendOwned {
+        TcpStream::send_vec(self, bytes)
     }
 
     async fn shutdown_write(&self) -> io::Result<()> {

@@ -1,14 +1,15 @@
-//! Sending a received chunk (a ring buffer) whose completion gives the buffer back by itself.
+//! Sends whose op owns the bytes: a received chunk (a ring buffer) sent back out, or a heap
+//! buffer; the completion lets go of them by itself.
 //!
 //! An echo or a proxy sends what it received straight from the ring buffer. With a plain
 //! [`send`](super::send) the buffer comes back with the result, so its owner must run when the
 //! send completes to let go of it, or hold a ring buffer while it waits for its peer (and idle
 //! connections would drain the ring). Here the op's slot owns the buffer and the driver gives
-//! it back to its ring at the completion; the future only reads the result. Polled first with
-//! the no-op waker ([`std::task::Waker::noop`]), the send goes out unwatched: its completion
-//! wakes nobody, and the owner reads the result when it next runs for another reason (a
-//! request/response server: when the next request comes), one wake-up per exchange instead
-//! of two.
+//! it back to its ring at the completion (a heap buffer: frees it); the future only reads the
+//! result. Polled first with the no-op waker ([`std::task::Waker::noop`]), the send goes out
+//! unwatched: its completion wakes nobody, and the owner reads the result when it next runs
+//! for another reason (a request/response server: when the next request comes), one wake-up
+//! per exchange instead of two, and no buffer held while it waits.
 
 use std::fmt;
 use std::future::Future;
@@ -17,7 +18,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use crate::buf::ring::RingBuf;
+use crate::driver::owned_send::SendBytes;
 use crate::driver::slab::{Completion, OpKey, SendTarget};
+use crate::driver::OwnedSendPoll;
 use crate::fd::SharedFd;
 use crate::runtime::context;
 
@@ -43,27 +46,51 @@ use crate::runtime::context;
 /// gone, so the stream should then be closed. The buffer and the socket are kept until the
 /// kernel is done with the send, then the buffer goes back to its ring. Dropping it after the
 /// completion only forgets the result.
-pub fn send_chunk(socket: &SharedFd, chunk: RingBuf) -> SendChunk {
-    SendChunk {
+pub fn send_chunk(socket: &SharedFd, chunk: RingBuf) -> SendOwned {
+    SendOwned {
         state: State::Unsubmitted {
             fd: socket.clone(),
-            chunk,
+            bytes: SendBytes::Ring(chunk),
         },
     }
 }
 
-/// The future of [`send_chunk`].
+/// Sends all of `bytes` on a connected stream socket, as [`send_chunk`] sends a chunk: the op
+/// owns the buffer and frees it at the completion, so the send can go out unwatched
+/// ([`SendOwned::start_unwatched`]) and a connection that waits for its peer meanwhile holds
+/// no buffer for it. The buffer is not given back: for a buffer to reuse, use
+/// [`send`](super::send) with `MSG_WAITALL`.
+///
+/// # Errors
+///
+/// As [`send_chunk`]; `InvalidInput` (nothing sent) for more than `i32::MAX` bytes, more
+/// than a completion can count.
+///
+/// # Cancel safety
+///
+/// As [`send_chunk`]: dropping the future before the send completed cancels it (a prefix may
+/// have gone); the buffer is freed when the kernel is done with it.
+pub fn send_vec(socket: &SharedFd, bytes: Vec<u8>) -> SendOwned {
+    SendOwned {
+        state: State::Unsubmitted {
+            fd: socket.clone(),
+            bytes: SendBytes::Heap(bytes),
+        },
+    }
+}
+
+/// The future of [`send_chunk`] and [`send_vec`].
 #[must_use = "futures do nothing unless polled"]
-pub struct SendChunk {
+pub struct SendOwned {
     state: State,
 }
 
 enum State {
     Unsubmitted {
         fd: SharedFd,
-        chunk: RingBuf,
+        bytes: SendBytes,
     },
-    /// The slot owns the chunk; the fd is kept here (it must outlive the send, and dropping
+    /// The slot owns the bytes; the fd is kept here (it must outlive the send, and dropping
     /// it may need the driver, so it never goes into the slot but with an orphan).
     Submitted {
         fd: SharedFd,
@@ -73,18 +100,18 @@ enum State {
     Done,
 }
 
-impl fmt::Debug for SendChunk {
+impl fmt::Debug for SendOwned {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::Unsubmitted { .. } => "unsubmitted",
             State::Submitted { .. } => "submitted",
             State::Done => "done",
         };
-        f.debug_struct("SendChunk").field("state", &state).finish()
+        f.debug_struct("SendOwned").field("state", &state).finish()
     }
 }
 
-impl SendChunk {
+impl SendOwned {
     /// Polls without a waker: submits the send on the first call, and reads its result on
     /// later ones, but nothing is woken when it completes. A server that replies and then
     /// waits for its peer submits the reply this way and awaits it (or calls this again)
@@ -93,7 +120,7 @@ impl SendChunk {
         Pin::new(self).poll(&mut Context::from_waker(Waker::noop()))
     }
 
-    /// Submits the send unwatched (see [`SendChunk::poll_unwatched`]) and hands it back in
+    /// Submits the send unwatched (see [`SendOwned::poll_unwatched`]) and hands it back in
     /// flight, to be awaited (or polled) before the stream's next send; `Ok(None)` if it had
     /// completed already (it was polled before).
     ///
@@ -101,7 +128,7 @@ impl SendChunk {
     ///
     /// Off a percore core (nothing was submitted); the send's error if it had completed.
     #[must_use = "dropping the send in flight cancels it"]
-    pub fn start_unwatched(mut self) -> io::Result<Option<SendChunk>> {
+    pub fn start_unwatched(mut self) -> io::Result<Option<SendOwned>> {
         match self.poll_unwatched() {
             Poll::Ready(done) => done.map(|()| None),
             Poll::Pending => Ok(Some(self)),
@@ -109,7 +136,7 @@ impl SendChunk {
     }
 }
 
-/// A chunk send's result: all `len` bytes, or an error.
+/// An owned send's result: all `len` bytes, or an error.
 fn whole(done: Completion, len: usize) -> io::Result<()> {
     let sent = super::check(done)? as usize;
     if sent < len {
@@ -121,7 +148,7 @@ fn whole(done: Completion, len: usize) -> io::Result<()> {
     Ok(())
 }
 
-impl Future for SendChunk {
+impl Future for SendOwned {
     type Output = io::Result<()>;
 
     #[inline]
@@ -129,25 +156,32 @@ impl Future for SendChunk {
         let this = &mut *self;
         if let State::Submitted { key, len, .. } = &this.state {
             let (key, len) = (*key, *len);
-            // A slot that is gone (the driver was shut down and drained) reads as cancelled.
-            let done = context::with_driver(|driver| driver.poll_op(key, cx.waker())).unwrap_or(
-                Some(Completion {
+            // Off its core (the core ended, its ops cancelled) the send reads as cancelled.
+            let polled = context::with_driver(|driver| driver.poll_owned_send(key, cx.waker()))
+                .unwrap_or(OwnedSendPoll::Done(Completion {
                     result: -libc::ECANCELED,
                     flags: 0,
-                }),
-            );
-            let Some(done) = done else {
-                return Poll::Pending;
+                }));
+            let done = match polled {
+                OwnedSendPoll::Pending => return Poll::Pending,
+                OwnedSendPoll::Done(done) => whole(done, len),
+                OwnedSendPoll::Sent => Ok(()),
             };
             // The fd is dropped here, outside the driver's borrow.
             this.state = State::Done;
-            return Poll::Ready(whole(done, len));
+            return Poll::Ready(done);
         }
-        let State::Unsubmitted { fd, chunk } = std::mem::replace(&mut this.state, State::Done)
+        let State::Unsubmitted { fd, bytes } = std::mem::replace(&mut this.state, State::Done)
         else {
-            panic!("send_chunk polled after completion");
+            panic!("an owned send polled after completion");
         };
-        let len = chunk.len();
+        let len = bytes.len();
+        if len > i32::MAX as usize {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a send of {len} bytes: more than a completion can count"),
+            )));
+        }
         let to = match fd.fixed_slot() {
             Some(slot) => SendTarget::Fixed(slot),
             None => SendTarget::Fd(fd.raw()),
@@ -159,19 +193,19 @@ impl Future for SendChunk {
         // SAFETY: `fd` names the socket; this future keeps it until the send is done, or
         // hands it to the orphan it leaves when dropped first.
         let key =
-            context::with_driver(|driver| unsafe { driver.submit_chunk_send(to, chunk, waker) });
+            context::with_driver(|driver| unsafe { driver.submit_owned_send(to, bytes, waker) });
         match key {
             Some(key) => {
                 this.state = State::Submitted { fd, key, len };
                 Poll::Pending
             }
-            // Off a core: the closure (and the chunk with it) was dropped, nothing submitted.
+            // Off a core: the closure (and the bytes with it) was dropped, nothing submitted.
             None => Poll::Ready(Err(context::no_runtime())),
         }
     }
 }
 
-impl Drop for SendChunk {
+impl Drop for SendOwned {
     #[inline]
     fn drop(&mut self) {
         if !matches!(self.state, State::Submitted { .. }) {
@@ -186,7 +220,7 @@ impl Drop for SendChunk {
         let on_core = context::with_core(|core| {
             if let Ok(mut driver) = core.driver.try_borrow_mut() {
                 if let Some(fd) = fd.take() {
-                    let back = driver.orphan_chunk_send(key, fd);
+                    let back = driver.orphan_owned_send(key, fd);
                     drop(driver);
                     // Outside the driver's borrow: dropping the fd may unregister it.
                     drop(back);
