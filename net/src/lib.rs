@@ -18,7 +18,8 @@
 //!   hand-off accepting. [`service::UdpService`]: the same per datagram.
 //! - [`BufStream`]: line, delimiter, exact and "some" reads, each with a required maximum
 //!   length; bytes already received are never lost when a read future is dropped; writes
-//!   buffered up to a bound with back-pressure.
+//!   buffered up to a bound with back-pressure; replies sent behind the handler's back
+//!   ([`BufStream::start_flush`]: one wake-up per request/response exchange, not two).
 //!
 //! # Example
 //!

@@ -233,3 +233,46 @@ fn a_core_ends_with_a_chunk_send_in_flight() {
     });
     drop(client);
 }
+
+/// An owned send in flight when its core ends is cancelled by the core's shutdown; its future,
+/// kept past the core and polled under the next core on the same thread, reads an error, never
+/// success (a whole unwatched send frees its slot, so a key found nowhere means sent only on
+/// the send's own core), and dropping it there touches nothing of the new core's.
+#[test]
+fn a_send_that_outlived_its_core_reads_as_failed_under_the_next() {
+    let (send, conn, client) = percore_engine::block_on(async {
+        let mut listener = TcpListener::bind(loopback()).unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr()).unwrap();
+        let (conn, _) = listener.accept().await.unwrap();
+        socket2::SockRef::from(conn.fd())
+            .set_send_buffer_size(4096)
+            .unwrap();
+        // More than the sockets' buffers take from a peer that never reads: it stays in flight.
+        let mut send = conn.send_vec(vec![1u8; 32 << 20]);
+        assert!(send.poll_unwatched().is_pending());
+        sleep(Duration::from_millis(20)).await;
+        assert!(send.poll_unwatched().is_pending());
+        (send, conn, client)
+    });
+    let mut send = send;
+    percore_engine::block_on(async {
+        // The new core's slots, under keys the old one handed out too.
+        let mut listener = TcpListener::bind(loopback()).unwrap();
+        let _peer = std::net::TcpStream::connect(listener.local_addr()).unwrap();
+        let (other, _) = listener.accept().await.unwrap();
+        let mut others: Vec<_> = (0..4).map(|_| other.send_vec(vec![2u8; 16])).collect();
+        for s in &mut others {
+            let _ = s.poll_unwatched();
+        }
+        sleep(Duration::from_millis(20)).await;
+        match send.poll_unwatched() {
+            std::task::Poll::Ready(res) => assert!(res.is_err(), "a cancelled send read as sent"),
+            std::task::Poll::Pending => panic!("a send of an ended core still pending"),
+        }
+        drop(send);
+        for s in others {
+            assert!(s.await.is_ok(), "the new core's own sends");
+        }
+    });
+    drop((conn, client));
+}

@@ -101,6 +101,10 @@ pub(crate) struct Reaped {
 
 /// One core's io_uring and its in-flight ops.
 pub(crate) struct Driver {
+    /// Unique in the process: an op future that keeps its key where the driver cannot see it
+    /// (an owned send) checks it, so that a future that outlived its core never reads or
+    /// orphans a later core's slot under the same key.
+    id: u64,
     /// The ring's fd in this thread's registered-ring table, if the kernel gave it a slot.
     /// Declared before `ring`: it is given back before the ring's fd is closed.
     registered: Option<RegisteredRing>,
@@ -156,7 +160,9 @@ impl Driver {
                 "io_uring without IORING_FEAT_EXT_ARG (kernel older than 5.11) is not supported",
             ));
         }
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Ok(Driver {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             registered,
             ring,
             slab: OpSlab::new(),
@@ -172,6 +178,12 @@ impl Driver {
 
     pub(crate) fn features(&self) -> &RingFeatures {
         &self.features
+    }
+
+    /// This driver's id, unique in the process.
+    #[inline]
+    pub(crate) fn id(&self) -> u64 {
+        self.id
     }
 
     /// The ring's own fd (the target of `MSG_RING` from other cores).

@@ -96,6 +96,9 @@ enum State {
         fd: SharedFd,
         key: OpKey,
         len: usize,
+        /// The driver `key` is of ([`Driver::id`](crate::driver::Driver)): a key read under
+        /// another (this future outlived its core) names nothing of this send's.
+        driver: u64,
     },
     Done,
 }
@@ -154,14 +157,21 @@ impl Future for SendOwned {
     #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if let State::Submitted { key, len, .. } = &this.state {
-            let (key, len) = (*key, *len);
-            // Off its core (the core ended, its ops cancelled) the send reads as cancelled.
-            let polled = context::with_driver(|driver| driver.poll_owned_send(key, cx.waker()))
-                .unwrap_or(OwnedSendPoll::Done(Completion {
-                    result: -libc::ECANCELED,
-                    flags: 0,
-                }));
+        if let State::Submitted {
+            key, len, driver, ..
+        } = &this.state
+        {
+            let (key, len, id) = (*key, *len, *driver);
+            // Off its core (the core ended, its ops cancelled; maybe another core runs on this
+            // thread now) the send reads as cancelled.
+            let polled = context::with_driver(|driver| {
+                (driver.id() == id).then(|| driver.poll_owned_send(key, cx.waker()))
+            })
+            .flatten()
+            .unwrap_or(OwnedSendPoll::Done(Completion {
+                result: -libc::ECANCELED,
+                flags: 0,
+            }));
             let done = match polled {
                 OwnedSendPoll::Pending => return Poll::Pending,
                 OwnedSendPoll::Done(done) => whole(done, len),
@@ -190,13 +200,20 @@ impl Future for SendOwned {
         let waker = Some(cx.waker())
             .filter(|w| !w.will_wake(Waker::noop()))
             .cloned();
-        // SAFETY: `fd` names the socket; this future keeps it until the send is done, or
-        // hands it to the orphan it leaves when dropped first.
-        let key =
-            context::with_driver(|driver| unsafe { driver.submit_owned_send(to, bytes, waker) });
+        let key = context::with_driver(|driver| {
+            // SAFETY: `fd` names the socket; this future keeps it until the send is done, or
+            // hands it to the orphan it leaves when dropped first.
+            let key = unsafe { driver.submit_owned_send(to, bytes, waker) };
+            (key, driver.id())
+        });
         match key {
-            Some(key) => {
-                this.state = State::Submitted { fd, key, len };
+            Some((key, driver)) => {
+                this.state = State::Submitted {
+                    fd,
+                    key,
+                    len,
+                    driver,
+                };
                 Poll::Pending
             }
             // Off a core: the closure (and the bytes with it) was dropped, nothing submitted.
@@ -212,15 +229,24 @@ impl Drop for SendOwned {
             // The common end: the result was taken (or nothing was submitted).
             return;
         }
-        let State::Submitted { fd, key, .. } = std::mem::replace(&mut self.state, State::Done)
+        let State::Submitted {
+            fd, key, driver, ..
+        } = std::mem::replace(&mut self.state, State::Done)
         else {
             return;
         };
+        let id = driver;
         let mut fd = Some(fd);
         let on_core = context::with_core(|core| {
             if let Ok(mut driver) = core.driver.try_borrow_mut() {
                 if let Some(fd) = fd.take() {
-                    let back = driver.orphan_owned_send(key, fd);
+                    // Another core's driver (this future outlived its own, whose shutdown
+                    // settled the send): nothing of it to orphan.
+                    let back = if driver.id() == id {
+                        driver.orphan_owned_send(key, fd)
+                    } else {
+                        Some(fd)
+                    };
                     drop(driver);
                     // Outside the driver's borrow: dropping the fd may unregister it.
                     drop(back);
