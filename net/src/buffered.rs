@@ -12,7 +12,8 @@
 //! limit); the caller usually closes that connection, and no other connection is affected.
 //!
 //! Writes go to a buffer of bounded size; when it is full, `write` flushes it first
-//! (back-pressure: a slow peer slows its writer, memory does not grow past twice the bound).
+//! (back-pressure: a slow peer slows its writer, memory does not grow past twice the bound,
+//! four times with a started flush in flight).
 //! With an idle timeout, each flush must be taken by the peer within it: a flush sends at most
 //! twice the bound (64 KiB by default), which a peer that reads takes at once.
 //!
@@ -22,7 +23,7 @@
 //! sends done (the next flush or started flush, a shutdown, end of stream). A
 //! request/response server then wakes once per exchange, for the request, instead of also for
 //! its reply's completion. At most one such send is in flight: the next flush waits for it
-//! (back-pressure, within the idle timeout).
+//! (back-pressure, within the idle timeout counted from that wait).
 //!
 //! An idle connection holds no buffer: before a read waits for the peer, the read and write
 //! buffers give their memory back if they are empty (an allocation per exchange, against
@@ -99,7 +100,8 @@ impl<S: ByteStream> BufStream<S> {
     /// forever): a wait for incoming bytes that brings none, and a flush the peer does not
     /// take whole within it (a flush sends at most twice the write buffer's bound, which a
     /// peer that reads takes at once; one that does not read, or reads a trickle, is cut
-    /// off). A peer that trickles a line byte by byte resets the read side with each byte;
+    /// off; a started flush is given the timeout from when a later call waits for it). A peer
+    /// that trickles a line byte by byte resets the read side with each byte;
     /// combine with a read's maximum, or a deadline on the whole exchange, to bound a slow
     /// peer completely. A timeout too long for the clock (`Duration::MAX`) is the same as
     /// `None`.
@@ -124,15 +126,15 @@ impl<S: ByteStream> BufStream<S> {
     /// Before it waits, empty buffers give their memory back: a connection waiting for its
     /// peer holds no buffer (the receive ring lends one only once bytes arrive).
     async fn next_chunk(&mut self) -> io::Result<Option<RingBuf>> {
-        if self.eof {
-            return Ok(None);
+        if !self.eof {
+            if let Some(chunk) = self.receive().await? {
+                return Ok(Some(chunk));
+            }
+            self.eof = true;
         }
-        if let Some(chunk) = self.receive().await? {
-            return Ok(Some(chunk));
-        }
-        // Nothing is held across this await: a handler's future, which every idle connection
-        // holds, is sized for its largest state.
-        self.eof = true;
+        // At the end (again, maybe: a reply to the last bytes, or a settle dropped before):
+        // the last reply's outcome first. Nothing is held across this await: a handler's
+        // future, which every idle connection holds, is sized for its largest state.
         self.settle_send().await?;
         Ok(None)
     }
@@ -338,8 +340,10 @@ impl<S: ByteStream> BufStream<S> {
     /// done; its result is read by the next call that needs the stream's sends done (the next
     /// `flush`, `start_flush` or `shutdown_write`, or a read that meets the end of the
     /// stream). A send started before and still in flight is waited for first (within the
-    /// idle timeout): one send in flight at most. Always a plain (copying) send, whatever the
-    /// stream's zero-copy threshold.
+    /// idle timeout, counted from that wait): one send in flight at most. Always a plain
+    /// (copying) send, whatever the stream's zero-copy threshold. Do not send on the stream
+    /// underneath ([`BufStream::get_ref`]) while a started send is in flight: the two could
+    /// interleave.
     ///
     /// A request/response server replies with it and goes back to reading: it wakes once per
     /// exchange, when the next request comes, instead of also when the reply is sent.
@@ -348,7 +352,7 @@ impl<S: ByteStream> BufStream<S> {
     ///
     /// The error of the send started before, if it failed (its bytes are gone, some may have
     /// been sent: close the stream), or `TimedOut` if the peer did not take it within the idle
-    /// timeout (it is then cancelled); `InvalidInput` for more than `i32::MAX` bytes buffered.
+    /// timeout (it is then cancelled).
     ///
     /// # Cancel safety
     ///
@@ -359,6 +363,10 @@ impl<S: ByteStream> BufStream<S> {
         self.settle_send().await?;
         if self.write_buf.is_empty() {
             return Ok(());
+        }
+        if self.write_buf.len() > i32::MAX as usize {
+            // More than one owned send can count: sent in pieces, awaited.
+            return Box::pin(self.flush()).await;
         }
         let bytes = std::mem::take(&mut self.write_buf);
         self.sending = self.stream.send_vec(bytes).start_unwatched()?;

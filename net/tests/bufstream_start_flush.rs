@@ -102,9 +102,9 @@ fn replies_of_1_byte_to_16_mib_sent_behind_arrive_whole() {
 }
 
 /// The peer resets the connection: the sends behind fail, and the failure comes back from a
-/// later call (a flush) rather than passing silently.
+/// later call (the next start_flush, or a flush) rather than passing silently.
 #[test]
-fn a_failed_send_behind_is_reported_by_the_next_flush() {
+fn a_failed_send_behind_is_reported_by_a_later_call() {
     percore_engine::block_on(async {
         let (mut conn, client) = pair(64 << 10).await;
         // Closed with unread bytes in its buffer: the kernel resets the connection.
@@ -151,5 +151,29 @@ fn end_of_stream_settles_the_last_send() {
         let mut got = Vec::new();
         client.read_to_end(&mut got).unwrap();
         assert_eq!(got, b"last\n");
+    });
+}
+
+/// A last line without its newline comes with the end of the stream (`read_line` gives it
+/// whole, then `None`): the reply to it, started after the end was seen, is settled by the
+/// `None`, so it is not dropped unsent with the stream.
+#[test]
+fn the_reply_to_a_last_line_without_newline_is_settled_too() {
+    percore_engine::block_on(async {
+        let (mut conn, mut client) = pair(64 << 10).await;
+        client.write_all(b"one\ntwo").unwrap();
+        client.shutdown(Shutdown::Write).unwrap();
+        let mut lines = Vec::new();
+        while let Some(line) = conn.read_line(64).await.unwrap() {
+            conn.write(&line.to_ascii_uppercase()).await.unwrap();
+            conn.start_flush().await.unwrap();
+            lines.push(line);
+        }
+        assert_eq!(lines, [&b"one\n"[..], &b"two"[..]]);
+        assert!(format!("{conn:?}").contains("sending: false"), "{conn:?}");
+        drop(conn);
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"ONE\nTWO");
     });
 }

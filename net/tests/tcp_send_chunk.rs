@@ -276,3 +276,79 @@ fn a_send_that_outlived_its_core_reads_as_failed_under_the_next() {
     });
     drop((conn, client));
 }
+
+/// Polled under a nested core (`block_on` inside its own core), an owned send in flight reads
+/// an error and is left as it was: its socket stays open and the send queued on its own core,
+/// where it later completes whole.
+#[test]
+fn a_send_polled_under_a_nested_core_is_left_to_its_own() {
+    percore_engine::block_on(async {
+        let mut listener = TcpListener::bind(loopback()).unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr()).unwrap();
+        let (conn, _) = listener.accept().await.unwrap();
+        let size = 8 << 20;
+        let mut send = conn.send_vec(vec![4u8; size]);
+        assert!(send.poll_unwatched().is_pending());
+        sleep(Duration::from_millis(20)).await;
+        let nested = percore_engine::block_on(async { send.poll_unwatched() });
+        match nested {
+            std::task::Poll::Ready(Err(e)) => {
+                assert!(e.to_string().contains("off its core"), "{e}")
+            }
+            other => panic!("polled under a nested core: {other:?}"),
+        }
+        let reader = std::thread::spawn(move || {
+            let mut got = vec![0u8; size];
+            client.read_exact(&mut got).unwrap();
+            got.iter().all(|&b| b == 4)
+        });
+        send.await.unwrap();
+        eventually("the reader", || reader.is_finished()).await;
+        assert!(reader.join().unwrap(), "the bytes came whole");
+        drop(conn);
+    });
+}
+
+/// A core ends with an owned send in flight (its future kept past the core) to a peer that
+/// reads slowly but steadily: the shutdown's cancel ends the send part-way and the driver does
+/// not continue it, so the core ends at once, not at its shutdown limit (10 s) with its ops
+/// leaked; the future then reads the send as failed.
+#[test]
+fn a_core_ends_promptly_with_a_send_to_a_slow_reader() {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut reader = None;
+    let (started, mut send, conn) = percore_engine::block_on(async {
+        let mut listener = TcpListener::bind(loopback()).unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr()).unwrap();
+        let (conn, _) = listener.accept().await.unwrap();
+        socket2::SockRef::from(conn.fd())
+            .set_send_buffer_size(4096)
+            .unwrap();
+        let stop_reading = stop.clone();
+        reader = Some(std::thread::spawn(move || {
+            let mut buf = [0u8; 1024];
+            while !stop_reading.load(std::sync::atomic::Ordering::Relaxed) {
+                if matches!(client.read(&mut buf), Ok(0) | Err(_)) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }));
+        let mut send = conn.send_vec(vec![6u8; 64 << 20]);
+        assert!(send.poll_unwatched().is_pending());
+        sleep(Duration::from_millis(50)).await;
+        (Instant::now(), send, conn)
+    });
+    let took = started.elapsed();
+    assert!(matches!(
+        send.poll_unwatched(),
+        std::task::Poll::Ready(Err(_))
+    ));
+    drop((send, conn));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    reader.unwrap().join().unwrap();
+    assert!(
+        took < Duration::from_secs(3),
+        "the core took {took:?} to end"
+    );
+}

@@ -121,7 +121,20 @@ pub(crate) struct Driver {
     graveyard: Vec<Box<dyn op::Orphan>>,
     /// The registered file table's slots.
     fixed: fixed::FixedFiles,
+    /// Set by a shutdown: a send its cancel ended part-way is not continued.
+    shutting_down: bool,
     pub(crate) stats: DriverStats,
+}
+
+thread_local! {
+    /// The ids of the drivers alive on this thread (more than one under a nested `block_on`).
+    static LIVE_DRIVERS: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Whether the driver `id` is alive on this thread (maybe not the current one: an outer
+/// core under a nested `block_on`).
+pub(crate) fn driver_alive(id: u64) -> bool {
+    LIVE_DRIVERS.with(|live| live.borrow().contains(&id))
 }
 
 impl std::fmt::Debug for Driver {
@@ -139,6 +152,9 @@ impl Drop for Driver {
     /// The last line of defence: if ops are still in flight (a shutdown that did not run or
     /// did not finish), their memory is leaked, never freed while the kernel may write to it.
     fn drop(&mut self) {
+        let id = self.id;
+        // Off a dying thread the registry may be gone already: nothing to unlist then.
+        let _ = LIVE_DRIVERS.try_with(|live| live.borrow_mut().retain(|&l| l != id));
         if self.slab.live() > 0 {
             std::mem::forget(std::mem::replace(&mut self.slab, OpSlab::new()));
         }
@@ -161,8 +177,10 @@ impl Driver {
             ));
         }
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        LIVE_DRIVERS.with(|live| live.borrow_mut().push(id));
         Ok(Driver {
-            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            id,
             registered,
             ring,
             slab: OpSlab::new(),
@@ -172,6 +190,7 @@ impl Driver {
             free_bgids: Vec::new(),
             graveyard: Vec::new(),
             fixed: fixed::FixedFiles::default(),
+            shutting_down: false,
             stats: DriverStats::default(),
         })
     }
@@ -404,12 +423,12 @@ impl Driver {
         }
     }
 
-    /// Polls an owned send ([`owned_send`]): its completion, or none yet (`waker` kept to be
-    /// woken by it, unless it is the no-op waker: an unwatched send keeps none).
+    /// Polls an owned send ([`owned_send`]) of this driver's: its completion, or none yet
+    /// (`waker` kept to be woken by it; `None`: unwatched, nobody is).
     /// [`OwnedSendPoll::Sent`] when the slot is gone: the send completed whole while nobody
     /// watched, and the driver freed the slot then (see [`complete`]).
     #[inline]
-    pub(crate) fn poll_owned_send(&mut self, key: OpKey, waker: &Waker) -> OwnedSendPoll {
+    pub(crate) fn poll_owned_send(&mut self, key: OpKey, waker: Option<&Waker>) -> OwnedSendPoll {
         match self.slab.get_mut(key) {
             Some(Lifecycle::Completed(done)) => {
                 let done = *done;
@@ -417,10 +436,9 @@ impl Driver {
                 OwnedSendPoll::Done(done)
             }
             Some(Lifecycle::SendingOwned { waker: slot, .. }) => {
-                match slot {
-                    Some(w) if w.will_wake(waker) => {}
-                    _ if waker.will_wake(Waker::noop()) => *slot = None,
-                    _ => *slot = Some(waker.clone()),
+                match (slot.as_ref(), waker) {
+                    (Some(kept), Some(w)) if kept.will_wake(w) => {}
+                    _ => *slot = waker.cloned(),
                 }
                 OwnedSendPoll::Pending
             }
@@ -624,7 +642,7 @@ impl Driver {
         let mut reaped = Reaped::default();
         // Multishot ops whose untaken completions passed their limit (allocates only then).
         let mut over_limit = Vec::new();
-        // Chunk sends that went short, to be continued (allocates only then).
+        // Owned sends that went short, to be continued (allocates only then).
         let mut short_sends = Vec::new();
         let mut cq = self.ring.completion();
         cq.sync();
@@ -656,16 +674,45 @@ impl Driver {
             self.cancel_multishot(key);
         }
         for key in short_sends {
-            if let Some(Lifecycle::SendingOwned { bytes, to, .. }) = self.slab.get_mut(key) {
-                let entry = owned_send::send_entry(*to, bytes);
-                // SAFETY: as in `submit_owned_send`: the entry points at the slot's bytes, and
-                // the socket stays open while the slot is an owned send (its future keeps it,
-                // or an orphan does, and an orphaned slot is never continued).
-                unsafe { self.push(entry.user_data(key.to_user_data())) };
-            }
+            self.send_rest(key, wakers);
         }
         self.stats.ops_completed += reaped.completions as u64;
         reaped
+    }
+
+    /// Continues an owned send that went short with the rest of its bytes, under its key; in a
+    /// shutdown, ends it instead (see [`Driver::end_short_send`]).
+    fn send_rest(&mut self, key: OpKey, wakers: &mut Vec<Waker>) {
+        if self.shutting_down {
+            self.end_short_send(key, wakers);
+            return;
+        }
+        if let Some(Lifecycle::SendingOwned { bytes, to, .. }) = self.slab.get_mut(key) {
+            let entry = owned_send::send_entry(*to, bytes);
+            // SAFETY: as in `submit_owned_send`: the entry points at the slot's bytes, and the
+            // socket stays open while the slot is an owned send (its future keeps it, or an
+            // orphan does, and an orphaned slot is never continued).
+            unsafe { self.push(entry.user_data(key.to_user_data())) };
+        }
+    }
+
+    /// Ends an owned send that went short without continuing it: a shutdown's cancel may end a
+    /// send that had sent a part with that part's count rather than `ECANCELED` (io_uring's
+    /// partial-IO rule; the 6.18 kernel here reports `ECANCELED`), and a peer that reads
+    /// slowly would then keep it going until the shutdown's limit. Its owner reads
+    /// `ECANCELED`; its bytes are let go of.
+    fn end_short_send(&mut self, key: OpKey, wakers: &mut Vec<Waker>) {
+        let Some(state) = self.slab.get_mut(key) else {
+            return;
+        };
+        let cancelled = Lifecycle::Completed(Completion {
+            result: -libc::ECANCELED,
+            flags: 0,
+        });
+        if let Lifecycle::SendingOwned { bytes, waker, .. } = std::mem::replace(state, cancelled) {
+            owned_send::release(bytes, &mut self.graveyard);
+            wakers.extend(waker);
+        }
     }
 
     /// Cancels every op in flight and drives the ring until the kernel is done with all of
@@ -681,6 +728,7 @@ impl Driver {
     fn shutdown_cancelling(&mut self, limit: Duration, any: bool) -> bool {
         let deadline = crate::time::deadline_after(Instant::now(), limit);
         let mut wakers = Vec::new();
+        self.shutting_down = true;
         while self.slab.any_kernel_owned() {
             // Again each round: an op submitted after the last cancel (by a destructor) needs
             // its own, and a per-op cancel may have raced its op's submission.
@@ -998,6 +1046,147 @@ mod tests {
             }
             assert!(wakers.is_empty() && graveyard.is_empty());
         });
+    }
+
+    /// Unwatched, an owned send that completes whole frees its slot at the completion, and its
+    /// poll reads `Sent`: on the first completion, and for an empty send. One the kernel took
+    /// nothing of (0 of more) or failed keeps its slot for its owner to read. Watched (a waker
+    /// given), the result waits too; a later unwatched poll drops the kept waker.
+    #[test]
+    fn an_unwatched_owned_send_frees_its_slot_only_when_whole() {
+        use super::owned_send::SendBytes;
+        use super::slab::{Completion, SendTarget};
+        use super::{complete, FollowUp, OwnedSendPoll};
+
+        let mut driver = Driver::new(RingConfig {
+            entries: 8,
+            cq_entries: None,
+        })
+        .unwrap();
+        let (mut wakers, mut graveyard) = (Vec::new(), Vec::new());
+        let noop = std::task::Waker::noop();
+        // (bytes, the completion's result, what an unwatched poll then reads)
+        let cases = [
+            (b"0123".to_vec(), 4, OwnedSendPoll::Sent),
+            (Vec::new(), 0, OwnedSendPoll::Sent),
+            (
+                b"0123".to_vec(),
+                0,
+                OwnedSendPoll::Done(Completion {
+                    result: 0,
+                    flags: 0,
+                }),
+            ),
+            (
+                b"0123".to_vec(),
+                -libc::EPIPE,
+                OwnedSendPoll::Done(Completion {
+                    result: -libc::EPIPE,
+                    flags: 0,
+                }),
+            ),
+        ];
+        for (bytes, result, unwatched) in cases {
+            for watched in [false, true] {
+                let key = driver.slab.insert(Lifecycle::SendingOwned {
+                    bytes: SendBytes::Heap(bytes.clone()),
+                    waker: None,
+                    to: SendTarget::Fd(-1),
+                    sent: 0,
+                });
+                assert_eq!(driver.poll_owned_send(key, None), OwnedSendPoll::Pending);
+                if watched {
+                    assert_eq!(
+                        driver.poll_owned_send(key, Some(noop)),
+                        OwnedSendPoll::Pending
+                    );
+                }
+                let done = Completion { result, flags: 0 };
+                assert_eq!(
+                    complete(&mut driver.slab, key, done, &mut wakers, &mut graveyard),
+                    FollowUp::None
+                );
+                assert_eq!(wakers.len(), usize::from(watched));
+                wakers.clear();
+                let want = match (watched, unwatched) {
+                    (true, _) => OwnedSendPoll::Done(done),
+                    (false, want) => want,
+                };
+                assert_eq!(
+                    driver.poll_owned_send(key, None),
+                    want,
+                    "{bytes:?} {result}"
+                );
+                assert_eq!(driver.in_flight(), 0, "the slot is free once read");
+            }
+        }
+        // A waker kept by an awaiting poll is dropped by a later unwatched one.
+        let key = driver.slab.insert(Lifecycle::SendingOwned {
+            bytes: SendBytes::Heap(b"x".to_vec()),
+            waker: None,
+            to: SendTarget::Fd(-1),
+            sent: 0,
+        });
+        assert_eq!(
+            driver.poll_owned_send(key, Some(noop)),
+            OwnedSendPoll::Pending
+        );
+        assert_eq!(driver.poll_owned_send(key, None), OwnedSendPoll::Pending);
+        let done = Completion {
+            result: 1,
+            flags: 0,
+        };
+        complete(&mut driver.slab, key, done, &mut wakers, &mut graveyard);
+        assert!(wakers.is_empty(), "nobody watches");
+        assert_eq!(driver.poll_owned_send(key, None), OwnedSendPoll::Sent);
+        assert!(graveyard.is_empty());
+    }
+
+    /// In a shutdown a short owned send is ended, not continued: its owner reads `ECANCELED`,
+    /// its waker is woken and its bytes let go of; outside one it is continued (an entry
+    /// queued, the slot unchanged).
+    #[test]
+    fn a_shutdown_ends_a_short_owned_send_instead_of_continuing_it() {
+        use super::owned_send::SendBytes;
+        use super::slab::{Completion, SendTarget};
+
+        let mut driver = Driver::new(RingConfig {
+            entries: 8,
+            cq_entries: None,
+        })
+        .unwrap();
+        let mut wakers = Vec::new();
+        for shutting_down in [false, true] {
+            driver.shutting_down = shutting_down;
+            let key = driver.slab.insert(Lifecycle::SendingOwned {
+                bytes: SendBytes::Heap(b"rest".to_vec()),
+                waker: Some(std::task::Waker::noop().clone()),
+                to: SendTarget::Fd(-1),
+                sent: 4,
+            });
+            let queued = driver.ring.submission().len();
+            driver.send_rest(key, &mut wakers);
+            if shutting_down {
+                assert!(matches!(
+                    driver.slab.get_mut(key),
+                    Some(Lifecycle::Completed(Completion { result, .. })) if *result == -libc::ECANCELED
+                ));
+                assert_eq!(wakers.len(), 1);
+                assert_eq!(driver.ring.submission().len(), queued, "nothing sent");
+            } else {
+                assert!(matches!(
+                    driver.slab.get_mut(key),
+                    Some(Lifecycle::SendingOwned { .. })
+                ));
+                assert_eq!(
+                    driver.ring.submission().len(),
+                    queued + 1,
+                    "the rest queued"
+                );
+                // Never submitted: this driver goes without entering its ring again.
+            }
+            driver.slab.remove(key);
+        }
     }
 
     /// The read buffer an orphaned read owns until its last completion.

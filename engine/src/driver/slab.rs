@@ -4,8 +4,10 @@
 //! last completion. The ring's `user_data` is the slot's [`OpKey`]: index in the low 32 bits,
 //! generation in the high 32. A slot's generation changes every time it is freed, so a
 //! completion (or a future) that still carries an old key can never touch the slot's next
-//! occupant. Generation 0 is never handed out, which keeps `user_data` values below 2^32 free
-//! for the driver's internal tokens.
+//! occupant; a slot whose generation would wrap is retired instead (an unwatched send's future
+//! keeps its key after its slot went, for as long as its owner waits). Generation 0 is never
+//! handed out, which keeps `user_data` values below 2^32 free for the driver's internal
+//! tokens.
 
 use std::task::Waker;
 
@@ -110,12 +112,14 @@ pub(crate) enum Lifecycle {
     },
     /// A send whose slot owns its bytes ([`crate::ops::send_chunk`], [`crate::ops::send_vec`]):
     /// the driver lets go of them at the completion (a ring buffer goes back to its ring, a heap
-    /// buffer is freed), whether or not the future is there to take the result (that is left
-    /// here as `Completed`, with the count of the whole send). A future that waits has its
-    /// waker here; one that looks later (polled first with the no-op waker) has none, and the
-    /// completion wakes nobody. A short send (despite `MSG_WAITALL`: a signal, memory
-    /// pressure, a kernel before 5.18) is continued by the driver under the same key: `bytes`
-    /// then hold the rest, and `sent` counts what went.
+    /// buffer is freed), whether or not the future is there to take the result. A future that
+    /// waits has its waker here, and the result is left here as `Completed` (the count of the
+    /// whole send). One that looks later (polled unwatched) has none: the completion wakes
+    /// nobody, and frees the slot if the send went whole (the future reads a key found nowhere
+    /// as sent), or leaves the failure as `Completed`. A short send (despite `MSG_WAITALL`: a
+    /// signal, memory pressure, a kernel before 5.18) is continued by the driver under the same
+    /// key: `bytes` then hold the rest, and `sent` counts what went; not during a shutdown,
+    /// whose cancel ends a send part-way with that part's count.
     SendingOwned {
         bytes: SendBytes,
         waker: Option<Waker>,
@@ -240,10 +244,17 @@ impl OpSlab {
             return None;
         }
         let state = slot.state.take();
-        slot.generation = slot.generation.wrapping_add(1).max(1);
+        self.live -= 1;
+        if slot.generation == u32::MAX {
+            // Retired, never reused: a generation that wrapped would let a key kept from
+            // 2^32 uses ago (an unwatched send's, whose slot went at its completion) name
+            // whatever holds the slot now. One slot lost per 2^32 uses of it.
+            slot.generation = 0;
+            return state;
+        }
+        slot.generation += 1;
         slot.next_free = self.free_head;
         self.free_head = key.index;
-        self.live -= 1;
         state
     }
 
@@ -347,8 +358,10 @@ mod tests {
         assert_eq!(slab.live(), 0);
     }
 
+    /// A slot whose generation would wrap is retired: no key, however old, ever names it
+    /// again, and new ops go elsewhere.
     #[test]
-    fn generation_wraps_past_zero() {
+    fn a_slot_is_retired_before_its_generation_wraps() {
         let mut slab = OpSlab::new();
         let k = slab.insert(waiting());
         slab.slots[k.index as usize].generation = u32::MAX;
@@ -356,8 +369,17 @@ mod tests {
             index: k.index,
             generation: u32::MAX,
         };
-        slab.remove(k);
+        assert!(slab.remove(k).is_some());
+        assert_eq!(slab.live(), 0);
         let k2 = slab.insert(waiting());
-        assert_eq!(k2.generation, 1, "generation 0 is skipped");
+        assert_ne!(k2.index, k.index, "the retired slot is not reused");
+        assert_eq!(k2.generation, 1);
+        for generation in [1, u32::MAX] {
+            let old = OpKey {
+                index: k.index,
+                generation,
+            };
+            assert!(slab.get_mut(old).is_none() && slab.remove(old).is_none());
+        }
     }
 }

@@ -6,7 +6,7 @@
 //! send completes to let go of it, or hold a ring buffer while it waits for its peer (and idle
 //! connections would drain the ring). Here the op's slot owns the buffer and the driver gives
 //! it back to its ring at the completion (a heap buffer: frees it); the future only reads the
-//! result. Polled first with the no-op waker ([`std::task::Waker::noop`]), the send goes out
+//! result. Polled first unwatched ([`SendOwned::poll_unwatched`]), the send goes out
 //! unwatched: its completion wakes nobody, and the owner reads the result when it next runs
 //! for another reason (a request/response server: when the next request comes), one wake-up
 //! per exchange instead of two, and no buffer held while it waits.
@@ -20,7 +20,7 @@ use std::task::{Context, Poll, Waker};
 use crate::buf::ring::RingBuf;
 use crate::driver::owned_send::SendBytes;
 use crate::driver::slab::{Completion, OpKey, SendTarget};
-use crate::driver::OwnedSendPoll;
+use crate::driver::{driver_alive, OwnedSendPoll};
 use crate::fd::SharedFd;
 use crate::runtime::context;
 
@@ -116,11 +116,12 @@ impl fmt::Debug for SendOwned {
 
 impl SendOwned {
     /// Polls without a waker: submits the send on the first call, and reads its result on
-    /// later ones, but nothing is woken when it completes. A server that replies and then
-    /// waits for its peer submits the reply this way and awaits it (or calls this again)
-    /// before its next send; by then it has usually completed.
+    /// later ones, but nothing is woken when it completes (and a whole send frees its op slot
+    /// at once). A server that replies and then waits for its peer submits the reply this way
+    /// and awaits it (or calls this again) before its next send; by then it has usually
+    /// completed.
     pub fn poll_unwatched(&mut self) -> Poll<io::Result<()>> {
-        Pin::new(self).poll(&mut Context::from_waker(Waker::noop()))
+        self.poll_with(None)
     }
 
     /// Submits the send unwatched (see [`SendOwned::poll_unwatched`]) and hands it back in
@@ -135,6 +136,74 @@ impl SendOwned {
         match self.poll_unwatched() {
             Poll::Ready(done) => done.map(|()| None),
             Poll::Pending => Ok(Some(self)),
+        }
+    }
+
+    /// One poll: `waker` is woken by the completion, or nobody (`None`, unwatched).
+    #[inline]
+    fn poll_with(&mut self, waker: Option<&Waker>) -> Poll<io::Result<()>> {
+        if let State::Submitted {
+            key, len, driver, ..
+        } = &self.state
+        {
+            let (key, len, id) = (*key, *len, *driver);
+            let polled = context::with_driver(|driver| {
+                (driver.id() == id).then(|| driver.poll_owned_send(key, waker))
+            })
+            .flatten();
+            let done = match polled {
+                Some(OwnedSendPoll::Pending) => return Poll::Pending,
+                Some(OwnedSendPoll::Done(done)) => whole(done, len),
+                Some(OwnedSendPoll::Sent) => Ok(()),
+                // Not under its own core. If that core still lives (this is a nested
+                // `block_on`), the send may still be queued there: the result cannot be had
+                // here, and the socket stays open (the future keeps its state and fd).
+                None if driver_alive(id) => {
+                    return Poll::Ready(Err(io::Error::other(
+                        "an owned send polled off its core (under a nested block_on)",
+                    )))
+                }
+                // Its core ended, and its shutdown cancelled the send.
+                None => Err(io::Error::from_raw_os_error(libc::ECANCELED)),
+            };
+            // The fd is dropped here, outside the driver's borrow.
+            self.state = State::Done;
+            return Poll::Ready(done);
+        }
+        let State::Unsubmitted { fd, bytes } = std::mem::replace(&mut self.state, State::Done)
+        else {
+            panic!("an owned send polled after completion");
+        };
+        let len = bytes.len();
+        if len > i32::MAX as usize {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a send of {len} bytes: more than a completion can count"),
+            )));
+        }
+        let to = match fd.fixed_slot() {
+            Some(slot) => SendTarget::Fixed(slot),
+            None => SendTarget::Fd(fd.raw()),
+        };
+        let waker = waker.cloned();
+        let key = context::with_driver(|driver| {
+            // SAFETY: `fd` names the socket; this future keeps it until the send is done, or
+            // hands it to the orphan it leaves when dropped first.
+            let key = unsafe { driver.submit_owned_send(to, bytes, waker) };
+            (key, driver.id())
+        });
+        match key {
+            Some((key, driver)) => {
+                self.state = State::Submitted {
+                    fd,
+                    key,
+                    len,
+                    driver,
+                };
+                Poll::Pending
+            }
+            // Off a core: the closure (and the bytes with it) was dropped, nothing submitted.
+            None => Poll::Ready(Err(context::no_runtime())),
         }
     }
 }
@@ -156,69 +225,7 @@ impl Future for SendOwned {
 
     #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        if let State::Submitted {
-            key, len, driver, ..
-        } = &this.state
-        {
-            let (key, len, id) = (*key, *len, *driver);
-            // Off its core (the core ended, its ops cancelled; maybe another core runs on this
-            // thread now) the send reads as cancelled.
-            let polled = context::with_driver(|driver| {
-                (driver.id() == id).then(|| driver.poll_owned_send(key, cx.waker()))
-            })
-            .flatten()
-            .unwrap_or(OwnedSendPoll::Done(Completion {
-                result: -libc::ECANCELED,
-                flags: 0,
-            }));
-            let done = match polled {
-                OwnedSendPoll::Pending => return Poll::Pending,
-                OwnedSendPoll::Done(done) => whole(done, len),
-                OwnedSendPoll::Sent => Ok(()),
-            };
-            // The fd is dropped here, outside the driver's borrow.
-            this.state = State::Done;
-            return Poll::Ready(done);
-        }
-        let State::Unsubmitted { fd, bytes } = std::mem::replace(&mut this.state, State::Done)
-        else {
-            panic!("an owned send polled after completion");
-        };
-        let len = bytes.len();
-        if len > i32::MAX as usize {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("a send of {len} bytes: more than a completion can count"),
-            )));
-        }
-        let to = match fd.fixed_slot() {
-            Some(slot) => SendTarget::Fixed(slot),
-            None => SendTarget::Fd(fd.raw()),
-        };
-        // Polled with the no-op waker, the send is not watched: no waker is kept or woken.
-        let waker = Some(cx.waker())
-            .filter(|w| !w.will_wake(Waker::noop()))
-            .cloned();
-        let key = context::with_driver(|driver| {
-            // SAFETY: `fd` names the socket; this future keeps it until the send is done, or
-            // hands it to the orphan it leaves when dropped first.
-            let key = unsafe { driver.submit_owned_send(to, bytes, waker) };
-            (key, driver.id())
-        });
-        match key {
-            Some((key, driver)) => {
-                this.state = State::Submitted {
-                    fd,
-                    key,
-                    len,
-                    driver,
-                };
-                Poll::Pending
-            }
-            // Off a core: the closure (and the bytes with it) was dropped, nothing submitted.
-            None => Poll::Ready(Err(context::no_runtime())),
-        }
+        self.poll_with(Some(cx.waker()))
     }
 }
 
@@ -240,11 +247,15 @@ impl Drop for SendOwned {
         let on_core = context::with_core(|core| {
             if let Ok(mut driver) = core.driver.try_borrow_mut() {
                 if let Some(fd) = fd.take() {
-                    // Another core's driver (this future outlived its own, whose shutdown
-                    // settled the send): nothing of it to orphan.
                     let back = if driver.id() == id {
                         driver.orphan_owned_send(key, fd)
+                    } else if driver_alive(id) {
+                        // Under a nested `block_on`, its own core suspended further up: the
+                        // send may still be queued there, so the socket stays open (leaked).
+                        std::mem::forget(fd);
+                        None
                     } else {
+                        // Its core ended, and its shutdown settled the send.
                         Some(fd)
                     };
                     drop(driver);
