@@ -145,11 +145,15 @@ fn holla_upper_cases_lines_and_limits_what_it_reads() {
 
 /// Writes to `conn` without ever reading until a write fails; returns how long that took, or
 /// `None` if a write stayed blocked for 5 s (the server never let go).
-fn write_until_refused(mut conn: TcpStream) -> Option<Duration> {
+fn write_until_refused(conn: TcpStream) -> Option<Duration> {
+    write_until_refused_with(conn, vec![7u8; 64 * 1024])
+}
+
+/// As [`write_until_refused`], writing `chunk` over and over.
+fn write_until_refused_with(mut conn: TcpStream, chunk: Vec<u8>) -> Option<Duration> {
     conn.set_write_timeout(Some(Duration::from_secs(5)))
         .unwrap();
     let t0 = Instant::now();
-    let chunk = vec![7u8; 64 * 1024];
     loop {
         match conn.write(&chunk) {
             Ok(_) => {}
@@ -180,6 +184,22 @@ fn echo_closes_a_peer_that_takes_no_replies_within_the_idle_timeout() {
     assert_eq!(&back, b"ping");
     let stderr = stop(server);
     assert!(stderr.contains("1 failed"), "{stderr}");
+}
+
+/// holla replies behind the handler's back (`BufStream::start_flush`): a peer that sends line
+/// after line and never reads still has its connection closed within the idle timeout (the
+/// next reply waits for the last one to be taken), and the service goes on.
+#[test]
+fn holla_closes_a_peer_that_takes_no_replies_within_the_idle_timeout() {
+    let server = start(&["holla", "--idle-timeout", "500ms"]);
+    let hog = TcpStream::connect(server.addr).unwrap();
+    let lines = format!("{}\n", "z".repeat(99)).repeat(655);
+    let took = write_until_refused_with(hog, lines.into_bytes()).expect("the server closed it");
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    holla_answers(server.addr);
+    let stderr = stop(server);
+    assert!(stderr.contains("1 failed"), "{stderr}");
+    assert!(stderr.contains("did not take the reply"), "{stderr}");
 }
 
 /// A connection whose peer goes quiet (before its first byte, or after an exchange whose
