@@ -40,18 +40,12 @@ for round in $(seq "$ROUNDS"); do
         kill -9 "$pid" 2>/dev/null
         wait "$pid" 2>/dev/null
         perf script -i "$OUT/perf.data" -F ip,dso >"$OUT/dsos" 2>/dev/null
+        python3 benches/perf_samples.py "$OUT/dsos" >"$OUT/samples"
         python3 - "$name" "$round" "$OUT" <<'PY'
 import json, sys
 name, rnd, out = sys.argv[1:]
 client = json.load(open(f"{out}/client.json"))
-kernel = user = 0
-for line in open(f"{out}/dsos"):
-    if not line.strip():
-        continue
-    if "kernel.kallsyms" in line:
-        kernel += 1
-    else:
-        user += 1
+user, kernel = map(int, open(f"{out}/samples").read().split())
 # Each sample is 100 us of the server's CPU; the samples cover 3 s of the measured load.
 trips = client["rt_per_s"] * 3
 print(f"{name:<12} round {rnd:>2}  rt/s {client['rt_per_s']:>9.0f}  "

@@ -39,17 +39,11 @@ for round in $(seq "$ROUNDS"); do
             rate=$(python3 -c "import json; print(json.load(open('$OUT/percore.json'))['achieved_rate'])")
         fi
         perf script -i "$OUT/perf.data" -F ip,dso >"$OUT/dsos" 2>/dev/null
-        python3 - "$tool" "$round" "$rate" "$OUT/dsos" <<'PY'
+        python3 benches/perf_samples.py "$OUT/dsos" >"$OUT/samples"
+        python3 - "$tool" "$round" "$rate" "$OUT/samples" <<'PY'
 import sys
-tool, rnd, rate, dsos = sys.argv[1:]
-kernel = user = 0
-for line in open(dsos):
-    if not line.strip():
-        continue
-    if "kernel.kallsyms" in line:
-        kernel += 1
-    else:
-        user += 1
+tool, rnd, rate, samples = sys.argv[1:]
+user, kernel = map(int, open(samples).read().split())
 requests = float(rate) * 4
 print(f"{tool:<8} {rnd:>5} {float(rate):>10.0f} {user * 100 / requests:>14.3f} "
       f"{kernel * 100 / requests:>16.3f} {user:>5}+{kernel}")

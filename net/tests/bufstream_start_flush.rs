@@ -5,23 +5,11 @@
 //! sends: `bufstream_start_flush_leaks.rs`.)
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::Shutdown;
 use std::time::Duration;
 
-use percore_net::tcp::TcpListener;
-use percore_net::BufStream;
-
-fn loopback() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
-
-/// A server-side `BufStream` (write bound `write_limit`) and the client's std socket.
-async fn pair(write_limit: usize) -> (BufStream, std::net::TcpStream) {
-    let mut listener = TcpListener::bind(loopback()).unwrap();
-    let client = std::net::TcpStream::connect(listener.local_addr()).unwrap();
-    let (conn, _) = listener.accept().await.unwrap();
-    (BufStream::with_write_limit(conn, write_limit), client)
-}
+mod support;
+use support::pair;
 
 /// A client thread's lock-step line exchanges; the server upper-cases each line and replies
 /// with `start_flush`. Each reply is right, and the server's task is polled about once per

@@ -3,25 +3,13 @@
 //! or ring buffer. Its own test binary with one test, because it counts the process's fds.
 
 use std::io::Read;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use percore_engine::buf::ring::BufRing;
 use percore_engine::scope::move_on_after;
-use percore_net::tcp::TcpListener;
-use percore_net::BufStream;
 
-fn loopback() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
-
-/// A server-side `BufStream` (write bound `write_limit`) and the client's std socket.
-async fn pair(write_limit: usize) -> (BufStream, std::net::TcpStream) {
-    let mut listener = TcpListener::bind(loopback()).unwrap();
-    let client = std::net::TcpStream::connect(listener.local_addr()).unwrap();
-    let (conn, _) = listener.accept().await.unwrap();
-    (BufStream::with_write_limit(conn, write_limit), client)
-}
+mod support;
+use support::pair;
 
 /// (open fds, ops in flight, ring buffers lent out)
 fn baseline() -> (usize, u64, usize) {
