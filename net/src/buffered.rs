@@ -31,8 +31,10 @@
 //! when the kernel has taken it.
 
 use std::fmt;
+use std::future::Future;
 use std::io;
-use std::task::Poll;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
@@ -75,6 +77,25 @@ fn too_long(what: &str, max: usize) -> io::Error {
         io::ErrorKind::InvalidData,
         format!("{what} longer than the limit of {max} bytes"),
     )
+}
+
+/// An owned send awaited that goes back to unwatched when the wait is dropped before the send
+/// completed ([`SendOwned::unwatch`]).
+struct Unwatched<'a>(&'a mut SendOwned);
+
+impl Future for Unwatched<'_> {
+    type Output = io::Result<()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0).poll(cx)
+    }
+}
+
+impl Drop for Unwatched<'_> {
+    fn drop(&mut self) {
+        // A no-op once the send completed (its result was taken).
+        self.0.unwatch();
+    }
 }
 
 impl<S: ByteStream> BufStream<S> {
@@ -392,16 +413,21 @@ impl<S: ByteStream> BufStream<S> {
         let Some(send) = &mut self.sending else {
             return Ok(());
         };
-        let done = match deadline {
-            None => send.await,
-            Some((t, at)) => percore_engine::time::timeout_at(at, send)
-                .await
-                .unwrap_or_else(|_| {
-                    Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("the peer did not take the reply within {t:?}"),
-                    ))
-                }),
+        let done = {
+            // Dropped mid-wait, the send goes back to unwatched: its completion must not
+            // wake this task for nothing later.
+            let mut send = Unwatched(send);
+            match deadline {
+                None => (&mut send).await,
+                Some((t, at)) => percore_engine::time::timeout_at(at, &mut send)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!("the peer did not take the reply within {t:?}"),
+                        ))
+                    }),
+            }
         };
         // Taken (or timed out: dropping it cancels what the kernel has not taken yet).
         self.sending = None;

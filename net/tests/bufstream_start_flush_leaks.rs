@@ -67,7 +67,7 @@ async fn a_peer_that_does_not_read_times_out_the_next_flush() {
 
 /// Dropped with a send in flight (the peer does not read), the stream leaves no fd, op or
 /// ring buffer behind; a start_flush dropped while it waits for the send before leaves that
-/// send in flight, and the next flush settles it.
+/// send in flight, unwatched again, and the next flush settles it.
 async fn dropped_sends_behind_leak_nothing() {
     let base = baseline();
 
@@ -90,10 +90,21 @@ async fn dropped_sends_behind_leak_nothing() {
     );
     assert!(format!("{conn:?}").contains("sending: true"));
     let reader = std::thread::spawn(move || {
-        let mut got = Vec::new();
+        let mut got = vec![0u8; 16 << 20];
+        client.read_exact(&mut got).unwrap();
         client.read_to_end(&mut got).unwrap();
         got
     });
+    // The dropped wait left the send unwatched again: taken whole, it frees its op slot at
+    // the completion (a waker left behind would keep the slot, completed, for the next poll).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while percore_engine::stats::current().ops_in_flight != base.1 {
+        assert!(
+            Instant::now() < deadline,
+            "the send's slot is kept: still watched"
+        );
+        percore_engine::time::sleep(Duration::from_millis(1)).await;
+    }
     conn.shutdown_write().await.unwrap();
     let got = reader.join().unwrap();
     assert_eq!(got.len(), (16 << 20) + 4);

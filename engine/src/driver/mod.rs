@@ -451,6 +451,15 @@ impl Driver {
         }
     }
 
+    /// Forgets the waker an owned send of this driver's kept (see
+    /// [`Driver::poll_owned_send`]): its completion wakes nobody again, and a whole send frees
+    /// its slot. A result already there stays for the next poll.
+    pub(crate) fn unwatch_owned_send(&mut self, key: OpKey) {
+        if let Some(Lifecycle::SendingOwned { waker, .. }) = self.slab.get_mut(key) {
+            *waker = None;
+        }
+    }
+
     /// The future of `key` was dropped: keep `orphan` until the kernel is done with it.
     pub(crate) fn orphan(&mut self, key: OpKey, mut orphan: Box<dyn op::Orphan>) {
         let Some(state) = self.slab.get_mut(key) else {

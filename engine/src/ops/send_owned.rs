@@ -139,6 +139,21 @@ impl SendOwned {
         }
     }
 
+    /// Goes back to unwatched without reading the result: the waker an await left is
+    /// forgotten, so the completion wakes nobody (and a whole send frees its op slot at
+    /// once); a result already there stays for the next poll. For an await given up before
+    /// the send completed (a timeout, a cancelled wait) by an owner that will look later.
+    pub fn unwatch(&mut self) {
+        if let State::Submitted { key, driver, .. } = &self.state {
+            let (key, id) = (*key, *driver);
+            context::with_driver(|driver| {
+                if driver.id() == id {
+                    driver.unwatch_owned_send(key);
+                }
+            });
+        }
+    }
+
     /// One poll: `waker` is woken by the completion, or nobody (`None`, unwatched).
     #[inline]
     fn poll_with(&mut self, waker: Option<&Waker>) -> Poll<io::Result<()>> {
