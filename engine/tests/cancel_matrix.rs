@@ -549,3 +549,61 @@ fn a_chunk_send_gives_its_buffer_back_at_completion_in_every_state() {
         assert_settles_to(base, "chunk sends").await;
     });
 }
+
+/// A heap buffer's owned send (`send_vec`) in every state: never polled, completed unwatched
+/// and dropped unread, awaited, in flight on a full socket and dropped (cancelled), in flight
+/// unwatched and then completed. The buffer is freed by whoever holds it last (the future, the
+/// slot, the orphan); LSan checks that under ASan, and the fds and ops settle here.
+#[test]
+fn a_heap_send_frees_its_buffer_in_every_state() {
+    run(async {
+        let base = baseline();
+        let (out, mut out_peer) = unix_pair();
+
+        // (a) Never polled: nothing submitted, the buffer goes with the future.
+        drop(ops::send_vec(&out, b"never".to_vec()));
+
+        // (c) Completed unwatched, the result never taken: the slot went at the completion;
+        // dropping the future then touches nothing.
+        let mut send = ops::send_vec(&out, b"unwatched".to_vec());
+        assert!(send.poll_unwatched().is_pending());
+        let_kernel_work().await;
+        drop(send);
+        let mut got = [0u8; 9];
+        out_peer.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"unwatched");
+
+        // Awaited.
+        ops::send_vec(&out, b"awaited".to_vec()).await.unwrap();
+        let mut got = [0u8; 7];
+        out_peer.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"awaited");
+
+        // (b) In flight on a full socket, dropped: cancelled, the buffer kept until the kernel
+        // is done with it.
+        let (full, mut drain) = full_unix_pair();
+        let send = poll_once(Box::pin(ops::send_vec(&full, vec![1u8; 64 << 10]))).await;
+        let_kernel_work().await;
+        drop(send);
+        let_kernel_work().await;
+
+        // In flight unwatched, then the peer drains: it completes whole and reads as sent.
+        let mut send = ops::send_vec(&full, vec![2u8; 64 << 10]);
+        assert!(send.poll_unwatched().is_pending());
+        drain.set_nonblocking(true).unwrap();
+        let mut sink = vec![0u8; 1 << 20];
+        let mut sent = false;
+        for _ in 0..100 {
+            while matches!(drain.read(&mut sink), Ok(n) if n > 0) {}
+            let_kernel_work().await;
+            if let std::task::Poll::Ready(done) = send.poll_unwatched() {
+                done.unwrap();
+                sent = true;
+                break;
+            }
+        }
+        assert!(sent, "a drained socket took the send");
+        drop((send, out, out_peer, full, drain));
+        assert_settles_to(base, "heap sends").await;
+    });
+}
