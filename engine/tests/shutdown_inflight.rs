@@ -11,6 +11,7 @@ use std::time::Duration;
 use common::*;
 use percore_engine::buf::ring::BufRing;
 use percore_engine::ops;
+use percore_engine::scope::move_on_after;
 
 #[test]
 fn runtime_end_cancels_blocked_ops_and_frees_everything() {
@@ -184,4 +185,50 @@ fn a_core_ends_at_once_when_a_finished_op_outlives_it() {
         started.elapsed()
     );
     drop(send);
+}
+
+/// Op futures that outlived their core (recvs the core's shutdown cancelled), polled and
+/// dropped under the next core on the same thread, whose first ops have the same keys: the
+/// polled one reads cancelled and gives its buffer back; neither touches the new core's ops,
+/// which go on to complete.
+#[test]
+fn ops_that_outlived_their_core_touch_nothing_of_the_next() {
+    let _serial = serial();
+    let (fd_a, _peer_a) = unix_pair();
+    let (fd_b1, mut peer_b1) = unix_pair();
+    let (fd_b2, mut peer_b2) = unix_pair();
+    let (polled, dropped) = percore_engine::block_on(async {
+        let polled = poll_once(Box::pin(ops::recv(&fd_a, Vec::with_capacity(64), 0))).await;
+        let dropped = poll_once(Box::pin(ops::recv(&fd_a, Vec::with_capacity(64), 0))).await;
+        (polled, dropped)
+    });
+    percore_engine::block_on(async {
+        let first = poll_once(Box::pin(ops::recv(&fd_b1, Vec::with_capacity(64), 0))).await;
+        let second = poll_once(Box::pin(ops::recv(&fd_b2, Vec::with_capacity(64), 0))).await;
+        let (res, buf) = move_on_after(Duration::from_secs(5), polled)
+            .await
+            .expect("the old op stayed pending under the new core");
+        assert_eq!(res.unwrap_err().raw_os_error(), Some(libc::ECANCELED));
+        assert!(buf.capacity() >= 64, "the buffer comes back");
+        drop(dropped);
+        let_kernel_work().await;
+        peer_b1.write_all(b"one").unwrap();
+        peer_b2.write_all(b"two").unwrap();
+        let (res, buf) = move_on_after(Duration::from_secs(5), first)
+            .await
+            .expect("the new core's first op never completed");
+        assert_eq!(
+            (res.unwrap(), &buf[..]),
+            (3, &b"one"[..]),
+            "the new core's first op"
+        );
+        let (res, buf) = move_on_after(Duration::from_secs(5), second)
+            .await
+            .expect("the new core's second op never completed");
+        assert_eq!(
+            (res.unwrap(), &buf[..]),
+            (3, &b"two"[..]),
+            "the new core's second op"
+        );
+    });
 }

@@ -15,6 +15,7 @@ use std::task::{Context, Poll, Waker};
 use io_uring::squeue;
 
 use super::slab::{Completion, Lifecycle, OpKey};
+use super::{driver_alive, Driver};
 use crate::runtime::context;
 
 /// What an op's data does with completions that arrive after its future was dropped.
@@ -24,6 +25,54 @@ pub(crate) trait Orphan: 'static {
     /// data with the slot is enough for plain buffers.
     fn on_completion(&mut self, done: Completion) {
         let _ = done;
+    }
+}
+
+/// Where an op future's key is valid: the driver it was submitted to. A future that outlives
+/// its core, or is polled under a nested `block_on`'s core, must not read or orphan the slot
+/// the same key names in another driver's slab.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Home {
+    key: OpKey,
+    driver: u64,
+}
+
+/// What an op future finds when it looks for its driver.
+enum Found<'a> {
+    /// Its own driver: the key is valid there.
+    Home(&'a mut Driver),
+    /// Its driver lives, suspended further up this thread (a nested `block_on`): the kernel
+    /// may still own the op's data, and nothing can be done about it from here.
+    Away,
+    /// Its driver is gone, and its shutdown waited for the kernel to finish every op.
+    Gone,
+}
+
+impl Home {
+    /// Runs `f` with what the calling thread has of the op's driver.
+    #[inline]
+    fn with<R>(self, f: impl FnOnce(Found<'_>) -> R) -> R {
+        let mut f = Some(f);
+        let here = context::with_driver(|driver| {
+            if driver.id() == self.driver {
+                let f = f.take().expect("called once");
+                Some(f(Found::Home(driver)))
+            } else {
+                None
+            }
+        })
+        .flatten();
+        match here {
+            Some(r) => r,
+            None => {
+                let f = f.take().expect("called once");
+                if driver_alive(self.driver) {
+                    f(Found::Away)
+                } else {
+                    f(Found::Gone)
+                }
+            }
+        }
     }
 }
 
@@ -38,18 +87,22 @@ unsafe fn submit_on_this_core<T>(
     build: impl FnOnce(&mut T) -> squeue::Entry,
     multishot: bool,
     waker: Option<&Waker>,
-) -> Result<(OpKey, T), (io::Error, T)> {
+) -> Result<(Home, T), (io::Error, T)> {
     let entry = build(&mut data);
     // A submission polled with the no-op waker is not watched (its owner looks at it later,
     // as the load generator does with its sends): no waker is kept, so none is woken.
     let waker = waker.filter(|w| !w.will_wake(Waker::noop())).cloned();
-    let key = context::with_driver(|driver| {
+    let home = context::with_driver(|driver| {
         // SAFETY: the entry points only at heap memory owned by `data`, which the op future
         // keeps and which moves to the slot if the future is dropped before the last completion.
-        unsafe { driver.submit(entry, multishot, waker) }
+        let key = unsafe { driver.submit(entry, multishot, waker) };
+        Home {
+            key,
+            driver: driver.id(),
+        }
     });
-    match key {
-        Some(key) => Ok((key, data)),
+    match home {
+        Some(home) => Ok((home, data)),
         None => Err((context::no_runtime(), data)),
     }
 }
@@ -72,14 +125,14 @@ fn runtime_gone() -> Completion {
 /// buffer is lost with the buffer, which is why owners of streams keep read results before
 /// yielding them.
 pub(crate) struct Op<T: Orphan> {
-    key: OpKey,
+    home: Home,
     data: Option<T>,
     _local: PhantomData<*const ()>,
 }
 
 impl<T: Orphan> std::fmt::Debug for Op<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Op").field("key", &self.key).finish()
+        f.debug_struct("Op").field("key", &self.home.key).finish()
     }
 }
 
@@ -100,9 +153,9 @@ impl<T: Orphan> Op<T> {
         build: impl FnOnce(&mut T) -> squeue::Entry,
     ) -> Result<Op<T>, (io::Error, T)> {
         // SAFETY: forwarded from the caller.
-        let (key, data) = unsafe { submit_on_this_core(data, build, false, None) }?;
+        let (home, data) = unsafe { submit_on_this_core(data, build, false, None) }?;
         Ok(Op {
-            key,
+            home,
             data: Some(data),
             _local: PhantomData,
         })
@@ -126,9 +179,9 @@ impl<T: Orphan> Op<T> {
         waker: &Waker,
     ) -> Result<Op<T>, (io::Error, T)> {
         // SAFETY: forwarded from the caller.
-        let (key, data) = unsafe { submit_on_this_core(data, build, false, Some(waker)) }?;
+        let (home, data) = unsafe { submit_on_this_core(data, build, false, Some(waker)) }?;
         Ok(Op {
-            key,
+            home,
             data: Some(data),
             _local: PhantomData,
         })
@@ -141,10 +194,16 @@ impl<T: Orphan + Unpin> Future for Op<T> {
     #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        let key = this.key;
-        // A slot that is gone (the driver was shut down and drained) reads as cancelled.
-        let done = context::with_driver(|driver| driver.poll_op(key, cx.waker()))
-            .unwrap_or_else(|| Some(runtime_gone()));
+        let key = this.home.key;
+        let done = this.home.with(|found| match found {
+            Found::Home(driver) => driver.poll_op(key, cx.waker()),
+            // Under a nested core: the kernel may still write into the data, so it cannot be
+            // given back; the op's own core wakes the task (with the waker an earlier poll
+            // left there) once it runs again.
+            Found::Away => None,
+            // The driver was shut down and drained: cancelled.
+            Found::Gone => Some(runtime_gone()),
+        });
         match done {
             Some(done) => {
                 let data = this.data.take().expect("Op polled after completion");
@@ -158,29 +217,35 @@ impl<T: Orphan + Unpin> Future for Op<T> {
 impl<T: Orphan> Drop for Op<T> {
     fn drop(&mut self) {
         if let Some(data) = self.data.take() {
-            orphan_or_release(self.key, data);
+            orphan_or_release(self.home, data);
         }
     }
 }
 
-/// Hands a dropped op's data to the driver. Off a core (the runtime is gone, and its shutdown
-/// waited for the kernel to finish every op) the data is dropped. If the driver is busy further
-/// up this thread's stack, the data is leaked: the kernel may still own it and nothing can
-/// cancel the op from here; leaking is the only sound choice (it does not happen in practice:
-/// orphans never own op futures).
-fn orphan_or_release<T: Orphan>(key: OpKey, data: T) {
+/// Hands a dropped op's data to its driver. With the driver gone (its shutdown waited for the
+/// kernel to finish every op) the data is dropped. If the driver is busy further up this
+/// thread's stack, or suspended under a nested `block_on`, the data is leaked: the kernel may
+/// still own it and nothing can cancel the op from here; leaking is the only sound choice (it
+/// does not happen in practice: orphans never own op futures, and op futures stay on their
+/// core).
+fn orphan_or_release<T: Orphan>(home: Home, data: T) {
     let mut data = Some(data);
     let on_core = context::with_core(|core| {
         if let Ok(mut driver) = core.driver.try_borrow_mut() {
-            if let Some(data) = data.take() {
-                driver.orphan(key, Box::new(data));
+            if driver.id() == home.driver {
+                if let Some(data) = data.take() {
+                    driver.orphan(home.key, Box::new(data));
+                }
             }
         }
     })
     .is_some();
-    if on_core {
-        if let Some(data) = data.take() {
+    if let Some(data) = data.take() {
+        if on_core && (driver_alive(home.driver)) {
             std::mem::forget(data);
+        } else {
+            // Its driver is gone: the kernel is done with the data.
+            drop(data);
         }
     }
 }
@@ -193,7 +258,7 @@ fn orphan_or_release<T: Orphan>(key: OpKey, data: T) {
 /// confirms the cancel, go to the data's [`Orphan::on_completion`] (which closes accepted fds
 /// and recycles provided buffers), so nothing the kernel produced leaks.
 pub(crate) struct Multishot<T: Orphan> {
-    key: OpKey,
+    home: Home,
     data: Option<T>,
     done: bool,
     _local: PhantomData<*const ()>,
@@ -202,7 +267,7 @@ pub(crate) struct Multishot<T: Orphan> {
 impl<T: Orphan> std::fmt::Debug for Multishot<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Multishot")
-            .field("key", &self.key)
+            .field("key", &self.home.key)
             .field("done", &self.done)
             .finish()
     }
@@ -223,9 +288,9 @@ impl<T: Orphan> Multishot<T> {
         build: impl FnOnce(&mut T) -> squeue::Entry,
     ) -> Result<Multishot<T>, (io::Error, T)> {
         // SAFETY: forwarded from the caller.
-        let (key, data) = unsafe { submit_on_this_core(data, build, true, None) }?;
+        let (home, data) = unsafe { submit_on_this_core(data, build, true, None) }?;
         Ok(Multishot {
-            key,
+            home,
             data: Some(data),
             done: false,
             _local: PhantomData,
@@ -255,8 +320,15 @@ impl<T: Orphan> Multishot<T> {
         if self.done {
             return Poll::Ready(None);
         }
-        let key = self.key;
-        let next = context::with_driver(|driver| {
+        let key = self.home.key;
+        let next = self.home.with(|found| {
+            let driver = match found {
+                Found::Home(driver) => driver,
+                // Under a nested core: nothing here; its own core wakes the task later.
+                Found::Away => return Poll::Pending,
+                // The driver was shut down and drained: the stream is over.
+                Found::Gone => return Poll::Ready(None),
+            };
             let Some(Lifecycle::Multishot {
                 queue,
                 waker,
@@ -278,8 +350,7 @@ impl<T: Orphan> Multishot<T> {
                 _ => *waker = Some(cx.waker().clone()),
             }
             Poll::Pending
-        })
-        .unwrap_or(Poll::Ready(None));
+        });
         if let Poll::Ready(None) = next {
             self.done = true;
         }
@@ -292,8 +363,12 @@ impl<T: Orphan> Multishot<T> {
         if self.done {
             return;
         }
-        let key = self.key;
-        context::with_driver(|driver| driver.limit_queue(key, max));
+        let key = self.home.key;
+        self.home.with(|found| {
+            if let Found::Home(driver) = found {
+                driver.limit_queue(key, max);
+            }
+        });
     }
 
     /// Asks the kernel to stop the op; the stream then ends after the final completion.
@@ -301,11 +376,13 @@ impl<T: Orphan> Multishot<T> {
         if self.done {
             return;
         }
-        let key = self.key;
-        context::with_driver(|driver| {
-            let entry = io_uring::opcode::AsyncCancel::new(key.to_user_data()).build();
-            // SAFETY: an async cancel entry points at no memory.
-            unsafe { driver.push_detached(entry) };
+        let key = self.home.key;
+        self.home.with(|found| {
+            if let Found::Home(driver) = found {
+                let entry = io_uring::opcode::AsyncCancel::new(key.to_user_data()).build();
+                // SAFETY: an async cancel entry points at no memory.
+                unsafe { driver.push_detached(entry) };
+            }
         });
     }
 }
@@ -316,7 +393,7 @@ impl<T: Orphan> Drop for Multishot<T> {
             return;
         }
         if let Some(data) = self.data.take() {
-            orphan_or_release(self.key, data);
+            orphan_or_release(self.home, data);
         }
     }
 }
