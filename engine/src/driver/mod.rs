@@ -25,7 +25,11 @@
 //! 0 are the driver's own tokens ([`TOKEN_IGNORE`], [`TOKEN_WAKE`]). With
 //! `IORING_FEAT_NODROP` the kernel keeps completions that overflow the queue and hands them
 //! back on the next enter with `GETEVENTS`, which every enter here carries; overflows are
-//! counted.
+//! counted. An op future keeps its key with its driver's id (unique in the process): polled
+//! or dropped where another driver is current (a later core on the same thread, or a nested
+//! `block_on`'s), it never reads or orphans the slot the same key names there; with its own
+//! driver gone it reads as cancelled; with it suspended further up the stack it keeps its
+//! data (an op waits; an owned send reads an error and keeps its socket open).
 //!
 //! Cancellation. Dropping an op future that the kernel still owns moves its data into the slot
 //! (`Orphaned`) and submits `ASYNC_CANCEL` for its key. The orphan sees every later completion
