@@ -32,13 +32,13 @@ pub(crate) trait Orphan: 'static {
 /// its core, or is polled under a nested `block_on`'s core, must not read or orphan the slot
 /// the same key names in another driver's slab.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Home {
-    key: OpKey,
+pub(crate) struct Home {
+    pub(crate) key: OpKey,
     driver: u64,
 }
 
 /// What an op future finds when it looks for its driver.
-enum Found<'a> {
+pub(crate) enum Found<'a> {
     /// Its own driver: the key is valid there.
     Home(&'a mut Driver),
     /// Its driver lives, suspended further up this thread (a nested `block_on`): the kernel
@@ -49,9 +49,19 @@ enum Found<'a> {
 }
 
 impl Home {
-    /// Runs `f` with what the calling thread has of the op's driver.
+    /// `key`, submitted to `driver`.
     #[inline]
-    fn with<R>(self, f: impl FnOnce(Found<'_>) -> R) -> R {
+    pub(crate) fn new(driver: &Driver, key: OpKey) -> Home {
+        Home {
+            key,
+            driver: driver.id(),
+        }
+    }
+
+    /// Runs `f` with what the calling thread has of the op's driver. A driver busy further up
+    /// this thread's stack is `Away` too: nothing can be done with it from here.
+    #[inline]
+    pub(crate) fn with<R>(self, f: impl FnOnce(Found<'_>) -> R) -> R {
         let mut f = Some(f);
         let here = context::with_driver(|driver| {
             if driver.id() == self.driver {
@@ -96,10 +106,7 @@ unsafe fn submit_on_this_core<T>(
         // SAFETY: the entry points only at heap memory owned by `data`, which the op future
         // keeps and which moves to the slot if the future is dropped before the last completion.
         let key = unsafe { driver.submit(entry, multishot, waker) };
-        Home {
-            key,
-            driver: driver.id(),
-        }
+        Home::new(driver, key)
     });
     match home {
         Some(home) => Ok((home, data)),
@@ -229,25 +236,12 @@ impl<T: Orphan> Drop for Op<T> {
 /// does not happen in practice: orphans never own op futures, and op futures stay on their
 /// core).
 fn orphan_or_release<T: Orphan>(home: Home, data: T) {
-    let mut data = Some(data);
-    let on_core = context::with_core(|core| {
-        if let Ok(mut driver) = core.driver.try_borrow_mut() {
-            if driver.id() == home.driver {
-                if let Some(data) = data.take() {
-                    driver.orphan(home.key, Box::new(data));
-                }
-            }
-        }
-    })
-    .is_some();
-    if let Some(data) = data.take() {
-        if on_core && (driver_alive(home.driver)) {
-            std::mem::forget(data);
-        } else {
-            // Its driver is gone: the kernel is done with the data.
-            drop(data);
-        }
-    }
+    home.with(|found| match found {
+        Found::Home(driver) => driver.orphan(home.key, Box::new(data)),
+        Found::Away => std::mem::forget(data),
+        // Its driver is gone: the kernel is done with the data.
+        Found::Gone => drop(data),
+    });
 }
 
 /// A submitted multishot op: a stream of completions ending with the one without `F_MORE`.

@@ -18,9 +18,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use crate::buf::ring::RingBuf;
+use crate::driver::op::{Found, Home};
 use crate::driver::owned_send::SendBytes;
-use crate::driver::slab::{Completion, OpKey, SendTarget};
-use crate::driver::{driver_alive, OwnedSendPoll};
+use crate::driver::slab::{Completion, SendTarget};
+use crate::driver::OwnedSendPoll;
 use crate::fd::SharedFd;
 use crate::runtime::context;
 
@@ -94,11 +95,9 @@ enum State {
     /// it may need the driver, so it never goes into the slot but with an orphan).
     Submitted {
         fd: SharedFd,
-        key: OpKey,
+        /// The op's key, with the driver it is valid in.
+        home: Home,
         len: usize,
-        /// The driver `key` is of ([`Driver::id`](crate::driver::Driver)): a key read under
-        /// another (this future outlived its core) names nothing of this send's.
-        driver: u64,
     },
     Done,
 }
@@ -144,11 +143,11 @@ impl SendOwned {
     /// once); a result already there stays for the next poll. For an await given up before
     /// the send completed (a timeout, a cancelled wait) by an owner that will look later.
     pub fn unwatch(&mut self) {
-        if let State::Submitted { key, driver, .. } = &self.state {
-            let (key, id) = (*key, *driver);
-            context::with_driver(|driver| {
-                if driver.id() == id {
-                    driver.unwatch_owned_send(key);
+        if let State::Submitted { home, .. } = &self.state {
+            let home = *home;
+            home.with(|found| {
+                if let Found::Home(driver) = found {
+                    driver.unwatch_owned_send(home.key);
                 }
             });
         }
@@ -157,29 +156,28 @@ impl SendOwned {
     /// One poll: `waker` is woken by the completion, or nobody (`None`, unwatched).
     #[inline]
     fn poll_with(&mut self, waker: Option<&Waker>) -> Poll<io::Result<()>> {
-        if let State::Submitted {
-            key, len, driver, ..
-        } = &self.state
-        {
-            let (key, len, id) = (*key, *len, *driver);
-            let polled = context::with_driver(|driver| {
-                (driver.id() == id).then(|| driver.poll_owned_send(key, waker))
-            })
-            .flatten();
-            let done = match polled {
+        if let State::Submitted { home, len, .. } = &self.state {
+            let (home, len) = (*home, *len);
+            let done = match home.with(|found| match found {
+                Found::Home(driver) => Some(driver.poll_owned_send(home.key, waker)),
+                Found::Away => None,
+                // Its core ended, and its shutdown cancelled the send.
+                Found::Gone => Some(OwnedSendPoll::Done(Completion {
+                    result: -libc::ECANCELED,
+                    flags: 0,
+                })),
+            }) {
                 Some(OwnedSendPoll::Pending) => return Poll::Pending,
                 Some(OwnedSendPoll::Done(done)) => whole(done, len),
                 Some(OwnedSendPoll::Sent) => Ok(()),
-                // Not under its own core. If that core still lives (this is a nested
-                // `block_on`), the send may still be queued there: the result cannot be had
-                // here, and the socket stays open (the future keeps its state and fd).
-                None if driver_alive(id) => {
+                // Its core lives, suspended further up (a nested `block_on`): the send may
+                // still be queued there, so the result cannot be had here, and the socket
+                // stays open (the future keeps its state and fd).
+                None => {
                     return Poll::Ready(Err(io::Error::other(
                         "an owned send polled off its core (under a nested block_on)",
                     )))
                 }
-                // Its core ended, and its shutdown cancelled the send.
-                None => Err(io::Error::from_raw_os_error(libc::ECANCELED)),
             };
             // The fd is dropped here, outside the driver's borrow.
             self.state = State::Done;
@@ -201,20 +199,15 @@ impl SendOwned {
             None => SendTarget::Fd(fd.raw()),
         };
         let waker = waker.cloned();
-        let key = context::with_driver(|driver| {
+        let home = context::with_driver(|driver| {
             // SAFETY: `fd` names the socket; this future keeps it until the send is done, or
             // hands it to the orphan it leaves when dropped first.
             let key = unsafe { driver.submit_owned_send(to, bytes, waker) };
-            (key, driver.id())
+            Home::new(driver, key)
         });
-        match key {
-            Some((key, driver)) => {
-                self.state = State::Submitted {
-                    fd,
-                    key,
-                    len,
-                    driver,
-                };
+        match home {
+            Some(home) => {
+                self.state = State::Submitted { fd, home, len };
                 Poll::Pending
             }
             // Off a core: the closure (and the bytes with it) was dropped, nothing submitted.
@@ -251,41 +244,22 @@ impl Drop for SendOwned {
             // The common end: the result was taken (or nothing was submitted).
             return;
         }
-        let State::Submitted {
-            fd, key, driver, ..
-        } = std::mem::replace(&mut self.state, State::Done)
+        let State::Submitted { fd, home, .. } = std::mem::replace(&mut self.state, State::Done)
         else {
             return;
         };
-        let id = driver;
-        let mut fd = Some(fd);
-        let on_core = context::with_core(|core| {
-            if let Ok(mut driver) = core.driver.try_borrow_mut() {
-                if let Some(fd) = fd.take() {
-                    let back = if driver.id() == id {
-                        driver.orphan_owned_send(key, fd)
-                    } else if driver_alive(id) {
-                        // Under a nested `block_on`, its own core suspended further up: the
-                        // send may still be queued there, so the socket stays open (leaked).
-                        std::mem::forget(fd);
-                        None
-                    } else {
-                        // Its core ended, and its shutdown settled the send.
-                        Some(fd)
-                    };
-                    drop(driver);
-                    // Outside the driver's borrow: dropping the fd may unregister it.
-                    drop(back);
-                }
-            }
-        })
-        .is_some();
-        if on_core {
-            // The driver is busy further up this thread's stack (it never is in practice): the
-            // send may still be queued, so its socket must stay open.
-            if let Some(fd) = fd.take() {
+        let back = home.with(|found| match found {
+            Found::Home(driver) => driver.orphan_owned_send(home.key, fd),
+            // Its core lives, suspended or busy further up this thread's stack: the send may
+            // still be queued there, so the socket stays open (leaked).
+            Found::Away => {
                 std::mem::forget(fd);
+                None
             }
-        }
+            // Its core ended, and its shutdown settled the send.
+            Found::Gone => Some(fd),
+        });
+        // Outside the driver's borrow: dropping the fd may unregister it.
+        drop(back);
     }
 }
