@@ -56,6 +56,7 @@
 
 mod buffered;
 pub mod log;
+mod relay;
 pub mod service;
 mod stream;
 pub mod tcp;
@@ -63,4 +64,5 @@ pub mod udp;
 pub mod unix;
 
 pub use buffered::{BufStream, DEFAULT_WRITE_BUFFER};
+pub use relay::Relaying;
 pub use stream::ByteStream;

@@ -287,6 +287,25 @@ impl StreamCore {
         (Ok(()), buf)
     }
 
+    /// A relay of what this stream receives to `to` (see [`ops::Relay`]): the receive armed
+    /// now (its chunks nobody took go first) is handed over, or one is armed on the core's
+    /// ring. Chunks waiting to be sent are bounded as untaken ones are.
+    pub(crate) fn relay_to(&mut self, to: &SharedFd) -> io::Result<crate::Relaying<'_>> {
+        let receiver = match self.receiver.take() {
+            Some(receiver) => receiver,
+            None => Receiver {
+                ring: BufRing::core_default()?,
+                stream: None,
+            },
+        };
+        let max_waiting = untaken_chunk_limit(&receiver.ring);
+        let relay = match receiver.stream {
+            Some(stream) => stream.relay_to(to, max_waiting)?,
+            None => ops::relay(&self.fd, &receiver.ring, to, max_waiting)?,
+        };
+        Ok(crate::Relaying::new(relay))
+    }
+
     /// The next received chunk: see [`RecvChunk`].
     #[inline]
     pub(crate) fn recv_chunk(&mut self) -> RecvChunk<'_> {

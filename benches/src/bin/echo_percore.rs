@@ -7,7 +7,8 @@
 //! at the send's completion, and the send's result is read when the next chunk comes, so an
 //! exchange wakes the task once), like the raw loop. `--mode read`: a one-shot `TcpStream::read` into a
 //! reused 64 KiB `Vec` and `write_all`. `--mode bufstream`: `BufStream::read_some` ->
-//! `write` -> `flush`.
+//! `write` -> `flush`. `--mode relay`: `TcpStream::relay_back`, the driver sending each chunk
+//! back from its ring buffer as its receive completes (no task wake-up per exchange).
 //!
 //! Run: `echo_percore --listen 127.0.0.1:7000 --cpu 0`; see `benches/echo/run.sh`.
 
@@ -29,6 +30,8 @@ enum Mode {
     Read,
     /// `BufStream::read_some` + `write` + `flush`.
     Bufstream,
+    /// `TcpStream::relay_back`: the driver sends each chunk back itself, no task wake-up.
+    Relay,
 }
 
 /// Command line.
@@ -69,6 +72,10 @@ async fn echo_chunk(mut stream: TcpStream) -> io::Result<()> {
     }
 }
 
+async fn echo_relay(mut stream: TcpStream) -> io::Result<()> {
+    stream.relay_back()?.await.map(drop)
+}
+
 async fn echo_read(stream: TcpStream) -> io::Result<()> {
     let mut buf: Vec<u8> = Vec::with_capacity(READ_MAX);
     loop {
@@ -107,6 +114,7 @@ async fn serve(listen: SocketAddr, mode: Mode) -> io::Result<()> {
             Mode::Chunk => percore_engine::spawn(echo_chunk(stream)).detach(|_outcome| {}),
             Mode::Read => percore_engine::spawn(echo_read(stream)).detach(|_outcome| {}),
             Mode::Bufstream => percore_engine::spawn(echo_bufstream(stream)).detach(|_outcome| {}),
+            Mode::Relay => percore_engine::spawn(echo_relay(stream)).detach(|_outcome| {}),
         }
     }
 }

@@ -191,6 +191,11 @@ impl BufRing {
         self.inner.lent.get()
     }
 
+    /// The handle an op kept of its ring.
+    pub(crate) fn from_inner(inner: Rc<Inner>) -> BufRing {
+        BufRing { inner }
+    }
+
     pub(crate) fn inner(&self) -> &Rc<Inner> {
         &self.inner
     }

@@ -47,6 +47,7 @@
 pub(crate) mod fixed;
 pub(crate) mod op;
 pub(crate) mod owned_send;
+pub(crate) mod relay;
 pub(crate) mod ring;
 mod ring_fd;
 pub(crate) mod slab;
@@ -59,6 +60,7 @@ use std::time::{Duration, Instant};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
 use owned_send::{OwnedSendOrphan, SendBytes};
+use relay::{RelayPoll, RelayState, Requests};
 pub use ring::RingFeatures;
 use ring_fd::RegisteredRing;
 use slab::{Completion, Lifecycle, OpKey, OpSlab, SendTarget};
@@ -511,6 +513,9 @@ impl Driver {
                 self.graveyard.push(orphan);
                 self.cancel(key);
             }
+            // Not a path a relay takes (the receive it adopted gave up its key), and the
+            // relay's own owner keeps it: the data handed in goes from the graveyard.
+            Lifecycle::Relay(_) => self.graveyard.push(orphan),
             Lifecycle::Orphaned(_) => {}
         }
     }
@@ -520,6 +525,111 @@ impl Driver {
         let entry = opcode::AsyncCancel::new(key.to_user_data()).build();
         // SAFETY: an async cancel names its target by user_data and points at no memory.
         unsafe { self.push_detached(entry) };
+    }
+
+    /// Starts a relay ([`relay`]): in the slot of the multishot receive `adopt` (its
+    /// completions nobody took are relayed first, and its request goes on as the relay's), or
+    /// in a new slot with a fresh receive. Returns the relay's key.
+    ///
+    /// # Safety
+    ///
+    /// Both sockets `state` names must stay open (their numbers not reused) until the kernel
+    /// owns neither request: the caller keeps them, and hands them to
+    /// [`Driver::orphan_relay`] if it goes first. `adopt` must be a receive on the socket the
+    /// relay receives from, into the ring `state` holds.
+    pub(crate) unsafe fn start_relay(&mut self, adopt: Option<OpKey>, state: RelayState) -> OpKey {
+        let (key, armed, queued) = match adopt.map(|key| (key, self.slab.get_mut(key))) {
+            Some((
+                key,
+                Some(Lifecycle::Multishot {
+                    queue, finished, ..
+                }),
+            )) => {
+                let queued = std::mem::take(queue);
+                // The kernel may post to the receive until its last completion, which is either
+                // still to come or queued here.
+                let armed = !*finished || queued.len() > 0;
+                if let Some(slot) = self.slab.get_mut(key) {
+                    *slot = Lifecycle::Relay(Box::new(state));
+                }
+                (key, armed, queued)
+            }
+            _ => (
+                self.slab.insert(Lifecycle::Relay(Box::new(state))),
+                false,
+                slab::CompletionQueue::default(),
+            ),
+        };
+        self.relay_event(key, |relay, out| relay.start(armed, queued, out));
+        key
+    }
+
+    /// Runs `event` on relay `key`, submitting what it asks for.
+    fn relay_event<R>(
+        &mut self,
+        key: OpKey,
+        event: impl FnOnce(&mut RelayState, &mut Requests<'_, '_>) -> R,
+    ) -> Option<R> {
+        let Some(Lifecycle::Relay(relay)) = self.slab.get_mut(key) else {
+            return None;
+        };
+        let mut sq = self.ring.submission();
+        let mut out = Requests {
+            key,
+            sq: &mut sq,
+            backlog: &mut self.backlog,
+            shutting_down: self.shutting_down,
+            queued_behind: 0,
+        };
+        let r = event(relay, &mut out);
+        self.stats.sq_full += out.queued_behind;
+        Some(r)
+    }
+
+    /// The owner of relay `key` polls it: see [`RelayPoll`]. An ended relay's slot is freed.
+    pub(crate) fn poll_relay(&mut self, key: OpKey, waker: &Waker) -> RelayPoll {
+        let Some(Lifecycle::Relay(relay)) = self.slab.get_mut(key) else {
+            return RelayPoll::Done(Err(-libc::ECANCELED));
+        };
+        let polled = relay.poll(waker);
+        if let RelayPoll::Done(_) = polled {
+            if let Some(Lifecycle::Relay(relay)) = self.slab.remove(key) {
+                self.graveyard.push(relay);
+            }
+        }
+        polled
+    }
+
+    /// Re-arms relay `key`'s receive, which stopped when the ring ran dry.
+    pub(crate) fn relay_rearm(&mut self, key: OpKey) {
+        self.relay_event(key, RelayState::rearm_after_dry);
+    }
+
+    /// Relay `key`'s bytes received plus bytes sent (0 once it ended).
+    pub(crate) fn relay_progress(&mut self, key: OpKey) -> u64 {
+        match self.slab.get_mut(key) {
+            Some(Lifecycle::Relay(relay)) => relay.progress(),
+            _ => 0,
+        }
+    }
+
+    /// The future of relay `key` was dropped. A relay the kernel is done with is freed and
+    /// `fds` come back (to be dropped outside the driver's borrow); else both requests are
+    /// cancelled and the slot keeps `fds` until the kernel is done.
+    pub(crate) fn orphan_relay(&mut self, key: OpKey, fds: [SharedFd; 2]) -> Option<[SharedFd; 2]> {
+        match self.slab.get_mut(key) {
+            Some(Lifecycle::Relay(relay)) if relay.kernel_owned() => {
+                self.relay_event(key, |relay, out| relay.abandon(fds, out));
+                None
+            }
+            Some(Lifecycle::Relay(_)) => {
+                if let Some(Lifecycle::Relay(relay)) = self.slab.remove(key) {
+                    self.graveyard.push(relay);
+                }
+                Some(fds)
+            }
+            _ => Some(fds),
+        }
     }
 
     /// Submits what is queued and, if `wait`, waits for at least one completion or until
@@ -657,15 +767,24 @@ impl Driver {
         let mut over_limit = Vec::new();
         // Owned sends that went short, to be continued (allocates only then).
         let mut short_sends = Vec::new();
-        let mut cq = self.ring.completion();
+        // The submission queue beside the completion queue: relays submit as they complete.
+        let (_, mut sq, mut cq) = self.ring.split();
         cq.sync();
+        let mut out = Requests {
+            key: OpKey::NONE,
+            sq: &mut sq,
+            backlog: &mut self.backlog,
+            shutting_down: self.shutting_down,
+            queued_behind: 0,
+        };
         for cqe in &mut cq {
             reaped.completions += 1;
             let done = Completion {
                 result: cqe.result(),
                 flags: cqe.flags(),
             };
-            match cqe.user_data() {
+            let user_data = cqe.user_data();
+            match user_data {
                 TOKEN_IGNORE => continue,
                 TOKEN_WAKE => {
                     reaped.woken = true;
@@ -673,16 +792,27 @@ impl Driver {
                 }
                 _ => {}
             }
-            let Some(key) = OpKey::from_user_data(cqe.user_data()) else {
+            let Some(key) = OpKey::from_user_data(user_data) else {
                 continue;
             };
-            match complete(&mut self.slab, key, done, wakers, &mut self.graveyard) {
+            out.key = key;
+            let relay = Some((&mut out, OpKey::is_second(user_data)));
+            match complete(
+                &mut self.slab,
+                key,
+                done,
+                wakers,
+                &mut self.graveyard,
+                relay,
+            ) {
                 FollowUp::None => {}
                 FollowUp::CancelMultishot => over_limit.push(key),
                 FollowUp::SendRest => short_sends.push(key),
             }
         }
+        self.stats.sq_full += out.queued_behind;
         drop(cq);
+        drop(sq);
         for key in over_limit {
             self.cancel_multishot(key);
         }
@@ -771,8 +901,8 @@ impl Driver {
             unsafe { self.push_detached(entry) };
             return;
         }
-        for key in self.slab.kernel_owned() {
-            let entry = opcode::AsyncCancel::new(key.to_user_data()).build();
+        for user_data in self.slab.kernel_owned() {
+            let entry = opcode::AsyncCancel::new(user_data).build();
             // SAFETY: an async cancel names its target by user_data and points at no memory.
             unsafe { self.push_detached(entry) };
         }
@@ -816,7 +946,10 @@ enum FollowUp {
     SendRest,
 }
 
-/// Hands one completion to its op, and says what must follow.
+/// Hands one completion to its op, and says what must follow. A relay's completion (`relay`:
+/// where it submits, and whether this is its send's) is handled here whole: a relay whose
+/// owner is gone is freed once the kernel owns neither request; else its owner is woken if the
+/// relay ended or stopped for want of buffers.
 #[inline]
 fn complete(
     slab: &mut OpSlab,
@@ -824,6 +957,7 @@ fn complete(
     done: Completion,
     wakers: &mut Vec<Waker>,
     graveyard: &mut Vec<Box<dyn op::Orphan>>,
+    relay: Option<(&mut Requests<'_, '_>, bool)>,
 ) -> FollowUp {
     let Some(state) = slab.get_mut(key) else {
         return FollowUp::None;
@@ -899,6 +1033,24 @@ fn complete(
                 if let Some(Lifecycle::Orphaned(orphan)) = slab.remove(key) {
                     graveyard.push(orphan);
                 }
+            }
+        }
+        Lifecycle::Relay(state) => {
+            let Some((out, second)) = relay else {
+                return FollowUp::None;
+            };
+            if second {
+                state.on_send(done, out);
+            } else {
+                state.on_receive(done, out);
+            }
+            if state.abandoned() && !state.kernel_owned() {
+                if let Some(Lifecycle::Relay(state)) = slab.remove(key) {
+                    // Its sockets and its ring handle go outside the driver's borrow.
+                    graveyard.push(state);
+                }
+            } else if let Some(w) = state.wake_owner() {
+                wakers.push(w);
             }
         }
         // A second completion for a single-shot op does not happen; ignore it.
@@ -1022,7 +1174,7 @@ mod tests {
                     flags: 0,
                 };
                 assert_eq!(
-                    complete(&mut slab, key, short, &mut wakers, &mut graveyard),
+                    complete(&mut slab, key, short, &mut wakers, &mut graveyard, None),
                     FollowUp::SendRest
                 );
                 match slab.get_mut(key) {
@@ -1038,7 +1190,7 @@ mod tests {
                     flags: 0,
                 };
                 assert_eq!(
-                    complete(&mut slab, key, done, &mut wakers, &mut graveyard),
+                    complete(&mut slab, key, done, &mut wakers, &mut graveyard, None),
                     FollowUp::None
                 );
                 if watched || *whole < 0 {
@@ -1116,7 +1268,14 @@ mod tests {
                 }
                 let done = Completion { result, flags: 0 };
                 assert_eq!(
-                    complete(&mut driver.slab, key, done, &mut wakers, &mut graveyard),
+                    complete(
+                        &mut driver.slab,
+                        key,
+                        done,
+                        &mut wakers,
+                        &mut graveyard,
+                        None
+                    ),
                     FollowUp::None
                 );
                 assert_eq!(wakers.len(), usize::from(watched));
@@ -1149,7 +1308,14 @@ mod tests {
             result: 1,
             flags: 0,
         };
-        complete(&mut driver.slab, key, done, &mut wakers, &mut graveyard);
+        complete(
+            &mut driver.slab,
+            key,
+            done,
+            &mut wakers,
+            &mut graveyard,
+            None,
+        );
         assert!(wakers.is_empty(), "nobody watches");
         assert_eq!(driver.poll_owned_send(key, None), OwnedSendPoll::Sent);
         assert!(graveyard.is_empty());

@@ -303,6 +303,24 @@ impl<T: Orphan> Multishot<T> {
             .expect("multishot data present until taken")
     }
 
+    /// Gives the op up without cancelling it, for another op to take its request over in its
+    /// slot (a relay adopting a receive): its home (`None` once the stream ended, the slot
+    /// freed) and its data. Dropping what this returns does not touch the slot.
+    pub(crate) fn into_raw(mut self) -> (Option<Home>, T) {
+        let data = self
+            .data
+            .take()
+            .expect("multishot data present until taken");
+        let home = (!self.done).then_some(self.home);
+        self.done = true;
+        (home, data)
+    }
+
+    /// Whether its driver is the calling thread's current one (see [`Home::with`]).
+    pub(crate) fn at_home(&self) -> bool {
+        self.home.with(|found| matches!(found, Found::Home(_)))
+    }
+
     /// The op's data (for example the buffer ring completions refer to).
     pub(crate) fn data(&self) -> Option<&T> {
         self.data.as_ref()

@@ -92,11 +92,18 @@ pub(crate) fn release(bytes: SendBytes, graveyard: &mut Vec<Box<dyn Orphan>>) {
     }
 }
 
-/// The entry that sends what `bytes` hold to `to` (`MSG_WAITALL`: the kernel retries short
-/// sends itself; `MSG_NOSIGNAL`: a closed peer is an error, never a signal).
+/// The entry that sends what `bytes` hold to `to` (see [`send_entry_raw`]).
 #[inline]
 pub(crate) fn send_entry(to: SendTarget, bytes: &SendBytes) -> squeue::Entry {
-    let (ptr, len) = (bytes.as_ptr(), bytes.len().min(u32::MAX as usize) as u32);
+    send_entry_raw(to, bytes.as_ptr(), bytes.len())
+}
+
+/// The entry that sends `len` bytes at `ptr` to `to` (`MSG_WAITALL`: the kernel retries short
+/// sends itself; `MSG_NOSIGNAL`: a closed peer is an error, never a signal). Its caller keeps
+/// the bytes where they are until the send's completion.
+#[inline]
+pub(crate) fn send_entry_raw(to: SendTarget, ptr: *const u8, len: usize) -> squeue::Entry {
+    let len = len.min(u32::MAX as usize) as u32;
     let send = match to {
         // A registered file is named by its table slot (no fd lookup per send).
         SendTarget::Fixed(slot) => opcode::Send::new(types::Fixed(slot), ptr, len),

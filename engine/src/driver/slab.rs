@@ -13,6 +13,7 @@ use std::task::Waker;
 
 use super::op::Orphan;
 use super::owned_send::SendBytes;
+use super::relay::RelayState;
 
 /// One completion queue entry, as the op sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +23,10 @@ pub struct Completion {
     /// The CQE flags (`IORING_CQE_F_MORE`, `IORING_CQE_F_BUFFER`, ...).
     pub flags: u32,
 }
+
+/// Bit 31 of a `user_data`'s index half marks an op's second request: a relay's send (its
+/// receive carries the plain key). Slab indices stay below it.
+const SECOND_REQUEST: u32 = 1 << 31;
 
 /// Names one slab slot at one generation. Packed into `user_data`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +41,18 @@ impl OpKey {
         (u64::from(self.generation) << 32) | u64::from(self.index)
     }
 
+    /// A key that names no slot (its index is above any slab's), for a field set before use.
+    pub(crate) const NONE: OpKey = OpKey {
+        index: SECOND_REQUEST - 1,
+        generation: 0,
+    };
+
+    /// The `user_data` of the second request of the op in this slot (a relay's send).
+    #[inline]
+    pub(crate) fn second_user_data(self) -> u64 {
+        self.to_user_data() | u64::from(SECOND_REQUEST)
+    }
+
     /// The key a `user_data` value names, or `None` for the driver's internal tokens.
     #[inline]
     pub(crate) fn from_user_data(user_data: u64) -> Option<OpKey> {
@@ -44,24 +61,41 @@ impl OpKey {
             return None;
         }
         Some(OpKey {
-            index: user_data as u32,
+            index: user_data as u32 & !SECOND_REQUEST,
             generation,
         })
     }
-}
 
-/// The completions of a multishot op not yet taken, oldest first. The oldest sits inline: a
-/// stream that takes each completion as it comes (the usual case: an idle connection's
-/// receive) never allocates, and an idle op's slot holds no heap memory.
-#[derive(Debug, Default)]
-pub(crate) struct CompletionQueue {
-    first: Option<Completion>,
-    rest: std::collections::VecDeque<Completion>,
-}
-
-impl CompletionQueue {
+    /// Whether a `user_data` value is an op's second request (see
+    /// [`OpKey::second_user_data`]).
     #[inline]
-    pub(crate) fn push_back(&mut self, done: Completion) {
+    pub(crate) fn is_second(user_data: u64) -> bool {
+        user_data as u32 & SECOND_REQUEST != 0
+    }
+}
+
+/// The completions of a multishot op not yet taken (or a relay's chunks not yet sent), oldest
+/// first. The oldest sits inline: a stream that takes each completion as it comes (the usual
+/// case: an idle connection's receive) never allocates, and an idle op's slot holds no heap
+/// memory.
+#[derive(Debug)]
+pub(crate) struct CompletionQueue<T = Completion> {
+    first: Option<T>,
+    rest: std::collections::VecDeque<T>,
+}
+
+impl<T> Default for CompletionQueue<T> {
+    fn default() -> Self {
+        CompletionQueue {
+            first: None,
+            rest: std::collections::VecDeque::new(),
+        }
+    }
+}
+
+impl<T> CompletionQueue<T> {
+    #[inline]
+    pub(crate) fn push_back(&mut self, done: T) {
         if self.first.is_none() {
             // `rest` is empty whenever `first` is (pop_front refills `first` from it).
             self.first = Some(done);
@@ -71,7 +105,7 @@ impl CompletionQueue {
     }
 
     #[inline]
-    pub(crate) fn pop_front(&mut self) -> Option<Completion> {
+    pub(crate) fn pop_front(&mut self) -> Option<T> {
         let done = self.first.take()?;
         self.first = self.rest.pop_front();
         if self.rest.is_empty() && self.rest.capacity() > 0 {
@@ -86,10 +120,10 @@ impl CompletionQueue {
     }
 }
 
-impl Iterator for CompletionQueue {
-    type Item = Completion;
+impl<T> Iterator for CompletionQueue<T> {
+    type Item = T;
 
-    fn next(&mut self) -> Option<Completion> {
+    fn next(&mut self) -> Option<T> {
         self.pop_front()
     }
 }
@@ -126,6 +160,10 @@ pub(crate) enum Lifecycle {
         to: SendTarget,
         sent: u32,
     },
+    /// A relay ([`crate::ops::Relay`]): a multishot receive whose chunks the driver sends on
+    /// itself, each straight from its ring buffer (see [`super::relay`]). Two requests in one
+    /// slot: the receive's `user_data` is the key, the send's [`OpKey::second_user_data`].
+    Relay(Box<RelayState>),
     /// The future was dropped while the kernel still owns the op's resources. They live here
     /// until the last completion, which is handed to the orphan (to close an fd, recycle a
     /// buffer) before the slot is freed.
@@ -148,6 +186,7 @@ impl Lifecycle {
         match self {
             Lifecycle::Completed(_) => false,
             Lifecycle::Multishot { finished, .. } => !finished,
+            Lifecycle::Relay(relay) => relay.kernel_owned(),
             Lifecycle::Waiting { .. } | Lifecycle::SendingOwned { .. } | Lifecycle::Orphaned(_) => {
                 true
             }
@@ -164,6 +203,7 @@ impl std::fmt::Debug for Lifecycle {
                 queue, finished, ..
             } => write!(f, "Multishot(queued={}, finished={finished})", queue.len()),
             Lifecycle::SendingOwned { bytes, .. } => write!(f, "SendingOwned({})", bytes.len()),
+            Lifecycle::Relay(relay) => write!(f, "Relay({relay:?})"),
             Lifecycle::Orphaned(_) => f.write_str("Orphaned"),
         }
     }
@@ -215,7 +255,8 @@ impl OpSlab {
             };
         }
         let index = u32::try_from(self.slots.len()).expect("more than 2^32 ops in flight");
-        assert!(index != NO_FREE, "more than 2^32 - 1 ops in flight");
+        // The top bit of the index half of `user_data` marks second requests.
+        assert!(index < SECOND_REQUEST, "more than 2^31 ops in flight");
         self.slots.push(Slot {
             generation: 1,
             state: Some(state),
@@ -271,18 +312,25 @@ impl OpSlab {
         }
     }
 
-    /// The keys of the ops the kernel still owns (see [`Lifecycle::kernel_owned`]): what a
-    /// shutdown cancels one by one.
-    pub(crate) fn kernel_owned(&self) -> Vec<OpKey> {
-        self.slots
-            .iter()
-            .enumerate()
-            .filter(|(_, slot)| slot.state.as_ref().is_some_and(Lifecycle::kernel_owned))
-            .map(|(index, slot)| OpKey {
+    /// The `user_data` of every request the kernel still owns (see
+    /// [`Lifecycle::kernel_owned`]; a relay's two requests are both named, whether or not each
+    /// is in flight): what a shutdown cancels one by one.
+    pub(crate) fn kernel_owned(&self) -> Vec<u64> {
+        let mut owned = Vec::new();
+        for (index, slot) in self.slots.iter().enumerate() {
+            let Some(state) = slot.state.as_ref().filter(|state| state.kernel_owned()) else {
+                continue;
+            };
+            let key = OpKey {
                 index: index as u32,
                 generation: slot.generation,
-            })
-            .collect()
+            };
+            owned.push(key.to_user_data());
+            if matches!(state, Lifecycle::Relay(_)) {
+                owned.push(key.second_user_data());
+            }
+        }
+        owned
     }
 
     /// Whether the kernel still owns any op: what a shutdown waits for. Slots the kernel is

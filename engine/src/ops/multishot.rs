@@ -86,9 +86,9 @@ impl AcceptStream {
     }
 }
 
-struct RecvMultiData {
-    _fd: SharedFd,
-    ring: Rc<Inner>,
+pub(super) struct RecvMultiData {
+    pub(super) fd: SharedFd,
+    pub(super) ring: Rc<Inner>,
 }
 
 impl Orphan for RecvMultiData {
@@ -118,7 +118,7 @@ pub enum Received {
 /// owners that must not lose bytes keep taking chunks until the stream ends.
 #[derive(Debug)]
 pub struct RecvStream {
-    op: Multishot<RecvMultiData>,
+    pub(super) op: Multishot<RecvMultiData>,
 }
 
 /// Starts a multishot receive on `socket` into buffers of `ring`.
@@ -130,7 +130,7 @@ pub fn recv_multishot(socket: &SharedFd, ring: &BufRing) -> io::Result<RecvStrea
     let raw = socket.raw();
     let bgid = ring.bgid();
     let data = RecvMultiData {
-        _fd: socket.clone(),
+        fd: socket.clone(),
         ring: ring.inner().clone(),
     };
     // SAFETY: a multishot receive with buffer select points at no memory of ours: the kernel

@@ -297,6 +297,47 @@ impl TcpStream {
         ops::send_chunk(self.core.fd(), chunk)
     }
 
+    /// Relays what this stream receives to `to` (another stream's socket: one direction of
+    /// a proxy), until this stream reaches its end and all of it went: each chunk is sent
+    /// from the ring buffer it arrived in, by the core's driver, which sends the next when the
+    /// last completes, so the awaiting task is not woken per chunk (see
+    /// [`ops::relay`](percore_engine::ops::relay)). Chunks received before and not yet taken
+    /// go first. At most a sixteenth of the core's ring (8 to 64 buffers) waits to be sent;
+    /// past that the receive pauses and TCP's flow control holds the peer. `to` is not
+    /// half-closed at the end: call `shutdown` on it if the peer should see the end too.
+    ///
+    /// For both directions of a proxy, relay each stream to the other's
+    /// [`fd`](Self::fd) and await both.
+    ///
+    /// # Errors
+    ///
+    /// Off a percore core. The relay's errors (a reset, a closed destination) come from the
+    /// future.
+    ///
+    /// # Cancel safety
+    ///
+    /// See [`Relaying`](crate::Relaying): dropping it stops the relay and loses what was
+    /// received and not sent; close both streams then. Nothing leaks.
+    pub fn relay_to(&mut self, to: &SharedFd) -> io::Result<crate::Relaying<'_>> {
+        self.core.relay_to(to)
+    }
+
+    /// Sends every byte this stream receives back on it (an echo), as
+    /// [`relay_to`](Self::relay_to) does, until the peer closes its side and everything went
+    /// back.
+    ///
+    /// # Errors
+    ///
+    /// As [`relay_to`](Self::relay_to).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`relay_to`](Self::relay_to).
+    pub fn relay_back(&mut self) -> io::Result<crate::Relaying<'_>> {
+        let fd = self.core.fd().clone();
+        self.core.relay_to(&fd)
+    }
+
     /// Sends all of `bytes`, as [`TcpStream::send_chunk`] sends a chunk: the op owns the
     /// buffer and frees it when the kernel is done with it, so the send can go out unwatched
     /// ([`SendOwned::start_unwatched`](ops::SendOwned::start_unwatched)) and its result be

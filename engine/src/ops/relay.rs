@@ -1,0 +1,241 @@
+//! Relays: every byte received on one stream socket sent on another (or back on the same one),
+//! by the driver itself, straight from the ring buffer each chunk arrived in. A proxy's two
+//! directions, or an echo, without a task wake-up per chunk (see the driver's
+//! [`relay`](crate::driver::relay) design note).
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use super::multishot::RecvStream;
+use crate::buf::ring::BufRing;
+use crate::driver::op::{Found, Home};
+use crate::driver::relay::{RelayPoll, RelayState, WRITE_ZERO};
+use crate::driver::slab::SendTarget;
+use crate::fd::SharedFd;
+use crate::runtime::context;
+use crate::time::Sleep;
+
+/// The first wait, after the core's ring ran dry, before the relay's receive is re-armed.
+const DRY_BACKOFF: Duration = Duration::from_micros(200);
+/// The longest wait while the ring stays dry (the wait doubles until then).
+const DRY_BACKOFF_MAX: Duration = Duration::from_millis(10);
+
+/// Relays `from` to `to` (they may be the same socket: an echo): receives on `from` with a
+/// multishot receive into `ring`'s buffers and sends each chunk on `to` from its buffer, until
+/// `from` reaches end of stream and everything went out. The driver does it all, without
+/// waking the task that awaits the [`Relay`] (see [`RecvStream::relay_to`]).
+///
+/// # Errors
+///
+/// Off a percore core. The relay's own errors come from the future.
+pub fn relay(
+    from: &SharedFd,
+    ring: &BufRing,
+    to: &SharedFd,
+    max_waiting: usize,
+) -> io::Result<Relay> {
+    let (home, fds) = start(from, ring, to, max_waiting, None)?;
+    Ok(Relay {
+        home,
+        fds: Some(fds),
+        backoff: None,
+        next_backoff: DRY_BACKOFF,
+        dry_progress: 0,
+    })
+}
+
+impl RecvStream {
+    /// Turns this receive into a relay to `to` (which may be the receive's own socket: an
+    /// echo). The chunks it received that nobody took go first, and its request goes on as the
+    /// relay's receive, so no byte is lost or reordered.
+    ///
+    /// Each chunk is sent on `to` straight from its ring buffer, by the driver, which sends
+    /// the next when the last completes; the buffer goes back to the ring at the send's
+    /// completion. The awaiting task is woken only when the relay ends (or the ring ran dry:
+    /// its future waits a back-off, doubling from 0.2 to 10 ms, then re-arms). Past
+    /// `max_waiting` chunks waiting to be sent (`to` takes bytes slower than `from` brings
+    /// them) the receive pauses until half of them went: one relay holds at most about
+    /// `max_waiting` + 1 of the ring's buffers, and `from`'s peer is held by TCP's flow
+    /// control.
+    ///
+    /// # Errors
+    ///
+    /// Off the receive's core (nothing changes: the receive is dropped as usual).
+    pub fn relay_to(self, to: &SharedFd, max_waiting: usize) -> io::Result<Relay> {
+        if !self.op.at_home() {
+            return Err(io::Error::other("a receive relayed off its core"));
+        }
+        let (home, data) = self.op.into_raw();
+        let ring = BufRing::from_inner(data.ring);
+        let (home, fds) = start(&data.fd, &ring, to, max_waiting, home)?;
+        Ok(Relay {
+            home,
+            fds: Some(fds),
+            backoff: None,
+            next_backoff: DRY_BACKOFF,
+            dry_progress: 0,
+        })
+    }
+}
+
+fn target(fd: &SharedFd) -> SendTarget {
+    match fd.fixed_slot() {
+        Some(slot) => SendTarget::Fixed(slot),
+        None => SendTarget::Fd(fd.raw()),
+    }
+}
+
+/// Starts a relay on this core, in `adopt`'s slot if given.
+fn start(
+    from: &SharedFd,
+    ring: &BufRing,
+    to: &SharedFd,
+    max_waiting: usize,
+    adopt: Option<Home>,
+) -> io::Result<(Home, [SharedFd; 2])> {
+    let state = RelayState::new(
+        target(from),
+        target(to),
+        ring.inner().clone(),
+        ring.bgid(),
+        u32::try_from(max_waiting).unwrap_or(u32::MAX),
+    );
+    let home = context::with_driver(|driver| {
+        let adopt = adopt.filter(|home| *home == Home::new(driver, home.key));
+        // SAFETY: the relay's future keeps both sockets until it ends, or hands them to the
+        // slot when dropped first (`orphan_relay`); an adopted receive is on `from`, into
+        // `ring` (it was made from them).
+        let key = unsafe { driver.start_relay(adopt.map(|home| home.key), state) };
+        Home::new(driver, key)
+    })
+    .ok_or_else(context::no_runtime)?;
+    Ok((home, [from.clone(), to.clone()]))
+}
+
+/// The future of a relay: the bytes relayed when the source reached its end and all of them
+/// went, or the first error.
+///
+/// # Errors
+///
+/// A receive's or a send's error (`ECONNRESET`, `EPIPE`, ...; `WriteZero` if the kernel took
+/// nothing of a send); what was received and not yet sent is lost, and both sockets should be
+/// closed. `ECANCELED` if the core shut down under it.
+///
+/// # Cancel safety
+///
+/// Dropping it cancels both requests: bytes received and not yet sent are lost (a prefix of a
+/// chunk may have gone), so the sockets should be closed. The sockets stay open, and the chunk
+/// in flight stays out of the ring, until the kernel is done with both requests; then the
+/// chunks go back to the ring. Nothing leaks.
+#[must_use = "futures do nothing unless polled"]
+pub struct Relay {
+    home: Home,
+    /// `from` and `to`, kept until the relay ended.
+    fds: Option<[SharedFd; 2]>,
+    /// Waiting for the ring to refill before re-arming.
+    backoff: Option<Sleep>,
+    next_backoff: Duration,
+    /// The relay's progress when the ring last ran dry (the back-off starts over after progress).
+    dry_progress: u64,
+}
+
+impl fmt::Debug for Relay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Relay")
+            .field("ended", &self.fds.is_none())
+            .finish()
+    }
+}
+
+impl Relay {
+    /// Bytes received plus bytes sent so far: grows while the relay moves anything (an owner
+    /// watching for idleness compares it between two looks). 0 once it ended.
+    pub fn progress(&self) -> u64 {
+        if self.fds.is_none() {
+            return 0;
+        }
+        let key = self.home.key;
+        self.home.with(|found| match found {
+            Found::Home(driver) => driver.relay_progress(key),
+            Found::Away | Found::Gone => 0,
+        })
+    }
+}
+
+impl Future for Relay {
+    type Output = io::Result<u64>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<u64>> {
+        let this = &mut *self;
+        assert!(this.fds.is_some(), "a relay polled after it ended");
+        let key = this.home.key;
+        loop {
+            if let Some(backoff) = &mut this.backoff {
+                if Pin::new(backoff).poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                this.backoff = None;
+                this.home.with(|found| {
+                    if let Found::Home(driver) = found {
+                        driver.relay_rearm(key);
+                    }
+                });
+            }
+            let polled = this.home.with(|found| match found {
+                Found::Home(driver) => driver.poll_relay(key, cx.waker()),
+                // Under a nested core: its own core wakes the task later.
+                Found::Away => RelayPoll::Pending,
+                // Its core ended; the shutdown cancelled both requests.
+                Found::Gone => RelayPoll::Done(Err(-libc::ECANCELED)),
+            });
+            match polled {
+                RelayPoll::Pending => return Poll::Pending,
+                RelayPoll::Dry(progress) => {
+                    if progress != this.dry_progress {
+                        this.next_backoff = DRY_BACKOFF;
+                        this.dry_progress = progress;
+                    }
+                    this.backoff = Some(crate::time::sleep(this.next_backoff));
+                    this.next_backoff = (this.next_backoff * 2).min(DRY_BACKOFF_MAX);
+                }
+                RelayPoll::Done(outcome) => {
+                    // The sockets go here, outside the driver's borrow.
+                    this.fds = None;
+                    return Poll::Ready(outcome.map_err(|code| match code {
+                        WRITE_ZERO => io::Error::new(
+                            io::ErrorKind::WriteZero,
+                            "the kernel took none of a relayed chunk",
+                        ),
+                        errno => io::Error::from_raw_os_error(-errno),
+                    }));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let Some(fds) = self.fds.take() else {
+            return;
+        };
+        let key = self.home.key;
+        let back = self.home.with(|found| match found {
+            Found::Home(driver) => driver.orphan_relay(key, fds),
+            // Its core lives, further up this thread's stack: the requests may still be in
+            // flight there, so the sockets stay open (leaked).
+            Found::Away => {
+                std::mem::forget(fds);
+                None
+            }
+            // Its core ended, and its shutdown settled both requests.
+            Found::Gone => Some(fds),
+        });
+        // Outside the driver's borrow: dropping an fd may unregister it.
+        drop(back);
+    }
+}

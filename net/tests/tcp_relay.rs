@@ -1,0 +1,384 @@
+//! Relays (`relay_back`, `relay_to`, `ops::relay`): the driver sends each received chunk on
+//! from its ring buffer. Echo of 1 B .. 16 MiB, a proxy both ways, chunks received before the
+//! relay started going first, a destination that does not read (the receive pauses; nothing is
+//! lost), a dropped relay, a reset peer, a ring too small for the load (waited out), and a core
+//! that ends with relays in flight. The suite runs under ASan in CI.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::time::{Duration, Instant};
+
+use percore_engine::buf::ring::BufRing;
+use percore_engine::scope::move_on_after;
+use percore_engine::time::sleep;
+use percore_net::tcp::{TcpListener, TcpStream};
+
+fn loopback() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+/// Polls `cond` every millisecond for up to 5 s.
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}");
+        sleep(Duration::from_millis(1)).await;
+    }
+}
+
+fn pattern(len: usize, seed: usize) -> Vec<u8> {
+    (0..len).map(|i| ((i + seed) * 31 % 251) as u8).collect()
+}
+
+fn ops_in_flight() -> u64 {
+    percore_engine::stats::current().ops_in_flight
+}
+
+/// Writes `payload` from a second thread while this one reads `payload.len()` bytes back.
+fn exchange(client: &mut std::net::TcpStream, payload: &[u8]) -> Vec<u8> {
+    let mut writer = client.try_clone().unwrap();
+    let sent = payload.to_vec();
+    let writing = std::thread::spawn(move || writer.write_all(&sent).unwrap());
+    let mut got = vec![0u8; payload.len()];
+    client.read_exact(&mut got).unwrap();
+    writing.join().unwrap();
+    got
+}
+
+/// Every size comes back whole and in order, and the relay ends with the peer's end, counting
+/// every byte; no ring buffer and no op is left.
+#[test]
+fn relay_back_echoes_1_byte_to_16_mib_and_counts_them() {
+    percore_engine::block_on(async {
+        let ring = BufRing::core_default().unwrap();
+        let mut listener = TcpListener::bind(loopback()).unwrap();
+        let addr = listener.local_addr();
+        let sizes = [1usize, 100, 4096, 65_537, 1 << 20, 16 << 20];
+        let client = std::thread::spawn(move || {
+            let mut client = std::net::TcpStream::connect(addr).unwrap();
+            for (seed, size) in sizes.into_iter().enumerate() {
+                let payload = pattern(size, seed);
+                assert!(
+                    exchange(&mut client, &payload) == payload,
+                    "{size} B differ"
+                );
+            }
+            client.shutdown(Shutdown::Write).unwrap();
+            let mut rest = Vec::new();
+            client.read_to_end(&mut rest).unwrap();
+            assert!(rest.is_empty(), "{} bytes after the last echo", rest.len());
+        });
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let ops_base = ops_in_flight();
+        let relayed = conn.relay_back().unwrap().await.unwrap();
+        assert_eq!(relayed, sizes.iter().sum::<usize>() as u64);
+        assert_eq!(ring.lent(), 0, "every buffer back");
+        assert_eq!(ops_in_flight(), ops_base, "the relay's slot is gone");
+        drop(conn);
+        eventually("the client's end", || client.is_finished()).await;
+        client.join().unwrap();
+    });
+}
+
+/// A proxy: what the client sends goes to an upstream echo server through two relays, and
+/// back; the client's end is passed on with a half-close, and both relays end.
+#[test]
+fn relay_to_proxies_both_ways() {
+    let upstream = std::net::TcpListener::bind(loopback()).unwrap();
+    let upstream_addr = upstream.local_addr().unwrap();
+    let echo = std::thread::spawn(move || {
+        let (mut s, _) = upstream.accept().unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = s.read(&mut buf).unwrap();
+            if n == 0 {
+                return;
+            }
+            s.write_all(&buf[..n]).unwrap();
+        }
+    });
+    percore_engine::block_on(async move {
+        let mut listener = TcpListener::bind(loopback()).unwrap();
+        let addr = listener.local_addr();
+        let payload = pattern(3 << 20, 7);
+        let expected = payload.clone();
+        let client = std::thread::spawn(move || {
+            let mut client = std::net::TcpStream::connect(addr).unwrap();
+            let got = exchange(&mut client, &payload);
+            client.shutdown(Shutdown::Write).unwrap();
+            let mut rest = Vec::new();
+            client.read_to_end(&mut rest).unwrap();
+            (got, rest)
+        });
+        let (mut down, _) = listener.accept().await.unwrap();
+        let mut up = TcpStream::connect(upstream_addr).await.unwrap();
+        let (down_fd, up_fd) = (down.fd().clone(), up.fd().clone());
+        let (to_up, to_down) = {
+            let mut forward = std::pin::pin!(down.relay_to(&up_fd).unwrap());
+            let mut back = std::pin::pin!(up.relay_to(&down_fd).unwrap());
+            // Forward ends with the client's half-close; pass it on so that upstream ends.
+            let to_up = forward.as_mut().await.unwrap();
+            percore_engine::ops::shutdown(&up_fd, libc::SHUT_WR)
+                .await
+                .unwrap();
+            let to_down = back.as_mut().await.unwrap();
+            (to_up, to_down)
+        };
+        assert_eq!((to_up, to_down), (3 << 20, 3 << 20));
+        percore_engine::ops::shutdown(&down_fd, libc::SHUT_WR)
+            .await
+            .unwrap();
+        eventually("the client's end", || client.is_finished()).await;
+        let (got, rest) = client.join().unwrap();
+        assert!(got == expected, "the proxied echo differs");
+        assert!(rest.is_empty());
+    });
+    echo.join().unwrap();
+}
+
+/// Chunks the stream's receive took before the relay started (nobody read them) are relayed
+/// first, in order, then the rest.
+#[test]
+fn chunks_received_before_the_relay_go_first() {
+    percore_engine::block_on(async {
+        let mut listener = TcpListener::bind(loopback()).unwrap();
+        let addr = listener.local_addr();
+        let payload = pattern(40_000, 3);
+        let expected = payload.clone();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let client = std::thread::spawn(move || {
+            let mut client = std::net::TcpStream::connect(addr).unwrap();
+            // Apart, so that each lands in its own chunk.
+            for part in payload[..12_000].chunks(1000) {
+                client.write_all(part).unwrap();
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            go_rx.recv().unwrap();
+            let rest = payload[12_000..].to_vec();
+            let mut writer = client.try_clone().unwrap();
+            let writing = std::thread::spawn(move || writer.write_all(&rest).unwrap());
+            let mut got = vec![0u8; payload.len()];
+            client.read_exact(&mut got).unwrap();
+            writing.join().unwrap();
+            client.shutdown(Shutdown::Write).unwrap();
+            got
+        });
+        let (mut conn, _) = listener.accept().await.unwrap();
+        // The first chunk is read and echoed by hand; the receive stays armed and takes the
+        // next ones, which nobody reads before the relay.
+        let first = conn.recv_chunk().await.unwrap().unwrap();
+        let first_len = first.len();
+        conn.send_chunk(first).await.unwrap();
+        sleep(Duration::from_millis(100)).await;
+        go_tx.send(()).unwrap();
+        let relayed = conn.relay_back().unwrap().await.unwrap();
+        assert_eq!(relayed as usize + first_len, expected.len());
+        eventually("the client's end", || client.is_finished()).await;
+        assert!(
+            client.join().unwrap() == expected,
+            "bytes lost or reordered"
+        );
+    });
+}
+
+/// A peer that sends and does not read: the relay's sends wait, its receive pauses, and it
+/// holds a bounded share of the ring. When the peer reads, every byte arrives, in order.
+#[test]
+fn a_destination_that_does_not_read_pauses_the_receive_and_loses_nothing() {
+    percore_engine::block_on(async {
+        let ring = BufRing::core_default().unwrap();
+        let mut listener = TcpListener::bind(loopback()).unwrap();
+        let addr = listener.local_addr();
+        let payload = pattern(8 << 20, 11);
+        let expected = payload.clone();
+        let (read_tx, read_rx) = std::sync::mpsc::channel::<()>();
+        let client = std::thread::spawn(move || {
+            let mut client = std::net::TcpStream::connect(addr).unwrap();
+            let mut writer = client.try_clone().unwrap();
+            let writing = std::thread::spawn(move || {
+                writer.write_all(&payload).unwrap();
+                writer.shutdown(Shutdown::Write).unwrap();
+            });
+            read_rx.recv().unwrap();
+            let mut got = Vec::new();
+            client.read_to_end(&mut got).unwrap();
+            writing.join().unwrap();
+            got
+        });
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let relayed = {
+            let mut relay = std::pin::pin!(conn.relay_back().unwrap());
+            // The relay runs on the driver; this task only looks at the ring meanwhile.
+            let watching = std::pin::pin!(async {
+                let mut most_lent = 0;
+                for _ in 0..300 {
+                    most_lent = most_lent.max(ring.lent());
+                    sleep(Duration::from_millis(1)).await;
+                }
+                most_lent
+            });
+            let most_lent = match percore_engine::first(relay.as_mut(), watching).await {
+                percore_engine::First::B(most_lent, _) => most_lent,
+                percore_engine::First::A(..) => {
+                    panic!("the relay ended with a peer that does not read")
+                }
+            };
+            // The limit is a sixteenth of the ring (64 of 2048), plus the chunk in flight and what
+            // the kernel delivers before the pause's cancel lands (a batch of its receive retries:
+            // ~66 more seen here): well short of the ring.
+            assert!(
+                (1..=256).contains(&most_lent),
+                "{most_lent} of 2048 ring buffers held by one relay"
+            );
+            read_tx.send(()).unwrap();
+            relay.await.unwrap()
+        };
+        assert_eq!(relayed, 8 << 20);
+        // The peer reads until the server closes.
+        drop(conn);
+        eventually("the client's end", || client.is_finished()).await;
+        assert!(
+            client.join().unwrap() == expected,
+            "bytes lost or reordered"
+        );
+        assert_eq!(ring.lent(), 0);
+    });
+}
+
+/// A relay dropped while its sends wait for a peer that does not read: its buffers come back,
+/// its slot goes, and the socket closes once the stream is dropped too (the peer's blocked
+/// write fails).
+#[test]
+fn a_dropped_relay_leaks_nothing() {
+    percore_engine::block_on(async {
+        let ring = BufRing::core_default().unwrap();
+        let mut listener = TcpListener::bind(loopback()).unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr()).unwrap();
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let ops_base = ops_in_flight();
+        let mut writer = client.try_clone().unwrap();
+        let writing = std::thread::spawn(move || {
+            let block = [9u8; 16 * 1024];
+            loop {
+                if let Err(e) = writer.write_all(&block) {
+                    return e;
+                }
+            }
+        });
+        let relay = conn.relay_back().unwrap();
+        assert!(move_on_after(Duration::from_millis(200), relay)
+            .await
+            .is_none());
+        eventually("the dropped relay's buffers", || ring.lent() == 0).await;
+        eventually("the dropped relay's slot", || ops_in_flight() == ops_base).await;
+        drop(conn);
+        eventually("the peer's failed write", || writing.is_finished()).await;
+        let e = writing.join().unwrap();
+        assert!(
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            ),
+            "{e}"
+        );
+        drop(client);
+    });
+}
+
+/// A peer that resets ends the relay with an error, not a panic nor a hang.
+#[test]
+fn a_reset_peer_ends_the_relay_with_an_error() {
+    percore_engine::block_on(async {
+        let ring = BufRing::core_default().unwrap();
+        let mut listener = TcpListener::bind(loopback()).unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr()).unwrap();
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let relay = conn.relay_back().unwrap();
+        let resetting = std::thread::spawn(move || {
+            client.write_all(b"ping").unwrap();
+            let mut back = [0u8; 4];
+            client.read_exact(&mut back).unwrap();
+            socket2::SockRef::from(&client)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+            drop(client);
+        });
+        let e = relay.await.expect_err("a reset peer's relay succeeded");
+        assert!(
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            ),
+            "{e}"
+        );
+        resetting.join().unwrap();
+        assert_eq!(ring.lent(), 0);
+    });
+}
+
+/// Eight relays on a ring of four 512-byte buffers: the ring runs dry again and again, each
+/// relay waits it out and re-arms, and every byte comes back; the ring is whole at the end.
+#[test]
+fn relays_wait_out_a_dry_ring() {
+    percore_engine::block_on(async {
+        let ring = BufRing::new(4, 512).unwrap();
+        let mut listener = TcpListener::bind(loopback()).unwrap();
+        let addr = listener.local_addr();
+        let clients: Vec<_> = (0..8)
+            .map(|seed| {
+                std::thread::spawn(move || {
+                    let mut client = std::net::TcpStream::connect(addr).unwrap();
+                    let payload = pattern(200_000, seed);
+                    let got = exchange(&mut client, &payload);
+                    client.shutdown(Shutdown::Write).unwrap();
+                    got == payload
+                })
+            })
+            .collect();
+        let mut relays = Vec::new();
+        for _ in 0..8 {
+            let (conn, _) = listener.accept().await.unwrap();
+            let relay = percore_engine::ops::relay(conn.fd(), &ring, conn.fd(), 2).unwrap();
+            relays.push(percore_engine::spawn(async move {
+                let _conn = conn;
+                relay.await
+            }));
+        }
+        for relay in relays {
+            assert_eq!(relay.await.unwrap().unwrap(), 200_000);
+        }
+        for client in clients {
+            eventually("a client's end", || client.is_finished()).await;
+            assert!(client.join().unwrap(), "an echo through a dry ring differs");
+        }
+        assert_eq!(ring.lent(), 0);
+    });
+}
+
+/// A core that ends with relays in flight (one waiting for its peer, one whose sends wait for
+/// a peer that does not read): the shutdown cancels both requests of each and gives every
+/// buffer back (ASan sees any leak or use after free).
+#[test]
+fn a_core_ends_with_relays_in_flight() {
+    let clients = percore_engine::block_on(async {
+        let mut listener = TcpListener::bind(loopback()).unwrap();
+        let quiet = std::net::TcpStream::connect(listener.local_addr()).unwrap();
+        let (mut a, _) = listener.accept().await.unwrap();
+        let mut flooding = std::net::TcpStream::connect(listener.local_addr()).unwrap();
+        let (mut b, _) = listener.accept().await.unwrap();
+        flooding.write_all(&[1u8; 256 * 1024]).unwrap_or(());
+        percore_engine::spawn(async move {
+            let relay_a = a.relay_back().unwrap();
+            let _ = relay_a.await;
+        })
+        .detach(|_| {});
+        percore_engine::spawn(async move {
+            let relay_b = b.relay_back().unwrap();
+            let _ = relay_b.await;
+        })
+        .detach(|_| {});
+        sleep(Duration::from_millis(50)).await;
+        (quiet, flooding)
+    });
+    drop(clients);
+}
