@@ -12,7 +12,8 @@
 //! stop accepting, open connections are closed at their next read or while a reply waits for a
 //! peer that does not read, and the process exits 0 once every core is done. With
 //! `--idle-timeout`, a TCP connection is also closed when its peer sends nothing, takes no
-//! reply, or (holla) does not complete a line within it.
+//! reply, or (holla) does not complete a line within it (echo: when no byte moved for a whole
+//! timeout; it is closed between one and two timeouts after the last).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -27,8 +28,7 @@ use percore::net::tcp::{Handoff, TcpListener};
 // service is gone) loses the line; the service stops as it was going to, not by a panic.
 use percore::net::log::line as note;
 use percore::net::udp::UdpSocket;
-use percore::net::BufStream;
-use percore::ops::SendOwned;
+use percore::net::{BufStream, Relaying};
 use percore::scope::fail_after;
 use percore::udp_conversation::{numbered_echo, ConversationService};
 use percore::{first, shutdown, First};
@@ -419,22 +419,20 @@ async fn serve_tcp(
 
 /// Every byte back, until the peer closes or a shutdown starts.
 ///
-/// Each received chunk goes back straight from its ring buffer (`send_chunk`: no copy, no
-/// allocation), submitted unwatched: the buffer returns to the ring when the kernel has sent
-/// it, and the reply's result is read when the next chunk comes, so an exchange wakes the
-/// connection's task once, and a connection waiting for its peer holds no buffer. A reply is
-/// always complete before the next one is submitted, which keeps them in order.
+/// The stream is relayed back to itself ([`TcpStream::relay_back`](percore::net::tcp::TcpStream::relay_back)):
+/// the core's driver sends each received chunk back from its ring buffer as the receive
+/// completes and the next when the last send completes, so an exchange wakes no task at all,
+/// and a connection waiting for its peer holds no buffer. The task wakes when the peer closes
+/// (or fails), and, with an idle timeout, once per timeout to look at the relay's progress.
 ///
-/// With an idle timeout, the peer must send within it, and take each reply within it: a peer
-/// that does not read is closed. A shutdown ends the exchange at once, cancelling a reply that
-/// waits for its peer.
+/// With an idle timeout, a connection that moves no byte for a whole timeout (its peer sends
+/// nothing, or takes no reply: the relay's receive pauses behind the replies that wait) is
+/// closed, between one and two timeouts after its last byte moved. A shutdown ends the
+/// exchange at once, cancelling replies that wait for their peer.
 ///
-/// Sized with care: every idle connection holds this future, sized for its largest state.
-/// - The shutdown is raced once, around the whole exchange, not around each read and write
-///   (a race and a deadline around each write took `serve echo` from ~1 KiB to ~2 KiB per
-///   idle connection).
-/// - Not an `async fn`: one moves its arguments into a second slot of its future; an `async
-///   move` block keeps the one it captured.
+/// Sized with care: every idle connection holds this future, sized for its largest state (the
+/// relay's future and a timer). Not an `async fn`: one moves its arguments into a second slot
+/// of its future; an `async move` block keeps the one it captured.
 #[allow(clippy::manual_async_fn)] // an `async fn` would hold the stream twice (see above)
 fn echo(conn: BufStream, idle: Option<Duration>) -> impl Future<Output = std::io::Result<()>> {
     // Unwrapped before the future is built, which then holds the stream alone. The service
@@ -445,32 +443,35 @@ fn echo(conn: BufStream, idle: Option<Duration>) -> impl Future<Output = std::io
     async move {
         // Pinned in place, not boxed: an idle connection's task holds no extra allocation.
         let exchange = std::pin::pin!(async {
-            let mut replying: Option<SendOwned> = None;
-            loop {
-                let chunk = match idle {
-                    None => stream.recv_chunk().await,
-                    Some(limit) => fail_after(limit, stream.recv_chunk())
-                        .await
-                        .unwrap_or_else(|_| Err(too_slow("the next bytes", limit))),
-                }?;
-                // A failed or timed-out receive ended the exchange above (a reply in flight is
-                // cancelled with it). Else the last reply is awaited (it has usually completed
-                // by now), in place: this future is sized for its largest state.
-                if let Some(reply) = &mut replying {
-                    match idle {
-                        None => reply.await?,
-                        Some(limit) => fail_after(limit, reply)
-                            .await
-                            .map_err(|_| too_slow("a reply", limit))??,
-                    }
-                }
-                let Some(chunk) = chunk else {
-                    return Ok(());
-                };
-                replying = stream.send_chunk(chunk).start_unwatched()?;
+            let relay = stream.relay_back()?;
+            match idle {
+                None => relay.await.map(drop),
+                Some(limit) => relay_while_busy(relay, limit).await,
             }
         });
         until_shutdown(exchange).await
+    }
+}
+
+/// Awaits `relay`, failing it when a whole `limit` passes with no byte moved (one timer per
+/// `limit`, not per exchange).
+async fn relay_while_busy(relay: Relaying<'_>, limit: Duration) -> std::io::Result<()> {
+    let mut relay = std::pin::pin!(relay);
+    let mut seen = relay.progress();
+    loop {
+        match fail_after(limit, relay.as_mut()).await {
+            Ok(done) => return done.map(drop),
+            Err(_) => {
+                let now = relay.progress();
+                if now == seen {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no byte moved within the idle timeout ({limit:?})"),
+                    ));
+                }
+                seen = now;
+            }
+        }
     }
 }
 

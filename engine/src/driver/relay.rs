@@ -55,8 +55,9 @@ pub(crate) struct RelayState {
     max_waiting: u32,
     /// The chunk the send in flight sends (what is left of it, after a short send).
     sending: Option<RingBuf>,
-    /// Chunks received and not yet sent, oldest first.
-    waiting: CompletionQueue<RingBuf>,
+    /// Chunks received and not yet sent, oldest first (no heap memory while empty: a relay
+    /// whose peer waits for its reply holds none).
+    waiting: VecDeque<RingBuf>,
     /// The kernel owns the receive (until its completion without `F_MORE`).
     recv_armed: bool,
     /// A cancel went for the armed receive.
@@ -165,7 +166,7 @@ impl RelayState {
             bgid,
             max_waiting: max_waiting.max(1),
             sending: None,
-            waiting: CompletionQueue::default(),
+            waiting: VecDeque::new(),
             recv_armed: false,
             recv_cancelled: false,
             send_cancelled: false,
@@ -292,6 +293,10 @@ impl RelayState {
         self.relayed += went as u64;
         if self.live() {
             if let Some(next) = self.waiting.pop_front() {
+                if self.waiting.is_empty() {
+                    // A burst is over: its memory goes rather than stay per relay.
+                    self.waiting = VecDeque::new();
+                }
                 self.sending = Some(next);
                 self.push_send(out);
             }
@@ -395,7 +400,7 @@ impl RelayState {
 
     /// Cancels what the kernel owns and gives the waiting chunks back.
     fn stop(&mut self, out: &mut Requests<'_, '_>) {
-        self.waiting = CompletionQueue::default();
+        self.waiting = VecDeque::new();
         self.cancel_recv(out);
         if self.sending.is_some() && !self.send_cancelled {
             self.send_cancelled = true;

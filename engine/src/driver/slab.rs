@@ -74,28 +74,18 @@ impl OpKey {
     }
 }
 
-/// The completions of a multishot op not yet taken (or a relay's chunks not yet sent), oldest
-/// first. The oldest sits inline: a stream that takes each completion as it comes (the usual
-/// case: an idle connection's receive) never allocates, and an idle op's slot holds no heap
-/// memory.
-#[derive(Debug)]
-pub(crate) struct CompletionQueue<T = Completion> {
-    first: Option<T>,
-    rest: std::collections::VecDeque<T>,
+/// The completions of a multishot op not yet taken, oldest first. The oldest sits inline: a
+/// stream that takes each completion as it comes (the usual case: an idle connection's
+/// receive) never allocates, and an idle op's slot holds no heap memory.
+#[derive(Debug, Default)]
+pub(crate) struct CompletionQueue {
+    first: Option<Completion>,
+    rest: std::collections::VecDeque<Completion>,
 }
 
-impl<T> Default for CompletionQueue<T> {
-    fn default() -> Self {
-        CompletionQueue {
-            first: None,
-            rest: std::collections::VecDeque::new(),
-        }
-    }
-}
-
-impl<T> CompletionQueue<T> {
+impl CompletionQueue {
     #[inline]
-    pub(crate) fn push_back(&mut self, done: T) {
+    pub(crate) fn push_back(&mut self, done: Completion) {
         if self.first.is_none() {
             // `rest` is empty whenever `first` is (pop_front refills `first` from it).
             self.first = Some(done);
@@ -105,7 +95,7 @@ impl<T> CompletionQueue<T> {
     }
 
     #[inline]
-    pub(crate) fn pop_front(&mut self) -> Option<T> {
+    pub(crate) fn pop_front(&mut self) -> Option<Completion> {
         let done = self.first.take()?;
         self.first = self.rest.pop_front();
         if self.rest.is_empty() && self.rest.capacity() > 0 {
@@ -120,10 +110,10 @@ impl<T> CompletionQueue<T> {
     }
 }
 
-impl<T> Iterator for CompletionQueue<T> {
-    type Item = T;
+impl Iterator for CompletionQueue {
+    type Item = Completion;
 
-    fn next(&mut self) -> Option<T> {
+    fn next(&mut self) -> Option<Completion> {
         self.pop_front()
     }
 }

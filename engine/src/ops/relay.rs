@@ -42,9 +42,7 @@ pub fn relay(
     Ok(Relay {
         home,
         fds: Some(fds),
-        backoff: None,
-        next_backoff: DRY_BACKOFF,
-        dry_progress: 0,
+        dry: None,
     })
 }
 
@@ -75,9 +73,7 @@ impl RecvStream {
         Ok(Relay {
             home,
             fds: Some(fds),
-            backoff: None,
-            next_backoff: DRY_BACKOFF,
-            dry_progress: 0,
+            dry: None,
         })
     }
 }
@@ -136,11 +132,18 @@ pub struct Relay {
     home: Home,
     /// `from` and `to`, kept until the relay ended.
     fds: Option<[SharedFd; 2]>,
-    /// Waiting for the ring to refill before re-arming.
-    backoff: Option<Sleep>,
-    next_backoff: Duration,
-    /// The relay's progress when the ring last ran dry (the back-off starts over after progress).
-    dry_progress: u64,
+    /// Set once the ring ran dry (boxed: rare, and every idle connection holds this future).
+    dry: Option<Box<DryRing>>,
+}
+
+/// A relay's back-off while the core's ring is dry.
+struct DryRing {
+    /// Waiting for the ring to refill before re-arming; `None` between two dry spells.
+    wait: Option<Sleep>,
+    /// The next wait: it doubles while the ring stays dry.
+    next: Duration,
+    /// The relay's progress when the ring last ran dry (the wait starts over after progress).
+    progress: u64,
 }
 
 impl fmt::Debug for Relay {
@@ -174,11 +177,13 @@ impl Future for Relay {
         assert!(this.fds.is_some(), "a relay polled after it ended");
         let key = this.home.key;
         loop {
-            if let Some(backoff) = &mut this.backoff {
-                if Pin::new(backoff).poll(cx).is_pending() {
+            if let Some(wait) = this.dry.as_mut().and_then(|dry| dry.wait.as_mut()) {
+                if Pin::new(wait).poll(cx).is_pending() {
                     return Poll::Pending;
                 }
-                this.backoff = None;
+                if let Some(dry) = &mut this.dry {
+                    dry.wait = None;
+                }
                 this.home.with(|found| {
                     if let Found::Home(driver) = found {
                         driver.relay_rearm(key);
@@ -195,12 +200,19 @@ impl Future for Relay {
             match polled {
                 RelayPoll::Pending => return Poll::Pending,
                 RelayPoll::Dry(progress) => {
-                    if progress != this.dry_progress {
-                        this.next_backoff = DRY_BACKOFF;
-                        this.dry_progress = progress;
+                    let dry = this.dry.get_or_insert_with(|| {
+                        Box::new(DryRing {
+                            wait: None,
+                            next: DRY_BACKOFF,
+                            progress,
+                        })
+                    });
+                    if progress != dry.progress {
+                        dry.next = DRY_BACKOFF;
+                        dry.progress = progress;
                     }
-                    this.backoff = Some(crate::time::sleep(this.next_backoff));
-                    this.next_backoff = (this.next_backoff * 2).min(DRY_BACKOFF_MAX);
+                    dry.wait = Some(crate::time::sleep(dry.next));
+                    dry.next = (dry.next * 2).min(DRY_BACKOFF_MAX);
                 }
                 RelayPoll::Done(outcome) => {
                     // The sockets go here, outside the driver's borrow.
