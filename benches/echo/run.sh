@@ -10,6 +10,7 @@
 # Usage: benches/echo/run.sh            (from anywhere)
 # Env (defaults): DURATION=3 WARMUP=1 ROUNDS=3 SIZES="64 4096" CONNS="1 64 512"
 #                 SERVERS="raw percore tokio glommio monoio" PERCORE_MODE=chunk OUT=<tmp file>
+#                 (percore-relay: echo_percore --mode relay, beside percore's PERCORE_MODE)
 #                 BEFORE_BIN=<dir of an older build>: a server named NAME-before in SERVERS
 #                 runs that build's NAME (before/after in one run)
 # See docs/BENCHMARKING.md: this is a noisy shared 2-vCPU VM; quote ratios, not absolutes.
@@ -51,6 +52,7 @@ server_cmd() { # name addr
     case "$1" in
     raw) echo "$BIN/echo_raw_uring --listen $2" ;;
     percore) echo "$BIN/echo_percore --listen $2 --cpu $SERVER_CPU --mode $PERCORE_MODE" ;;
+    percore-relay) echo "$BIN/echo_percore --listen $2 --cpu $SERVER_CPU --mode relay" ;;
     tokio) echo "$BIN/echo_tokio --listen $2 --cpu $SERVER_CPU" ;;
     glommio) echo "$BIN/echo_glommio --listen $2 --cpu $SERVER_CPU" ;;
     monoio) echo "$BIN/echo_monoio --listen $2 --cpu $SERVER_CPU" ;;

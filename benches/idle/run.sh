@@ -29,6 +29,7 @@ command_for() {
         percore-serve) echo "$BIN/percore serve echo --listen 127.0.0.1:0 --cpus 0" ;;
         percore-holla) echo "$BIN/percore serve holla --listen 127.0.0.1:0 --cpus 0" ;;
         percore) echo "$BIN/echo_percore --listen 127.0.0.1:0 --cpu 0" ;;
+        percore-relay) echo "$BIN/echo_percore --listen 127.0.0.1:0 --cpu 0 --mode relay" ;;
         raw) echo "$BIN/echo_raw_uring --listen 127.0.0.1:0" ;;
         tokio) echo "$BIN/echo_tokio --listen 127.0.0.1:0 --cpu 0" ;;
         glommio) echo "$BIN/echo_glommio --listen 127.0.0.1:0 --cpu 0" ;;

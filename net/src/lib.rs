@@ -6,6 +6,10 @@
 //! - [`tcp::TcpStream`]: connect (with a timeout), owned-buffer reads and writes, half-close,
 //!   socket options, and a receive path on multishot receive into the core's provided buffer
 //!   ring, so an idle connection pins no buffer.
+//! - Relays ([`tcp::TcpStream::relay_to`], [`tcp::TcpStream::relay_back`], [`Relaying`]):
+//!   every byte a stream receives sent on another socket (a proxy's direction) or back (an
+//!   echo) by the core's driver, from the ring buffer it arrived in, with no task wake-up per
+//!   chunk.
 //! - [`unix::UnixStream`] and [`unix::UnixListener`]: Unix domain stream sockets with the
 //!   same stream API.
 //! - [`tcp::Handoff`]: the other way to spread connections: one listener, each connection

@@ -364,9 +364,11 @@ fn a_core_ends_with_relays_in_flight() {
         let mut listener = TcpListener::bind(loopback()).unwrap();
         let quiet = std::net::TcpStream::connect(listener.local_addr()).unwrap();
         let (mut a, _) = listener.accept().await.unwrap();
-        let mut flooding = std::net::TcpStream::connect(listener.local_addr()).unwrap();
+        let flooding = std::net::TcpStream::connect(listener.local_addr()).unwrap();
         let (mut b, _) = listener.accept().await.unwrap();
-        flooding.write_all(&[1u8; 256 * 1024]).unwrap_or(());
+        // Writes (from its own thread: the core must run meanwhile) and never reads.
+        let mut writer = flooding.try_clone().unwrap();
+        std::thread::spawn(move || while writer.write_all(&[1u8; 64 * 1024]).is_ok() {});
         percore_engine::spawn(async move {
             let relay_a = a.relay_back().unwrap();
             let _ = relay_a.await;

@@ -20,8 +20,9 @@
 //! submits the batch and, when the executor has nothing to run, waits for at least one
 //! completion with the nearest timer as timeout (`IORING_ENTER_EXT_ARG`).
 //!
-//! Completion. [`Driver::reap`] drains the completion queue. `user_data` is an [`slab::OpKey`];
-//! a key whose generation does not match its slot is stale and ignored. Values with generation
+//! Completion. [`Driver::reap`] drains the completion queue. `user_data` is an [`slab::OpKey`]
+//! (bit 31 set: the second request of the op in that slot, a relay's send); a key whose
+//! generation does not match its slot is stale and ignored. Values with generation
 //! 0 are the driver's own tokens ([`TOKEN_IGNORE`], [`TOKEN_WAKE`]). With
 //! `IORING_FEAT_NODROP` the kernel keeps completions that overflow the queue and hands them
 //! back on the next enter with `GETEVENTS`, which every enter here carries; overflows are
@@ -37,7 +38,8 @@
 //! A multishot op may carry a limit on its untaken completions: when its owner stops taking
 //! them (each may hold a provided buffer) and the queue passes the limit, [`Driver::reap`]
 //! cancels the op; what is queued stays for the owner, and the op ends with the cancel's
-//! completion.
+//! completion. A relay ([`relay`]) whose future is dropped stays a relay in its slot, keeping
+//! its sockets, with both requests cancelled; it is freed once the kernel owns neither.
 //!
 //! Shutdown. [`Driver::shutdown`] cancels everything in flight and drives the ring until the
 //! kernel owns no op (a slot left holds what a finished op left for a future that outlives the
@@ -87,7 +89,7 @@ pub struct DriverStats {
     pub cq_overflows: u64,
     /// Entries that found the submission queue full and waited in the backlog.
     pub sq_full: u64,
-    /// Async cancels submitted for dropped op futures.
+    /// Async cancels submitted: for dropped op futures, and by relays (a pause, an end).
     pub cancels: u64,
     /// Provided buffer rings registered now.
     pub buf_rings: u64,
@@ -580,9 +582,11 @@ impl Driver {
             backlog: &mut self.backlog,
             shutting_down: self.shutting_down,
             queued_behind: 0,
+            cancels: 0,
         };
         let r = event(relay, &mut out);
         self.stats.sq_full += out.queued_behind;
+        self.stats.cancels += out.cancels;
         Some(r)
     }
 
@@ -776,6 +780,7 @@ impl Driver {
             backlog: &mut self.backlog,
             shutting_down: self.shutting_down,
             queued_behind: 0,
+            cancels: 0,
         };
         for cqe in &mut cq {
             reaped.completions += 1;
@@ -811,6 +816,7 @@ impl Driver {
             }
         }
         self.stats.sq_full += out.queued_behind;
+        self.stats.cancels += out.cancels;
         drop(cq);
         drop(sq);
         for key in over_limit {
@@ -1404,5 +1410,54 @@ mod tests {
         assert_eq!(driver.slab.live(), 3);
         assert!(driver.shutdown_cancelling(Duration::from_secs(5), false));
         assert_eq!(driver.slab.live(), 0);
+    }
+
+    /// Relays in flight (one's receive armed, the other's sends held by a peer that does not
+    /// read, its receive paused) are ended by a shutdown that cancels op by op, which names
+    /// both requests of each; their owners read `ECANCELED` and every ring buffer comes back.
+    #[test]
+    fn a_shutdown_without_cancel_any_ends_relays() {
+        use std::future::Future;
+        use std::io::Write;
+
+        use crate::fd::SharedFd;
+        crate::block_on(async {
+            let ring = crate::buf::ring::BufRing::new(64, 1024).unwrap();
+            let (quiet, quiet_peer) = std::os::unix::net::UnixStream::pair().unwrap();
+            let (busy, busy_peer) = std::os::unix::net::UnixStream::pair().unwrap();
+            let quiet = SharedFd::new(OwnedFd::from(quiet));
+            let busy = SharedFd::new(OwnedFd::from(busy));
+            // The busy peer writes (from its own thread) and never reads.
+            let mut writer = busy_peer.try_clone().unwrap();
+            let writing =
+                std::thread::spawn(move || while writer.write_all(&[7u8; 16 * 1024]).is_ok() {});
+            let mut relays = [
+                crate::ops::relay(&quiet, &ring, &quiet, 8).unwrap(),
+                crate::ops::relay(&busy, &ring, &busy, 8).unwrap(),
+            ];
+            let noop = &mut std::task::Context::from_waker(std::task::Waker::noop());
+            for _ in 0..50 {
+                for relay in &mut relays {
+                    assert!(std::pin::Pin::new(relay).poll(noop).is_pending());
+                }
+                crate::time::sleep(Duration::from_millis(2)).await;
+            }
+            assert!(ring.lent() > 0, "the busy relay holds chunks");
+            let ended = crate::runtime::context::with_driver(|driver| {
+                driver.shutdown_cancelling(Duration::from_secs(5), false)
+            });
+            assert_eq!(ended, Some(true), "the kernel still owns a relay's request");
+            for relay in &mut relays {
+                match std::pin::Pin::new(relay).poll(noop) {
+                    std::task::Poll::Ready(Err(e)) => {
+                        assert_eq!(e.raw_os_error(), Some(libc::ECANCELED), "{e}");
+                    }
+                    other => panic!("a relay after the shutdown: {other:?}"),
+                }
+            }
+            assert_eq!(ring.lent(), 0);
+            drop((relays, quiet, busy, quiet_peer, busy_peer));
+            writing.join().unwrap();
+        });
     }
 }

@@ -122,6 +122,8 @@ pub(crate) struct Requests<'a, 'q> {
     pub(crate) shutting_down: bool,
     /// Entries that found the queue full and went to the backlog.
     pub(crate) queued_behind: u64,
+    /// Cancels queued.
+    pub(crate) cancels: u64,
 }
 
 impl Requests<'_, '_> {
@@ -143,6 +145,7 @@ impl Requests<'_, '_> {
 
     /// Queues a cancel of the request named by `user_data`.
     fn cancel(&mut self, user_data: u64) {
+        self.cancels += 1;
         // SAFETY: a cancel names its target by user_data and points at no memory; its own
         // completion is ignored (user_data 0).
         unsafe { self.push(opcode::AsyncCancel::new(user_data).build()) };
@@ -291,6 +294,11 @@ impl RelayState {
             return;
         }
         self.relayed += went as u64;
+        if out.shutting_down && self.live() {
+            // A shutdown sends nothing more (a peer that reads slowly would hold it up).
+            self.fail(-libc::ECANCELED, out);
+            return;
+        }
         if self.live() {
             if let Some(next) = self.waiting.pop_front() {
                 if self.waiting.is_empty() {
@@ -398,9 +406,12 @@ impl RelayState {
         self.stop(out);
     }
 
-    /// Cancels what the kernel owns and gives the waiting chunks back.
+    /// Cancels what the kernel owns and gives the waiting chunks back. The receive is
+    /// cancelled even if a pause cancelled it already (a second cancel is harmless; a relay
+    /// left armed would keep its owner waiting for the peer).
     fn stop(&mut self, out: &mut Requests<'_, '_>) {
         self.waiting = VecDeque::new();
+        self.recv_cancelled = false;
         self.cancel_recv(out);
         if self.sending.is_some() && !self.send_cancelled {
             self.send_cancelled = true;

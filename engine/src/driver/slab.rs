@@ -41,7 +41,8 @@ impl OpKey {
         (u64::from(self.generation) << 32) | u64::from(self.index)
     }
 
-    /// A key that names no slot (its index is above any slab's), for a field set before use.
+    /// A key that names no slot (generation 0 is never handed out), for a field set before
+    /// use.
     pub(crate) const NONE: OpKey = OpKey {
         index: SECOND_REQUEST - 1,
         generation: 0,

@@ -56,20 +56,44 @@ impl RecvStream {
     /// completion. The awaiting task is woken only when the relay ends (or the ring ran dry:
     /// its future waits a back-off, doubling from 0.2 to 10 ms, then re-arms). Past
     /// `max_waiting` chunks waiting to be sent (`to` takes bytes slower than `from` brings
-    /// them) the receive pauses until half of them went: one relay holds at most about
-    /// `max_waiting` + 1 of the ring's buffers, and `from`'s peer is held by TCP's flow
-    /// control.
+    /// them) the receive pauses until half of them went, and `from`'s peer is held by TCP's
+    /// flow control. One relay then holds `max_waiting` + 1 of the ring's buffers, plus what
+    /// the kernel delivers before the pause's cancel lands (its receive retries of one loop
+    /// turn: about 66 more were seen here with a fast sender) and the chunks an adopted
+    /// receive had queued.
     ///
     /// # Errors
     ///
-    /// Off the receive's core (nothing changes: the receive is dropped as usual).
+    /// Off the receive's core: the receive is dropped (cancelled) as usual, and with it what it
+    /// had received.
     pub fn relay_to(self, to: &SharedFd, max_waiting: usize) -> io::Result<Relay> {
         if !self.op.at_home() {
             return Err(io::Error::other("a receive relayed off its core"));
         }
-        let (home, data) = self.op.into_raw();
-        let ring = BufRing::from_inner(data.ring);
-        let (home, fds) = start(&data.fd, &ring, to, max_waiting, home)?;
+        let to = to.clone();
+        // The receive gives up its slot inside the driver's borrow, where the relay takes it
+        // over at once: off a core the closure never runs, and the receive is dropped (and
+        // cancelled) as usual.
+        let started = context::with_driver(move |driver| {
+            let (home, data) = self.op.into_raw();
+            let state = RelayState::new(
+                target(&data.fd),
+                target(&to),
+                data.ring.clone(),
+                BufRing::from_inner(data.ring.clone()).bgid(),
+                u32::try_from(max_waiting).unwrap_or(u32::MAX),
+            );
+            let adopt = home.filter(|home| *home == Home::new(driver, home.key));
+            // SAFETY: the relay's future keeps both sockets until it ends, or hands them to
+            // the slot when dropped first; the adopted receive is on `from`, into the ring.
+            let key = unsafe { driver.start_relay(adopt.map(|home| home.key), state) };
+            // Dropped outside the driver's borrow (the ring's handle among them).
+            (Home::new(driver, key), [data.fd.clone(), to], data)
+        });
+        let Some((home, fds, data)) = started else {
+            return Err(context::no_runtime());
+        };
+        drop(data);
         Ok(Relay {
             home,
             fds: Some(fds),
@@ -124,9 +148,9 @@ fn start(
 /// # Cancel safety
 ///
 /// Dropping it cancels both requests: bytes received and not yet sent are lost (a prefix of a
-/// chunk may have gone), so the sockets should be closed. The sockets stay open, and the chunk
-/// in flight stays out of the ring, until the kernel is done with both requests; then the
-/// chunks go back to the ring. Nothing leaks.
+/// chunk may have gone), so the sockets should be closed. The chunks waiting go back to the
+/// ring at once; the sockets stay open, and the chunk in flight out of the ring, until the
+/// kernel is done with both requests. Nothing leaks.
 #[must_use = "futures do nothing unless polled"]
 pub struct Relay {
     home: Home,
@@ -181,14 +205,26 @@ impl Future for Relay {
                 if Pin::new(wait).poll(cx).is_pending() {
                     return Poll::Pending;
                 }
+                let rearmed = this.home.with(|found| match found {
+                    Found::Home(driver) => {
+                        driver.relay_rearm(key);
+                        true
+                    }
+                    Found::Away => false,
+                    // The poll below reads the relay as cancelled.
+                    Found::Gone => true,
+                });
                 if let Some(dry) = &mut this.dry {
+                    if !rearmed {
+                        // Under a nested core nothing else wakes this task (the ring's running
+                        // dry took the relay's waker): look again after another wait.
+                        let mut wait = crate::time::sleep(dry.next);
+                        let _ = Pin::new(&mut wait).poll(cx);
+                        dry.wait = Some(wait);
+                        return Poll::Pending;
+                    }
                     dry.wait = None;
                 }
-                this.home.with(|found| {
-                    if let Found::Home(driver) = found {
-                        driver.relay_rearm(key);
-                    }
-                });
             }
             let polled = this.home.with(|found| match found {
                 Found::Home(driver) => driver.poll_relay(key, cx.waker()),
