@@ -5,26 +5,16 @@
 //! that ends with relays in flight. The suite runs under ASan in CI.
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr};
-use std::time::{Duration, Instant};
+use std::net::Shutdown;
+use std::time::Duration;
 
 use percore_engine::buf::ring::BufRing;
 use percore_engine::scope::move_on_after;
 use percore_engine::time::sleep;
 use percore_net::tcp::{TcpListener, TcpStream};
 
-fn loopback() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
-
-/// Polls `cond` every millisecond for up to 5 s.
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !cond() {
-        assert!(Instant::now() < deadline, "{what}");
-        sleep(Duration::from_millis(1)).await;
-    }
-}
+mod support;
+use support::{eventually, expect_refused, flood, loopback};
 
 fn pattern(len: usize, seed: usize) -> Vec<u8> {
     (0..len).map(|i| ((i + seed) * 31 % 251) as u8).collect()
@@ -256,15 +246,7 @@ fn a_dropped_relay_leaks_nothing() {
         let client = std::net::TcpStream::connect(listener.local_addr()).unwrap();
         let (mut conn, _) = listener.accept().await.unwrap();
         let ops_base = ops_in_flight();
-        let mut writer = client.try_clone().unwrap();
-        let writing = std::thread::spawn(move || {
-            let block = [9u8; 16 * 1024];
-            loop {
-                if let Err(e) = writer.write_all(&block) {
-                    return e;
-                }
-            }
-        });
+        let writing = flood(&client);
         let relay = conn.relay_back().unwrap();
         assert!(move_on_after(Duration::from_millis(200), relay)
             .await
@@ -272,15 +254,7 @@ fn a_dropped_relay_leaks_nothing() {
         eventually("the dropped relay's buffers", || ring.lent() == 0).await;
         eventually("the dropped relay's slot", || ops_in_flight() == ops_base).await;
         drop(conn);
-        eventually("the peer's failed write", || writing.is_finished()).await;
-        let e = writing.join().unwrap();
-        assert!(
-            matches!(
-                e.kind(),
-                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
-            ),
-            "{e}"
-        );
+        expect_refused(writing).await;
         drop(client);
     });
 }
@@ -367,8 +341,7 @@ fn a_core_ends_with_relays_in_flight() {
         let flooding = std::net::TcpStream::connect(listener.local_addr()).unwrap();
         let (mut b, _) = listener.accept().await.unwrap();
         // Writes (from its own thread: the core must run meanwhile) and never reads.
-        let mut writer = flooding.try_clone().unwrap();
-        std::thread::spawn(move || while writer.write_all(&[1u8; 64 * 1024]).is_ok() {});
+        drop(flood(&flooding));
         percore_engine::spawn(async move {
             let relay_a = a.relay_back().unwrap();
             let _ = relay_a.await;

@@ -5,8 +5,8 @@
 //! send in flight.
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr};
-use std::time::{Duration, Instant};
+use std::net::Shutdown;
+use std::time::Duration;
 
 use percore_engine::buf::ring::BufRing;
 use percore_engine::ops::SendOwned;
@@ -14,9 +14,8 @@ use percore_engine::scope::move_on_after;
 use percore_engine::time::sleep;
 use percore_net::tcp::{TcpListener, TcpStream};
 
-fn loopback() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
+mod support;
+use support::{eventually, expect_refused, flood, loopback};
 
 /// Echoes with `send_chunk` until the peer closes; each reply goes out unwatched and its
 /// result is read when the next chunk (or the end) comes, as `echo_percore` does.
@@ -31,15 +30,6 @@ async fn echo_unwatched(mut conn: TcpStream) -> std::io::Result<()> {
             return Ok(());
         };
         replying = conn.send_chunk(chunk).start_unwatched()?;
-    }
-}
-
-/// Polls `cond` every millisecond for up to 5 s.
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !cond() {
-        assert!(Instant::now() < deadline, "{what}");
-        sleep(Duration::from_millis(1)).await;
     }
 }
 
@@ -126,15 +116,7 @@ fn a_chunk_send_dropped_while_the_peer_does_not_read_returns_its_buffer() {
             .set_send_buffer_size(4096)
             .unwrap();
         // The peer writes and never reads.
-        let mut writer = client.try_clone().unwrap();
-        let writing = std::thread::spawn(move || {
-            let block = [9u8; 16 * 1024];
-            loop {
-                if let Err(e) = writer.write_all(&block) {
-                    return e;
-                }
-            }
-        });
+        let writing = flood(&client);
         let ops_before = percore_engine::stats::current().ops_in_flight;
         let mut stuck = false;
         for _ in 0..10_000 {
@@ -156,15 +138,7 @@ fn a_chunk_send_dropped_while_the_peer_does_not_read_returns_its_buffer() {
         })
         .await;
         // The socket is closed: the peer's write fails (reset) instead of blocking.
-        eventually("the peer's failed write", || writing.is_finished()).await;
-        let e = writing.join().unwrap();
-        assert!(
-            matches!(
-                e.kind(),
-                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
-            ),
-            "{e}"
-        );
+        expect_refused(writing).await;
         drop(client);
     });
 }
@@ -337,7 +311,7 @@ fn a_core_ends_promptly_with_a_send_to_a_slow_reader() {
         let mut send = conn.send_vec(vec![6u8; 64 << 20]);
         assert!(send.poll_unwatched().is_pending());
         sleep(Duration::from_millis(50)).await;
-        (Instant::now(), send, conn)
+        (std::time::Instant::now(), send, conn)
     });
     let took = started.elapsed();
     assert!(matches!(

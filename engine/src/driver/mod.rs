@@ -1127,6 +1127,17 @@ mod tests {
 
     use super::{op::Orphan, ring::RingConfig, slab::Lifecycle, Driver};
 
+    /// [`super::complete`] for an op that is not a relay (nothing to submit for it).
+    fn complete_alone(
+        slab: &mut super::OpSlab,
+        key: super::OpKey,
+        done: super::Completion,
+        wakers: &mut Vec<std::task::Waker>,
+        graveyard: &mut Vec<Box<dyn Orphan>>,
+    ) -> super::FollowUp {
+        super::complete(slab, key, done, wakers, graveyard, None)
+    }
+
     /// An owned send that went short is continued under its key with the rest of its bytes,
     /// and completes with the whole count (or the error that ended it); a ring buffer goes
     /// back to its ring only then. Watched, the result waits in the slot and the waker is
@@ -1137,7 +1148,7 @@ mod tests {
     fn a_short_owned_send_continues_with_the_rest() {
         use super::owned_send::SendBytes;
         use super::slab::{Completion, OpSlab, SendTarget};
-        use super::{complete, FollowUp};
+        use super::FollowUp;
         use crate::buf::ring::BufRing;
         use std::io::Write;
 
@@ -1180,7 +1191,7 @@ mod tests {
                     flags: 0,
                 };
                 assert_eq!(
-                    complete(&mut slab, key, short, &mut wakers, &mut graveyard, None),
+                    complete_alone(&mut slab, key, short, &mut wakers, &mut graveyard),
                     FollowUp::SendRest
                 );
                 match slab.get_mut(key) {
@@ -1196,7 +1207,7 @@ mod tests {
                     flags: 0,
                 };
                 assert_eq!(
-                    complete(&mut slab, key, done, &mut wakers, &mut graveyard, None),
+                    complete_alone(&mut slab, key, done, &mut wakers, &mut graveyard),
                     FollowUp::None
                 );
                 if watched || *whole < 0 {
@@ -1227,7 +1238,7 @@ mod tests {
     fn an_unwatched_owned_send_frees_its_slot_only_when_whole() {
         use super::owned_send::SendBytes;
         use super::slab::{Completion, SendTarget};
-        use super::{complete, FollowUp, OwnedSendPoll};
+        use super::{FollowUp, OwnedSendPoll};
 
         let mut driver = Driver::new(RingConfig {
             entries: 8,
@@ -1274,14 +1285,7 @@ mod tests {
                 }
                 let done = Completion { result, flags: 0 };
                 assert_eq!(
-                    complete(
-                        &mut driver.slab,
-                        key,
-                        done,
-                        &mut wakers,
-                        &mut graveyard,
-                        None
-                    ),
+                    complete_alone(&mut driver.slab, key, done, &mut wakers, &mut graveyard),
                     FollowUp::None
                 );
                 assert_eq!(wakers.len(), usize::from(watched));
@@ -1314,14 +1318,7 @@ mod tests {
             result: 1,
             flags: 0,
         };
-        complete(
-            &mut driver.slab,
-            key,
-            done,
-            &mut wakers,
-            &mut graveyard,
-            None,
-        );
+        complete_alone(&mut driver.slab, key, done, &mut wakers, &mut graveyard);
         assert!(wakers.is_empty(), "nobody watches");
         assert_eq!(driver.poll_owned_send(key, None), OwnedSendPoll::Sent);
         assert!(graveyard.is_empty());

@@ -1,4 +1,5 @@
-//! Helpers shared by net's test binaries.
+//! Helpers shared by net's test binaries (each uses some of them).
+#![allow(dead_code)]
 
 use std::net::SocketAddr;
 
@@ -15,4 +16,42 @@ pub(crate) async fn pair(write_limit: usize) -> (BufStream, std::net::TcpStream)
     let client = std::net::TcpStream::connect(listener.local_addr()).unwrap();
     let (conn, _) = listener.accept().await.unwrap();
     (BufStream::with_write_limit(conn, write_limit), client)
+}
+
+/// Polls `cond` every millisecond for up to 5 s.
+pub(crate) async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        percore_engine::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}
+
+/// A peer that writes and never reads: 16 KiB blocks from a thread of its own until a write
+/// fails; the thread returns that error.
+pub(crate) fn flood(peer: &std::net::TcpStream) -> std::thread::JoinHandle<std::io::Error> {
+    use std::io::Write;
+    let mut writer = peer.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let block = [9u8; 16 * 1024];
+        loop {
+            if let Err(e) = writer.write_all(&block) {
+                return e;
+            }
+        }
+    })
+}
+
+/// Waits for a [`flood`]ing peer's write to fail, and checks that it failed because the
+/// server closed the socket (a reset or a broken pipe), not by blocking for good.
+pub(crate) async fn expect_refused(writing: std::thread::JoinHandle<std::io::Error>) {
+    eventually("the peer's failed write", || writing.is_finished()).await;
+    let e = writing.join().unwrap();
+    assert!(
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+        ),
+        "{e}"
+    );
 }
