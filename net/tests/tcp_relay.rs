@@ -357,3 +357,136 @@ fn a_core_ends_with_relays_in_flight() {
     });
     drop(clients);
 }
+
+/// A peer that floods without reading, then resets: the relay has chunks waiting and a send in
+/// flight when the reset comes. It ends with an error; every buffer comes back and its slot
+/// goes.
+#[test]
+fn a_reset_with_chunks_waiting_returns_every_buffer() {
+    percore_engine::block_on(async {
+        let ring = BufRing::core_default().unwrap();
+        let mut listener = TcpListener::bind(loopback()).unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr()).unwrap();
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let ops_base = ops_in_flight();
+        let writing = flood(&client);
+        let outcome = {
+            let mut relay = std::pin::pin!(conn.relay_back().unwrap());
+            let held = std::pin::pin!(async {
+                eventually("the relay holds waiting chunks", || ring.lent() > 8).await;
+            });
+            if let percore_engine::First::A(..) = percore_engine::first(relay.as_mut(), held).await
+            {
+                panic!("the relay ended with a peer that does not read");
+            }
+            socket2::SockRef::from(&client)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+            // The flooding thread's write fails once its socket is shut; the last close then
+            // sends the reset (with no linger).
+            client.shutdown(Shutdown::Both).unwrap();
+            drop(writing.join());
+            drop(client);
+            percore_engine::scope::fail_after(Duration::from_secs(5), relay)
+                .await
+                .expect("the relay outlived its peer's reset")
+        };
+        let e = outcome.expect_err("a reset peer's relay succeeded");
+        assert!(
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            ),
+            "{e}"
+        );
+        eventually("the relay's buffers", || ring.lent() == 0).await;
+        assert_eq!(ops_in_flight(), ops_base);
+    });
+}
+
+/// Churn: 200 connections relayed at once, each sending a different amount, then closing
+/// cleanly (every byte must come back) or resetting mid-way (its relay ends with an error). Every relay ends, no buffer stays lent, no op stays in flight, no fd stays open.
+#[test]
+fn many_relays_end_cleanly_or_by_reset_and_leave_nothing() {
+    percore_engine::block_on(async {
+        let ring = BufRing::core_default().unwrap();
+        let fds_before = percore_engine::open_fd_count().unwrap();
+        let mut listener = TcpListener::bind(loopback()).unwrap();
+        let addr = listener.local_addr();
+        let ops_base = ops_in_flight();
+        let clients = std::thread::spawn(move || {
+            let peers: Vec<_> = (0..200usize)
+                .map(|i| std::net::TcpStream::connect(addr).map(|s| (i, s)).unwrap())
+                .collect();
+            let handles: Vec<_> = peers
+                .into_iter()
+                .map(|(i, mut s)| {
+                    std::thread::spawn(move || {
+                        let payload = pattern(1 + i * 997 % 50_000, i);
+                        if i % 3 == 0 {
+                            // Half of it, then a reset.
+                            s.write_all(&payload[..payload.len() / 2]).unwrap();
+                            socket2::SockRef::from(&s)
+                                .set_linger(Some(Duration::ZERO))
+                                .unwrap();
+                            return true;
+                        }
+                        let ok = exchange(&mut s, &payload) == payload;
+                        s.shutdown(Shutdown::Write).unwrap();
+                        let mut rest = Vec::new();
+                        s.read_to_end(&mut rest).unwrap();
+                        ok && rest.is_empty()
+                    })
+                })
+                .collect();
+            handles.into_iter().all(|h| h.join().unwrap())
+        });
+        // A connection reset while it waits in the backlog is never handed out (the listener
+        // counts it as aborted): accept until the clients are done and no more come.
+        let mut relays = Vec::new();
+        while relays.len() < 200 {
+            let Some(accepted) = move_on_after(Duration::from_secs(1), listener.accept()).await
+            else {
+                if clients.is_finished() {
+                    break;
+                }
+                continue;
+            };
+            let (mut conn, _) = accepted.unwrap();
+            relays.push(percore_engine::spawn(async move {
+                let outcome = conn.relay_back().unwrap().await;
+                outcome.map_err(|e| e.kind())
+            }));
+        }
+        let accepted = relays.len();
+        let (mut ok, mut reset) = (0, 0);
+        for relay in relays {
+            match relay.await.unwrap() {
+                Ok(_) => ok += 1,
+                Err(std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe) => {
+                    reset += 1
+                }
+                Err(other) => panic!("a relay failed with {other:?}"),
+            }
+        }
+        eventually("the clients' end", || clients.is_finished()).await;
+        assert!(clients.join().unwrap(), "an echo differs");
+        // Every clean client's relay ends cleanly; a resetting one's ends by the reset (or is
+        // never accepted, if the reset came first).
+        assert!(
+            ok >= 133 && ok + reset == accepted,
+            "{ok} ended cleanly, {reset} reset, of {accepted}"
+        );
+        drop(listener);
+        assert_eq!(ring.lent(), 0);
+        eventually(
+            &format!("every relay's op ({} of {ops_base})", ops_in_flight()),
+            || ops_in_flight() <= ops_base,
+        )
+        .await;
+        eventually("every socket closed", || {
+            percore_engine::open_fd_count().unwrap() <= fds_before
+        })
+        .await;
+    });
+}
