@@ -6,7 +6,7 @@
 //! - [`tcp::TcpStream`]: connect (with a timeout), owned-buffer reads and writes, half-close,
 //!   socket options, and a receive path on multishot receive into the core's provided buffer
 //!   ring, so an idle connection pins no buffer.
-//! - Relays ([`tcp::TcpStream::relay_to`], [`tcp::TcpStream::relay_back`], [`Relaying`]):
+//! - Relays ([`tcp::TcpStream::relay_to`], [`tcp::TcpStream::relay_back`], [`relay_both`]):
 //!   every byte a stream receives sent on another socket (a proxy's direction) or back (an
 //!   echo) by the core's driver, from the ring buffer it arrived in, with no task wake-up per
 //!   chunk.
@@ -68,5 +68,5 @@ pub mod udp;
 pub mod unix;
 
 pub use buffered::{BufStream, DEFAULT_WRITE_BUFFER};
-pub use relay::Relaying;
+pub use relay::{relay_both, Relaying};
 pub use stream::ByteStream;

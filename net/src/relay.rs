@@ -1,6 +1,6 @@
 //! Relays on byte streams: every byte a stream receives sent on another socket (a proxy's
 //! direction) or back on itself (an echo), by the core's driver, with no task wake-up per
-//! chunk: see [`percore_engine::ops::Relay`].
+//! chunk: see [`percore_engine::ops::Relay`]. [`relay_both`] runs a proxy's two directions.
 
 use std::future::Future;
 use std::io;
@@ -8,7 +8,11 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use percore_engine::ops::Relay;
+use percore_engine::fd::SharedFd;
+use percore_engine::ops::{self, Relay};
+use percore_engine::First;
+
+use crate::tcp::TcpStream;
 
 /// A relay from a stream ([`TcpStream::relay_to`](crate::tcp::TcpStream::relay_to),
 /// [`TcpStream::relay_back`](crate::tcp::TcpStream::relay_back), and the same on
@@ -54,3 +58,44 @@ impl Future for Relaying<'_> {
         Pin::new(&mut self.relay).poll(cx)
     }
 }
+
+/// A proxy's two directions: relays `a` to `b` and `b` to `a` at once, each by the core's
+/// driver (see [`TcpStream::relay_to`]), until both have ended. When one side reaches its end
+/// (its peer half-closed), the other side is half-closed in turn (`shutdown(Write)`), so that
+/// its peer sees the end too, and the other direction goes on until it ends as well. Returns
+/// the bytes relayed from `a` to `b` and from `b` to `a`.
+///
+/// # Errors
+///
+/// The first error of either direction (a reset, a closed destination, a failed half-close);
+/// the other direction is stopped then.
+///
+/// # Cancel safety
+///
+/// Dropping the future stops both directions: bytes received and not yet sent are lost, so
+/// close both streams then. Nothing leaks (see [`Relaying`]).
+pub async fn relay_both(a: &mut TcpStream, b: &mut TcpStream) -> io::Result<(u64, u64)> {
+    let (a_fd, b_fd) = (a.fd().clone(), b.fd().clone());
+    let forward = std::pin::pin!(relay_then_close(a.relay_to(&b_fd), &b_fd));
+    let back = std::pin::pin!(relay_then_close(b.relay_to(&a_fd), &a_fd));
+    match percore_engine::first(forward, back).await {
+        First::A(forward, back) => {
+            let forward = forward?;
+            Ok((forward, back.await?))
+        }
+        First::B(back, forward) => {
+            let back = back?;
+            Ok((forward.await?, back))
+        }
+    }
+}
+
+/// Awaits a relay, then half-closes its destination.
+async fn relay_then_close(relay: io::Result<Relaying<'_>>, to: &SharedFd) -> io::Result<u64> {
+    let relayed = relay?.await?;
+    ops::shutdown(to, SHUT_WR).await?;
+    Ok(relayed)
+}
+
+/// `shutdown(2)`'s `SHUT_WR` (Linux ABI).
+const SHUT_WR: i32 = 1;

@@ -70,8 +70,8 @@ fn relay_back_echoes_1_byte_to_16_mib_and_counts_them() {
     });
 }
 
-/// A proxy: what the client sends goes to an upstream echo server through two relays, and
-/// back; the client's end is passed on with a half-close, and both relays end.
+/// A proxy (`relay_both`): what the client sends goes to an upstream echo server through two
+/// relays, and back; each end is passed on with a half-close, and both relays end.
 #[test]
 fn relay_to_proxies_both_ways() {
     let upstream = std::net::TcpListener::bind(loopback()).unwrap();
@@ -102,28 +102,62 @@ fn relay_to_proxies_both_ways() {
         });
         let (mut down, _) = listener.accept().await.unwrap();
         let mut up = TcpStream::connect(upstream_addr).await.unwrap();
-        let (down_fd, up_fd) = (down.fd().clone(), up.fd().clone());
-        let (to_up, to_down) = {
-            let mut forward = std::pin::pin!(down.relay_to(&up_fd).unwrap());
-            let mut back = std::pin::pin!(up.relay_to(&down_fd).unwrap());
-            // Forward ends with the client's half-close; pass it on so that upstream ends.
-            let to_up = forward.as_mut().await.unwrap();
-            percore_engine::ops::shutdown(&up_fd, libc::SHUT_WR)
-                .await
-                .unwrap();
-            let to_down = back.as_mut().await.unwrap();
-            (to_up, to_down)
-        };
-        assert_eq!((to_up, to_down), (3 << 20, 3 << 20));
-        percore_engine::ops::shutdown(&down_fd, libc::SHUT_WR)
-            .await
-            .unwrap();
+        // Forward ends with the client's half-close, which goes on to upstream; upstream then
+        // closes, and that end goes back to the client.
+        let relayed = percore_net::relay_both(&mut down, &mut up).await.unwrap();
+        assert_eq!(relayed, (3 << 20, 3 << 20));
         eventually("the client's end", || client.is_finished()).await;
         let (got, rest) = client.join().unwrap();
         assert!(got == expected, "the proxied echo differs");
         assert!(rest.is_empty());
     });
     echo.join().unwrap();
+}
+
+/// A proxy whose upstream resets mid-way: `relay_both` ends with the error, and the client's
+/// side is left to be closed (it is, when the streams are dropped).
+#[test]
+fn relay_both_ends_with_an_upstreams_reset() {
+    let upstream = std::net::TcpListener::bind(loopback()).unwrap();
+    let upstream_addr = upstream.local_addr().unwrap();
+    let resetting = std::thread::spawn(move || {
+        let (mut s, _) = upstream.accept().unwrap();
+        let mut first = [0u8; 4];
+        s.read_exact(&mut first).unwrap();
+        socket2::SockRef::from(&s)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+    });
+    percore_engine::block_on(async move {
+        let mut listener = TcpListener::bind(loopback()).unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr()).unwrap();
+        client.write_all(b"ping and more").unwrap();
+        let (mut down, _) = listener.accept().await.unwrap();
+        let mut up = TcpStream::connect(upstream_addr).await.unwrap();
+        let e = percore_engine::scope::fail_after(
+            Duration::from_secs(5),
+            percore_net::relay_both(&mut down, &mut up),
+        )
+        .await
+        .expect("the proxy outlived its upstream's reset")
+        .expect_err("a proxy to a reset upstream succeeded");
+        assert!(
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            ),
+            "{e}"
+        );
+        drop((down, up));
+        // The client sees its connection end (closed or reset), not a hang; read from a
+        // thread, while the core runs the relays' cancels to their end.
+        let reading = std::thread::spawn(move || {
+            let mut rest = Vec::new();
+            let _ = client.read_to_end(&mut rest);
+        });
+        eventually("the client's connection closed", || reading.is_finished()).await;
+    });
+    resetting.join().unwrap();
 }
 
 /// Chunks the stream's receive took before the relay started (nobody read them) are relayed
