@@ -419,9 +419,10 @@ async fn serve_tcp(
 
 /// Every byte back, until the peer closes or a shutdown starts.
 ///
-/// The stream is relayed back to itself ([`TcpStream::relay_back`](percore::net::tcp::TcpStream::relay_back)):
-/// the core's driver sends each received chunk back from its ring buffer as the receive
-/// completes and the next when the last send completes, so an exchange wakes no task at all,
+/// The stream is relayed back to itself
+/// ([`TcpStream::relay_back`](percore::net::tcp::TcpStream::relay_back)): the core's driver
+/// sends each received chunk back from its ring buffer as the receive completes, and the next
+/// when the last send completes, so an exchange wakes no task at all,
 /// and a connection waiting for its peer holds no buffer. The task wakes when the peer closes
 /// (or fails), and, with an idle timeout, once per timeout to look at the relay's progress.
 ///

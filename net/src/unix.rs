@@ -179,15 +179,15 @@ impl UnixStream {
     /// Relays what this stream receives to `to` (another stream's socket: one direction of
     /// a proxy), until this stream reaches its end and all of it went: each chunk is sent
     /// from the ring buffer it arrived in, by the core's driver, which sends the next when the
-    /// last completes, so the awaiting task is not woken per chunk (see
-    /// [`ops::relay`]). Chunks received before and not yet taken
-    /// go first. Past a sixteenth of the core's ring (8 to 64 buffers) waiting to be sent, the
-    /// receive pauses (what the kernel delivers before the pause lands comes on top) and
-    /// the socket's flow control holds the peer. `to` is not half-closed at the end: call
-    /// `shutdown` on it if the peer should see the end too.
+    /// last completes, so the awaiting task is not woken per chunk (see [`ops::relay`]).
+    /// Chunks received before and not yet taken go first. Past a sixteenth of the core's ring
+    /// (8 to 64 buffers) waiting to be sent, the receive pauses (what the kernel delivers
+    /// before the pause lands comes on top) and the socket's flow control holds the peer.
+    /// `to` is not half-closed at the end: call `shutdown` on it if the peer should see the
+    /// end too.
     ///
-    /// For both directions of a proxy, relay each stream to the other's
-    /// [`fd`](Self::fd) and await both.
+    /// For both directions of a TCP proxy, with each end passed on, see
+    /// [`relay_both`](crate::relay_both).
     ///
     /// # Errors
     ///

@@ -191,11 +191,6 @@ impl BufRing {
         self.inner.lent.get()
     }
 
-    /// The handle an op kept of its ring.
-    pub(crate) fn from_inner(inner: Rc<Inner>) -> BufRing {
-        BufRing { inner }
-    }
-
     pub(crate) fn inner(&self) -> &Rc<Inner> {
         &self.inner
     }
@@ -238,6 +233,11 @@ impl Inner {
         // SAFETY: `tail_ptr` is a valid, aligned u16 in memory shared with the kernel.
         unsafe { AtomicU16::from_ptr(tail_ptr) }.store(new_tail, Ordering::Release);
         self.lent.set(self.lent.get() - 1);
+    }
+
+    /// The ring's buffer group id.
+    pub(crate) fn bgid(&self) -> u16 {
+        self.bgid
     }
 
     /// The buffer a completion with `flags` selected, holding `len` bytes.

@@ -38,7 +38,7 @@ pub fn relay(
     to: &SharedFd,
     max_waiting: usize,
 ) -> io::Result<Relay> {
-    let (home, fds) = start(from, ring, to, max_waiting, None)?;
+    let (home, fds) = start(from, ring, to, max_waiting)?;
     Ok(Relay {
         home,
         fds: Some(fds),
@@ -80,7 +80,7 @@ impl RecvStream {
                 target(&data.fd),
                 target(&to),
                 data.ring.clone(),
-                BufRing::from_inner(data.ring.clone()).bgid(),
+                data.ring.bgid(),
                 u32::try_from(max_waiting).unwrap_or(u32::MAX),
             );
             let adopt = home.filter(|home| *home == Home::new(driver, home.key));
@@ -109,13 +109,12 @@ fn target(fd: &SharedFd) -> SendTarget {
     }
 }
 
-/// Starts a relay on this core, in `adopt`'s slot if given.
+/// Starts a relay with a fresh receive on this core.
 fn start(
     from: &SharedFd,
     ring: &BufRing,
     to: &SharedFd,
     max_waiting: usize,
-    adopt: Option<Home>,
 ) -> io::Result<(Home, [SharedFd; 2])> {
     let state = RelayState::new(
         target(from),
@@ -125,11 +124,9 @@ fn start(
         u32::try_from(max_waiting).unwrap_or(u32::MAX),
     );
     let home = context::with_driver(|driver| {
-        let adopt = adopt.filter(|home| *home == Home::new(driver, home.key));
         // SAFETY: the relay's future keeps both sockets until it ends, or hands them to the
-        // slot when dropped first (`orphan_relay`); an adopted receive is on `from`, into
-        // `ring` (it was made from them).
-        let key = unsafe { driver.start_relay(adopt.map(|home| home.key), state) };
+        // slot when dropped first (`orphan_relay`).
+        let key = unsafe { driver.start_relay(None, state) };
         Home::new(driver, key)
     })
     .ok_or_else(context::no_runtime)?;
