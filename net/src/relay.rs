@@ -43,8 +43,8 @@ impl Relaying<'_> {
         }
     }
 
-    /// Bytes received plus bytes sent so far (see [`Relay::progress`]): an owner that closes
-    /// idle connections compares it between two looks.
+    /// A count that changes whenever the relay moves bytes (see [`Relay::progress`]): an
+    /// owner that closes idle connections compares it between two looks.
     pub fn progress(&self) -> u64 {
         self.relay.progress()
     }

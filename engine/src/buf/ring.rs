@@ -240,6 +240,32 @@ impl Inner {
         self.bgid
     }
 
+    /// Takes out of the ring the buffer a completion with `flags` selected, without a handle
+    /// of its own (for an owner that keeps the ring and gives it back with
+    /// [`Inner::give_back_lent`]): its id, or `None` if the completion selected none.
+    #[inline]
+    pub(crate) fn lend(&self, flags: u32) -> Option<u16> {
+        let bid = io_uring::cqueue::buffer_select(flags)?;
+        if bid >= self.entries {
+            return None;
+        }
+        self.lent.set(self.lent.get() + 1);
+        Some(bid)
+    }
+
+    /// Gives back a buffer [`Inner::lend`] took out.
+    #[inline]
+    pub(crate) fn give_back_lent(&self, bid: u16) {
+        self.recycle(bid);
+    }
+
+    /// Where buffer `bid`'s bytes start, and how many it holds at most.
+    #[inline]
+    pub(crate) fn buffer(&self, bid: u16) -> (*const u8, u32) {
+        let at = self.bufs.as_ptr().wrapping_add(bid as usize * self.stride);
+        (at.cast_const(), self.buf_size)
+    }
+
     /// The buffer a completion with `flags` selected, holding `len` bytes.
     #[inline]
     pub(crate) fn take(self: &Rc<Self>, flags: u32, len: usize) -> Option<RingBuf> {

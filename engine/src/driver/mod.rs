@@ -552,12 +552,12 @@ impl Driver {
                 // still to come or queued here.
                 let armed = !*finished || queued.len() > 0;
                 if let Some(slot) = self.slab.get_mut(key) {
-                    *slot = Lifecycle::Relay(Box::new(state));
+                    *slot = Lifecycle::Relay(state);
                 }
                 (key, armed, queued)
             }
             _ => (
-                self.slab.insert(Lifecycle::Relay(Box::new(state))),
+                self.slab.insert(Lifecycle::Relay(state)),
                 false,
                 slab::CompletionQueue::default(),
             ),
@@ -598,7 +598,7 @@ impl Driver {
         let polled = relay.poll(waker);
         if let RelayPoll::Done(_) = polled {
             if let Some(Lifecycle::Relay(relay)) = self.slab.remove(key) {
-                self.graveyard.push(relay);
+                self.graveyard.push(Box::new(relay));
             }
         }
         polled
@@ -609,8 +609,8 @@ impl Driver {
         self.relay_event(key, RelayState::rearm_after_dry);
     }
 
-    /// Relay `key`'s bytes received plus bytes sent (0 once it ended).
-    pub(crate) fn relay_progress(&mut self, key: OpKey) -> u64 {
+    /// Relay `key`'s progress count (see [`RelayState::progress`]; 0 once it ended).
+    pub(crate) fn relay_progress(&mut self, key: OpKey) -> u32 {
         match self.slab.get_mut(key) {
             Some(Lifecycle::Relay(relay)) => relay.progress(),
             _ => 0,
@@ -628,7 +628,7 @@ impl Driver {
             }
             Some(Lifecycle::Relay(_)) => {
                 if let Some(Lifecycle::Relay(relay)) = self.slab.remove(key) {
-                    self.graveyard.push(relay);
+                    self.graveyard.push(Box::new(relay));
                 }
                 Some(fds)
             }
@@ -1053,7 +1053,7 @@ fn complete(
             if state.abandoned() && !state.kernel_owned() {
                 if let Some(Lifecycle::Relay(state)) = slab.remove(key) {
                     // Its sockets and its ring handle go outside the driver's borrow.
-                    graveyard.push(state);
+                    graveyard.push(Box::new(state));
                 }
             } else if let Some(w) = state.wake_owner() {
                 wakers.push(w);

@@ -15,6 +15,12 @@
 //! ran dry, which the owner's future waits out with a back-off before re-arming (the driver has
 //! no timers).
 //!
+//! Memory: the state a chunk's completions touch sits in the slot itself (64 B, no larger than
+//! any op's state), and what they rarely need (the waiting chunks, the owner's waker, a dropped
+//! future's sockets) in a 64 B box beside. The chunks it holds are buffer ids ([`Lent`]), not
+//! `RingBuf`s: the slot's one ring handle keeps the ring, and every path that lets go of a
+//! chunk gives its buffer back by id (the relay's drop too).
+//!
 //! Bounded: past `max_waiting` chunks waiting (a destination that takes bytes slower than the
 //! source sends them), the receive is cancelled, so that one relay cannot take the core's ring
 //! from every other connection; the bytes wait in the source socket, where its flow control
@@ -36,49 +42,118 @@ use io_uring::{cqueue, opcode, squeue, types};
 
 use super::op::Orphan;
 use super::slab::{Completion, CompletionQueue, OpKey, SendTarget};
-use crate::buf::ring::{Inner, RingBuf};
+use crate::buf::ring::Inner;
 use crate::fd::SharedFd;
 
 /// The failure code for a send the kernel completed with nothing taken (it has no errno).
 pub(crate) const WRITE_ZERO: i32 = i32::MIN;
 
-/// A relay's state, boxed in its slot.
+/// A relay's state, in its slot. What every completion touches is here; what only a waiting
+/// chunk, the owner's waker or a dropped future needs is in a box beside ([`RelayCold`]), so
+/// that a chunk's round trip reads the slot and nothing else of the relay's (each lookup of
+/// memory the kernel's work between two completions evicted is a cache miss).
 pub(crate) struct RelayState {
-    /// The socket received from.
-    from: SendTarget,
-    /// The socket sent to (may be `from`).
-    to: SendTarget,
-    /// The ring the receive takes buffers from, and its group id.
+    /// The ring the receive takes buffers from (the handle that keeps it; the chunks the relay
+    /// holds have none of their own).
     ring: Rc<Inner>,
+    cold: Box<RelayCold>,
+    /// Bytes sent.
+    relayed: u64,
+    /// The chunk the send in flight sends (what is left of it, after a short send); `len` 0:
+    /// no send in flight.
+    sending: Lent,
+    /// The first error, as `-errno` (or [`WRITE_ZERO`]); 0: none.
+    failed: i32,
+    /// Completions that moved bytes (wrapping): what an owner watching for idleness compares.
+    moved: u32,
+    /// The socket received from, and the one sent to (may be the same).
+    from: Socket,
+    to: Socket,
+    /// Chunks waiting in `cold.queue` (at most the ring's buffers, at most 32,768).
+    waiting: u16,
     bgid: u16,
     /// Waiting chunks beyond which the receive pauses.
-    max_waiting: u32,
-    /// The chunk the send in flight sends (what is left of it, after a short send).
-    sending: Option<RingBuf>,
-    /// Chunks received and not yet sent, oldest first (no heap memory while empty: a relay
-    /// whose peer waits for its reply holds none).
-    waiting: VecDeque<RingBuf>,
+    max_waiting: u16,
     /// The kernel owns the receive (until its completion without `F_MORE`).
     recv_armed: bool,
     /// A cancel went for the armed receive.
     recv_cancelled: bool,
-    /// A cancel went for the send in flight.
-    send_cancelled: bool,
     /// Stopped for backpressure: re-armed when the waiting chunks are down to half.
     paused: bool,
     /// Stopped because the ring ran dry: the owner re-arms after a back-off.
     dry: bool,
     /// The source reached its end.
     eof: bool,
-    /// The first error, as `-errno` (or [`WRITE_ZERO`]); 0: none.
-    failed: i32,
-    /// Bytes received, and bytes sent.
-    received: u64,
-    relayed: u64,
+    /// The owner's future is gone (its sockets are in `cold.kept`).
+    abandoned: bool,
+}
+
+/// What a relay needs off its fast path.
+struct RelayCold {
+    /// Chunks received and not yet sent, oldest first (no heap memory while empty: a relay
+    /// whose peer waits for its reply holds none).
+    queue: VecDeque<Lent>,
     /// The owner's, woken when the relay ends or the ring ran dry.
     waker: Option<Waker>,
     /// The sockets, kept here once the owner's future is gone, until the kernel is done.
     kept: Option<[SharedFd; 2]>,
+}
+
+/// A relay's socket in 4 bytes (its slot stays as small as any op's): a registered file's
+/// table slot (the top bit set) or a raw fd (never negative here).
+#[derive(Debug, Clone, Copy)]
+struct Socket(u32);
+
+impl Socket {
+    const FIXED: u32 = 1 << 31;
+
+    fn new(target: SendTarget) -> Socket {
+        match target {
+            SendTarget::Fixed(slot) => Socket(slot | Socket::FIXED),
+            SendTarget::Fd(fd) => Socket(fd as u32 & !Socket::FIXED),
+        }
+    }
+
+    #[inline]
+    fn target(self) -> SendTarget {
+        if self.0 & Socket::FIXED != 0 {
+            SendTarget::Fixed(self.0 & !Socket::FIXED)
+        } else {
+            SendTarget::Fd(self.0 as i32)
+        }
+    }
+}
+
+/// A ring buffer a relay holds, out of its ring: `len` bytes from `start` in buffer `bid`. It
+/// has no handle of its own: the relay's `ring` keeps the ring, and the relay gives the buffer
+/// back by its id (every path that lets go of one, and the relay's drop, does).
+#[derive(Debug, Clone, Copy)]
+struct Lent {
+    start: u32,
+    len: u32,
+    bid: u16,
+}
+
+impl Lent {
+    const NONE: Lent = Lent {
+        start: 0,
+        len: 0,
+        bid: 0,
+    };
+}
+
+impl Drop for RelayState {
+    /// Gives back the buffers it still holds. A relay is only dropped once the kernel owns
+    /// neither of its requests (its send reads none of them then).
+    fn drop(&mut self) {
+        debug_assert!(!self.kernel_owned(), "a relay dropped under the kernel");
+        if self.sending.len > 0 {
+            self.ring.give_back_lent(self.sending.bid);
+        }
+        for chunk in self.cold.queue.drain(..) {
+            self.ring.give_back_lent(chunk.bid);
+        }
+    }
 }
 
 impl Orphan for RelayState {}
@@ -87,11 +162,10 @@ impl std::fmt::Debug for RelayState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RelayState")
             .field("recv_armed", &self.recv_armed)
-            .field("sending", &self.sending.as_ref().map(|c| c.len()))
-            .field("waiting", &self.waiting.len())
+            .field("sending", &self.sending.len)
+            .field("waiting", &self.waiting)
             .field("eof", &self.eof)
             .field("failed", &self.failed)
-            .field("received", &self.received)
             .field("relayed", &self.relayed)
             .finish()
     }
@@ -106,7 +180,7 @@ pub(crate) enum RelayPoll {
     /// the relay's progress (see [`RelayState::progress`]).
     ///
     /// [`Driver::relay_rearm`]: super::Driver::relay_rearm
-    Dry(u64),
+    Dry(u32),
     /// Over: the bytes sent (the source ended and all went), or the error (`-errno`, or
     /// [`WRITE_ZERO`]).
     Done(Result<u64, i32>),
@@ -163,46 +237,50 @@ impl RelayState {
         max_waiting: u32,
     ) -> RelayState {
         RelayState {
-            from,
-            to,
             ring,
+            cold: Box::new(RelayCold {
+                queue: VecDeque::new(),
+                waker: None,
+                kept: None,
+            }),
+            relayed: 0,
+            moved: 0,
+            sending: Lent::NONE,
+            failed: 0,
+            from: Socket::new(from),
+            to: Socket::new(to),
+            waiting: 0,
             bgid,
-            max_waiting: max_waiting.max(1),
-            sending: None,
-            waiting: VecDeque::new(),
+            max_waiting: u16::try_from(max_waiting).unwrap_or(u16::MAX).max(1),
             recv_armed: false,
             recv_cancelled: false,
-            send_cancelled: false,
             paused: false,
             dry: false,
             eof: false,
-            failed: 0,
-            received: 0,
-            relayed: 0,
-            waker: None,
-            kept: None,
+            abandoned: false,
         }
     }
 
     /// Whether the kernel may still post completions for either request.
     #[inline]
     pub(crate) fn kernel_owned(&self) -> bool {
-        self.recv_armed || self.sending.is_some()
+        self.recv_armed || self.sending.len > 0
     }
 
-    /// Bytes received plus bytes sent: grows while the relay moves anything.
-    pub(crate) fn progress(&self) -> u64 {
-        self.received + self.relayed
+    /// A count that changes whenever the relay moves bytes (a receive or a send completes).
+    pub(crate) fn progress(&self) -> u32 {
+        self.moved
     }
 
     /// The owner's future is gone.
+    #[inline]
     pub(crate) fn abandoned(&self) -> bool {
-        self.kept.is_some()
+        self.abandoned
     }
 
     #[inline]
     fn live(&self) -> bool {
-        self.failed == 0 && self.kept.is_none()
+        self.failed == 0 && !self.abandoned
     }
 
     /// Starts the relay. An adopted receive's completions that nobody took (`queued`, with
@@ -231,22 +309,29 @@ impl RelayState {
         }
         let result = done.result;
         if result > 0 {
-            match self.ring.take(done.flags, result as usize) {
-                Some(chunk) if self.failed == 0 && self.kept.is_none() => {
-                    self.received += chunk.len() as u64;
-                    if self.sending.is_none() {
-                        self.sending = Some(chunk);
+            match self.ring.lend(done.flags) {
+                Some(bid) if self.live() => {
+                    let (_, size) = self.ring.buffer(bid);
+                    let chunk = Lent {
+                        start: 0,
+                        len: (result as u32).min(size),
+                        bid,
+                    };
+                    self.moved = self.moved.wrapping_add(1);
+                    if self.sending.len == 0 {
+                        self.sending = chunk;
                         self.push_send(out);
                     } else {
-                        self.waiting.push_back(chunk);
-                        if self.waiting.len() > self.max_waiting as usize {
+                        self.cold.queue.push_back(chunk);
+                        self.waiting += 1;
+                        if self.waiting > self.max_waiting {
                             self.paused = true;
                             self.cancel_recv(out);
                         }
                     }
                 }
                 // Bytes for a relay that failed or was dropped: the buffer goes back.
-                Some(chunk) => drop(chunk),
+                Some(bid) => self.ring.give_back_lent(bid),
                 None => self.fail(-libc::EIO, out),
             }
         } else {
@@ -266,29 +351,30 @@ impl RelayState {
     /// A completion of the send.
     #[inline]
     pub(crate) fn on_send(&mut self, done: Completion, out: &mut Requests<'_, '_>) {
-        let live = self.live();
-        let Some(chunk) = self.sending.as_mut() else {
+        let chunk = self.sending;
+        if chunk.len == 0 {
             return;
-        };
-        self.send_cancelled = false;
+        }
+        self.moved = self.moved.wrapping_add(1);
         let went = done.result;
-        if went >= 0 && (went as usize) < chunk.len() {
+        if went >= 0 && (went as u32) < chunk.len {
             if went == 0 {
-                self.sending = None;
+                self.let_go_of_sending();
                 self.fail(WRITE_ZERO, out);
-            } else if !live || out.shutting_down {
-                self.sending = None;
+            } else if !self.live() || out.shutting_down {
+                self.let_go_of_sending();
                 self.fail(-libc::ECANCELED, out);
             } else {
                 // Short despite MSG_WAITALL: the rest goes next, before any waiting chunk.
-                chunk.narrow(went as usize, usize::MAX);
+                self.sending.start += went as u32;
+                self.sending.len -= went as u32;
                 self.relayed += went as u64;
                 self.push_send(out);
             }
             return;
         }
         // The buffer goes back to the ring here (the slot's `ring` handle keeps the ring).
-        self.sending = None;
+        self.let_go_of_sending();
         if went < 0 {
             self.fail(went, out);
             return;
@@ -299,24 +385,42 @@ impl RelayState {
             self.fail(-libc::ECANCELED, out);
             return;
         }
-        if self.live() {
-            if let Some(next) = self.waiting.pop_front() {
-                if self.waiting.is_empty() {
+        if self.waiting > 0 && self.live() {
+            if let Some(next) = self.cold.queue.pop_front() {
+                self.waiting -= 1;
+                if self.waiting == 0 {
                     // A burst is over: its memory goes rather than stay per relay.
-                    self.waiting = VecDeque::new();
+                    self.cold.queue = VecDeque::new();
                 }
-                self.sending = Some(next);
+                self.sending = next;
                 self.push_send(out);
             }
         }
         self.rearm_if_due(out);
     }
 
+    /// The send in flight is over: its buffer goes back to the ring.
+    #[inline]
+    fn let_go_of_sending(&mut self) {
+        self.ring.give_back_lent(self.sending.bid);
+        self.sending = Lent::NONE;
+    }
+
+    /// Gives the waiting chunks back to the ring.
+    fn drop_waiting(&mut self) {
+        for chunk in self.cold.queue.drain(..) {
+            self.ring.give_back_lent(chunk.bid);
+        }
+        self.cold.queue = VecDeque::new();
+        self.waiting = 0;
+    }
+
     /// The owner's future is gone: `fds` stay until the kernel is done; both requests are
     /// cancelled and the waiting chunks go back to the ring.
     pub(crate) fn abandon(&mut self, fds: [SharedFd; 2], out: &mut Requests<'_, '_>) {
-        self.kept = Some(fds);
-        self.waker = None;
+        self.abandoned = true;
+        self.cold.kept = Some(fds);
+        self.cold.waker = None;
         self.stop(out);
     }
 
@@ -333,9 +437,9 @@ impl RelayState {
                 return RelayPoll::Dry(self.progress());
             }
         }
-        match &self.waker {
+        match &self.cold.waker {
             Some(w) if w.will_wake(waker) => {}
-            _ => self.waker = Some(waker.clone()),
+            _ => self.cold.waker = Some(waker.clone()),
         }
         RelayPoll::Pending
     }
@@ -344,13 +448,10 @@ impl RelayState {
     /// the ring ran dry).
     #[inline]
     pub(crate) fn wake_owner(&mut self) -> Option<Waker> {
-        if self.waker.is_none() || self.kernel_owned() {
+        if self.kernel_owned() || (self.failed == 0 && !self.eof && !self.dry) {
             return None;
         }
-        if self.failed != 0 || self.eof || self.dry {
-            return self.waker.take();
-        }
-        None
+        self.cold.waker.take()
     }
 
     /// Re-arms a receive the ring's running dry stopped (the owner waited a while).
@@ -372,12 +473,12 @@ impl RelayState {
         if !self.live() || self.eof || self.dry || out.shutting_down {
             return;
         }
-        if self.paused && self.waiting.len() > self.max_waiting as usize / 2 {
+        if self.paused && self.waiting > self.max_waiting / 2 {
             return;
         }
         self.paused = false;
         self.recv_armed = true;
-        let entry = match self.from {
+        let entry = match self.from.target() {
             SendTarget::Fixed(slot) => opcode::RecvMulti::new(types::Fixed(slot), self.bgid),
             SendTarget::Fd(fd) => opcode::RecvMulti::new(types::Fd(fd), self.bgid),
         };
@@ -389,13 +490,15 @@ impl RelayState {
 
     #[inline]
     fn push_send(&mut self, out: &mut Requests<'_, '_>) {
-        let Some(chunk) = &self.sending else {
-            return;
-        };
-        let entry = super::owned_send::send_entry_raw(self.to, chunk.as_ptr(), chunk.len());
-        // SAFETY: the entry points at the ring buffer `sending` holds, which stays lent (out of
-        // the ring, unmoved) until this send's completion takes it out of `sending`; the owner
-        // keeps the socket open until the kernel owns neither request.
+        let chunk = self.sending;
+        let (buffer, _) = self.ring.buffer(chunk.bid);
+        let at = buffer.wrapping_add(chunk.start as usize);
+        let entry = super::owned_send::send_entry_raw(self.to.target(), at, chunk.len as usize);
+        // SAFETY: the entry points at the part of the ring buffer `sending` names that the
+        // receive filled (`start + len` within it), which stays lent (out of the ring, so the
+        // kernel selects it for no receive) until this send's completion lets go of it; the
+        // slot's `ring` handle keeps the buffers allocated, and the owner keeps the socket
+        // open until the kernel owns neither request.
         unsafe { out.push(entry.user_data(out.key.second_user_data())) };
     }
 
@@ -410,11 +513,12 @@ impl RelayState {
     /// cancelled even if a pause cancelled it already (a second cancel is harmless; a relay
     /// left armed would keep its owner waiting for the peer).
     fn stop(&mut self, out: &mut Requests<'_, '_>) {
-        self.waiting = VecDeque::new();
+        self.drop_waiting();
         self.recv_cancelled = false;
         self.cancel_recv(out);
-        if self.sending.is_some() && !self.send_cancelled {
-            self.send_cancelled = true;
+        if self.sending.len > 0 {
+            // Once per stop, and a stopped relay sends nothing new under the key: a second
+            // stop's cancel (a failure after a failure) finds this send or nothing.
             out.cancel(out.key.second_user_data());
         }
     }

@@ -154,7 +154,7 @@ pub(crate) enum Lifecycle {
     /// A relay ([`crate::ops::Relay`]): a multishot receive whose chunks the driver sends on
     /// itself, each straight from its ring buffer (see [`super::relay`]). Two requests in one
     /// slot: the receive's `user_data` is the key, the send's [`OpKey::second_user_data`].
-    Relay(Box<RelayState>),
+    Relay(RelayState),
     /// The future was dropped while the kernel still owns the op's resources. They live here
     /// until the last completion, which is handed to the orphan (to close an fd, recycle a
     /// buffer) before the slot is freed.

@@ -164,7 +164,7 @@ struct DryRing {
     /// The next wait: it doubles while the ring stays dry.
     next: Duration,
     /// The relay's progress when the ring last ran dry (the wait starts over after progress).
-    progress: u64,
+    progress: u32,
 }
 
 impl fmt::Debug for Relay {
@@ -176,15 +176,16 @@ impl fmt::Debug for Relay {
 }
 
 impl Relay {
-    /// Bytes received plus bytes sent so far: grows while the relay moves anything (an owner
-    /// watching for idleness compares it between two looks). 0 once it ended.
+    /// A count that changes whenever the relay moves bytes (a chunk received or sent), for an
+    /// owner that closes idle connections: the relay moved nothing between two looks that
+    /// read the same count. 0 once it ended.
     pub fn progress(&self) -> u64 {
         if self.fds.is_none() {
             return 0;
         }
         let key = self.home.key;
         self.home.with(|found| match found {
-            Found::Home(driver) => driver.relay_progress(key),
+            Found::Home(driver) => u64::from(driver.relay_progress(key)),
             Found::Away | Found::Gone => 0,
         })
     }
