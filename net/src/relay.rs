@@ -13,6 +13,7 @@ use percore_engine::ops::{self, Relay};
 use percore_engine::First;
 
 use crate::tcp::TcpStream;
+use crate::unix::UnixStream;
 
 /// A relay from a stream ([`TcpStream::relay_to`](crate::tcp::TcpStream::relay_to),
 /// [`TcpStream::relay_back`](crate::tcp::TcpStream::relay_back), and the same on
@@ -59,8 +60,49 @@ impl Future for Relaying<'_> {
     }
 }
 
+/// A stream that can be relayed: [`TcpStream`] and [`UnixStream`]. Sealed: the relay needs
+/// the stream's receive path.
+pub trait Relayable: sealed::Sealed {
+    /// The stream's socket.
+    fn fd(&self) -> &SharedFd;
+
+    /// Relays what the stream receives to `to`: see [`TcpStream::relay_to`].
+    ///
+    /// # Errors
+    ///
+    /// As [`TcpStream::relay_to`].
+    fn relay_to(&mut self, to: &SharedFd) -> io::Result<Relaying<'_>>;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for crate::tcp::TcpStream {}
+    impl Sealed for crate::unix::UnixStream {}
+}
+
+impl Relayable for TcpStream {
+    fn fd(&self) -> &SharedFd {
+        TcpStream::fd(self)
+    }
+
+    fn relay_to(&mut self, to: &SharedFd) -> io::Result<Relaying<'_>> {
+        TcpStream::relay_to(self, to)
+    }
+}
+
+impl Relayable for UnixStream {
+    fn fd(&self) -> &SharedFd {
+        UnixStream::fd(self)
+    }
+
+    fn relay_to(&mut self, to: &SharedFd) -> io::Result<Relaying<'_>> {
+        UnixStream::relay_to(self, to)
+    }
+}
+
 /// A proxy's two directions: relays `a` to `b` and `b` to `a` at once, each by the core's
-/// driver (see [`TcpStream::relay_to`]), until both have ended. When one side reaches its end
+/// driver (see [`TcpStream::relay_to`]), until both have ended. The two may be of either kind
+/// (a TCP front for a Unix socket's server, say). When one side reaches its end
 /// (its peer half-closed), the other side is half-closed in turn (`shutdown(Write)`), so that
 /// its peer sees the end too, and the other direction goes on until it ends as well. Returns
 /// the bytes relayed from `a` to `b` and from `b` to `a`.
@@ -74,7 +116,7 @@ impl Future for Relaying<'_> {
 ///
 /// Dropping the future stops both directions: bytes received and not yet sent are lost, so
 /// close both streams then. Nothing leaks (see [`Relaying`]).
-pub async fn relay_both(a: &mut TcpStream, b: &mut TcpStream) -> io::Result<(u64, u64)> {
+pub async fn relay_both(a: &mut impl Relayable, b: &mut impl Relayable) -> io::Result<(u64, u64)> {
     let (a_fd, b_fd) = (a.fd().clone(), b.fd().clone());
     let forward = std::pin::pin!(relay_then_close(a.relay_to(&b_fd), &b_fd));
     let back = std::pin::pin!(relay_then_close(b.relay_to(&a_fd), &a_fd));

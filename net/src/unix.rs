@@ -186,7 +186,7 @@ impl UnixStream {
     /// `to` is not half-closed at the end: call `shutdown` on it if the peer should see the
     /// end too.
     ///
-    /// For both directions of a TCP proxy, with each end passed on, see
+    /// For both directions of a proxy, with each end passed on, see
     /// [`relay_both`](crate::relay_both).
     ///
     /// # Errors

@@ -127,3 +127,59 @@ fn unix_streams_relay() {
         assert_eq!(c.read_exact(7).await.unwrap(), b"through");
     });
 }
+
+/// A TCP front for a Unix socket's server (`relay_both` over one stream of each kind): the
+/// client's bytes reach the Unix echo server and come back, and each end is passed on.
+#[test]
+fn relay_both_joins_a_tcp_stream_and_a_unix_stream() {
+    use std::io::Read;
+    let path = socket_path("relay-both");
+    let _ = std::fs::remove_file(&path);
+    let upstream = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let echo = std::thread::spawn(move || {
+        let (mut s, _) = upstream.accept().unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = s.read(&mut buf).unwrap();
+            if n == 0 {
+                return;
+            }
+            s.write_all(&buf[..n]).unwrap();
+        }
+    });
+    percore_engine::block_on(async {
+        let mut listener =
+            percore_net::tcp::TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr();
+        let client = std::thread::spawn(move || {
+            let mut client = std::net::TcpStream::connect(addr).unwrap();
+            let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+            let mut writer = client.try_clone().unwrap();
+            let sent = payload.clone();
+            let writing = std::thread::spawn(move || {
+                writer.write_all(&sent).unwrap();
+                writer.shutdown(std::net::Shutdown::Write).unwrap();
+            });
+            let mut got = Vec::new();
+            client.read_to_end(&mut got).unwrap();
+            writing.join().unwrap();
+            got == payload
+        });
+        let (mut front, _) = listener.accept().await.unwrap();
+        let mut back = UnixStream::connect(&path).await.unwrap();
+        let relayed = percore_net::relay_both(&mut front, &mut back)
+            .await
+            .unwrap();
+        assert_eq!(relayed, (200_000, 200_000));
+        drop((front, back));
+        loop {
+            if client.is_finished() {
+                break;
+            }
+            percore_engine::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        assert!(client.join().unwrap(), "the proxied echo differs");
+    });
+    echo.join().unwrap();
+    let _ = std::fs::remove_file(&path);
+}

@@ -306,7 +306,7 @@ impl TcpStream {
     /// before the pause lands comes on top) and TCP's flow control holds the peer. `to` is
     /// not half-closed at the end: call `shutdown` on it if the peer should see the end too.
     ///
-    /// For both directions of a TCP proxy, with each end passed on, see
+    /// For both directions of a proxy, with each end passed on, see
     /// [`relay_both`](crate::relay_both).
     ///
     /// # Errors
