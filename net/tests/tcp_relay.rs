@@ -14,7 +14,9 @@ use percore_engine::time::sleep;
 use percore_net::tcp::{TcpListener, TcpStream};
 
 mod support;
-use support::{eventually, expect_refused, flood, loopback};
+use support::{
+    assert_peer_gone, echo_until_closed, eventually, expect_refused, flood, loopback, tcp_pair,
+};
 
 fn pattern(len: usize, seed: usize) -> Vec<u8> {
     (0..len).map(|i| ((i + seed) * 31 % 251) as u8).collect()
@@ -76,17 +78,7 @@ fn relay_back_echoes_1_byte_to_16_mib_and_counts_them() {
 fn relay_to_proxies_both_ways() {
     let upstream = std::net::TcpListener::bind(loopback()).unwrap();
     let upstream_addr = upstream.local_addr().unwrap();
-    let echo = std::thread::spawn(move || {
-        let (mut s, _) = upstream.accept().unwrap();
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = s.read(&mut buf).unwrap();
-            if n == 0 {
-                return;
-            }
-            s.write_all(&buf[..n]).unwrap();
-        }
-    });
+    let echo = std::thread::spawn(move || echo_until_closed(upstream.accept().unwrap().0));
     percore_engine::block_on(async move {
         let mut listener = TcpListener::bind(loopback()).unwrap();
         let addr = listener.local_addr();
@@ -141,13 +133,7 @@ fn relay_both_ends_with_an_upstreams_reset() {
         .await
         .expect("the proxy outlived its upstream's reset")
         .expect_err("a proxy to a reset upstream succeeded");
-        assert!(
-            matches!(
-                e.kind(),
-                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
-            ),
-            "{e}"
-        );
+        assert_peer_gone(&e);
         drop((down, up));
         // The client sees its connection end (closed or reset), not a hang; read from a
         // thread, while the core runs the relays' cancels to their end.
@@ -276,9 +262,7 @@ fn a_destination_that_does_not_read_pauses_the_receive_and_loses_nothing() {
 fn a_dropped_relay_leaks_nothing() {
     percore_engine::block_on(async {
         let ring = BufRing::core_default().unwrap();
-        let mut listener = TcpListener::bind(loopback()).unwrap();
-        let client = std::net::TcpStream::connect(listener.local_addr()).unwrap();
-        let (mut conn, _) = listener.accept().await.unwrap();
+        let (mut conn, client, _listener) = tcp_pair().await;
         let ops_base = ops_in_flight();
         let writing = flood(&client);
         let relay = conn.relay_back().unwrap();
@@ -298,9 +282,7 @@ fn a_dropped_relay_leaks_nothing() {
 fn a_reset_peer_ends_the_relay_with_an_error() {
     percore_engine::block_on(async {
         let ring = BufRing::core_default().unwrap();
-        let mut listener = TcpListener::bind(loopback()).unwrap();
-        let mut client = std::net::TcpStream::connect(listener.local_addr()).unwrap();
-        let (mut conn, _) = listener.accept().await.unwrap();
+        let (mut conn, mut client, _listener) = tcp_pair().await;
         let relay = conn.relay_back().unwrap();
         let resetting = std::thread::spawn(move || {
             client.write_all(b"ping").unwrap();
@@ -312,13 +294,7 @@ fn a_reset_peer_ends_the_relay_with_an_error() {
             drop(client);
         });
         let e = relay.await.expect_err("a reset peer's relay succeeded");
-        assert!(
-            matches!(
-                e.kind(),
-                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
-            ),
-            "{e}"
-        );
+        assert_peer_gone(&e);
         resetting.join().unwrap();
         assert_eq!(ring.lent(), 0);
     });
@@ -399,9 +375,7 @@ fn a_core_ends_with_relays_in_flight() {
 fn a_reset_with_chunks_waiting_returns_every_buffer() {
     percore_engine::block_on(async {
         let ring = BufRing::core_default().unwrap();
-        let mut listener = TcpListener::bind(loopback()).unwrap();
-        let client = std::net::TcpStream::connect(listener.local_addr()).unwrap();
-        let (mut conn, _) = listener.accept().await.unwrap();
+        let (mut conn, client, _listener) = tcp_pair().await;
         let ops_base = ops_in_flight();
         let writing = flood(&client);
         let outcome = {
@@ -426,13 +400,7 @@ fn a_reset_with_chunks_waiting_returns_every_buffer() {
                 .expect("the relay outlived its peer's reset")
         };
         let e = outcome.expect_err("a reset peer's relay succeeded");
-        assert!(
-            matches!(
-                e.kind(),
-                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
-            ),
-            "{e}"
-        );
+        assert_peer_gone(&e);
         eventually("the relay's buffers", || ring.lent() == 0).await;
         assert_eq!(ops_in_flight(), ops_base);
     });

@@ -5,6 +5,9 @@ use std::io::Write;
 use percore_net::unix::{UnixListener, UnixStream};
 use percore_net::BufStream;
 
+mod support;
+use support::echo_until_closed;
+
 fn socket_path(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("percore-{}-{name}.sock", std::process::id()))
 }
@@ -136,17 +139,7 @@ fn relay_both_joins_a_tcp_stream_and_a_unix_stream() {
     let path = socket_path("relay-both");
     let _ = std::fs::remove_file(&path);
     let upstream = std::os::unix::net::UnixListener::bind(&path).unwrap();
-    let echo = std::thread::spawn(move || {
-        let (mut s, _) = upstream.accept().unwrap();
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = s.read(&mut buf).unwrap();
-            if n == 0 {
-                return;
-            }
-            s.write_all(&buf[..n]).unwrap();
-        }
-    });
+    let echo = std::thread::spawn(move || echo_until_closed(upstream.accept().unwrap().0));
     percore_engine::block_on(async {
         let mut listener =
             percore_net::tcp::TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();

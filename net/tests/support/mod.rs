@@ -10,6 +10,19 @@ pub(crate) fn loopback() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
 
+/// A server-side `TcpStream` on this core and the client's std socket, connected, and the
+/// listener (its accept op stays armed while it lives: a test that counts ops keeps it).
+pub(crate) async fn tcp_pair() -> (
+    percore_net::tcp::TcpStream,
+    std::net::TcpStream,
+    TcpListener,
+) {
+    let mut listener = TcpListener::bind(loopback()).unwrap();
+    let client = std::net::TcpStream::connect(listener.local_addr()).unwrap();
+    let (conn, _) = listener.accept().await.unwrap();
+    (conn, client, listener)
+}
+
 /// A server-side `BufStream` (write bound `write_limit`) and the client's std socket.
 pub(crate) async fn pair(write_limit: usize) -> (BufStream, std::net::TcpStream) {
     let mut listener = TcpListener::bind(loopback()).unwrap();
@@ -46,7 +59,11 @@ pub(crate) fn flood(peer: &std::net::TcpStream) -> std::thread::JoinHandle<std::
 /// server closed the socket (a reset or a broken pipe), not by blocking for good.
 pub(crate) async fn expect_refused(writing: std::thread::JoinHandle<std::io::Error>) {
     eventually("the peer's failed write", || writing.is_finished()).await;
-    let e = writing.join().unwrap();
+    assert_peer_gone(&writing.join().unwrap());
+}
+
+/// Checks that `e` says the other end is gone (a reset or a broken pipe).
+pub(crate) fn assert_peer_gone(e: &std::io::Error) {
     assert!(
         matches!(
             e.kind(),
@@ -54,4 +71,17 @@ pub(crate) async fn expect_refused(writing: std::thread::JoinHandle<std::io::Err
         ),
         "{e}"
     );
+}
+
+/// Echoes what the peer of `stream` (one accepted, blocking std stream) sends, until it
+/// closes its side.
+pub(crate) fn echo_until_closed(mut stream: impl std::io::Read + std::io::Write) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = stream.read(&mut buf).unwrap();
+        if n == 0 {
+            return;
+        }
+        stream.write_all(&buf[..n]).unwrap();
+    }
 }
