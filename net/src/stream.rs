@@ -306,6 +306,12 @@ impl StreamCore {
         Ok(crate::Relaying::new(relay))
     }
 
+    /// A relay of what this stream receives back to itself (an echo).
+    pub(crate) fn relay_back(&mut self) -> io::Result<crate::Relaying<'_>> {
+        let fd = self.fd.clone();
+        self.relay_to(&fd)
+    }
+
     /// The next received chunk: see [`RecvChunk`].
     #[inline]
     pub(crate) fn recv_chunk(&mut self) -> RecvChunk<'_> {

@@ -176,46 +176,34 @@ impl UnixStream {
         ops::send_chunk(self.core.fd(), chunk)
     }
 
-    /// Relays what this stream receives to `to` (another stream's socket: one direction of
-    /// a proxy), until this stream reaches its end and all of it went: each chunk is sent
-    /// from the ring buffer it arrived in, by the core's driver, which sends the next when the
-    /// last completes, so the awaiting task is not woken per chunk (see [`ops::relay`]).
-    /// Chunks received before and not yet taken go first. Past a sixteenth of the core's ring
-    /// (8 to 64 buffers) waiting to be sent, the receive pauses (what the kernel delivers
-    /// before the pause lands comes on top) and the socket's flow control holds the peer.
-    /// `to` is not half-closed at the end: call `shutdown` on it if the peer should see the
-    /// end too.
-    ///
-    /// For both directions of a proxy, with each end passed on, see
-    /// [`relay_both`](crate::relay_both).
+    /// Relays what this stream receives to `to` by the core's driver, with no task wake-up per
+    /// chunk, until this stream reaches its end and all of it went: see
+    /// [`TcpStream::relay_to`](crate::tcp::TcpStream::relay_to).
     ///
     /// # Errors
     ///
-    /// Off a percore core. The relay's errors (a reset, a closed destination) come from the
-    /// future.
+    /// Off a percore core; the relay's errors come from the future.
     ///
     /// # Cancel safety
     ///
-    /// See [`Relaying`](crate::Relaying): dropping it stops the relay and loses what was
-    /// received and not sent; close both streams then. Nothing leaks.
+    /// As [`TcpStream::relay_to`](crate::tcp::TcpStream::relay_to): dropping it stops the
+    /// relay and loses what was received and not sent. Nothing leaks.
     pub fn relay_to(&mut self, to: &SharedFd) -> io::Result<crate::Relaying<'_>> {
         self.core.relay_to(to)
     }
 
-    /// Sends every byte this stream receives back on it (an echo), as
-    /// [`relay_to`](Self::relay_to) does, until the peer closes its side and everything went
-    /// back.
+    /// Sends every byte this stream receives back on it (an echo): see
+    /// [`TcpStream::relay_back`](crate::tcp::TcpStream::relay_back).
     ///
     /// # Errors
     ///
-    /// As [`relay_to`](Self::relay_to).
+    /// As [`UnixStream::relay_to`].
     ///
     /// # Cancel safety
     ///
-    /// As [`relay_to`](Self::relay_to).
+    /// As [`UnixStream::relay_to`].
     pub fn relay_back(&mut self) -> io::Result<crate::Relaying<'_>> {
-        let fd = self.core.fd().clone();
-        self.core.relay_to(&fd)
+        self.core.relay_back()
     }
 
     /// Sends all of `bytes` with an op that owns them and frees them at its completion: see

@@ -334,8 +334,7 @@ impl TcpStream {
     ///
     /// As [`relay_to`](Self::relay_to).
     pub fn relay_back(&mut self) -> io::Result<crate::Relaying<'_>> {
-        let fd = self.core.fd().clone();
-        self.core.relay_to(&fd)
+        self.core.relay_back()
     }
 
     /// Sends all of `bytes`, as [`TcpStream::send_chunk`] sends a chunk: the op owns the
