@@ -2,6 +2,8 @@
 //!
 //! - `echo`: TCP; every byte read is written back.
 //! - `holla`: TCP; each line is answered upper-cased (diesel's tutorial server).
+//! - `proxy`: TCP; each connection is joined to a new connection to `--to` (a TCP address or
+//!   `unix:PATH`), bytes relayed both ways by the cores' drivers, half-closes passed on.
 //! - `udp-echo`: UDP; each datagram is sent back to its sender.
 //! - `conversation-echo`: UDP conversations; a peer's k-th datagram is answered `k:payload`
 //!   (k counted per peer from 1); peers beyond `--max-conversations` (per core) get no answer.
@@ -12,23 +14,28 @@
 //! stop accepting, open connections are closed at their next read or while a reply waits for a
 //! peer that does not read, and the process exits 0 once every core is done. With
 //! `--idle-timeout`, a TCP connection is also closed when its peer sends nothing, takes no
-//! reply, or (holla) does not complete a line within it (echo: when no byte moved for a whole
-//! timeout; it is closed between one and two timeouts after the last).
+//! reply, or (holla) does not complete a line within it (echo and proxy: when no byte moved
+//! for a whole timeout; it is closed between one and two timeouts after the last). A proxied
+//! connection is not cut at a shutdown: it has most of the grace period to finish (its client
+//! and upstream may be in the middle of an exchange), then it is closed.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::{Args, ValueEnum};
 use percore::net::service::{Accept, TcpService, UdpService};
-use percore::net::tcp::{Handoff, TcpListener};
+use percore::net::tcp::{Handoff, TcpListener, TcpStream};
 // Status lines: a stderr nobody reads any more (the `percore bench` that started this
 // service is gone) loses the line; the service stops as it was going to, not by a panic.
 use percore::net::log::line as note;
 use percore::net::udp::UdpSocket;
-use percore::net::{BufStream, Relaying};
+use percore::net::unix::UnixStream;
+use percore::net::{relay_both, BufStream, RelayBoth, Relaying};
 use percore::scope::fail_after;
 use percore::udp_conversation::{numbered_echo, ConversationService};
 use percore::{first, shutdown, First};
@@ -40,6 +47,8 @@ pub(crate) enum Service {
     Echo,
     /// TCP: each line answered upper-cased.
     Holla,
+    /// TCP proxy: each connection relayed both ways to a new connection to `--to`.
+    Proxy,
     /// UDP echo: each datagram sent back.
     UdpEcho,
     /// UDP conversations: a peer's k-th datagram answered `k:payload`.
@@ -52,6 +61,7 @@ impl Service {
         match self {
             Service::Echo => "echo",
             Service::Holla => "holla",
+            Service::Proxy => "proxy",
             Service::UdpEcho => "udp-echo",
             Service::ConversationEcho => "conversation-echo",
         }
@@ -81,6 +91,13 @@ pub(crate) struct ServeArgs {
     /// How TCP connections reach the cores.
     #[arg(long, value_enum, default_value_t = AcceptMode::Sharded)]
     accept: AcceptMode,
+    /// Where `proxy` connects each connection to: `HOST:PORT` (resolved once, at start) or
+    /// `unix:PATH`.
+    #[arg(long, value_parser = parse_upstream)]
+    to: Option<Upstream>,
+    /// How long `proxy` waits for `--to` to accept a connection before closing the client's.
+    #[arg(long, value_parser = parse_timeout, default_value = "5s")]
+    connect_timeout: Duration,
     /// Live connections per core at most (at least 1).
     #[arg(long, value_parser = parse_limit, default_value_t = 10_000)]
     max_connections: usize,
@@ -201,6 +218,41 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// Where a proxy connects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Upstream {
+    Tcp(SocketAddr),
+    Unix(std::path::PathBuf),
+}
+
+impl std::fmt::Display for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Upstream::Tcp(addr) => write!(f, "{addr}"),
+            Upstream::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// Parses `--to`: `unix:PATH`, or `HOST:PORT` resolved now (the first address the resolver
+/// gives; a proxy that looked the name up per connection would stall every core on it).
+fn parse_upstream(s: &str) -> Result<Upstream, String> {
+    if let Some(path) = s.strip_prefix("unix:") {
+        if path.is_empty() {
+            return Err("expected a socket's path after unix:".into());
+        }
+        return Ok(Upstream::Unix(path.into()));
+    }
+    use std::net::ToSocketAddrs as _;
+    let mut addrs = s
+        .to_socket_addrs()
+        .map_err(|e| format!("expected HOST:PORT or unix:PATH, got {s:?}: {e}"))?;
+    addrs
+        .next()
+        .map(Upstream::Tcp)
+        .ok_or_else(|| format!("{s:?} resolves to no address"))
+}
+
 /// Parses `250ms`, `2s`, `1m`, `1.5s`, or plain seconds.
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -277,7 +329,7 @@ impl Startup {
 
 pub(crate) fn run(mut args: ServeArgs) -> anyhow::Result<()> {
     let udp = match args.service {
-        Service::Echo | Service::Holla => false,
+        Service::Echo | Service::Holla | Service::Proxy => false,
         Service::UdpEcho | Service::ConversationEcho => true,
     };
     if udp && args.accept == AcceptMode::Handoff {
@@ -286,6 +338,14 @@ pub(crate) fn run(mut args: ServeArgs) -> anyhow::Result<()> {
              (its cores share the port through SO_REUSEPORT): drop --accept or use echo or holla",
             args.service.name()
         );
+    }
+    match (args.service, &args.to) {
+        (Service::Proxy, None) => bail!("proxy needs --to HOST:PORT or --to unix:PATH"),
+        (Service::Proxy, Some(_)) | (_, None) => {}
+        (service, Some(_)) => bail!(
+            "--to is where proxy connects, and {} is not a proxy: drop --to",
+            service.name()
+        ),
     }
     let (listen, reservation) = reserve_port(args.listen, udp).context("choosing a port")?;
     args.listen = listen;
@@ -320,7 +380,9 @@ pub(crate) fn run(mut args: ServeArgs) -> anyhow::Result<()> {
     };
     let outcome = runtime.run(|_| async {
         let result = match args.service {
-            Service::Echo | Service::Holla => serve_tcp(&args, &startup, handoff.as_ref()).await,
+            Service::Echo | Service::Holla | Service::Proxy => {
+                serve_tcp(&args, &startup, handoff.as_ref()).await
+            }
             Service::UdpEcho => serve_udp(&args, &startup).await,
             Service::ConversationEcho => serve_conversations(&args, &startup).await,
         };
@@ -395,10 +457,19 @@ async fn serve_tcp(
         service = service.idle_timeout(t);
     }
     let (max_line, idle) = (args.max_line, args.idle_timeout);
-    let stats = match args.service {
-        Service::Holla => {
+    let stats = match (args.service, &args.to) {
+        (Service::Holla, _) => {
             service
                 .serve_with(accept, move |conn, _| holla(conn, max_line, idle))
+                .await?
+        }
+        (Service::Proxy, Some(upstream)) => {
+            let upstream = Rc::new(upstream.clone());
+            let (connect_timeout, drain) = (args.connect_timeout, drain_time(args.grace));
+            service
+                .serve_with(accept, move |conn, _| {
+                    proxy(conn, upstream.clone(), connect_timeout, idle, drain)
+                })
                 .await?
         }
         _ => {
@@ -454,16 +525,29 @@ fn echo(conn: BufStream, idle: Option<Duration>) -> impl Future<Output = std::io
     }
 }
 
-/// Awaits `relay`, failing it when a whole `limit` passes with no byte moved (one timer per
-/// `limit`, not per exchange).
+/// Awaits `relay`, failing it when a whole `limit` passes with no byte moved.
 async fn relay_while_busy(relay: Relaying<'_>, limit: Duration) -> std::io::Result<()> {
-    let mut relay = std::pin::pin!(relay);
-    let mut seen = relay.progress();
+    let relay = std::pin::pin!(relay);
+    while_busy(relay, Relaying::progress, limit).await.map(drop)
+}
+
+/// Awaits `work`, failing it when a whole `limit` passes in which `progress` read the same
+/// (one timer per `limit`, not per exchange).
+async fn while_busy<F, T, P>(
+    mut work: Pin<&mut F>,
+    progress: impl Fn(&F) -> P,
+    limit: Duration,
+) -> std::io::Result<T>
+where
+    F: Future<Output = std::io::Result<T>>,
+    P: PartialEq,
+{
+    let mut seen = progress(&work);
     loop {
-        match fail_after(limit, relay.as_mut()).await {
-            Ok(done) => return done.map(drop),
+        match fail_after(limit, work.as_mut()).await {
+            Ok(done) => return done,
             Err(_) => {
-                let now = relay.progress();
+                let now = progress(&work);
                 if now == seen {
                     return Err(std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
@@ -474,6 +558,89 @@ async fn relay_while_busy(relay: Relaying<'_>, limit: Duration) -> std::io::Resu
             }
         }
     }
+}
+
+/// Joins the connection to a new one to `upstream` and relays both ways
+/// ([`relay_both`](percore::net::relay_both): each direction by the core's driver, no task
+/// wake-up per chunk; a half-close passed on) until both directions ended. A client whose
+/// upstream cannot be reached within `connect_timeout` is closed, and the failure counted.
+///
+/// With an idle timeout, a connection on which no byte moved either way for a whole timeout
+/// is closed (both sides). A shutdown does not cut it at once: it is closed `drain` later
+/// (see [`drain_time`]) if it has not ended by then. Built as [`echo`]'s future.
+#[allow(clippy::manual_async_fn)] // an `async fn` would hold the stream twice (see `echo`)
+fn proxy(
+    conn: BufStream,
+    upstream: Rc<Upstream>,
+    connect_timeout: Duration,
+    idle: Option<Duration>,
+    drain: Duration,
+) -> impl Future<Output = std::io::Result<()>> {
+    let (mut client, buffered_in, _) = conn.into_parts();
+    debug_assert!(buffered_in.is_empty());
+    drop(buffered_in);
+    async move {
+        let exchange = std::pin::pin!(async {
+            match &*upstream {
+                Upstream::Tcp(addr) => {
+                    let mut server = TcpStream::connect_timeout(*addr, connect_timeout)
+                        .await
+                        .map_err(|e| unreachable_upstream(&upstream, e))?;
+                    relay_until_idle(relay_both(&mut client, &mut server), idle).await
+                }
+                Upstream::Unix(path) => {
+                    let connect = UnixStream::connect(path);
+                    let mut server = percore::scope::move_on_after(connect_timeout, connect)
+                        .await
+                        .unwrap_or_else(|| {
+                            Err(std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                format!("connect timed out after {connect_timeout:?}"),
+                            ))
+                        })
+                        .map_err(|e| unreachable_upstream(&upstream, e))?;
+                    relay_until_idle(relay_both(&mut client, &mut server), idle).await
+                }
+            }
+        });
+        until_drained(exchange, drain).await
+    }
+}
+
+/// How long a proxied connection may go on after a shutdown request: the grace period less a
+/// margin (a quarter of it, at most 500 ms), so that the service ends by itself, its
+/// connections closed, before the runtime would cancel it.
+fn drain_time(grace: Duration) -> Duration {
+    grace.saturating_sub((grace / 4).min(Duration::from_millis(500)))
+}
+
+/// Runs a connection's `exchange` until it ends, or until `drain` after a shutdown request.
+async fn until_drained<F>(exchange: Pin<&mut F>, drain: Duration) -> std::io::Result<()>
+where
+    F: Future<Output = std::io::Result<()>>,
+{
+    let drained = std::pin::pin!(async {
+        shutdown::requested().await;
+        percore::time::sleep(drain).await;
+    });
+    match first(drained, exchange).await {
+        First::A((), _) => Ok(()),
+        First::B(result, _) => result,
+    }
+}
+
+/// Awaits both directions of a proxied connection, ending them when no byte moved for a whole
+/// `idle` (if given).
+async fn relay_until_idle(both: RelayBoth<'_>, idle: Option<Duration>) -> std::io::Result<()> {
+    let both = std::pin::pin!(both);
+    match idle {
+        None => both.await.map(drop),
+        Some(limit) => while_busy(both, RelayBoth::progress, limit).await.map(drop),
+    }
+}
+
+fn unreachable_upstream(upstream: &Upstream, e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("upstream {upstream}: {e}"))
 }
 
 /// Each line back upper-cased (diesel's "holla" server). With an idle timeout, a line must

@@ -4,77 +4,10 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A running `percore serve`, its address, and its stderr so far (read by a thread).
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    stderr: std::sync::mpsc::Receiver<String>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // A failing test must not leave its server running.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `percore serve ...` on a port it picks itself and waits for its "listening on" line
-/// (bounded): no port is guessed, so parallel tests never share one.
-fn start(args: &[&str]) -> Server {
-    let cpus: &[&str] = if args.contains(&"--cpus") {
-        &[]
-    } else {
-        &["--cpus", "0"]
-    };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_percore"))
-        .arg("serve")
-        .args(args)
-        .args(["--listen", "127.0.0.1:0"])
-        .args(cpus)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { return };
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let addr = loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("server never said where it listens");
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
-    Server {
-        child,
-        addr,
-        stderr: rx,
-    }
-}
-
-fn stop(mut server: Server) -> String {
-    let pid = server.child.id() as libc::pid_t;
-    // SAFETY: kill(2) on our own child's pid, which it holds until it is waited for.
-    let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
-    assert_eq!(rc, 0);
-    let status = server.child.wait().unwrap();
-    let stderr: String = server.stderr.iter().collect::<Vec<_>>().join("\n");
-    assert!(status.success(), "exit {status:?}: {stderr}");
-    assert!(stderr.contains("stopped"), "{stderr}");
-    stderr
-}
+use common::serve::{start, stop, write_until_refused, write_until_refused_with};
 
 #[test]
 fn holla_upper_cases_lines_and_limits_what_it_reads() {
@@ -141,33 +74,6 @@ fn holla_upper_cases_lines_and_limits_what_it_reads() {
         stderr.contains("failed"),
         "errors are reported, not silent: {stderr}"
     );
-}
-
-/// Writes to `conn` without ever reading until a write fails; returns how long that took, or
-/// `None` if a write stayed blocked for 5 s (the server never let go).
-fn write_until_refused(conn: TcpStream) -> Option<Duration> {
-    write_until_refused_with(conn, vec![7u8; 64 * 1024])
-}
-
-/// As [`write_until_refused`], writing `chunk` over and over.
-fn write_until_refused_with(mut conn: TcpStream, chunk: Vec<u8>) -> Option<Duration> {
-    conn.set_write_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let t0 = Instant::now();
-    loop {
-        match conn.write(&chunk) {
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return None;
-            }
-            Err(_) => return Some(t0.elapsed()),
-        }
-    }
 }
 
 #[test]

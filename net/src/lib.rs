@@ -68,5 +68,5 @@ pub mod udp;
 pub mod unix;
 
 pub use buffered::{BufStream, DEFAULT_WRITE_BUFFER};
-pub use relay::{relay_both, Relayable, Relaying};
+pub use relay::{relay_both, RelayBoth, Relayable, Relaying};
 pub use stream::ByteStream;

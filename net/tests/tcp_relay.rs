@@ -106,6 +106,44 @@ fn relay_to_proxies_both_ways() {
     echo.join().unwrap();
 }
 
+/// `RelayBoth::progress` reads the same while nothing moves, and changes when bytes move
+/// either way or a direction ends: what a proxy's idle timeout compares.
+#[test]
+fn relay_both_progress_moves_with_the_bytes() {
+    let upstream = std::net::TcpListener::bind(loopback()).unwrap();
+    let upstream_addr = upstream.local_addr().unwrap();
+    let echo = std::thread::spawn(move || echo_until_closed(upstream.accept().unwrap().0));
+    percore_engine::block_on(async move {
+        let mut listener = TcpListener::bind(loopback()).unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr()).unwrap();
+        let (mut down, _) = listener.accept().await.unwrap();
+        let mut up = TcpStream::connect(upstream_addr).await.unwrap();
+        let mut both = std::pin::pin!(percore_net::relay_both(&mut down, &mut up));
+        // Polls the proxy for a while (it does not end meanwhile); returns its progress then.
+        async fn run_for(both: &mut std::pin::Pin<&mut percore_net::RelayBoth<'_>>) -> (u64, u64) {
+            let ran =
+                percore_engine::scope::move_on_after(Duration::from_millis(100), both.as_mut())
+                    .await;
+            assert!(ran.is_none(), "the proxy ended early: {ran:?}");
+            both.progress()
+        }
+        let quiet = run_for(&mut both).await;
+        assert_eq!(run_for(&mut both).await, quiet, "nothing moved");
+        client.write_all(b"there and back").unwrap();
+        let moved = run_for(&mut both).await;
+        assert_ne!(moved.0, quiet.0, "the forward direction moved");
+        assert_ne!(moved.1, quiet.1, "the echo came back");
+        let mut back = [0u8; 14];
+        client.read_exact(&mut back).unwrap();
+        assert_eq!(run_for(&mut both).await, moved, "nothing moved since");
+        // The client's end: the forward direction ends, the upstream sees it, and so on back.
+        client.shutdown(Shutdown::Write).unwrap();
+        let relayed = both.as_mut().await.unwrap();
+        assert_eq!(relayed, (14, 14));
+    });
+    echo.join().unwrap();
+}
+
 /// A proxy whose upstream resets mid-way: `relay_both` ends with the error, and the client's
 /// side is left to be closed (it is, when the streams are dropped).
 #[test]

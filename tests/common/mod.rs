@@ -1,4 +1,8 @@
-//! Helpers shared by the CLI test binaries (`cli_bench`, `cli_serve`).
+//! Helpers shared by the CLI test binaries (`cli_bench`, `cli_serve`, `cli_serve_proxy`).
+
+// Not every test binary uses every helper.
+#[allow(dead_code)]
+pub(crate) mod serve;
 
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
