@@ -360,8 +360,14 @@ pub(crate) fn run(mut args: ServeArgs) -> anyhow::Result<()> {
     if args.stop_at_stdin_end {
         stop_at_stdin_end(&runtime)?;
     }
+    // A proxy says where it connects: `--to` named by host resolves once, here.
+    let to = args
+        .to
+        .as_ref()
+        .map(|to| format!(" to {to}"))
+        .unwrap_or_default();
     note(format_args!(
-        "percore serve {:?} on {} (CPUs {:?}); Ctrl-C to stop",
+        "percore serve {:?} on {}{to} (CPUs {:?}); Ctrl-C to stop",
         args.service,
         args.listen,
         runtime.cpus()
@@ -472,6 +478,12 @@ async fn serve_tcp(
                 })
                 .await?
         }
+        (Service::Proxy, None) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "proxy needs --to",
+            ))
+        }
         _ => {
             service
                 .serve_with(accept, move |conn, _| echo(conn, idle))
@@ -565,6 +577,11 @@ where
 /// wake-up per chunk; a half-close passed on) until both directions ended. A client whose
 /// upstream cannot be reached within `connect_timeout` is closed, and the failure counted.
 ///
+/// When a side refuses bytes (an upstream that answered early and closed while its client was
+/// still sending), the other direction still delivers what was sent before (see
+/// [`relay_both`](percore::net::relay_both)), and the client gets up to [`LINGER`] to take
+/// it before the close.
+///
 /// With an idle timeout, a connection on which no byte moved either way for a whole timeout
 /// is closed (both sides). A shutdown does not cut it at once: it is closed `drain` later
 /// (see [`drain_time`]) if it has not ended by then. Built as [`echo`]'s future.
@@ -581,12 +598,13 @@ fn proxy(
     drop(buffered_in);
     async move {
         let exchange = std::pin::pin!(async {
-            match &*upstream {
+            let relayed = match &*upstream {
                 Upstream::Tcp(addr) => {
                     let mut server = TcpStream::connect_timeout(*addr, connect_timeout)
                         .await
                         .map_err(|e| unreachable_upstream(&upstream, e))?;
-                    relay_until_idle(relay_both(&mut client, &mut server), idle).await
+                    let both = std::pin::pin!(relay_both(&mut client, &mut server));
+                    relay_until_idle(both, idle).await
                 }
                 Upstream::Unix(path) => {
                     let connect = UnixStream::connect(path);
@@ -599,13 +617,27 @@ fn proxy(
                             ))
                         })
                         .map_err(|e| unreachable_upstream(&upstream, e))?;
-                    relay_until_idle(relay_both(&mut client, &mut server), idle).await
+                    let both = std::pin::pin!(relay_both(&mut client, &mut server));
+                    relay_until_idle(both, idle).await
+                }
+            };
+            if let Err(e) = &relayed {
+                if percore::ops::is_send_failure(e) {
+                    // A side refused bytes (an upstream that answered early and closed, say):
+                    // the client may still be sending, and closing on its unread bytes would
+                    // reset the connection and throw away the answer on its way to it.
+                    let _ = client.linger(LINGER).await;
                 }
             }
+            relayed
         });
         until_drained(exchange, drain).await
     }
 }
+
+/// How long a proxied connection whose side refused bytes waits for its client to take what
+/// was sent to it before it is closed (nginx's `lingering_timeout` is as long).
+const LINGER: Duration = Duration::from_secs(5);
 
 /// How long a proxied connection may go on after a shutdown request: the grace period less a
 /// margin (a quarter of it, at most 500 ms), so that the service ends by itself, its
@@ -631,8 +663,10 @@ where
 
 /// Awaits both directions of a proxied connection, ending them when no byte moved for a whole
 /// `idle` (if given).
-async fn relay_until_idle(both: RelayBoth<'_>, idle: Option<Duration>) -> std::io::Result<()> {
-    let both = std::pin::pin!(both);
+async fn relay_until_idle(
+    both: Pin<&mut RelayBoth<'_>>,
+    idle: Option<Duration>,
+) -> std::io::Result<()> {
     match idle {
         None => both.await.map(drop),
         Some(limit) => while_busy(both, RelayBoth::progress, limit).await.map(drop),
@@ -762,6 +796,58 @@ mod tests {
         assert!(parse_cpus("3-1").is_err());
         assert!(parse_cpus("x").is_err());
         assert!(parse_cpus("1-").is_err());
+    }
+
+    #[test]
+    fn upstreams() {
+        assert_eq!(
+            parse_upstream("127.0.0.1:6379"),
+            Ok(Upstream::Tcp(([127, 0, 0, 1], 6379).into()))
+        );
+        assert_eq!(
+            parse_upstream("[::1]:80"),
+            Ok(Upstream::Tcp("[::1]:80".parse().unwrap()))
+        );
+        assert_eq!(
+            parse_upstream("unix:/run/redis.sock"),
+            Ok(Upstream::Unix("/run/redis.sock".into()))
+        );
+        assert_eq!(
+            parse_upstream("unix:/run/redis.sock").unwrap().to_string(),
+            "unix:/run/redis.sock"
+        );
+        // A name resolves, to some address of it.
+        assert!(matches!(
+            parse_upstream("localhost:7000"),
+            Ok(Upstream::Tcp(addr)) if addr.port() == 7000 && addr.ip().is_loopback()
+        ));
+        for bad in [
+            "unix:",
+            "127.0.0.1",
+            "no port here",
+            ":80",
+            "127.0.0.1:99999",
+            "",
+        ] {
+            assert!(parse_upstream(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn drain_leaves_a_margin_of_the_grace_period() {
+        assert_eq!(
+            drain_time(Duration::from_secs(5)),
+            Duration::from_millis(4500)
+        );
+        assert_eq!(
+            drain_time(Duration::from_secs(1)),
+            Duration::from_millis(750)
+        );
+        assert_eq!(
+            drain_time(Duration::from_millis(100)),
+            Duration::from_millis(75)
+        );
+        assert_eq!(drain_time(Duration::ZERO), Duration::ZERO);
     }
 
     #[test]

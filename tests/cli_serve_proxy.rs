@@ -422,22 +422,16 @@ fn a_refusing_upstream_closes_its_clients_and_the_proxy_goes_on() {
 
 #[test]
 fn an_upstream_that_never_accepts_times_out() {
-    // A listener with the smallest backlog, filled: further SYNs are dropped, so a connect
-    // hangs until its timeout.
+    // A listener with the smallest backlog, filled by one connection nobody accepts: further
+    // SYNs are dropped, so a connect hangs until its timeout.
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     socket
         .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
         .unwrap();
     socket.listen(0).unwrap();
     let addr = socket.local_addr().unwrap().as_socket().unwrap();
-    let mut fillers = Vec::new();
-    for _ in 0..4 {
-        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        s.set_nonblocking(true).unwrap();
-        let _ = s.connect(&addr.into());
-        fillers.push(s);
-    }
-    std::thread::sleep(Duration::from_millis(100));
+    // Returns once the connection waits in the accept queue, which is then full.
+    let filler = TcpStream::connect(addr).unwrap();
     let proxy = proxy(&addr.to_string(), &["--connect-timeout", "300ms"]);
     let mut conn = TcpStream::connect(proxy.addr).unwrap();
     let t0 = Instant::now();
@@ -449,7 +443,7 @@ fn an_upstream_that_never_accepts_times_out() {
     );
     let stderr = stop(proxy);
     assert!(stderr.contains("timed out"), "{stderr}");
-    drop(fillers);
+    drop((filler, socket));
 }
 
 #[test]
@@ -491,11 +485,35 @@ fn a_client_that_vanishes_mid_transfer_closes_its_upstream() {
     assert!(stderr.contains("1 connections"), "{stderr}");
 }
 
+/// Reads `conn` to its end; the end must come within 5 s, as the stream's end or a reset
+/// (not a timeout). Returns what was read and how it ended.
+fn read_to_the_end(conn: &mut TcpStream) -> (Vec<u8>, std::io::Result<()>) {
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) => return (got, Ok(())),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => {
+                assert!(
+                    !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ),
+                    "the proxy never ended the client's connection"
+                );
+                return (got, Err(e));
+            }
+        }
+    }
+}
+
 #[test]
-fn an_upstream_that_vanishes_mid_transfer_closes_its_client() {
+fn an_upstream_that_resets_mid_transfer_closes_its_client() {
     let to = upstream(|mut conn| {
         let _ = conn.write_all(&[9u8; 300_000]);
-        // Gone without a word more (a reset if the client's bytes are unread).
+        // Gone with a reset.
         socket2::SockRef::from(&conn)
             .set_linger(Some(Duration::ZERO))
             .unwrap();
@@ -503,17 +521,60 @@ fn an_upstream_that_vanishes_mid_transfer_closes_its_client() {
     let proxy = proxy(&to.to_string(), &[]);
     let mut conn = TcpStream::connect(proxy.addr).unwrap();
     conn.write_all(b"anything").unwrap();
-    let mut got = 0usize;
-    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut buf = [0u8; 65536];
-    loop {
-        match conn.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => got += n,
-        }
+    let (got, end) = read_to_the_end(&mut conn);
+    assert!(got.len() <= 300_000);
+    if let Err(e) = end {
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
     }
-    assert!(got <= 300_000);
+    drop(conn);
     stop(proxy);
+}
+
+/// An HTTP server's early 413, as a proxy sees it: the upstream reads a little of a request
+/// that does not end, answers, and closes (lingering until its answer left, as nginx does);
+/// the client, still sending, gets the whole answer and then the end, not a reset that throws
+/// the answer's tail away.
+#[test]
+fn an_early_answer_reaches_a_client_that_is_still_sending() {
+    const ANSWER: usize = 1 << 20;
+    let (closed_tx, closed_rx) = std::sync::mpsc::channel::<()>();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let to = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut some = [0u8; 1024];
+        s.read_exact(&mut some).unwrap();
+        s.write_all(&payload(ANSWER)).unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        let queue = percore::fd::SharedFd::new(s.try_clone().unwrap().into());
+        let mut sink = vec![0u8; 64 * 1024];
+        let t0 = Instant::now();
+        while queue.unsent_bytes().unwrap() > 0 && t0.elapsed() < Duration::from_secs(10) {
+            let _ = s.read(&mut sink);
+        }
+        // Closed with the request's rest unread: a reset.
+        drop((queue, s));
+        closed_tx.send(()).unwrap();
+    });
+    let proxy = proxy(&to.to_string(), &[]);
+    let mut conn = TcpStream::connect(proxy.addr).unwrap();
+    let mut writer = conn.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let chunk = vec![1u8; 16 * 1024];
+        while writer.write_all(&chunk).is_ok() {}
+    });
+    closed_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let (got, end) = read_to_the_end(&mut conn);
+    assert_eq!(got.len(), ANSWER, "the whole answer ({end:?})");
+    assert!(got == payload(ANSWER), "in order");
+    assert!(end.is_ok(), "then the end, not a reset: {end:?}");
+    drop(conn);
+    let stderr = stop(proxy);
+    assert!(
+        stderr.contains("sending"),
+        "the refusal is reported: {stderr}"
+    );
 }
 
 #[test]
@@ -566,9 +627,29 @@ fn rss_kib(pid: u32) -> u64 {
 fn an_upstream_that_does_not_read_holds_its_client_back_not_the_proxys_memory() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let to = listener.local_addr().unwrap();
-    // Accepted and never read.
-    let held = std::thread::spawn(move || listener.accept().unwrap().0);
+    // The first connection is echoed (it warms the proxy's receive ring up), the second is
+    // accepted and never read.
+    let held = std::thread::spawn(move || {
+        let (first, _) = listener.accept().unwrap();
+        std::thread::spawn(move || echo_then_end(first));
+        listener.accept().unwrap().0
+    });
     let proxy = proxy(&to.to_string(), &[]);
+    // Every buffer of the ring (8 MiB) used once, so that only what this connection holds
+    // counts below.
+    {
+        let mut warm = TcpStream::connect(proxy.addr).unwrap();
+        let data = payload(16 << 20);
+        let mut w = warm.try_clone().unwrap();
+        let writer = std::thread::spawn(move || {
+            w.write_all(&data).unwrap();
+            w.shutdown(Shutdown::Write).unwrap();
+        });
+        let mut back = Vec::new();
+        warm.read_to_end(&mut back).unwrap();
+        writer.join().unwrap();
+        assert_eq!(back.len(), 16 << 20);
+    }
     let before = rss_kib(proxy.child.id());
     let mut conn = TcpStream::connect(proxy.addr).unwrap();
     conn.set_write_timeout(Some(Duration::from_secs(2)))
@@ -577,38 +658,56 @@ fn an_upstream_that_does_not_read_holds_its_client_back_not_the_proxys_memory() 
     let mut written = 0usize;
     // Until a write blocks for 2 s: the whole path (three socket buffers each way and the
     // relay's few waiting chunks) is full.
-    while written < 512 << 20 {
+    let blocked = loop {
+        if written >= 512 << 20 {
+            break false;
+        }
         match conn.write(&chunk) {
             Ok(n) => written += n,
-            Err(_) => break,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                break true
+            }
+            Err(e) => panic!("the proxy cut the client off: {e}"),
         }
-    }
+    };
     let after = rss_kib(proxy.child.id());
     eprintln!("held back after {written} bytes; RSS {before} -> {after} KiB");
     assert!(
-        written < 64 << 20,
-        "the client was held back after {} MiB",
+        blocked,
+        "the client was never held back ({} MiB)",
         written >> 20
     );
+    assert!(written >= 1 << 20, "held back after only {written} bytes");
     assert!(
-        after.saturating_sub(before) < 16 << 10,
+        after.saturating_sub(before) < 4 << 10,
         "the proxy's memory grew by {} KiB",
         after - before
     );
-    // The client is still served: the proxy waits for the upstream, it did not give up.
-    let upstream = held.join().unwrap();
-    drop(upstream);
+    // Still open: the proxy waits for the upstream, it did not give up.
+    assert!(!closed_within(&mut conn, Duration::from_millis(200)));
+    drop(held.join().unwrap());
     assert!(closed_within(&mut conn, Duration::from_secs(5)));
     stop(proxy);
 }
 
 #[test]
 fn a_shutdown_gives_proxied_exchanges_the_grace_period() {
-    // The upstream answers 300 ms after the question: a shutdown requested in between must
-    // not cut the answer off.
-    let to = upstream(|mut conn| {
+    // The upstream answers 300 ms after the question: a shutdown requested in between (once
+    // the question reached it, so the connection is surely being served) must not cut the
+    // answer off.
+    let (asked_tx, asked_rx) = std::sync::mpsc::channel::<()>();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let to = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
         let mut buf = [0u8; 64];
         if let Ok(n) = conn.read(&mut buf) {
+            asked_tx.send(()).unwrap();
             std::thread::sleep(Duration::from_millis(300));
             let _ = conn.write_all(&buf[..n]);
         }
@@ -617,7 +716,7 @@ fn a_shutdown_gives_proxied_exchanges_the_grace_period() {
     let proxy = proxy(&to.to_string(), &["--grace", "2s"]);
     let mut conn = TcpStream::connect(proxy.addr).unwrap();
     conn.write_all(b"question").unwrap();
-    std::thread::sleep(Duration::from_millis(50));
+    asked_rx.recv_timeout(Duration::from_secs(5)).unwrap();
     let pid = proxy.child.id() as libc::pid_t;
     // SAFETY: kill(2) on the test's own child, not yet waited for.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
@@ -631,6 +730,76 @@ fn a_shutdown_gives_proxied_exchanges_the_grace_period() {
     assert!(closed_within(&mut conn, Duration::from_secs(5)));
     assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
     wait_stopped(proxy);
+}
+
+/// The open fds of a process.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// Many connections at once through a proxy on two cores (sharded, then with hand-off), each
+/// with its own bytes there and back; afterwards the proxy holds no more fds than before.
+#[test]
+fn many_connections_on_two_cores_and_no_fd_left_behind() {
+    let to = upstream(echo_then_end);
+    for accept in ["sharded", "handoff"] {
+        let proxy = proxy(&to.to_string(), &["--cpus", "0-1", "--accept", accept]);
+        let pid = proxy.child.id();
+        let idle_fds = open_fds(pid);
+        let clients: Vec<_> = (0..8)
+            .map(|t| {
+                let addr = proxy.addr;
+                std::thread::spawn(move || {
+                    // 25 connections per thread, all open at once.
+                    let conns: Vec<TcpStream> =
+                        (0..25).map(|_| TcpStream::connect(addr).unwrap()).collect();
+                    for (i, c) in conns.iter().enumerate() {
+                        let data = payload(32 * 1024 + t * 25 + i);
+                        let mut c = c;
+                        c.write_all(&data).unwrap();
+                        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                        let mut back = vec![0u8; data.len()];
+                        c.read_exact(&mut back).unwrap();
+                        assert!(back == data, "connection {t}/{i} got its own bytes back");
+                    }
+                })
+            })
+            .collect();
+        for c in clients {
+            c.join().unwrap();
+        }
+        wait_until("the proxy's fds to go back to idle", || {
+            open_fds(pid) <= idle_fds
+        });
+        let stderr = stop(proxy);
+        assert!(stderr.contains("0 failed"), "{accept}: {stderr}");
+    }
+}
+
+#[test]
+fn an_ipv6_upstream() {
+    let listener = TcpListener::bind("[::1]:0").unwrap();
+    let to = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        if let Ok((conn, _)) = listener.accept() {
+            echo_then_end(conn);
+        }
+    });
+    let proxy = proxy(&to.to_string(), &[]);
+    let mut conn = TcpStream::connect(proxy.addr).unwrap();
+    conn.write_all(b"over IPv6").unwrap();
+    conn.shutdown(Shutdown::Write).unwrap();
+    let (got, end) = read_to_the_end(&mut conn);
+    assert_eq!(got, b"over IPv6");
+    assert!(end.is_ok(), "{end:?}");
+    drop(conn);
+    let stderr = stop(proxy);
+    assert!(
+        stderr.contains(&format!("to {to}")),
+        "the upstream is named: {stderr}"
+    );
 }
 
 #[test]

@@ -11,6 +11,7 @@
 
 use std::cell::Cell;
 use std::fmt;
+use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 
@@ -132,6 +133,25 @@ impl SharedFd {
         // SAFETY: `cell` is never used or dropped again, so the fd is read out exactly once;
         // `fixed` is a Cell of Copy data with no destructor to skip.
         Ok(unsafe { std::ptr::read(&cell.fd) })
+    }
+
+    /// Bytes a stream socket sent that its peer has not acknowledged yet, with those not sent
+    /// yet (`SIOCOUTQ`): 0 once the peer has every byte, after which closing the socket loses
+    /// nothing even if the close resets the connection (it does when bytes it received are
+    /// still unread).
+    ///
+    /// # Errors
+    ///
+    /// The kernel's (`EINVAL` for a socket that is not a connected stream).
+    pub fn unsent_bytes(&self) -> io::Result<usize> {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: ioctl(SIOCOUTQ) (the same number as TIOCOUTQ) writes one int through the
+        // pointer, which points at `queued`, alive for the call.
+        let rc = unsafe { libc::ioctl(self.raw(), libc::TIOCOUTQ, &mut queued) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(usize::try_from(queued).unwrap_or(0))
     }
 
     /// How many handles (owner and in-flight ops) share the fd.

@@ -105,13 +105,21 @@ impl Relayable for UnixStream {
 /// (its peer half-closed), the other side is half-closed in turn (`shutdown(Write)`), so that
 /// its peer sees the end too, and the other direction goes on until it ends as well. Resolves
 /// to the bytes relayed from `a` to `b` and from `b` to `a`; [`RelayBoth::progress`] tells an
-/// owner that closes idle connections whether anything moved.
+/// owner that closes idle connections whether anything moved. Both relays start here, when
+/// it is called, not at the first poll.
+///
+/// When a direction's destination refuses its bytes (it closed or was reset: an upstream that
+/// answered early and closed while its client was still sending), that direction stops, and
+/// the other goes on to its end, so that what the closing side sent before it closed still
+/// reaches the other; the future then fails with the refusal.
 ///
 /// # Errors
 ///
-/// From the first poll: the first error of either direction (a reset, a closed destination,
-/// a failed half-close); the other direction is stopped then. Off a percore core, or when a
-/// relay cannot start, the future resolves to that error at once.
+/// From the first poll that sees it: a direction's receive error (a reset source), which
+/// ends both at once (the other direction is stopped when the future is dropped); a failed
+/// half-close; or, once the other direction ended, a destination's refusal (see
+/// [`percore_engine::ops::is_send_failure`]). Off a percore core, or when a relay cannot
+/// start, that error at once.
 ///
 /// # Cancel safety
 ///
@@ -126,6 +134,15 @@ pub fn relay_both<'a>(a: &'a mut impl Relayable, b: &'a mut impl Relayable) -> R
 }
 
 /// Both directions of a proxy: see [`relay_both`].
+///
+/// # Errors
+///
+/// As [`relay_both`]'s.
+///
+/// # Cancel safety
+///
+/// Dropping it stops both directions: bytes received and not yet sent are lost, so close both
+/// streams then. Nothing leaks (see [`Relaying`]).
 #[must_use = "futures do nothing unless polled"]
 pub struct RelayBoth<'a> {
     forward: Direction<'a>,
@@ -154,11 +171,27 @@ impl Future for RelayBoth<'_> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        // Both are polled every time: each registers for its own wake-up.
-        let forward = this.forward.poll(cx)?;
-        let back = this.back.poll(cx)?;
-        match (forward, back) {
-            (Poll::Ready(forward), Poll::Ready(back)) => Poll::Ready(Ok((forward, back))),
+        // Both are driven every time: each registers for its own wake-up.
+        if let Err(e) = this
+            .forward
+            .advance(cx)
+            .and_then(|()| this.back.advance(cx))
+        {
+            // Over: a later poll reads an error, not a finished relay's panic.
+            this.forward.end();
+            this.back.end();
+            return Poll::Ready(Err(e));
+        }
+        match (&mut this.forward, &mut this.back) {
+            (Direction::Done { relayed: f }, Direction::Done { relayed: b }) => {
+                Poll::Ready(Ok((*f, *b)))
+            }
+            (Direction::Refused(e), other) | (other, Direction::Refused(e)) if other.over() => {
+                let e = e.take().unwrap_or_else(polled_after_it_ended);
+                this.forward.end();
+                this.back.end();
+                Poll::Ready(Err(e))
+            }
             _ => Poll::Pending,
         }
     }
@@ -175,7 +208,10 @@ enum Direction<'a> {
     },
     /// Over: `relayed` bytes went and the destination saw the end.
     Done { relayed: u64 },
-    /// The relay could not start; the error goes to the first poll.
+    /// Stopped: the destination refused the bytes; the error waits for the other direction
+    /// to end.
+    Refused(Option<io::Error>),
+    /// The relay could not start (the error goes to the first poll), or the proxy is over.
     Failed(Option<io::Error>),
 }
 
@@ -192,35 +228,56 @@ impl<'a> Direction<'a> {
         match self {
             Direction::Relaying { relay, .. } => relay.progress(),
             Direction::Closing { .. } => 1 << 32,
-            Direction::Done { .. } | Direction::Failed(_) => (1 << 32) + 1,
+            Direction::Done { .. } => (1 << 32) + 1,
+            Direction::Refused(_) | Direction::Failed(_) => (1 << 32) + 2,
         }
     }
 
-    /// Drives the direction through its stages; `Ready(bytes)` once its destination saw the
-    /// end.
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<u64>> {
+    /// Whether the direction has nothing more to do.
+    fn over(&self) -> bool {
+        matches!(self, Direction::Done { .. } | Direction::Refused(_))
+    }
+
+    /// Ends it for good (its relay or half-close, if any, is dropped: stopped).
+    fn end(&mut self) {
+        *self = Direction::Failed(None);
+    }
+
+    /// Drives the direction through its stages as far as it goes now. An error ends the
+    /// whole proxy; a refused send only this direction (it becomes `Refused`).
+    fn advance(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         loop {
             match self {
-                Direction::Relaying { relay, to } => {
-                    let relayed = std::task::ready!(Pin::new(relay).poll(cx))?;
-                    let to = to.clone();
-                    // Boxed: once per direction, when it ends.
-                    let close = Box::pin(async move { ops::shutdown(&to, SHUT_WR).await });
-                    *self = Direction::Closing { close, relayed };
-                }
-                Direction::Closing { close, relayed } => {
-                    std::task::ready!(close.as_mut().poll(cx))?;
-                    *self = Direction::Done { relayed: *relayed };
-                }
-                Direction::Done { relayed } => return Poll::Ready(Ok(*relayed)),
-                Direction::Failed(e) => {
-                    return Poll::Ready(Err(e
-                        .take()
-                        .unwrap_or_else(|| io::Error::other("relay_both polled after it failed"))))
-                }
+                Direction::Relaying { relay, to } => match Pin::new(relay).poll(cx) {
+                    Poll::Pending => return Ok(()),
+                    Poll::Ready(Ok(relayed)) => {
+                        let to = to.clone();
+                        // Boxed: once per direction, when it ends.
+                        let close = Box::pin(async move { ops::shutdown(&to, SHUT_WR).await });
+                        *self = Direction::Closing { close, relayed };
+                    }
+                    Poll::Ready(Err(e)) if ops::is_send_failure(&e) => {
+                        *self = Direction::Refused(Some(e));
+                        return Ok(());
+                    }
+                    Poll::Ready(Err(e)) => return Err(e),
+                },
+                Direction::Closing { close, relayed } => match close.as_mut().poll(cx) {
+                    Poll::Pending => return Ok(()),
+                    Poll::Ready(result) => {
+                        result?;
+                        *self = Direction::Done { relayed: *relayed };
+                    }
+                },
+                Direction::Done { .. } | Direction::Refused(_) => return Ok(()),
+                Direction::Failed(e) => return Err(e.take().unwrap_or_else(polled_after_it_ended)),
             }
         }
     }
+}
+
+fn polled_after_it_ended() -> io::Error {
+    io::Error::other("relay_both polled after it ended")
 }
 
 /// `shutdown(2)`'s `SHUT_WR` (Linux ABI).

@@ -107,7 +107,8 @@ fn relay_to_proxies_both_ways() {
 }
 
 /// `RelayBoth::progress` reads the same while nothing moves, and changes when bytes move
-/// either way or a direction ends: what a proxy's idle timeout compares.
+/// either way and when a direction ends: what a proxy's idle timeout compares. The client
+/// runs on its own thread (the core's thread must stay free to relay).
 #[test]
 fn relay_both_progress_moves_with_the_bytes() {
     let upstream = std::net::TcpListener::bind(loopback()).unwrap();
@@ -115,33 +116,213 @@ fn relay_both_progress_moves_with_the_bytes() {
     let echo = std::thread::spawn(move || echo_until_closed(upstream.accept().unwrap().0));
     percore_engine::block_on(async move {
         let mut listener = TcpListener::bind(loopback()).unwrap();
-        let mut client = std::net::TcpStream::connect(listener.local_addr()).unwrap();
+        let addr = listener.local_addr();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let (back_tx, back_rx) = std::sync::mpsc::channel::<()>();
+        let client = std::thread::spawn(move || {
+            let mut client = std::net::TcpStream::connect(addr).unwrap();
+            client
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            go_rx.recv().unwrap();
+            client.write_all(b"there and back").unwrap();
+            let mut back = [0u8; 14];
+            client.read_exact(&mut back).unwrap();
+            assert_eq!(&back, b"there and back");
+            back_tx.send(()).unwrap();
+            go_rx.recv().unwrap();
+            client.shutdown(Shutdown::Write).unwrap();
+            let mut rest = Vec::new();
+            client.read_to_end(&mut rest).unwrap();
+            rest
+        });
         let (mut down, _) = listener.accept().await.unwrap();
         let mut up = TcpStream::connect(upstream_addr).await.unwrap();
         let mut both = std::pin::pin!(percore_net::relay_both(&mut down, &mut up));
-        // Polls the proxy for a while (it does not end meanwhile); returns its progress then.
-        async fn run_for(both: &mut std::pin::Pin<&mut percore_net::RelayBoth<'_>>) -> (u64, u64) {
-            let ran =
-                percore_engine::scope::move_on_after(Duration::from_millis(100), both.as_mut())
-                    .await;
+        // Runs the proxy for a moment (it must not end meanwhile).
+        async fn run_a_while(both: &mut std::pin::Pin<&mut percore_net::RelayBoth<'_>>) {
+            let ran = move_on_after(Duration::from_millis(20), both.as_mut()).await;
             assert!(ran.is_none(), "the proxy ended early: {ran:?}");
-            both.progress()
         }
-        let quiet = run_for(&mut both).await;
-        assert_eq!(run_for(&mut both).await, quiet, "nothing moved");
-        client.write_all(b"there and back").unwrap();
-        let moved = run_for(&mut both).await;
+        run_a_while(&mut both).await;
+        let quiet = both.progress();
+        run_a_while(&mut both).await;
+        assert_eq!(both.progress(), quiet, "nothing moved");
+        go_tx.send(()).unwrap();
+        // Both ways: there, then the echo back (bounded: the client thread reads it back).
+        while back_rx.try_recv().is_err() {
+            run_a_while(&mut both).await;
+        }
+        let moved = both.progress();
         assert_ne!(moved.0, quiet.0, "the forward direction moved");
         assert_ne!(moved.1, quiet.1, "the echo came back");
-        let mut back = [0u8; 14];
-        client.read_exact(&mut back).unwrap();
-        assert_eq!(run_for(&mut both).await, moved, "nothing moved since");
         // The client's end: the forward direction ends, the upstream sees it, and so on back.
-        client.shutdown(Shutdown::Write).unwrap();
+        go_tx.send(()).unwrap();
         let relayed = both.as_mut().await.unwrap();
         assert_eq!(relayed, (14, 14));
+        assert!(client.join().unwrap().is_empty());
     });
     echo.join().unwrap();
+}
+
+/// An upstream that answers before it read the whole request and closes (an HTTP server's
+/// early 413) while its client, still sending, has not read the answer yet: the client's
+/// direction fails on sending, but the answer the upstream sent before it closed (waiting in
+/// the proxy meanwhile) still reaches the client, whole, then its end; the proxy then fails
+/// with the refusal.
+#[test]
+fn relay_both_delivers_an_early_answer_of_an_upstream_that_closed() {
+    const ANSWER: usize = 300_000;
+    let upstream = std::net::TcpListener::bind(loopback()).unwrap();
+    let upstream_addr = upstream.local_addr().unwrap();
+    let (closed_tx, closed_rx) = std::sync::mpsc::channel::<()>();
+    let early = std::thread::spawn(move || {
+        let (mut s, _) = upstream.accept().unwrap();
+        let mut some = [0u8; 1024];
+        s.read_exact(&mut some).unwrap();
+        s.write_all(&pattern(ANSWER, 5)).unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        // A lingering close (as nginx's): the request's rest is read and dropped until the
+        // proxy's kernel has all of the answer (a close with bytes unread resets the
+        // connection, and a reset throws away what was not sent yet); then closed, the reset
+        // with it.
+        s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        let queue = percore_engine::fd::SharedFd::new(s.try_clone().unwrap().into());
+        let mut sink = vec![0u8; 64 * 1024];
+        let t0 = std::time::Instant::now();
+        while queue.unsent_bytes().unwrap() > 0 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "the proxy never took the answer"
+            );
+            let _ = s.read(&mut sink);
+        }
+        drop((queue, s));
+        closed_tx.send(()).unwrap();
+    });
+    percore_engine::block_on(async move {
+        let mut listener = TcpListener::bind(loopback()).unwrap();
+        let addr = listener.local_addr();
+        let client = std::thread::spawn(move || {
+            let client = std::net::TcpStream::connect(addr).unwrap();
+            client
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            // Sending without end; the answer is read only once the upstream is gone.
+            let mut writer = client.try_clone().unwrap();
+            std::thread::spawn(move || {
+                let chunk = vec![1u8; 16 * 1024];
+                while writer.write_all(&chunk).is_ok() {}
+            });
+            closed_rx.recv().unwrap();
+            let mut got = Vec::new();
+            let end = (&client).read_to_end(&mut got);
+            (got, end.map_err(|e| e.kind()))
+        });
+        let (mut down, _) = listener.accept().await.unwrap();
+        let mut up = TcpStream::connect(upstream_addr).await.unwrap();
+        let e = percore_engine::scope::fail_after(
+            Duration::from_secs(10),
+            percore_net::relay_both(&mut down, &mut up),
+        )
+        .await
+        .expect("the proxy outlived its upstream")
+        .expect_err("the request could not all go, and yet the proxy succeeded");
+        assert!(percore_engine::ops::is_send_failure(&e), "{e}");
+        assert_peer_gone(&e);
+        // Closed at once, the client's socket would reset with the client's bytes unread,
+        // and the reset would throw away the answer's last bytes on their way.
+        drop(up);
+        down.linger(Duration::from_secs(10)).await.unwrap();
+        drop(down);
+        eventually("the client read its answer", || client.is_finished()).await;
+        let (got, end) = client.join().unwrap();
+        assert_eq!(end, Ok(ANSWER), "the whole answer, then the upstream's end");
+        assert!(got == pattern(ANSWER, 5), "the answer, in order");
+    });
+    early.join().unwrap();
+}
+
+/// The same while the answer cannot all reach the client before the refusal: the client is
+/// a Unix socket with a small buffer that reads only once the upstream is gone, so most of
+/// the answer waits in the proxy (its relay's queue, the upstream socket) when the client's
+/// direction fails. That direction stops; the other goes on and delivers it all.
+#[test]
+fn relay_both_finishes_the_other_direction_after_a_refusal() {
+    const ANSWER: usize = 200_000;
+    let upstream = std::net::TcpListener::bind(loopback()).unwrap();
+    let upstream_addr = upstream.local_addr().unwrap();
+    let (closed_tx, closed_rx) = std::sync::mpsc::channel::<()>();
+    let early = std::thread::spawn(move || {
+        let (mut s, _) = upstream.accept().unwrap();
+        s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut some = [0u8; 1024];
+        s.read_exact(&mut some).unwrap();
+        s.write_all(&pattern(ANSWER, 9)).unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        // A lingering close until the proxy's kernel has all of the answer (a reset would
+        // throw away what this socket had not sent), then the reset.
+        s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        let queue = percore_engine::fd::SharedFd::new(s.try_clone().unwrap().into());
+        let mut sink = vec![0u8; 64 * 1024];
+        let t0 = std::time::Instant::now();
+        while queue.unsent_bytes().unwrap() > 0 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "the proxy never took the answer"
+            );
+            let _ = s.read(&mut sink);
+        }
+        drop((queue, s));
+        closed_tx.send(()).unwrap();
+    });
+    let (client, proxy_end) = std::os::unix::net::UnixStream::pair().unwrap();
+    // The proxy's end holds little in flight: the answer waits in the proxy.
+    socket2::SockRef::from(&proxy_end)
+        .set_send_buffer_size(4096)
+        .unwrap();
+    let client = std::thread::spawn(move || {
+        let mut writer = client.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let chunk = vec![1u8; 16 * 1024];
+            while writer.write_all(&chunk).is_ok() {}
+        });
+        closed_rx.recv().unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        // To the end, or the reset that a close with the client's bytes unread leaves after
+        // the data (a Unix socket keeps what it delivered).
+        loop {
+            match (&client).read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+                Err(e) => panic!("the client's read failed: {e}"),
+            }
+        }
+        got
+    });
+    percore_engine::block_on(async move {
+        let mut down = percore_net::unix::UnixStream::from_std(proxy_end);
+        let mut up = TcpStream::connect(upstream_addr).await.unwrap();
+        let e = percore_engine::scope::fail_after(
+            Duration::from_secs(10),
+            percore_net::relay_both(&mut down, &mut up),
+        )
+        .await
+        .expect("the proxy outlived its upstream")
+        .expect_err("the request could not all go, and yet the proxy succeeded");
+        assert!(percore_engine::ops::is_send_failure(&e), "{e}");
+        // All of the answer is in the client's socket by now (the Unix socket keeps it past
+        // the close).
+    });
+    let got = client.join().unwrap();
+    assert_eq!(got.len(), ANSWER, "the whole answer");
+    assert!(got == pattern(ANSWER, 9), "the answer, in order");
+    early.join().unwrap();
 }
 
 /// A proxy whose upstream resets mid-way: `relay_both` ends with the error, and the client's

@@ -6,10 +6,12 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A running `percore serve`, its address, and its stderr so far (read by a thread).
+/// A running `percore serve`, its address, and its stderr: the lines up to where it said it
+/// listens, and the rest as a thread reads them.
 pub(crate) struct Server {
     pub(crate) child: Child,
     pub(crate) addr: SocketAddr,
+    pub(crate) started: Vec<String>,
     pub(crate) stderr: std::sync::mpsc::Receiver<String>,
 }
 
@@ -48,17 +50,24 @@ pub(crate) fn start(args: &[&str]) -> Server {
         }
     });
     let deadline = Instant::now() + Duration::from_secs(10);
+    let mut started = Vec::new();
     let addr = loop {
         let line = rx
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .expect("server never said where it listens");
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        let addr = line
+            .split("listening on ")
+            .nth(1)
+            .map(|rest| rest.split_whitespace().next().unwrap().parse().unwrap());
+        started.push(line);
+        if let Some(addr) = addr {
+            break addr;
         }
     };
     Server {
         child,
         addr,
+        started,
         stderr: rx,
     }
 }
@@ -72,10 +81,12 @@ pub(crate) fn stop(server: Server) -> String {
 }
 
 /// Waits for a server that was asked to stop; it must exit 0 and say it stopped. Returns its
-/// stderr.
+/// whole stderr.
 pub(crate) fn wait_stopped(mut server: Server) -> String {
     let status = server.child.wait().unwrap();
-    let stderr: String = server.stderr.iter().collect::<Vec<_>>().join("\n");
+    let mut lines = std::mem::take(&mut server.started);
+    lines.extend(server.stderr.iter());
+    let stderr = lines.join("\n");
     assert!(status.success(), "exit {status:?}: {stderr}");
     assert!(stderr.contains("stopped"), "{stderr}");
     stderr

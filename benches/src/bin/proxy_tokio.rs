@@ -5,7 +5,7 @@
 //! other reaches its end).
 //!
 //! Run: `proxy_tokio --listen 127.0.0.1:7000 --to 127.0.0.1:7001 --cpu 0`; see
-//! `benches/proxy/run.sh`.
+//! `benches/proxy/sampled.sh`.
 
 use std::io;
 use std::net::SocketAddr;

@@ -48,6 +48,29 @@ use crate::fd::SharedFd;
 /// The failure code for a send the kernel completed with nothing taken (it has no errno).
 pub(crate) const WRITE_ZERO: i32 = i32::MIN;
 
+/// Set apart from a send's `-errno` in a failure code: the relay's destination refused the
+/// bytes (see [`RelayState::fail_send`]). Errnos are below it.
+const SEND_SIDE: i32 = 1 << 16;
+
+/// The failure code of a send the destination refused with `errno` (0: it took nothing).
+pub(crate) fn encode_send_failure(errno: i32) -> i32 {
+    if errno == 0 {
+        WRITE_ZERO
+    } else {
+        -errno - SEND_SIDE
+    }
+}
+
+/// A failure code's side and errno: `(true, errno)` for the send's (errno 0: nothing taken),
+/// `(false, errno)` otherwise (the receive's, or a stop).
+pub(crate) fn decode_failure(code: i32) -> (bool, i32) {
+    match code {
+        WRITE_ZERO => (true, 0),
+        code if code <= -SEND_SIDE => (true, -(code + SEND_SIDE)),
+        code => (false, -code),
+    }
+}
+
 /// A relay's state, in its slot. What every completion touches is here; what only a waiting
 /// chunk, the owner's waker or a dropped future needs is in a box beside ([`RelayCold`]), so
 /// that a chunk's round trip reads the slot and nothing else of the relay's (each lookup of
@@ -62,7 +85,8 @@ pub(crate) struct RelayState {
     /// The chunk the send in flight sends (what is left of it, after a short send); `len` 0:
     /// no send in flight.
     sending: Lent,
-    /// The first error, as `-errno` (or [`WRITE_ZERO`]); 0: none.
+    /// The first error, as `-errno`, with [`SEND_SIDE`] set apart for the send's (or
+    /// [`WRITE_ZERO`]; see [`decode_failure`]); 0: none.
     failed: i32,
     /// Completions that moved bytes (wrapping): what an owner watching for idleness compares.
     moved: u32,
@@ -181,8 +205,8 @@ pub(crate) enum RelayPoll {
     ///
     /// [`Driver::relay_rearm`]: super::Driver::relay_rearm
     Dry(u32),
-    /// Over: the bytes sent (the source ended and all went), or the error (`-errno`, or
-    /// [`WRITE_ZERO`]).
+    /// Over: the bytes sent (the source ended and all went), or the error's code (see
+    /// [`decode_failure`]).
     Done(Result<u64, i32>),
 }
 
@@ -360,7 +384,7 @@ impl RelayState {
         if went >= 0 && (went as u32) < chunk.len {
             if went == 0 {
                 self.let_go_of_sending();
-                self.fail(WRITE_ZERO, out);
+                self.fail_send(0, out);
             } else if !self.live() || out.shutting_down {
                 self.let_go_of_sending();
                 self.fail(-libc::ECANCELED, out);
@@ -376,7 +400,13 @@ impl RelayState {
         // The buffer goes back to the ring here (the slot's `ring` handle keeps the ring).
         self.let_go_of_sending();
         if went < 0 {
-            self.fail(went, out);
+            // A cancel of ours ends the relay as the stop that sent it; anything else is the
+            // destination's refusal.
+            if went == -libc::ECANCELED {
+                self.fail(went, out);
+            } else {
+                self.fail_send(-went, out);
+            }
             return;
         }
         self.relayed += went as u64;
@@ -507,6 +537,13 @@ impl RelayState {
             self.failed = errno;
         }
         self.stop(out);
+    }
+
+    /// Fails the relay because its destination refused a send (`errno`; 0: the kernel took
+    /// nothing). The owner can tell this from a failed receive: the source may still be fine
+    /// (a proxy's other direction, reading from this destination, may have more to deliver).
+    fn fail_send(&mut self, errno: i32, out: &mut Requests<'_, '_>) {
+        self.fail(encode_send_failure(errno), out);
     }
 
     /// Cancels what the kernel owns and gives the waiting chunks back. The receive is

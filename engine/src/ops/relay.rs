@@ -13,7 +13,7 @@ use std::time::Duration;
 use super::multishot::RecvStream;
 use crate::buf::ring::BufRing;
 use crate::driver::op::{Found, Home};
-use crate::driver::relay::{RelayPoll, RelayState, WRITE_ZERO};
+use crate::driver::relay::{decode_failure, RelayPoll, RelayState};
 use crate::driver::slab::SendTarget;
 use crate::fd::SharedFd;
 use crate::runtime::context;
@@ -140,7 +140,10 @@ fn start(
 ///
 /// A receive's or a send's error (`ECONNRESET`, `EPIPE`, ...; `WriteZero` if the kernel took
 /// nothing of a send); what was received and not yet sent is lost, and both sockets should be
-/// closed. `ECANCELED` if the core shut down under it.
+/// closed. `ECANCELED` if the core shut down under it. A send's error (the destination
+/// refused the bytes: it closed or was reset, while the source may still be fine) is told
+/// apart by [`is_send_failure`]; it reads "sending: " and the kernel's error, whose kind it
+/// keeps.
 ///
 /// # Cancel safety
 ///
@@ -251,16 +254,54 @@ impl Future for Relay {
                 RelayPoll::Done(outcome) => {
                     // The sockets go here, outside the driver's borrow.
                     this.fds = None;
-                    return Poll::Ready(outcome.map_err(|code| match code {
-                        WRITE_ZERO => io::Error::new(
-                            io::ErrorKind::WriteZero,
-                            "the kernel took none of a relayed chunk",
-                        ),
-                        errno => io::Error::from_raw_os_error(-errno),
-                    }));
+                    return Poll::Ready(outcome.map_err(relay_error));
                 }
             }
         }
+    }
+}
+
+/// Whether a relay's error is its send's: the destination refused the bytes (it closed, or
+/// was reset), and the source may still be fine. A proxy's other direction, which reads from
+/// that destination, may then still have bytes to deliver (an answer sent before the close).
+/// Other relay errors are the source's (its receive failed) or a stop (`ECANCELED`).
+pub fn is_send_failure(error: &io::Error) -> bool {
+    error
+        .get_ref()
+        .is_some_and(|inner| inner.downcast_ref::<SendFailed>().is_some())
+}
+
+/// The payload of a relay's send error (see [`is_send_failure`]).
+#[derive(Debug)]
+struct SendFailed(io::Error);
+
+impl fmt::Display for SendFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sending: {}", self.0)
+    }
+}
+
+impl std::error::Error for SendFailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// A relay's error from its failure code.
+fn relay_error(code: i32) -> io::Error {
+    match decode_failure(code) {
+        (true, 0) => io::Error::new(
+            io::ErrorKind::WriteZero,
+            SendFailed(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "the kernel took none of a relayed chunk",
+            )),
+        ),
+        (true, errno) => {
+            let cause = io::Error::from_raw_os_error(errno);
+            io::Error::new(cause.kind(), SendFailed(cause))
+        }
+        (false, errno) => io::Error::from_raw_os_error(errno),
     }
 }
 
@@ -283,5 +324,28 @@ impl Drop for Relay {
         });
         // Outside the driver's borrow: dropping an fd may unregister it.
         drop(back);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_send_failure_is_told_apart_and_keeps_its_kind() {
+        use crate::driver::relay::encode_send_failure;
+        let refused = relay_error(encode_send_failure(libc::EPIPE));
+        assert!(is_send_failure(&refused));
+        assert_eq!(refused.kind(), io::ErrorKind::BrokenPipe);
+        assert!(refused.to_string().starts_with("sending: "), "{refused}");
+        let nothing_taken = relay_error(encode_send_failure(0));
+        assert!(is_send_failure(&nothing_taken));
+        assert_eq!(nothing_taken.kind(), io::ErrorKind::WriteZero);
+        let reset = relay_error(-libc::ECONNRESET);
+        assert!(!is_send_failure(&reset));
+        assert_eq!(reset.raw_os_error(), Some(libc::ECONNRESET));
+        let stopped = relay_error(-libc::ECANCELED);
+        assert!(!is_send_failure(&stopped));
+        assert!(!is_send_failure(&io::Error::other("unrelated")));
     }
 }

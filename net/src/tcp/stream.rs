@@ -15,6 +15,9 @@ use socket2::{Domain, SockRef, Socket, Type};
 
 use crate::stream::{ByteStream, StreamCore};
 
+/// How long [`TcpStream::linger`] waits for bytes between two looks at the send queue.
+const LINGER_LOOK: Duration = Duration::from_millis(10);
+
 /// Writes of at least this many bytes go through zero-copy `SEND_ZC` unless a stream is told
 /// otherwise ([`TcpStream::set_send_zc_threshold`]); `None`: never. Measured on loopback
 /// here, see BENCHMARKS.md "SEND_ZC threshold".
@@ -384,6 +387,50 @@ impl TcpStream {
             Shutdown::Both => libc_shut::RDWR,
         };
         self.core.shutdown(how).await
+    }
+
+    /// A lingering close's wait, for a stream whose peer may still be sending while bytes
+    /// sent to it are on their way (a proxy whose upstream answered early and refused the rest
+    /// of the request): half-closes this side, then reads and drops what the peer sends until
+    /// the peer has every byte sent to it (the kernel's send queue is empty), or the peer's
+    /// end, or `limit`. A socket closed with bytes unread resets its connection, and the reset
+    /// throws away what the peer had not received; after this, the stream can be dropped
+    /// without that loss.
+    ///
+    /// # Errors
+    ///
+    /// `TimedOut` when `limit` passed first; the kernel's errors (`ConnectionReset`: the peer
+    /// is gone, and with it what it had not received).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future ends the wait, nothing more: the bytes it dropped were the peer's
+    /// to lose, and the stream closes when it is dropped.
+    pub async fn linger(&mut self, limit: Duration) -> io::Result<()> {
+        // Half-closed already, or the connection is gone: either way the queue says the rest.
+        let _ = self.shutdown(Shutdown::Write).await;
+        let deadline = Instant::now() + limit;
+        loop {
+            if self.fd().unsent_bytes()? == 0 {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("the peer took not all of what was sent within {limit:?}"),
+                ));
+            }
+            // Bytes (dropped), the end, or a look at the queue again a little later.
+            let wait = LINGER_LOOK.min(deadline - now);
+            match percore_engine::scope::move_on_after(wait, self.recv_chunk()).await {
+                Some(Ok(Some(dropped))) => drop(dropped),
+                // Nothing unread can come after it: a close no longer resets.
+                Some(Ok(None)) => return Ok(()),
+                Some(Err(e)) => return Err(e),
+                None => {}
+            }
+        }
     }
 
     /// The next chunk of received bytes, in a buffer lent by the core's receive ring (give
