@@ -819,11 +819,16 @@ impl Driver {
         self.stats.cancels += out.cancels;
         drop(cq);
         drop(sq);
-        for key in over_limit {
-            self.cancel_multishot(key);
+        // Both are empty on almost every turn: no iterator is made (and dropped) then.
+        if !over_limit.is_empty() {
+            for key in over_limit {
+                self.cancel_multishot(key);
+            }
         }
-        for key in short_sends {
-            self.send_rest(key, wakers);
+        if !short_sends.is_empty() {
+            for key in short_sends {
+                self.send_rest(key, wakers);
+            }
         }
         self.stats.ops_completed += reaped.completions as u64;
         reaped
@@ -912,6 +917,12 @@ impl Driver {
             // SAFETY: an async cancel names its target by user_data and points at no memory.
             unsafe { self.push_detached(entry) };
         }
+    }
+
+    /// Whether no dropped op's state waits to be freed.
+    #[inline]
+    pub(crate) fn graveyard_is_empty(&self) -> bool {
+        self.graveyard.is_empty()
     }
 
     /// Takes the orphans the kernel is done with, to be dropped outside the driver's borrow.
