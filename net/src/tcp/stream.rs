@@ -395,7 +395,8 @@ impl TcpStream {
     /// the peer has every byte sent to it (the kernel's send queue is empty), or the peer's
     /// end, or `limit`. A socket closed with bytes unread resets its connection, and the reset
     /// throws away what the peer had not received; after this, the stream can be dropped
-    /// without that loss.
+    /// without that loss. Call it once the stream's sends completed: bytes a send in flight
+    /// has not handed to the kernel yet are not in the queue it watches.
     ///
     /// # Errors
     ///
