@@ -580,7 +580,7 @@ where
 /// When a side refuses bytes (an upstream that answered early and closed while its client was
 /// still sending), the other direction still delivers what was sent before (see
 /// [`relay_both`](percore::net::relay_both)), and the client gets up to [`LINGER`] to take
-/// it before the close.
+/// it before the close. A side that resets has the other side reset too.
 ///
 /// With an idle timeout, a connection on which no byte moved either way for a whole timeout
 /// is closed (both sides). A shutdown does not cut it at once: it is closed `drain` later
@@ -603,8 +603,12 @@ fn proxy(
                     let mut server = TcpStream::connect_timeout(*addr, connect_timeout)
                         .await
                         .map_err(|e| unreachable_upstream(&upstream, e))?;
-                    let both = std::pin::pin!(relay_both(&mut client, &mut server));
-                    relay_until_idle(both, idle).await
+                    let relayed = {
+                        let both = std::pin::pin!(relay_both(&mut client, &mut server));
+                        relay_until_idle(both, idle).await
+                    };
+                    pass_on_a_reset(&relayed, client.fd(), server.fd());
+                    relayed
                 }
                 Upstream::Unix(path) => {
                     let connect = UnixStream::connect(path);
@@ -617,8 +621,12 @@ fn proxy(
                             ))
                         })
                         .map_err(|e| unreachable_upstream(&upstream, e))?;
-                    let both = std::pin::pin!(relay_both(&mut client, &mut server));
-                    relay_until_idle(both, idle).await
+                    let relayed = {
+                        let both = std::pin::pin!(relay_both(&mut client, &mut server));
+                        relay_until_idle(both, idle).await
+                    };
+                    pass_on_a_reset(&relayed, client.fd(), server.fd());
+                    relayed
                 }
             };
             if let Err(e) = &relayed {
@@ -632,6 +640,23 @@ fn proxy(
             relayed
         });
         until_drained(exchange, drain).await
+    }
+}
+
+/// A side that reset ended the relay: the other side is reset too when its socket closes
+/// (`SO_LINGER` 0), as a proxy passes an abort on, rather than ended as if all was well.
+fn pass_on_a_reset(
+    relayed: &std::io::Result<()>,
+    client: &percore::fd::SharedFd,
+    server: &percore::fd::SharedFd,
+) {
+    if let Err(e) = relayed {
+        if e.kind() == std::io::ErrorKind::ConnectionReset && !percore::ops::is_send_failure(e) {
+            for fd in [client, server] {
+                // Best effort: a socket the reset already closed refuses it, harmlessly.
+                let _ = socket2::SockRef::from(fd).set_linger(Some(Duration::ZERO));
+            }
+        }
     }
 }
 

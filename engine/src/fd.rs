@@ -135,23 +135,17 @@ impl SharedFd {
         Ok(unsafe { std::ptr::read(&cell.fd) })
     }
 
-    /// Bytes a stream socket sent that its peer has not acknowledged yet, with those not sent
-    /// yet (`SIOCOUTQ`): 0 once the peer has every byte, after which closing the socket loses
-    /// nothing even if the close resets the connection (it does when bytes it received are
-    /// still unread).
+    /// Bytes on the sending side of a stream socket (`SIOCOUTQ`): for TCP, those not sent
+    /// yet and those sent and not acknowledged by the peer (and 1 for a FIN sent and not
+    /// acknowledged); for a Unix socket, those its peer has not read. A TCP socket's 0 means the
+    /// peer's kernel has every byte: a close that resets the connection after that loses
+    /// nothing a Linux peer has not read yet. After a reset the count stays where it was.
     ///
     /// # Errors
     ///
-    /// The kernel's (`EINVAL` for a socket that is not a connected stream).
+    /// The kernel's (`EINVAL` for a listening socket, `ENOTTY` for an fd that is no socket).
     pub fn unsent_bytes(&self) -> io::Result<usize> {
-        let mut queued: libc::c_int = 0;
-        // SAFETY: ioctl(SIOCOUTQ) (the same number as TIOCOUTQ) writes one int through the
-        // pointer, which points at `queued`, alive for the call.
-        let rc = unsafe { libc::ioctl(self.raw(), libc::TIOCOUTQ, &mut queued) };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(usize::try_from(queued).unwrap_or(0))
+        crate::sys::unsent_bytes(self.raw())
     }
 
     /// How many handles (owner and in-flight ops) share the fd.

@@ -7,9 +7,11 @@ use std::io;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use percore_engine::fd::SharedFd;
 use percore_engine::ops::{self, Relay};
+use percore_engine::time::{sleep, Sleep};
 
 use crate::tcp::TcpStream;
 use crate::unix::UnixStream;
@@ -108,18 +110,22 @@ impl Relayable for UnixStream {
 /// owner that closes idle connections whether anything moved. Both relays start here, when
 /// it is called, not at the first poll.
 ///
-/// When a direction's destination refuses its bytes (it closed or was reset: an upstream that
+/// When a direction's destination refuses its bytes (its peer closed: an upstream that
 /// answered early and closed while its client was still sending), that direction stops, and
 /// the other goes on to its end, so that what the closing side sent before it closed still
-/// reaches the other; the future then fails with the refusal.
+/// reaches the other; the future then fails with the refusal. The other direction has a
+/// bounded time for that ([`RelayBoth::refusal_grace`], 5 s by default): nobody reads the
+/// refused direction's source any more, and a peer that waits to finish sending before it
+/// reads would otherwise hold both for good. A side that resets instead of closing takes
+/// what it sent and what waits for it with it (a reset is an abort): the error ends both
+/// directions at once.
 ///
 /// # Errors
 ///
-/// From the first poll that sees it: a direction's receive error (a reset source), which
-/// ends both at once (the other direction is stopped when the future is dropped); a failed
-/// half-close; or, once the other direction ended, a destination's refusal (see
-/// [`percore_engine::ops::is_send_failure`]). Off a percore core, or when a relay cannot
-/// start, that error at once.
+/// From the first poll that sees it: an error of either direction other than a refusal (a
+/// reset, a failed receive, a failed half-close), which ends both at once; or a destination's
+/// refusal (see [`percore_engine::ops::is_send_failure`]), once the other direction ended or
+/// its grace ran out. Off a percore core, or when a relay cannot start, that error at once.
 ///
 /// # Cancel safety
 ///
@@ -130,8 +136,13 @@ pub fn relay_both<'a>(a: &'a mut impl Relayable, b: &'a mut impl Relayable) -> R
     RelayBoth {
         forward: Direction::start(a.relay_to(&b_fd), b_fd),
         back: Direction::start(b.relay_to(&a_fd), a_fd),
+        refusal_grace: REFUSAL_GRACE,
+        refused_at: None,
     }
 }
+
+/// How long the other direction may go on after a refusal, by default.
+const REFUSAL_GRACE: Duration = Duration::from_secs(5);
 
 /// Both directions of a proxy: see [`relay_both`].
 ///
@@ -147,6 +158,10 @@ pub fn relay_both<'a>(a: &'a mut impl Relayable, b: &'a mut impl Relayable) -> R
 pub struct RelayBoth<'a> {
     forward: Direction<'a>,
     back: Direction<'a>,
+    refusal_grace: Duration,
+    /// Armed at the first refusal: the other direction's time (boxed: rare, and every idle
+    /// proxied connection holds this future).
+    refused_at: Option<Pin<Box<Sleep>>>,
 }
 
 impl std::fmt::Debug for RelayBoth<'_> {
@@ -158,6 +173,13 @@ impl std::fmt::Debug for RelayBoth<'_> {
 }
 
 impl RelayBoth<'_> {
+    /// How long the other direction may go on after one direction's destination refused its
+    /// bytes, to deliver what it has (default 5 s); then both end, with the refusal.
+    pub fn refusal_grace(mut self, grace: Duration) -> Self {
+        self.refusal_grace = grace;
+        self
+    }
+
     /// A pair that changes whenever either direction moves bytes, ends, or finishes
     /// half-closing its destination: an owner that closes idle connections compares it
     /// between two looks (see [`Relaying::progress`]).
@@ -182,18 +204,30 @@ impl Future for RelayBoth<'_> {
             this.back.end();
             return Poll::Ready(Err(e));
         }
-        match (&mut this.forward, &mut this.back) {
+        let refused = match (&mut this.forward, &mut this.back) {
             (Direction::Done { relayed: f }, Direction::Done { relayed: b }) => {
-                Poll::Ready(Ok((*f, *b)))
+                return Poll::Ready(Ok((*f, *b)));
             }
-            (Direction::Refused(e), other) | (other, Direction::Refused(e)) if other.over() => {
-                let e = e.take().unwrap_or_else(polled_after_it_ended);
-                this.forward.end();
-                this.back.end();
-                Poll::Ready(Err(e))
+            (Direction::Refused(e), other) | (other, Direction::Refused(e)) => {
+                let over = other.over();
+                let grace = this.refusal_grace;
+                let out_of_time = over
+                    || this
+                        .refused_at
+                        .get_or_insert_with(|| Box::pin(sleep(grace)))
+                        .as_mut()
+                        .poll(cx)
+                        .is_ready();
+                if !out_of_time {
+                    return Poll::Pending;
+                }
+                e.take().unwrap_or_else(polled_after_it_ended)
             }
-            _ => Poll::Pending,
-        }
+            _ => return Poll::Pending,
+        };
+        this.forward.end();
+        this.back.end();
+        Poll::Ready(Err(refused))
     }
 }
 

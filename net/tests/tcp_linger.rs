@@ -1,7 +1,7 @@
 //! `TcpStream::linger`: a lingering close's wait, against a real peer that keeps sending and
 //! reads late, one that never reads, and one that resets.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::time::{Duration, Instant};
 
 mod support;
@@ -14,8 +14,23 @@ fn reply() -> Vec<u8> {
     (0..REPLY).map(|i| (i % 251) as u8).collect()
 }
 
+/// A reply that waits in this side's kernel, whole: more than a peer with [`small_window`]
+/// takes while it does not read, and within this side's send buffer.
+const STUCK: usize = 128 * 1024;
+
+/// Shrinks the peer's receive buffer and grows this side's send buffer (see [`STUCK`]).
+fn small_window(conn: &percore_net::tcp::TcpStream, client: &std::net::TcpStream) {
+    socket2::SockRef::from(client)
+        .set_recv_buffer_size(4096)
+        .unwrap();
+    socket2::SockRef::from(conn.fd())
+        .set_send_buffer_size(1 << 20)
+        .unwrap();
+}
+
 /// A peer that keeps sending and reads only later: once the reply went to the kernel,
-/// `linger` drops what the peer sends until the peer has all of it, and says so, so the
+/// `linger` drops what the peer sends until the peer has all of it (on loopback a reader
+/// usually has it by the time the send completes: the wait itself is shown below), so the
 /// close that follows (with the peer's bytes unread, a reset) loses none of the reply.
 #[test]
 fn linger_waits_until_the_peer_has_the_reply() {
@@ -65,16 +80,17 @@ fn linger_waits_until_the_peer_has_the_reply() {
     });
 }
 
-/// A peer that never reads: the wait ends at its limit, with `TimedOut`, having dropped what
-/// the peer sent meanwhile.
+/// A peer that never reads, with the reply waiting in this side's kernel: the wait ends at its
+/// limit, with `TimedOut`, having dropped what the peer sent meanwhile.
 #[test]
 fn linger_gives_up_at_its_limit() {
     percore_engine::block_on(async {
         let (mut conn, client, _listener) = tcp_pair().await;
+        small_window(&conn, &client);
         let sending = flood(&client);
-        // Never taken whole: the peer does not read.
-        let stuck = conn.send_vec(reply()).start_unwatched().unwrap();
-        assert!(stuck.is_some(), "the peer took it all without reading");
+        let (sent, _) = conn.write_all(vec![7u8; STUCK]).await;
+        sent.unwrap();
+        assert!(conn.fd().unsent_bytes().unwrap() > 0, "the reply waits");
         let t0 = Instant::now();
         let e = conn
             .linger(Duration::from_millis(300))
@@ -86,8 +102,7 @@ fn linger_gives_up_at_its_limit() {
             took >= Duration::from_millis(290) && took < Duration::from_secs(3),
             "{took:?}"
         );
-        // The send is cancelled, and the socket closes once the kernel let go of it.
-        drop((stuck, conn));
+        drop(conn);
         eventually("the flood's end", || sending.is_finished()).await;
         let writer = sending.join().unwrap();
         assert!(
@@ -101,12 +116,16 @@ fn linger_gives_up_at_its_limit() {
     });
 }
 
-/// A peer that reset: the wait ends at once (there is nobody left to take anything).
+/// A peer that resets with the reply still waiting for it (the queue never empties after a
+/// reset): the wait ends at once, by the receive's error or end, not at its limit.
 #[test]
 fn linger_ends_when_the_peer_is_gone() {
     percore_engine::block_on(async {
         let (mut conn, client, _listener) = tcp_pair().await;
-        (&client).write_all(b"unread").unwrap();
+        small_window(&conn, &client);
+        let (sent, _) = conn.write_all(vec![7u8; STUCK]).await;
+        sent.unwrap();
+        assert!(conn.fd().unsent_bytes().unwrap() > 0, "the reply waits");
         socket2::SockRef::from(&client)
             .set_linger(Some(Duration::ZERO))
             .unwrap();

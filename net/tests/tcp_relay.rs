@@ -167,9 +167,10 @@ fn relay_both_progress_moves_with_the_bytes() {
 
 /// An upstream that answers before it read the whole request and closes (an HTTP server's
 /// early 413) while its client, still sending, has not read the answer yet: the client's
-/// direction fails on sending, but the answer the upstream sent before it closed (waiting in
-/// the proxy meanwhile) still reaches the client, whole, then its end; the proxy then fails
-/// with the refusal.
+/// direction fails on sending, the answer the upstream sent before it closed reaches the
+/// client, whole, then its end (with a lingering close: see `TcpStream::linger`), and the
+/// proxy fails with the refusal. (On loopback the answer has usually reached the client's
+/// socket before the refusal; the test below forces the other order.)
 #[test]
 fn relay_both_delivers_an_early_answer_of_an_upstream_that_closed() {
     const ANSWER: usize = 300_000;
@@ -178,6 +179,7 @@ fn relay_both_delivers_an_early_answer_of_an_upstream_that_closed() {
     let (closed_tx, closed_rx) = std::sync::mpsc::channel::<()>();
     let early = std::thread::spawn(move || {
         let (mut s, _) = upstream.accept().unwrap();
+        s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut some = [0u8; 1024];
         s.read_exact(&mut some).unwrap();
         s.write_all(&pattern(ANSWER, 5)).unwrap();
@@ -323,6 +325,61 @@ fn relay_both_finishes_the_other_direction_after_a_refusal() {
     assert_eq!(got.len(), ANSWER, "the whole answer");
     assert!(got == pattern(ANSWER, 9), "the answer, in order");
     early.join().unwrap();
+}
+
+/// After a refusal the other direction has a bounded time: here the client never reads the
+/// answer (its socket holds little), so the answer cannot all go; the proxy still ends at
+/// its refusal grace, with the refusal, rather than wait for good.
+#[test]
+fn relay_both_ends_at_its_refusal_grace() {
+    let upstream = std::net::TcpListener::bind(loopback()).unwrap();
+    let upstream_addr = upstream.local_addr().unwrap();
+    let early = std::thread::spawn(move || {
+        let (mut s, _) = upstream.accept().unwrap();
+        s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut some = [0u8; 1024];
+        s.read_exact(&mut some).unwrap();
+        s.write_all(&pattern(200_000, 3)).unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        let queue = percore_engine::fd::SharedFd::new(s.try_clone().unwrap().into());
+        let mut sink = vec![0u8; 64 * 1024];
+        let t0 = std::time::Instant::now();
+        while queue.unsent_bytes().unwrap() > 0 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "the proxy never took the answer"
+            );
+            let _ = s.read(&mut sink);
+        }
+    });
+    let (client, proxy_end) = std::os::unix::net::UnixStream::pair().unwrap();
+    socket2::SockRef::from(&proxy_end)
+        .set_send_buffer_size(4096)
+        .unwrap();
+    // Sends without end and never reads.
+    let mut writer = client.try_clone().unwrap();
+    let sending = std::thread::spawn(move || {
+        let chunk = vec![1u8; 16 * 1024];
+        while writer.write_all(&chunk).is_ok() {}
+    });
+    percore_engine::block_on(async move {
+        let mut down = percore_net::unix::UnixStream::from_std(proxy_end);
+        let mut up = TcpStream::connect(upstream_addr).await.unwrap();
+        let t0 = std::time::Instant::now();
+        let e = percore_engine::scope::fail_after(
+            Duration::from_secs(10),
+            percore_net::relay_both(&mut down, &mut up).refusal_grace(Duration::from_millis(300)),
+        )
+        .await
+        .expect("the proxy waited past its refusal grace")
+        .expect_err("the answer could not all go, and yet the proxy succeeded");
+        assert!(percore_engine::ops::is_send_failure(&e), "{e}");
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    });
+    drop(client);
+    early.join().unwrap();
+    sending.join().unwrap();
 }
 
 /// A proxy whose upstream resets mid-way: `relay_both` ends with the error, and the client's

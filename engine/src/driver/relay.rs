@@ -400,12 +400,14 @@ impl RelayState {
         // The buffer goes back to the ring here (the slot's `ring` handle keeps the ring).
         self.let_go_of_sending();
         if went < 0 {
-            // A cancel of ours ends the relay as the stop that sent it; anything else is the
-            // destination's refusal.
-            if went == -libc::ECANCELED {
-                self.fail(went, out);
+            // `EPIPE` is the destination's refusal: its peer closed (a reset that comes after
+            // the peer's end reads so); the source may still be fine. Anything else (a reset
+            // with no end before it, a timeout, a cancel of ours, a local error) ends it as a
+            // failure of the connection.
+            if went == -libc::EPIPE {
+                self.fail_send(libc::EPIPE, out);
             } else {
-                self.fail_send(-went, out);
+                self.fail(went, out);
             }
             return;
         }
@@ -539,9 +541,10 @@ impl RelayState {
         self.stop(out);
     }
 
-    /// Fails the relay because its destination refused a send (`errno`; 0: the kernel took
-    /// nothing). The owner can tell this from a failed receive: the source may still be fine
-    /// (a proxy's other direction, reading from this destination, may have more to deliver).
+    /// Fails the relay because its destination refused a send (`errno`: `EPIPE`; 0: the kernel
+    /// took nothing). The owner can tell this from other failures: the source may still be
+    /// fine (a proxy's other direction, reading from this destination, may have more to
+    /// deliver).
     fn fail_send(&mut self, errno: i32, out: &mut Requests<'_, '_>) {
         self.fail(encode_send_failure(errno), out);
     }

@@ -140,10 +140,11 @@ fn start(
 ///
 /// A receive's or a send's error (`ECONNRESET`, `EPIPE`, ...; `WriteZero` if the kernel took
 /// nothing of a send); what was received and not yet sent is lost, and both sockets should be
-/// closed. `ECANCELED` if the core shut down under it. A send's error (the destination
-/// refused the bytes: it closed or was reset, while the source may still be fine) is told
-/// apart by [`is_send_failure`]; it reads "sending: " and the kernel's error, whose kind it
-/// keeps.
+/// closed. `ECANCELED` if the core shut down under it. The destination's refusal (a send's
+/// `EPIPE`: the destination's peer closed, while the source may still be fine; or a send the
+/// kernel took nothing of) is told apart by [`is_send_failure`]: it reads "sending: " and the
+/// kernel's error, keeps its kind, and has no `raw_os_error` of its own (the kernel's error is
+/// its `source()`).
 ///
 /// # Cancel safety
 ///
@@ -261,10 +262,12 @@ impl Future for Relay {
     }
 }
 
-/// Whether a relay's error is its send's: the destination refused the bytes (it closed, or
-/// was reset), and the source may still be fine. A proxy's other direction, which reads from
-/// that destination, may then still have bytes to deliver (an answer sent before the close).
-/// Other relay errors are the source's (its receive failed) or a stop (`ECANCELED`).
+/// Whether a relay's error is its destination's refusal: a send failed with `EPIPE` (the
+/// destination's peer closed; a reset after its end reads so too) or the kernel took nothing,
+/// and the source may still be fine. A proxy's other direction, which reads from that
+/// destination, may then still have bytes to deliver (an answer sent before the close).
+/// Other relay errors end the connection: the source's (its receive failed), a reset with no
+/// end before it, a local error, or a stop (`ECANCELED`).
 pub fn is_send_failure(error: &io::Error) -> bool {
     error
         .get_ref()
@@ -335,6 +338,11 @@ mod tests {
     fn a_send_failure_is_told_apart_and_keeps_its_kind() {
         use crate::driver::relay::encode_send_failure;
         let refused = relay_error(encode_send_failure(libc::EPIPE));
+        assert_eq!(refused.raw_os_error(), None);
+        let cause = std::error::Error::source(&refused)
+            .and_then(|c| c.downcast_ref::<io::Error>())
+            .and_then(io::Error::raw_os_error);
+        assert_eq!(cause, Some(libc::EPIPE));
         assert!(is_send_failure(&refused));
         assert_eq!(refused.kind(), io::ErrorKind::BrokenPipe);
         assert!(refused.to_string().starts_with("sending: "), "{refused}");

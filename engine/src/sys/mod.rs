@@ -97,6 +97,15 @@ pub(crate) fn dup(fd: RawFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }
 
+/// Bytes queued on a socket's sending side (`SIOCOUTQ`, the same number as `TIOCOUTQ`): see
+/// [`SharedFd::unsent_bytes`](crate::fd::SharedFd::unsent_bytes).
+pub(crate) fn unsent_bytes(fd: RawFd) -> io::Result<usize> {
+    let mut queued: libc::c_int = 0;
+    // ioctl(SIOCOUTQ) writes one int through the pointer, which points at `queued`.
+    syscall!(ioctl(fd, libc::TIOCOUTQ, &mut queued))?;
+    Ok(usize::try_from(queued).unwrap_or(0))
+}
+
 /// The number of fds this process has open (entries of `/proc/self/fd`, less the one used to
 /// list them). Used by leak checks.
 pub fn open_fd_count() -> io::Result<usize> {

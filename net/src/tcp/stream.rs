@@ -392,11 +392,16 @@ impl TcpStream {
     /// A lingering close's wait, for a stream whose peer may still be sending while bytes
     /// sent to it are on their way (a proxy whose upstream answered early and refused the rest
     /// of the request): half-closes this side, then reads and drops what the peer sends until
-    /// the peer has every byte sent to it (the kernel's send queue is empty), or the peer's
-    /// end, or `limit`. A socket closed with bytes unread resets its connection, and the reset
-    /// throws away what the peer had not received; after this, the stream can be dropped
-    /// without that loss. Call it once the stream's sends completed: bytes a send in flight
-    /// has not handed to the kernel yet are not in the queue it watches.
+    /// the peer's kernel acknowledged every byte sent to it (the send queue is empty), or the
+    /// peer's end, or `limit`. A socket closed with bytes unread resets its connection, and the
+    /// reset throws away what the peer had not received; after this, the stream can be dropped
+    /// without that loss. Call it once the stream's sends completed and any relay from it
+    /// ended: bytes a send in flight has not handed to the kernel yet are not in the queue it
+    /// watches. It looks at the queue every 10 ms, and whenever bytes come.
+    ///
+    /// `Ok` means the queue emptied, or the peer ended its side (nothing unread can come after
+    /// that, so the close will not reset), or the connection was reset already and another op
+    /// took the error: not in every case that the peer has everything.
     ///
     /// # Errors
     ///
@@ -405,25 +410,25 @@ impl TcpStream {
     ///
     /// # Cancel safety
     ///
-    /// Dropping the future ends the wait, nothing more: the bytes it dropped were the peer's
-    /// to lose, and the stream closes when it is dropped.
+    /// Dropping the future ends the wait; the stream stays half-closed, and what the wait
+    /// dropped was the peer's to lose. The stream closes when it is dropped.
     pub async fn linger(&mut self, limit: Duration) -> io::Result<()> {
         // Half-closed already, or the connection is gone: either way the queue says the rest.
         let _ = self.shutdown(Shutdown::Write).await;
-        let deadline = Instant::now() + limit;
+        let start = Instant::now();
         loop {
             if self.fd().unsent_bytes()? == 0 {
                 return Ok(());
             }
-            let now = Instant::now();
-            if now >= deadline {
+            let left = limit.saturating_sub(start.elapsed());
+            if left.is_zero() {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!("the peer took not all of what was sent within {limit:?}"),
                 ));
             }
             // Bytes (dropped), the end, or a look at the queue again a little later.
-            let wait = LINGER_LOOK.min(deadline - now);
+            let wait = LINGER_LOOK.min(left);
             match percore_engine::scope::move_on_after(wait, self.recv_chunk()).await {
                 Some(Ok(Some(dropped))) => drop(dropped),
                 // Nothing unread can come after it: a close no longer resets.
