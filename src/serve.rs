@@ -35,7 +35,7 @@ use percore::net::tcp::{Handoff, TcpListener, TcpStream};
 use percore::net::log::line as note;
 use percore::net::udp::UdpSocket;
 use percore::net::unix::UnixStream;
-use percore::net::{relay_both, BufStream, RelayBoth, Relaying};
+use percore::net::{relay_both, BufStream, RelayBoth, Relayable, Relaying};
 use percore::scope::fail_after;
 use percore::udp_conversation::{numbered_echo, ConversationService};
 use percore::{first, shutdown, First};
@@ -603,12 +603,7 @@ fn proxy(
                     let mut server = TcpStream::connect_timeout(*addr, connect_timeout)
                         .await
                         .map_err(|e| unreachable_upstream(&upstream, e))?;
-                    let relayed = {
-                        let both = std::pin::pin!(relay_both(&mut client, &mut server));
-                        relay_until_idle(both, idle).await
-                    };
-                    pass_on_a_reset(&relayed, client.fd(), server.fd());
-                    relayed
+                    relay_with(&mut client, &mut server, idle).await
                 }
                 Upstream::Unix(path) => {
                     let connect = UnixStream::connect(path);
@@ -621,12 +616,7 @@ fn proxy(
                             ))
                         })
                         .map_err(|e| unreachable_upstream(&upstream, e))?;
-                    let relayed = {
-                        let both = std::pin::pin!(relay_both(&mut client, &mut server));
-                        relay_until_idle(both, idle).await
-                    };
-                    pass_on_a_reset(&relayed, client.fd(), server.fd());
-                    relayed
+                    relay_with(&mut client, &mut server, idle).await
                 }
             };
             if let Err(e) = &relayed {
@@ -643,21 +633,27 @@ fn proxy(
     }
 }
 
-/// A side that reset ended the relay: the other side is reset too when its socket closes
-/// (`SO_LINGER` 0), as a proxy passes an abort on, rather than ended as if all was well.
-fn pass_on_a_reset(
-    relayed: &std::io::Result<()>,
-    client: &percore::fd::SharedFd,
-    server: &percore::fd::SharedFd,
-) {
-    if let Err(e) = relayed {
+/// Relays the client and its upstream both ways (see [`relay_until_idle`]). If a side reset
+/// ended it, the other side is reset too when its socket closes (`SO_LINGER` 0), as a proxy
+/// passes an abort on, rather than ended as if all was well.
+async fn relay_with(
+    client: &mut TcpStream,
+    server: &mut impl Relayable,
+    idle: Option<Duration>,
+) -> std::io::Result<()> {
+    let relayed = {
+        let both = std::pin::pin!(relay_both(client, server));
+        relay_until_idle(both, idle).await
+    };
+    if let Err(e) = &relayed {
         if e.kind() == std::io::ErrorKind::ConnectionReset && !percore::ops::is_send_failure(e) {
-            for fd in [client, server] {
+            for fd in [client.fd(), server.fd()] {
                 // Best effort: a socket the reset already closed refuses it, harmlessly.
                 let _ = socket2::SockRef::from(fd).set_linger(Some(Duration::ZERO));
             }
         }
     }
+    relayed
 }
 
 /// How long a proxied connection whose side refused bytes waits for its client to take what

@@ -47,13 +47,12 @@ impl Drop for TempDir {
     }
 }
 
-/// A child process killed (and waited for) on drop.
+/// A child process stopped (SIGTERM, then SIGKILL) and reaped on drop.
 struct Killed(Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        common::nginx::terminate(&mut self.0);
     }
 }
 
@@ -228,40 +227,6 @@ fn proxy_in_front_of_redis_keeps_a_deep_pipeline_in_order() {
     stop(proxy);
 }
 
-/// nginx with one worker on a free loopback port, in `dir`.
-fn nginx(dir: &Path) -> (Killed, SocketAddr) {
-    let port = free_port();
-    std::fs::create_dir_all(dir.join("logs")).unwrap();
-    let d = dir.display();
-    let conf = format!(
-        "worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-         events {{ worker_connections 256; }}\n\
-         http {{ access_log off;\n  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
-         fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
-         server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"hello\\n\"; }} }} }}\n"
-    );
-    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-    // Its workers run as nobody.
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let child = Command::new("nginx")
-        .arg("-p")
-        .arg(dir)
-        .arg("-e")
-        .arg(dir.join("error.log"))
-        .arg("-c")
-        .arg(dir.join("nginx.conf"))
-        .args(["-g", "daemon off;"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nginx (Debian's nginx-light; .ci/test-all installs it)");
-    let server = Killed(child);
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    wait_until("nginx", || TcpStream::connect(addr).is_ok());
-    (server, addr)
-}
-
 /// Reads one `Content-Length` response; returns its status line and body.
 fn http_response(reader: &mut BufReader<TcpStream>) -> (String, Vec<u8>) {
     let mut status = String::new();
@@ -285,7 +250,8 @@ fn http_response(reader: &mut BufReader<TcpStream>) -> (String, Vec<u8>) {
 #[test]
 fn proxy_in_front_of_nginx_keeps_alive_and_passes_its_close() {
     let dir = TempDir::new("nginx");
-    let (_nginx, nginx_addr) = nginx(&dir.0);
+    let (nginx, nginx_addr) = common::nginx::spawn(&dir.0);
+    let _nginx = Killed(nginx);
     let proxy = proxy(&nginx_addr.to_string(), &["--cpus", "0-1"]);
 
     let conns: Vec<TcpStream> = (0..4)

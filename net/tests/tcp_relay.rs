@@ -165,29 +165,23 @@ fn relay_both_progress_moves_with_the_bytes() {
     echo.join().unwrap();
 }
 
-/// An upstream that answers before it read the whole request and closes (an HTTP server's
-/// early 413) while its client, still sending, has not read the answer yet: the client's
-/// direction fails on sending, the answer the upstream sent before it closed reaches the
-/// client, whole, then its end (with a lingering close: see `TcpStream::linger`), and the
-/// proxy fails with the refusal. (On loopback the answer has usually reached the client's
-/// socket before the refusal; the test below forces the other order.)
-#[test]
-fn relay_both_delivers_an_early_answer_of_an_upstream_that_closed() {
-    const ANSWER: usize = 300_000;
-    let upstream = std::net::TcpListener::bind(loopback()).unwrap();
-    let upstream_addr = upstream.local_addr().unwrap();
-    let (closed_tx, closed_rx) = std::sync::mpsc::channel::<()>();
-    let early = std::thread::spawn(move || {
+/// An upstream that answers early (an HTTP server's 413): on its own thread, it reads the
+/// first KiB of a request, sends `answer`, ends its side, and lingers, reading and dropping
+/// the request's rest until the proxy's kernel has the whole answer (a reset would throw away
+/// what this socket had not sent); then it closes, which resets the connection (the rest of
+/// the request is unread), and says so on `closed`.
+fn answer_early_and_close(
+    upstream: std::net::TcpListener,
+    answer: Vec<u8>,
+    closed: Option<std::sync::mpsc::Sender<()>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
         let (mut s, _) = upstream.accept().unwrap();
         s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut some = [0u8; 1024];
         s.read_exact(&mut some).unwrap();
-        s.write_all(&pattern(ANSWER, 5)).unwrap();
+        s.write_all(&answer).unwrap();
         s.shutdown(Shutdown::Write).unwrap();
-        // A lingering close (as nginx's): the request's rest is read and dropped until the
-        // proxy's kernel has all of the answer (a close with bytes unread resets the
-        // connection, and a reset throws away what was not sent yet); then closed, the reset
-        // with it.
         s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
         let queue = percore_engine::fd::SharedFd::new(s.try_clone().unwrap().into());
         let mut sink = vec![0u8; 64 * 1024];
@@ -200,8 +194,25 @@ fn relay_both_delivers_an_early_answer_of_an_upstream_that_closed() {
             let _ = s.read(&mut sink);
         }
         drop((queue, s));
-        closed_tx.send(()).unwrap();
-    });
+        if let Some(closed) = closed {
+            closed.send(()).unwrap();
+        }
+    })
+}
+
+/// An upstream that answers before it read the whole request and closes (an HTTP server's
+/// early 413) while its client, still sending, has not read the answer yet: the client's
+/// direction fails on sending, the answer the upstream sent before it closed reaches the
+/// client, whole, then its end (with a lingering close: see `TcpStream::linger`), and the
+/// proxy fails with the refusal. (On loopback the answer has usually reached the client's
+/// socket before the refusal; the test below forces the other order.)
+#[test]
+fn relay_both_delivers_an_early_answer_of_an_upstream_that_closed() {
+    const ANSWER: usize = 300_000;
+    let upstream = std::net::TcpListener::bind(loopback()).unwrap();
+    let upstream_addr = upstream.local_addr().unwrap();
+    let (closed_tx, closed_rx) = std::sync::mpsc::channel::<()>();
+    let early = answer_early_and_close(upstream, pattern(ANSWER, 5), Some(closed_tx));
     percore_engine::block_on(async move {
         let mut listener = TcpListener::bind(loopback()).unwrap();
         let addr = listener.local_addr();
@@ -255,29 +266,7 @@ fn relay_both_finishes_the_other_direction_after_a_refusal() {
     let upstream = std::net::TcpListener::bind(loopback()).unwrap();
     let upstream_addr = upstream.local_addr().unwrap();
     let (closed_tx, closed_rx) = std::sync::mpsc::channel::<()>();
-    let early = std::thread::spawn(move || {
-        let (mut s, _) = upstream.accept().unwrap();
-        s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut some = [0u8; 1024];
-        s.read_exact(&mut some).unwrap();
-        s.write_all(&pattern(ANSWER, 9)).unwrap();
-        s.shutdown(Shutdown::Write).unwrap();
-        // A lingering close until the proxy's kernel has all of the answer (a reset would
-        // throw away what this socket had not sent), then the reset.
-        s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
-        let queue = percore_engine::fd::SharedFd::new(s.try_clone().unwrap().into());
-        let mut sink = vec![0u8; 64 * 1024];
-        let t0 = std::time::Instant::now();
-        while queue.unsent_bytes().unwrap() > 0 {
-            assert!(
-                t0.elapsed() < Duration::from_secs(10),
-                "the proxy never took the answer"
-            );
-            let _ = s.read(&mut sink);
-        }
-        drop((queue, s));
-        closed_tx.send(()).unwrap();
-    });
+    let early = answer_early_and_close(upstream, pattern(ANSWER, 9), Some(closed_tx));
     let (client, proxy_end) = std::os::unix::net::UnixStream::pair().unwrap();
     // The proxy's end holds little in flight: the answer waits in the proxy.
     socket2::SockRef::from(&proxy_end)
@@ -334,25 +323,7 @@ fn relay_both_finishes_the_other_direction_after_a_refusal() {
 fn relay_both_ends_at_its_refusal_grace() {
     let upstream = std::net::TcpListener::bind(loopback()).unwrap();
     let upstream_addr = upstream.local_addr().unwrap();
-    let early = std::thread::spawn(move || {
-        let (mut s, _) = upstream.accept().unwrap();
-        s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut some = [0u8; 1024];
-        s.read_exact(&mut some).unwrap();
-        s.write_all(&pattern(200_000, 3)).unwrap();
-        s.shutdown(Shutdown::Write).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
-        let queue = percore_engine::fd::SharedFd::new(s.try_clone().unwrap().into());
-        let mut sink = vec![0u8; 64 * 1024];
-        let t0 = std::time::Instant::now();
-        while queue.unsent_bytes().unwrap() > 0 {
-            assert!(
-                t0.elapsed() < Duration::from_secs(10),
-                "the proxy never took the answer"
-            );
-            let _ = s.read(&mut sink);
-        }
-    });
+    let early = answer_early_and_close(upstream, pattern(200_000, 3), None);
     let (client, proxy_end) = std::os::unix::net::UnixStream::pair().unwrap();
     socket2::SockRef::from(&proxy_end)
         .set_send_buffer_size(4096)

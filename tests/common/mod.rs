@@ -2,6 +2,8 @@
 
 // Not every test binary uses every helper.
 #[allow(dead_code)]
+pub(crate) mod nginx;
+#[allow(dead_code)]
 pub(crate) mod serve;
 
 use std::process::{Command, Output, Stdio};

@@ -14,21 +14,7 @@ pub(crate) struct Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        // SIGTERM first, so a master process (nginx) takes its workers down with it; SIGKILL
-        // if it does not exit within a second.
-        // SAFETY: kill(2) on our own child's pid, which stays ours until it is waited for.
-        let _ = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGCONT) };
-        // SAFETY: as above.
-        let _ = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = std::time::Instant::now() + Duration::from_secs(1);
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        crate::nginx::terminate(&mut self.child);
     }
 }
 

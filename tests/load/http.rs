@@ -2,72 +2,16 @@
 //! malformed responses (nginx cannot be made to send those).
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::helpers::{load, serve_each, temp_dir, Server};
 
 /// nginx serving `/` (200, "hello") on a free port, everything in `dir`.
 fn nginx(dir: &Path) -> Server {
-    std::fs::create_dir_all(dir.join("logs")).unwrap();
-    // Workers run as nobody: they must be able to read the prefix.
-    let _ = Command::new("chmod").arg("755").arg(dir).status();
-    for _attempt in 0..5 {
-        // nginx cannot report a port it picked, so find a free one; a clash makes nginx exit
-        // at once and the next attempt takes another.
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let d = dir.display();
-        let conf = format!(
-            "worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-             events {{ worker_connections 1024; }}\n\
-             http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
-               fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-               keepalive_requests 1000000;\n\
-               server {{\n    listen 127.0.0.1:{port};\n    location / {{ return 200 \"hello\\n\"; }}\n\
-                 location /missing {{ return 404; }}\n  }}\n}}\n"
-        );
-        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-        let mut child = Command::new("nginx")
-            .arg("-p")
-            .arg(dir)
-            .arg("-e")
-            .arg(dir.join("error.log"))
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .args(["-g", "daemon off;"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx (nginx-light) is installed by .ci/test-all");
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                break;
-            }
-            if let Ok(mut conn) = TcpStream::connect(addr) {
-                let _ = conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-                let mut got = String::new();
-                let _ = conn.read_to_string(&mut got);
-                if got.starts_with("HTTP/1.1 200") {
-                    return Server { child, addr };
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    panic!(
-        "nginx did not start: {}",
-        std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
-    );
+    let (child, addr) = crate::nginx::spawn(dir);
+    Server { child, addr }
 }
 
 #[test]

@@ -3,6 +3,8 @@
 //! processor reads the interval logs.
 
 mod helpers;
+#[path = "../common/nginx.rs"]
+mod nginx;
 
 mod accounting;
 mod bad_targets;
