@@ -95,9 +95,10 @@ pub(crate) struct ServeArgs {
     /// `unix:PATH`.
     #[arg(long, value_parser = parse_upstream)]
     to: Option<Upstream>,
-    /// How long `proxy` waits for `--to` to accept a connection before closing the client's.
-    #[arg(long, value_parser = parse_timeout, default_value = "5s")]
-    connect_timeout: Duration,
+    /// How long `proxy` waits for `--to` to accept a connection before closing the client's
+    /// (default 5s).
+    #[arg(long, value_parser = parse_timeout)]
+    connect_timeout: Option<Duration>,
     /// Live connections per core at most (at least 1).
     #[arg(long, value_parser = parse_limit, default_value_t = 10_000)]
     max_connections: usize,
@@ -347,6 +348,12 @@ pub(crate) fn run(mut args: ServeArgs) -> anyhow::Result<()> {
             service.name()
         ),
     }
+    if args.service != Service::Proxy && args.connect_timeout.is_some() {
+        bail!(
+            "--connect-timeout is for proxy's connections to --to, and {} makes none: drop it",
+            args.service.name()
+        );
+    }
     let (listen, reservation) = reserve_port(args.listen, udp).context("choosing a port")?;
     args.listen = listen;
     let mut builder = percore::Runtime::builder()
@@ -471,7 +478,8 @@ async fn serve_tcp(
         }
         (Service::Proxy, Some(upstream)) => {
             let upstream = Rc::new(upstream.clone());
-            let (connect_timeout, drain) = (args.connect_timeout, drain_time(args.grace));
+            let connect_timeout = args.connect_timeout.unwrap_or(CONNECT_TIMEOUT);
+            let drain = drain_time(args.grace);
             service
                 .serve_with(accept, move |conn, _| {
                     proxy(conn, upstream.clone(), connect_timeout, idle, drain)
@@ -655,6 +663,9 @@ async fn relay_with(
     }
     relayed
 }
+
+/// How long a proxy waits for its upstream to accept a connection, unless told.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a proxied connection whose side refused bytes waits for its client to take what
 /// was sent to it before it is closed (nginx's `lingering_timeout` is as long).

@@ -783,6 +783,7 @@ fn proxy_arguments_are_checked() {
     };
     assert!(run(&["proxy"]).contains("--to"));
     assert!(run(&["echo", "--to", "127.0.0.1:1"]).contains("not a proxy"));
+    assert!(run(&["holla", "--connect-timeout", "1s"]).contains("drop it"));
     assert!(run(&["proxy", "--to", "unix:"]).contains("path"));
     assert!(run(&["proxy", "--to", "no port here"]).contains("HOST:PORT"));
     assert!(
