@@ -49,6 +49,7 @@ user, kernel = map(int, open(f"{out}/samples").read().split())
 # Each sample is 100 us of the server's CPU; the samples cover 3 s of the measured load.
 trips = client["rt_per_s"] * 3
 print(f"{name:<12} round {rnd:>2}  rt/s {client['rt_per_s']:>9.0f}  "
+      f"p99 {client['p99_us']:>7.0f} us  "
       f"user {user * 100 / trips:.3f} us/rt  kernel {kernel * 100 / trips:.3f} us/rt  "
       f"({user} + {kernel} samples)")
 PY
