@@ -628,7 +628,7 @@ fn proxy(
                 }
             };
             if let Err(e) = &relayed {
-                if percore::ops::is_send_failure(e) {
+                if percore::ops::is_refusal(e) {
                     // A side refused bytes (an upstream that answered early and closed, say):
                     // the client may still be sending, and closing on its unread bytes would
                     // reset the connection and throw away the answer on its way to it.
@@ -654,7 +654,7 @@ async fn relay_with(
         relay_until_idle(both, idle).await
     };
     if let Err(e) = &relayed {
-        if e.kind() == std::io::ErrorKind::ConnectionReset && !percore::ops::is_send_failure(e) {
+        if e.kind() == std::io::ErrorKind::ConnectionReset && !percore::ops::is_refusal(e) {
             for fd in [client.fd(), server.fd()] {
                 // Best effort: a socket the reset already closed refuses it, harmlessly.
                 let _ = socket2::SockRef::from(fd).set_linger(Some(Duration::ZERO));

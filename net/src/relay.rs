@@ -124,7 +124,7 @@ impl Relayable for UnixStream {
 ///
 /// From the first poll that sees it: an error of either direction other than a refusal (a
 /// reset, a failed receive, a failed half-close), which ends both at once; or a destination's
-/// refusal (see [`percore_engine::ops::is_send_failure`]), once the other direction ended or
+/// refusal (see [`percore_engine::ops::is_refusal`]), once the other direction ended or
 /// its grace ran out. Off a percore core, or when a relay cannot start, that error at once.
 ///
 /// # Cancel safety
@@ -290,7 +290,7 @@ impl<'a> Direction<'a> {
                         let close = Box::pin(async move { ops::shutdown(&to, SHUT_WR).await });
                         *self = Direction::Closing { close, relayed };
                     }
-                    Poll::Ready(Err(e)) if ops::is_send_failure(&e) => {
+                    Poll::Ready(Err(e)) if ops::is_refusal(&e) => {
                         *self = Direction::Refused(Some(e));
                         return Ok(());
                     }

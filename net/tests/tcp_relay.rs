@@ -241,7 +241,7 @@ fn relay_both_delivers_an_early_answer_of_an_upstream_that_closed() {
         .await
         .expect("the proxy outlived its upstream")
         .expect_err("the request could not all go, and yet the proxy succeeded");
-        assert!(percore_engine::ops::is_send_failure(&e), "{e}");
+        assert!(percore_engine::ops::is_refusal(&e), "{e}");
         assert_peer_gone(&e);
         // Closed at once, the client's socket would reset with the client's bytes unread,
         // and the reset would throw away the answer's last bytes on their way.
@@ -306,7 +306,7 @@ fn relay_both_finishes_the_other_direction_after_a_refusal() {
         .await
         .expect("the proxy outlived its upstream")
         .expect_err("the request could not all go, and yet the proxy succeeded");
-        assert!(percore_engine::ops::is_send_failure(&e), "{e}");
+        assert!(percore_engine::ops::is_refusal(&e), "{e}");
         // All of the answer is in the client's socket by now (the Unix socket keeps it past
         // the close).
     });
@@ -345,7 +345,7 @@ fn relay_both_ends_at_its_refusal_grace() {
         .await
         .expect("the proxy waited past its refusal grace")
         .expect_err("the answer could not all go, and yet the proxy succeeded");
-        assert!(percore_engine::ops::is_send_failure(&e), "{e}");
+        assert!(percore_engine::ops::is_refusal(&e), "{e}");
         assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
     });
     drop(client);

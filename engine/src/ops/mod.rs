@@ -21,7 +21,7 @@ pub use fs::{close, open};
 pub use multishot::{accept_multishot, recv_multishot, AcceptStream, Received, RecvStream};
 pub use nop::nop;
 pub use recvmsg_multishot::{recvmsg_multishot, Datagram, RecvMsgStream, RECVMSG_OVERHEAD};
-pub use relay::{is_send_failure, relay, Relay};
+pub use relay::{is_refusal, relay, Relay};
 pub use rw::{read, readv, write, writev, CURRENT_POSITION};
 pub use send::{send, Send};
 pub use send_owned::{send_chunk, send_vec, SendOwned};

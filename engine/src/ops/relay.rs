@@ -142,7 +142,7 @@ fn start(
 /// nothing of a send); what was received and not yet sent is lost, and both sockets should be
 /// closed. `ECANCELED` if the core shut down under it. The destination's refusal (a send's
 /// `EPIPE`: the destination's peer closed, while the source may still be fine; or a send the
-/// kernel took nothing of) is told apart by [`is_send_failure`]: it reads "sending: " and the
+/// kernel took nothing of) is told apart by [`is_refusal`]: it reads "sending: " and the
 /// kernel's error, keeps its kind, and has no `raw_os_error` of its own (the kernel's error is
 /// its `source()`).
 ///
@@ -268,23 +268,23 @@ impl Future for Relay {
 /// destination, may then still have bytes to deliver (an answer sent before the close).
 /// Other relay errors end the connection: the source's (its receive failed), a reset with no
 /// end before it, a local error, or a stop (`ECANCELED`).
-pub fn is_send_failure(error: &io::Error) -> bool {
+pub fn is_refusal(error: &io::Error) -> bool {
     error
         .get_ref()
-        .is_some_and(|inner| inner.downcast_ref::<SendFailed>().is_some())
+        .is_some_and(|inner| inner.downcast_ref::<Refused>().is_some())
 }
 
-/// The payload of a relay's send error (see [`is_send_failure`]).
+/// The payload of a relay's refusal error (see [`is_refusal`]).
 #[derive(Debug)]
-struct SendFailed(io::Error);
+struct Refused(io::Error);
 
-impl fmt::Display for SendFailed {
+impl fmt::Display for Refused {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "sending: {}", self.0)
     }
 }
 
-impl std::error::Error for SendFailed {
+impl std::error::Error for Refused {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&self.0)
     }
@@ -295,14 +295,14 @@ fn relay_error(code: i32) -> io::Error {
     match decode_failure(code) {
         (true, 0) => io::Error::new(
             io::ErrorKind::WriteZero,
-            SendFailed(io::Error::new(
+            Refused(io::Error::new(
                 io::ErrorKind::WriteZero,
                 "the kernel took none of a relayed chunk",
             )),
         ),
         (true, errno) => {
             let cause = io::Error::from_raw_os_error(errno);
-            io::Error::new(cause.kind(), SendFailed(cause))
+            io::Error::new(cause.kind(), Refused(cause))
         }
         (false, errno) => io::Error::from_raw_os_error(errno),
     }
@@ -343,17 +343,17 @@ mod tests {
             .and_then(|c| c.downcast_ref::<io::Error>())
             .and_then(io::Error::raw_os_error);
         assert_eq!(cause, Some(libc::EPIPE));
-        assert!(is_send_failure(&refused));
+        assert!(is_refusal(&refused));
         assert_eq!(refused.kind(), io::ErrorKind::BrokenPipe);
         assert!(refused.to_string().starts_with("sending: "), "{refused}");
         let nothing_taken = relay_error(encode_send_failure(0));
-        assert!(is_send_failure(&nothing_taken));
+        assert!(is_refusal(&nothing_taken));
         assert_eq!(nothing_taken.kind(), io::ErrorKind::WriteZero);
         let reset = relay_error(-libc::ECONNRESET);
-        assert!(!is_send_failure(&reset));
+        assert!(!is_refusal(&reset));
         assert_eq!(reset.raw_os_error(), Some(libc::ECONNRESET));
         let stopped = relay_error(-libc::ECANCELED);
-        assert!(!is_send_failure(&stopped));
-        assert!(!is_send_failure(&io::Error::other("unrelated")));
+        assert!(!is_refusal(&stopped));
+        assert!(!is_refusal(&io::Error::other("unrelated")));
     }
 }
