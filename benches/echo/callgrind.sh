@@ -8,13 +8,14 @@
 #
 #   bash benches/echo/callgrind.sh "target/release/percore serve holla --listen 127.0.0.1:PORT --cpus 0"
 #
-# PORT is replaced by a free port. Env: CONNS (64), SIZE (64). Needs valgrind.
+# PORT is replaced by a free port. Env: CONNS (64), SIZE (64), CGOUT (a directory to keep the
+# profile and the client's report in; default a temporary one, removed). Needs valgrind.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 CONNS=${CONNS:-64}
 SIZE=${SIZE:-64}
 CLIENT=target/release/echo_client
-OUT=$(mktemp -d /tmp/echo-callgrind.XXXXXX)
+OUT=${CGOUT:-$(mktemp -d /tmp/echo-callgrind.XXXXXX)}
 port=$("$CLIENT" --free-port)
 # shellcheck disable=SC2086
 taskset -c 0 valgrind --tool=callgrind --instr-atstart=no \
@@ -45,4 +46,4 @@ for path in glob.glob(f"{out}/callgrind.out*"):
 print(f"{total / client['round_trips']:.0f} user instructions per round trip "
       f"({total} over {client['round_trips']} round trips; {client['rt_per_s']:.0f}/s under valgrind)")
 PY
-rm -rf "$OUT"
+[[ -n ${CGOUT:-} ]] || rm -rf "$OUT"

@@ -39,6 +39,7 @@ mod executor;
 pub mod fd;
 mod first;
 pub mod ops;
+mod prefetch;
 pub mod runtime;
 pub mod scope;
 pub mod stats;
