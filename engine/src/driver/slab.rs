@@ -120,6 +120,13 @@ impl Iterator for CompletionQueue {
 }
 
 /// Where an op is in its life.
+///
+/// An explicit one-byte tag (`repr(u8)`): every completion matches on it, and a tag the
+/// compiler hides in a niche of some variant's field takes a load, a compare and a
+/// conditional move to decode before the jump (11 instructions per completion, callgrind).
+/// With `repr(u8)` each variant's fields are laid out in the order written, so they are
+/// written smallest first, to keep the state at 72 B.
+#[repr(u8)]
 pub(crate) enum Lifecycle {
     /// Submitted; the future waits for its (first) completion.
     Waiting { waker: Option<Waker> },
@@ -127,13 +134,13 @@ pub(crate) enum Lifecycle {
     Completed(Completion),
     /// A multishot op: completions queue up until the stream takes them.
     Multishot {
-        queue: CompletionQueue,
-        waker: Option<Waker>,
         finished: bool,
         /// When more completions than this wait untaken, the driver cancels the op (its owner
         /// stopped taking them; each may hold a provided buffer). `u32::MAX`: no limit, and
         /// also once that cancel was sent.
         limit: u32,
+        queue: CompletionQueue,
+        waker: Option<Waker>,
     },
     /// A send whose slot owns its bytes ([`crate::ops::send_chunk`], [`crate::ops::send_vec`]):
     /// the driver lets go of them at the completion (a ring buffer goes back to its ring, a heap
@@ -146,10 +153,10 @@ pub(crate) enum Lifecycle {
     /// key: `bytes` then hold the rest, and `sent` counts what went; not during a shutdown,
     /// whose cancel ends a send part-way with that part's count.
     SendingOwned {
+        sent: u32,
+        to: SendTarget,
         bytes: SendBytes,
         waker: Option<Waker>,
-        to: SendTarget,
-        sent: u32,
     },
     /// A relay ([`crate::ops::Relay`]): a multishot receive whose chunks the driver sends on
     /// itself, each straight from its ring buffer (see [`super::relay`]). Two requests in one
@@ -200,11 +207,14 @@ impl std::fmt::Debug for Lifecycle {
     }
 }
 
+/// `repr(C)`, the generation first: a completion's generation check and its state's tag are
+/// read from the slot's first 16 bytes, which never straddle a cache line (slots are 80 B).
 #[derive(Debug)]
+#[repr(C)]
 struct Slot {
     generation: u32,
-    state: Option<Lifecycle>,
     next_free: u32,
+    state: Option<Lifecycle>,
 }
 
 const NO_FREE: u32 = u32::MAX;
