@@ -93,6 +93,65 @@ fn shutdown_reaches_every_core_and_the_grace_period_bounds_it() {
     }
 }
 
+/// A core learns of a shutdown when it drains its cross-thread wakes, not by reading the flag
+/// every turn. Here the core is never idle (a task yields on every poll) and another thread
+/// wakes one of its tasks without pause, so the request's own wake is mostly coalesced with
+/// one already pending: the core must still see the request, every time.
+#[test]
+fn shutdown_reaches_a_busy_core_whose_wakes_coalesce() {
+    for round in 0..20 {
+        let rt = Runtime::builder()
+            .cpus(vec![0])
+            .pin(false)
+            .grace_period(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let handle = rt.handle();
+        let (waker_tx, waker_rx) = std::sync::mpsc::channel::<std::task::Waker>();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_waking = stop.clone();
+        let waking = std::thread::spawn(move || {
+            let waker = waker_rx.recv().unwrap();
+            while !stop_waking.load(Ordering::SeqCst) {
+                waker.wake_by_ref();
+            }
+        });
+        let requester = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_micros(200 * (round % 7) + 100));
+            handle.shutdown();
+        });
+        let started = std::time::Instant::now();
+        rt.run(move |_core| {
+            let waker_tx = waker_tx.clone();
+            async move {
+                // Woken from the other thread over and over; never finishes on its own.
+                let woken = percore_engine::spawn(std::future::poll_fn(move |cx| {
+                    let _ = waker_tx.send(cx.waker().clone());
+                    std::task::Poll::<()>::Pending
+                }));
+                // Keeps the core busy: it never waits in the kernel.
+                let busy = percore_engine::spawn(async {
+                    loop {
+                        percore_engine::yield_now().await;
+                    }
+                });
+                shutdown::requested().await;
+                woken.cancel();
+                busy.cancel();
+            }
+        })
+        .expect("the core returns when asked, inside the grace");
+        stop.store(true, Ordering::SeqCst);
+        waking.join().unwrap();
+        requester.join().unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "round {round}: the request took {:?} to be seen",
+            started.elapsed()
+        );
+    }
+}
+
 #[test]
 fn stats_are_readable_from_outside_while_cores_run() {
     let rt = Runtime::builder().cpus(cpus()).pin(false).build().unwrap();

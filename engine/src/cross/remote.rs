@@ -6,7 +6,10 @@
 //! from the waking thread's own ring when that thread is a percore core (no syscall of its own:
 //! it rides on that core's next submit), with an eventfd write otherwise. The core clears the
 //! `notified` flag before it drains the queue, so a wake racing with the drain costs at most
-//! one spurious wake-up and is never lost.
+//! one spurious wake-up and is never lost. The flag's swap and clear are sequentially
+//! consistent: a core that drains after a notify that found the flag set (and so sent nothing)
+//! also sees whatever the notifier stored before it (the shutdown request's flag: a core
+//! looks at that only when it drains, see `runtime::shutdown`).
 //!
 //! This is the only path in the engine that takes a lock (the queue's mutex) and does atomic
 //! read-modify-writes; it is used for explicit hand-off only.
@@ -53,7 +56,7 @@ impl Remote {
 
     /// Makes the core's ring return from its wait (once per batch of wakes).
     pub(crate) fn notify(self: &Arc<Self>) {
-        if self.notified.swap(true, Ordering::AcqRel) {
+        if self.notified.swap(true, Ordering::SeqCst) {
             return;
         }
         if let Some(ring_fd) = &self.ring_fd {
@@ -71,7 +74,7 @@ impl Remote {
 
     /// Takes every queued wake; clears `notified` first so later wakes notify again.
     pub(crate) fn drain(&self, into: &mut Vec<TaskRef>) {
-        self.notified.store(false, Ordering::Release);
+        self.notified.store(false, Ordering::SeqCst);
         let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         into.append(&mut queue);
     }

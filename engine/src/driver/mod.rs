@@ -644,7 +644,9 @@ impl Driver {
             self.stats.enters_skipped += 1;
             return Ok(());
         }
-        self.flush_backlog()?;
+        if !self.backlog.is_empty() {
+            self.flush_backlog()?;
+        }
         let want = usize::from(wait && self.backlog.is_empty());
         let ts;
         let args;
@@ -737,6 +739,7 @@ impl Driver {
     }
 
     /// Moves backlog entries into the submission queue, submitting as it fills.
+    #[cold]
     fn flush_backlog(&mut self) -> io::Result<()> {
         while !self.backlog.is_empty() {
             let mut sq = self.ring.submission();

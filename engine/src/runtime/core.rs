@@ -245,9 +245,10 @@ impl Core {
                 polled += 1;
             }
             let next_timer = self.fire_timers();
-            self.shutdown.check();
             if self.loop_turns.get() % 1024 == 0 {
                 self.publish_stats();
+                // Besides each drain of the cross-thread wakes (see `runtime::shutdown`).
+                self.shutdown.check();
             }
             if let Err(e) = self.turn_ring(next_timer) {
                 panic!("io_uring_enter failed on core {}: {e}", self.config.index);
@@ -448,12 +449,16 @@ impl Core {
         reaped.completions
     }
 
+    /// Schedules the tasks woken from other threads, and looks at the shutdown flag: a request
+    /// wakes every core this way.
     fn drain_remote(&self) {
         let mut tasks = self.remote_woken.borrow_mut();
         self.remote.drain(&mut tasks);
         for task in tasks.drain(..) {
             self.executor.schedule(task);
         }
+        drop(tasks);
+        self.shutdown.check();
     }
 
     /// Cancels every task, then shuts the ring down; leaks it if the kernel would not finish.
