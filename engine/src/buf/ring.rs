@@ -278,7 +278,7 @@ impl Inner {
             ring: self.clone(),
             bid,
             start: 0,
-            len: len.min(self.buf_size as usize),
+            len: len.min(self.buf_size as usize) as u32,
         })
     }
 
@@ -324,9 +324,11 @@ impl Drop for Inner {
 pub struct RingBuf {
     ring: Rc<Inner>,
     bid: u16,
-    /// Where the bytes it shows start in the buffer (after a `recvmsg` header, say).
-    start: usize,
-    len: usize,
+    /// Where the bytes it shows start in the buffer (after a `recvmsg` header, say). Buffers
+    /// are at most `u32::MAX` bytes (a ring entry's length is 32 bits), so 32 bits each: a
+    /// `RingBuf` is 24 bytes, which keeps an owned send's state in one op slot line.
+    start: u32,
+    len: u32,
 }
 
 impl RingBuf {
@@ -345,9 +347,11 @@ impl RingBuf {
     /// Narrows the bytes shown to `len` bytes from `start` (relative to what it shows now);
     /// both are clamped to what it holds.
     pub(crate) fn narrow(&mut self, start: usize, len: usize) {
-        let start = start.min(self.len);
-        self.start += start;
-        self.len = len.min(self.len - start);
+        let held = self.len as usize;
+        let start = start.min(held);
+        // Both fit: they are at most `held`, a u32.
+        self.start += start as u32;
+        self.len = len.min(held - start) as u32;
     }
 }
 
@@ -365,12 +369,12 @@ impl Deref for RingBuf {
 
     #[inline]
     fn deref(&self) -> &[u8] {
-        let start = self.bid as usize * self.ring.stride + self.start;
+        let start = self.bid as usize * self.ring.stride + self.start as usize;
         // SAFETY: `start + len` stays within the buffer (take clamps len to the buffer size,
         // narrow keeps start + len within the previous range), the buffer is inside the
         // allocation, the kernel wrote those bytes and will not touch them again until the
         // buffer is recycled (which needs this RingBuf dropped).
-        unsafe { std::slice::from_raw_parts(self.ring.bufs.as_ptr().add(start), self.len) }
+        unsafe { std::slice::from_raw_parts(self.ring.bufs.as_ptr().add(start), self.len as usize) }
     }
 }
 
@@ -386,11 +390,11 @@ unsafe impl crate::buf::IoBuf for RingBuf {
 
     #[inline]
     fn bytes_init(&self) -> usize {
-        self.len
+        self.len as usize
     }
 
     fn bytes_total(&self) -> usize {
-        self.len
+        self.len as usize
     }
 }
 

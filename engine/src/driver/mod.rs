@@ -66,7 +66,7 @@ use owned_send::{OwnedSendOrphan, SendBytes};
 use relay::{RelayPoll, RelayState, Requests};
 pub use ring::RingFeatures;
 use ring_fd::RegisteredRing;
-use slab::{Completion, Lifecycle, OpKey, OpSlab, SendTarget};
+use slab::{Completion, Lifecycle, OpKey, OpSlab, PackedTarget, SendTarget};
 
 use crate::fd::SharedFd;
 
@@ -300,10 +300,9 @@ impl Driver {
     ) -> OpKey {
         let entry = owned_send::send_entry(to, &bytes);
         let key = self.slab.insert(Lifecycle::SendingOwned {
+            to: PackedTarget::new(to),
             bytes,
             waker,
-            to,
-            sent: 0,
         });
         // SAFETY: the entry points at the bytes' memory (a ring buffer's, or a `Vec`'s heap
         // buffer), which stays put while they live; the slot owns them until the last
@@ -862,7 +861,7 @@ impl Driver {
             return;
         }
         if let Some(Lifecycle::SendingOwned { bytes, to, .. }) = self.slab.get_mut(key) {
-            let entry = owned_send::send_entry(*to, bytes);
+            let entry = owned_send::send_entry(to.get(), bytes);
             // SAFETY: as in `submit_owned_send`: the entry points at the slot's bytes, and the
             // socket stays open while the slot is an owned send (its future keeps it, or an
             // orphan does, and an orphaned slot is never continued).
@@ -1034,15 +1033,12 @@ fn complete(
                 return FollowUp::CancelMultishot;
             }
         }
-        Lifecycle::SendingOwned {
-            bytes, sent, waker, ..
-        } => {
+        Lifecycle::SendingOwned { bytes, waker, .. } => {
             let went = done.result;
             if went > 0 && (went as usize) < bytes.len() {
                 // Short: the rest goes out under the same key, before the owner (which sends
                 // nothing on the stream until this completes) can send anything else.
                 bytes.advance(went as usize);
-                *sent += went as u32;
                 return FollowUp::SendRest;
             }
             if waker.is_none() && went >= 0 && went as usize == bytes.len() {
@@ -1056,7 +1052,11 @@ fn complete(
             }
             // The whole send's count (an error stays the error: what went is lost with it).
             let whole = Completion {
-                result: if went >= 0 { went + *sent as i32 } else { went },
+                result: if went >= 0 {
+                    went + bytes.sent() as i32
+                } else {
+                    went
+                },
                 flags: done.flags,
             };
             if let Lifecycle::SendingOwned { bytes, waker, .. } =
@@ -1182,7 +1182,7 @@ mod tests {
     #[test]
     fn a_short_owned_send_continues_with_the_rest() {
         use super::owned_send::SendBytes;
-        use super::slab::{Completion, OpSlab, SendTarget};
+        use super::slab::{Completion, OpSlab, PackedTarget, SendTarget};
         use super::FollowUp;
         use crate::buf::ring::BufRing;
         use std::io::Write;
@@ -1205,20 +1205,19 @@ mod tests {
             });
             for ((parts, whole), heap, watched) in variants {
                 let bytes = if heap {
-                    SendBytes::Heap(b"0123456789".to_vec())
+                    SendBytes::from(b"0123456789".to_vec())
                 } else {
                     peer.write_all(b"0123456789").unwrap();
                     let crate::ops::Received::Data(chunk) = received.next().await.unwrap() else {
                         panic!("expected data");
                     };
-                    SendBytes::Ring(chunk)
+                    SendBytes::from(chunk)
                 };
                 let lent = usize::from(!heap);
                 let key = slab.insert(Lifecycle::SendingOwned {
                     bytes,
                     waker: watched.then(|| std::task::Waker::noop().clone()),
-                    to: SendTarget::Fd(-1),
-                    sent: 0,
+                    to: PackedTarget::new(SendTarget::Fd(-1)),
                 });
                 let (first, last) = (parts[0], parts[1]);
                 let short = Completion {
@@ -1230,9 +1229,9 @@ mod tests {
                     FollowUp::SendRest
                 );
                 match slab.get_mut(key) {
-                    Some(Lifecycle::SendingOwned { bytes, sent, .. }) => {
+                    Some(Lifecycle::SendingOwned { bytes, .. }) => {
                         assert_eq!(bytes.as_slice(), &b"0123456789"[first as usize..]);
-                        assert_eq!(*sent, first as u32);
+                        assert_eq!(bytes.sent(), first as u32);
                     }
                     other => panic!("not continued: {other:?}"),
                 }
@@ -1272,7 +1271,7 @@ mod tests {
     #[test]
     fn an_unwatched_owned_send_frees_its_slot_only_when_whole() {
         use super::owned_send::SendBytes;
-        use super::slab::{Completion, SendTarget};
+        use super::slab::{Completion, PackedTarget, SendTarget};
         use super::{FollowUp, OwnedSendPoll};
 
         let mut driver = Driver::new(RingConfig {
@@ -1306,10 +1305,9 @@ mod tests {
         for (bytes, result, unwatched) in cases {
             for watched in [false, true] {
                 let key = driver.slab.insert(Lifecycle::SendingOwned {
-                    bytes: SendBytes::Heap(bytes.clone()),
+                    bytes: SendBytes::from(bytes.clone()),
                     waker: None,
-                    to: SendTarget::Fd(-1),
-                    sent: 0,
+                    to: PackedTarget::new(SendTarget::Fd(-1)),
                 });
                 assert_eq!(driver.poll_owned_send(key, None), OwnedSendPoll::Pending);
                 if watched {
@@ -1339,10 +1337,9 @@ mod tests {
         }
         // A waker kept by an awaiting poll is dropped by a later unwatched one.
         let key = driver.slab.insert(Lifecycle::SendingOwned {
-            bytes: SendBytes::Heap(b"x".to_vec()),
+            bytes: SendBytes::from(b"x".to_vec()),
             waker: None,
-            to: SendTarget::Fd(-1),
-            sent: 0,
+            to: PackedTarget::new(SendTarget::Fd(-1)),
         });
         assert_eq!(
             driver.poll_owned_send(key, Some(noop)),
@@ -1365,7 +1362,7 @@ mod tests {
     #[test]
     fn a_shutdown_ends_a_short_owned_send_instead_of_continuing_it() {
         use super::owned_send::SendBytes;
-        use super::slab::{Completion, SendTarget};
+        use super::slab::{Completion, PackedTarget, SendTarget};
 
         let mut driver = Driver::new(RingConfig {
             entries: 8,
@@ -1376,10 +1373,13 @@ mod tests {
         for shutting_down in [false, true] {
             driver.shutting_down = shutting_down;
             let key = driver.slab.insert(Lifecycle::SendingOwned {
-                bytes: SendBytes::Heap(b"rest".to_vec()),
+                bytes: {
+                    let mut bytes = SendBytes::from(b"sentrest".to_vec());
+                    bytes.advance(4);
+                    bytes
+                },
                 waker: Some(std::task::Waker::noop().clone()),
-                to: SendTarget::Fd(-1),
-                sent: 4,
+                to: PackedTarget::new(SendTarget::Fd(-1)),
             });
             let queued = driver.ring.submission().len();
             driver.send_rest(key, &mut wakers);

@@ -12,58 +12,73 @@ use super::slab::SendTarget;
 use crate::buf::ring::RingBuf;
 use crate::fd::SharedFd;
 
-/// The bytes of a send the slot owns.
+/// The bytes of a send the slot owns, and how many of them went already (a short send goes
+/// on with the rest under the same key). The count sits beside the variant's tag, so that an
+/// owned send's state fits a slot's cache line.
 pub(crate) enum SendBytes {
-    /// A buffer lent by a provided-buffer ring.
-    Ring(RingBuf),
-    /// Bytes on the heap.
-    Heap(Vec<u8>),
+    /// A buffer lent by a provided-buffer ring, narrowed to what is left.
+    Ring { chunk: RingBuf, sent: u32 },
+    /// Bytes on the heap, the first `sent` of them gone.
+    Heap { bytes: Vec<u8>, sent: u32 },
 }
 
 impl SendBytes {
+    /// The bytes still to send.
     #[inline]
     pub(crate) fn len(&self) -> usize {
         match self {
-            SendBytes::Ring(chunk) => chunk.len(),
-            SendBytes::Heap(bytes) => bytes.len(),
+            SendBytes::Ring { chunk, .. } => chunk.len(),
+            SendBytes::Heap { bytes, sent } => bytes.len() - *sent as usize,
+        }
+    }
+
+    /// The bytes that went in earlier parts of a send that went short.
+    #[inline]
+    pub(crate) fn sent(&self) -> u32 {
+        match self {
+            SendBytes::Ring { sent, .. } | SendBytes::Heap { sent, .. } => *sent,
         }
     }
 
     #[inline]
     fn as_ptr(&self) -> *const u8 {
         match self {
-            SendBytes::Ring(chunk) => chunk.as_ptr(),
-            SendBytes::Heap(bytes) => bytes.as_ptr(),
+            SendBytes::Ring { chunk, .. } => chunk.as_ptr(),
+            SendBytes::Heap { bytes, sent } => bytes[*sent as usize..].as_ptr(),
         }
     }
 
     /// What is left after the first `went` bytes (a short send's rest).
     pub(crate) fn advance(&mut self, went: usize) {
+        // A send is at most u32::MAX bytes (an entry's length), so `went` fits.
+        let went = went.min(self.len());
         match self {
-            SendBytes::Ring(chunk) => chunk.narrow(went, usize::MAX),
-            // Rare (a short send despite MSG_WAITALL): a move of the rest is fine.
-            SendBytes::Heap(bytes) => drop(bytes.drain(..went.min(bytes.len()))),
+            SendBytes::Ring { chunk, sent } => {
+                chunk.narrow(went, usize::MAX);
+                *sent += went as u32;
+            }
+            SendBytes::Heap { sent, .. } => *sent += went as u32,
         }
     }
 
     #[cfg(test)]
     pub(crate) fn as_slice(&self) -> &[u8] {
         match self {
-            SendBytes::Ring(chunk) => chunk,
-            SendBytes::Heap(bytes) => bytes,
+            SendBytes::Ring { chunk, .. } => chunk,
+            SendBytes::Heap { bytes, sent } => &bytes[*sent as usize..],
         }
     }
 }
 
 impl From<RingBuf> for SendBytes {
     fn from(chunk: RingBuf) -> SendBytes {
-        SendBytes::Ring(chunk)
+        SendBytes::Ring { chunk, sent: 0 }
     }
 }
 
 impl From<Vec<u8>> for SendBytes {
     fn from(bytes: Vec<u8>) -> SendBytes {
-        SendBytes::Heap(bytes)
+        SendBytes::Heap { bytes, sent: 0 }
     }
 }
 
@@ -82,10 +97,10 @@ impl Orphan for OwnedSendOrphan {}
 #[inline]
 pub(crate) fn release(bytes: SendBytes, graveyard: &mut Vec<Box<dyn Orphan>>) {
     match bytes {
-        SendBytes::Ring(chunk) if !chunk.ring_shared() => {
+        SendBytes::Ring { chunk, sent } if !chunk.ring_shared() => {
             graveyard.push(Box::new(OwnedSendOrphan {
                 _fd: None,
-                _bytes: SendBytes::Ring(chunk),
+                _bytes: SendBytes::Ring { chunk, sent },
             }));
         }
         bytes => drop(bytes),

@@ -15,9 +15,9 @@
 //! ran dry, which the owner's future waits out with a back-off before re-arming (the driver has
 //! no timers).
 //!
-//! Memory: the state a chunk's completions touch sits in the slot itself (64 B, no larger than
-//! any op's state), and what they rarely need (the waiting chunks, the owner's waker, a dropped
-//! future's sockets) in a 64 B box beside. The chunks it holds are buffer ids ([`Lent`]), not
+//! Memory: the state a chunk's completions touch sits in the slot itself (48 B: the slot is
+//! one cache line), and what they rarely need (the waiting chunks, the owner's waker, a dropped
+//! future's sockets, the error, the source socket) in a box beside. The chunks it holds are buffer ids ([`Lent`]), not
 //! `RingBuf`s: the slot's one ring handle keeps the ring, and every path that lets go of a
 //! chunk gives its buffer back by id (the relay's drop too).
 //!
@@ -41,7 +41,7 @@ use std::task::Waker;
 use io_uring::{cqueue, opcode, squeue, types};
 
 use super::op::Orphan;
-use super::slab::{Completion, CompletionQueue, OpKey, SendTarget};
+use super::slab::{Completion, CompletionQueue, OpKey, PackedTarget, SendTarget};
 use crate::buf::ring::Inner;
 use crate::fd::SharedFd;
 
@@ -85,31 +85,35 @@ pub(crate) struct RelayState {
     /// The chunk the send in flight sends (what is left of it, after a short send); `len` 0:
     /// no send in flight.
     sending: Lent,
-    /// The first error, as `-errno`, with [`SEND_SIDE`] set apart for the send's (or
-    /// [`WRITE_ZERO`]; see [`decode_failure`]); 0: none.
-    failed: i32,
     /// Completions that moved bytes (wrapping): what an owner watching for idleness compares.
     moved: u32,
-    /// The socket received from, and the one sent to (may be the same).
-    from: Socket,
-    to: Socket,
+    /// The socket sent to (may be the one received from).
+    to: PackedTarget,
     /// Chunks waiting in `cold.queue` (at most the ring's buffers, at most 32,768).
     waiting: u16,
-    bgid: u16,
-    /// Waiting chunks beyond which the receive pauses.
-    max_waiting: u16,
+    /// [`Flags`]: where the receive is, and how the relay stands.
+    flags: u8,
+}
+
+/// A relay's state bits (its slot keeps them in one byte: the state is at most 48 bytes, so
+/// that the slot is one cache line).
+struct Flags;
+
+impl Flags {
     /// The kernel owns the receive (until its completion without `F_MORE`).
-    recv_armed: bool,
+    const RECV_ARMED: u8 = 1;
     /// A cancel went for the armed receive.
-    recv_cancelled: bool,
+    const RECV_CANCELLED: u8 = 1 << 1;
     /// Stopped for backpressure: re-armed when the waiting chunks are down to half.
-    paused: bool,
+    const PAUSED: u8 = 1 << 2;
     /// Stopped because the ring ran dry: the owner re-arms after a back-off.
-    dry: bool,
+    const DRY: u8 = 1 << 3;
     /// The source reached its end.
-    eof: bool,
+    const EOF: u8 = 1 << 4;
     /// The owner's future is gone (its sockets are in `cold.kept`).
-    abandoned: bool,
+    const ABANDONED: u8 = 1 << 5;
+    /// It failed: the code is in `cold.failed`.
+    const FAILED: u8 = 1 << 6;
 }
 
 /// What a relay needs off its fast path.
@@ -121,31 +125,14 @@ struct RelayCold {
     waker: Option<Waker>,
     /// The sockets, kept here once the owner's future is gone, until the kernel is done.
     kept: Option<[SharedFd; 2]>,
-}
-
-/// A relay's socket in 4 bytes (its slot stays as small as any op's): a registered file's
-/// table slot (the top bit set) or a raw fd (never negative here).
-#[derive(Debug, Clone, Copy)]
-struct Socket(u32);
-
-impl Socket {
-    const FIXED: u32 = 1 << 31;
-
-    fn new(target: SendTarget) -> Socket {
-        match target {
-            SendTarget::Fixed(slot) => Socket(slot | Socket::FIXED),
-            SendTarget::Fd(fd) => Socket(fd as u32 & !Socket::FIXED),
-        }
-    }
-
-    #[inline]
-    fn target(self) -> SendTarget {
-        if self.0 & Socket::FIXED != 0 {
-            SendTarget::Fixed(self.0 & !Socket::FIXED)
-        } else {
-            SendTarget::Fd(self.0 as i32)
-        }
-    }
+    /// The first error, as `-errno`, with [`SEND_SIDE`] set apart for the send's (or
+    /// [`WRITE_ZERO`]; see [`decode_failure`]); 0: none.
+    failed: i32,
+    /// The socket received from (needed when the receive is armed).
+    from: PackedTarget,
+    bgid: u16,
+    /// Waiting chunks beyond which the receive pauses.
+    max_waiting: u16,
 }
 
 /// A ring buffer a relay holds, out of its ring: `len` bytes from `start` in buffer `bid`. It
@@ -185,11 +172,11 @@ impl Orphan for RelayState {}
 impl std::fmt::Debug for RelayState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RelayState")
-            .field("recv_armed", &self.recv_armed)
+            .field("recv_armed", &self.has(Flags::RECV_ARMED))
             .field("sending", &self.sending.len)
             .field("waiting", &self.waiting)
-            .field("eof", &self.eof)
-            .field("failed", &self.failed)
+            .field("eof", &self.has(Flags::EOF))
+            .field("failed", &self.cold.failed)
             .field("relayed", &self.relayed)
             .finish()
     }
@@ -266,29 +253,38 @@ impl RelayState {
                 queue: VecDeque::new(),
                 waker: None,
                 kept: None,
+                failed: 0,
+                from: PackedTarget::new(from),
+                bgid,
+                max_waiting: u16::try_from(max_waiting).unwrap_or(u16::MAX).max(1),
             }),
             relayed: 0,
             moved: 0,
             sending: Lent::NONE,
-            failed: 0,
-            from: Socket::new(from),
-            to: Socket::new(to),
+            to: PackedTarget::new(to),
             waiting: 0,
-            bgid,
-            max_waiting: u16::try_from(max_waiting).unwrap_or(u16::MAX).max(1),
-            recv_armed: false,
-            recv_cancelled: false,
-            paused: false,
-            dry: false,
-            eof: false,
-            abandoned: false,
+            flags: 0,
+        }
+    }
+
+    #[inline]
+    fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    #[inline]
+    fn set(&mut self, flag: u8, on: bool) {
+        if on {
+            self.flags |= flag;
+        } else {
+            self.flags &= !flag;
         }
     }
 
     /// Whether the kernel may still post completions for either request.
     #[inline]
     pub(crate) fn kernel_owned(&self) -> bool {
-        self.recv_armed || self.sending.len > 0
+        self.has(Flags::RECV_ARMED) || self.sending.len > 0
     }
 
     /// A count that changes whenever the relay moves bytes (a receive or a send completes).
@@ -299,12 +295,12 @@ impl RelayState {
     /// The owner's future is gone.
     #[inline]
     pub(crate) fn abandoned(&self) -> bool {
-        self.abandoned
+        self.has(Flags::ABANDONED)
     }
 
     #[inline]
     fn live(&self) -> bool {
-        self.failed == 0 && !self.abandoned
+        !self.has(Flags::FAILED | Flags::ABANDONED)
     }
 
     /// Starts the relay. An adopted receive's completions that nobody took (`queued`, with
@@ -317,7 +313,7 @@ impl RelayState {
         queued: CompletionQueue,
         out: &mut Requests<'_, '_>,
     ) {
-        self.recv_armed = recv_armed;
+        self.set(Flags::RECV_ARMED, recv_armed);
         for done in queued {
             self.on_receive(done, out);
         }
@@ -328,8 +324,7 @@ impl RelayState {
     #[inline]
     pub(crate) fn on_receive(&mut self, done: Completion, out: &mut Requests<'_, '_>) {
         if !cqueue::more(done.flags) {
-            self.recv_armed = false;
-            self.recv_cancelled = false;
+            self.set(Flags::RECV_ARMED | Flags::RECV_CANCELLED, false);
         }
         let result = done.result;
         if result > 0 {
@@ -348,8 +343,8 @@ impl RelayState {
                     } else {
                         self.cold.queue.push_back(chunk);
                         self.waiting += 1;
-                        if self.waiting > self.max_waiting {
-                            self.paused = true;
+                        if self.waiting > self.cold.max_waiting {
+                            self.set(Flags::PAUSED, true);
                             self.cancel_recv(out);
                         }
                     }
@@ -361,8 +356,8 @@ impl RelayState {
         } else {
             self.ring.give_back(done.flags);
             match -result {
-                0 => self.eof = true,
-                libc::ENOBUFS => self.dry = self.live(),
+                0 => self.set(Flags::EOF, true),
+                libc::ENOBUFS => self.set(Flags::DRY, self.live()),
                 // A cancel of ours (a pause, or the end of a failed or dropped relay),
                 // unless the core is shutting down.
                 libc::ECANCELED if !out.shutting_down => {}
@@ -450,7 +445,7 @@ impl RelayState {
     /// The owner's future is gone: `fds` stay until the kernel is done; both requests are
     /// cancelled and the waiting chunks go back to the ring.
     pub(crate) fn abandon(&mut self, fds: [SharedFd; 2], out: &mut Requests<'_, '_>) {
-        self.abandoned = true;
+        self.set(Flags::ABANDONED, true);
         self.cold.kept = Some(fds);
         self.cold.waker = None;
         self.stop(out);
@@ -459,13 +454,13 @@ impl RelayState {
     /// What the owner finds: see [`RelayPoll`]. `waker` is kept while the relay goes on.
     pub(crate) fn poll(&mut self, waker: &Waker) -> RelayPoll {
         if !self.kernel_owned() {
-            if self.failed != 0 {
-                return RelayPoll::Done(Err(self.failed));
+            if self.has(Flags::FAILED) {
+                return RelayPoll::Done(Err(self.cold.failed));
             }
-            if self.eof {
+            if self.has(Flags::EOF) {
                 return RelayPoll::Done(Ok(self.relayed));
             }
-            if self.dry {
+            if self.has(Flags::DRY) {
                 return RelayPoll::Dry(self.progress());
             }
         }
@@ -480,7 +475,7 @@ impl RelayState {
     /// the ring ran dry).
     #[inline]
     pub(crate) fn wake_owner(&mut self) -> Option<Waker> {
-        if self.kernel_owned() || (self.failed == 0 && !self.eof && !self.dry) {
+        if self.kernel_owned() || !self.has(Flags::FAILED | Flags::EOF | Flags::DRY) {
             return None;
         }
         self.cold.waker.take()
@@ -488,31 +483,32 @@ impl RelayState {
 
     /// Re-arms a receive the ring's running dry stopped (the owner waited a while).
     pub(crate) fn rearm_after_dry(&mut self, out: &mut Requests<'_, '_>) {
-        self.dry = false;
+        self.set(Flags::DRY, false);
         self.rearm_if_due(out);
     }
 
     /// Re-arms the receive if it stopped and should go on (the usual case, armed, is one test).
     #[inline]
     fn rearm_if_due(&mut self, out: &mut Requests<'_, '_>) {
-        if !self.recv_armed {
+        if !self.has(Flags::RECV_ARMED) {
             self.rearm(out);
         }
     }
 
     #[cold]
     fn rearm(&mut self, out: &mut Requests<'_, '_>) {
-        if !self.live() || self.eof || self.dry || out.shutting_down {
+        if !self.live() || self.has(Flags::EOF | Flags::DRY) || out.shutting_down {
             return;
         }
-        if self.paused && self.waiting > self.max_waiting / 2 {
+        if self.has(Flags::PAUSED) && self.waiting > self.cold.max_waiting / 2 {
             return;
         }
-        self.paused = false;
-        self.recv_armed = true;
-        let entry = match self.from.target() {
-            SendTarget::Fixed(slot) => opcode::RecvMulti::new(types::Fixed(slot), self.bgid),
-            SendTarget::Fd(fd) => opcode::RecvMulti::new(types::Fd(fd), self.bgid),
+        self.set(Flags::PAUSED, false);
+        self.set(Flags::RECV_ARMED, true);
+        let bgid = self.cold.bgid;
+        let entry = match self.cold.from.get() {
+            SendTarget::Fixed(slot) => opcode::RecvMulti::new(types::Fixed(slot), bgid),
+            SendTarget::Fd(fd) => opcode::RecvMulti::new(types::Fd(fd), bgid),
         };
         // SAFETY: a multishot receive with buffer select points at no memory of ours: the
         // kernel picks buffers from the ring, which the slot's `ring` handle keeps alive; the
@@ -525,7 +521,7 @@ impl RelayState {
         let chunk = self.sending;
         let (buffer, _) = self.ring.buffer(chunk.bid);
         let at = buffer.wrapping_add(chunk.start as usize);
-        let entry = super::owned_send::send_entry_raw(self.to.target(), at, chunk.len as usize);
+        let entry = super::owned_send::send_entry_raw(self.to.get(), at, chunk.len as usize);
         // SAFETY: the entry points at the part of the ring buffer `sending` names that the
         // receive filled (`start + len` within it), which stays lent (out of the ring, so the
         // kernel selects it for no receive) until this send's completion lets go of it; the
@@ -535,8 +531,9 @@ impl RelayState {
     }
 
     fn fail(&mut self, errno: i32, out: &mut Requests<'_, '_>) {
-        if self.failed == 0 {
-            self.failed = errno;
+        if !self.has(Flags::FAILED) {
+            self.set(Flags::FAILED, true);
+            self.cold.failed = errno;
         }
         self.stop(out);
     }
@@ -554,7 +551,7 @@ impl RelayState {
     /// left armed would keep its owner waiting for the peer).
     fn stop(&mut self, out: &mut Requests<'_, '_>) {
         self.drop_waiting();
-        self.recv_cancelled = false;
+        self.set(Flags::RECV_CANCELLED, false);
         self.cancel_recv(out);
         if self.sending.len > 0 {
             // Once per stop, and a stopped relay sends nothing new under the key: a second
@@ -564,8 +561,8 @@ impl RelayState {
     }
 
     fn cancel_recv(&mut self, out: &mut Requests<'_, '_>) {
-        if self.recv_armed && !self.recv_cancelled {
-            self.recv_cancelled = true;
+        if self.has(Flags::RECV_ARMED) && !self.has(Flags::RECV_CANCELLED) {
+            self.set(Flags::RECV_CANCELLED, true);
             out.cancel(out.key.to_user_data());
         }
     }

@@ -77,11 +77,14 @@ impl OpKey {
 
 /// The completions of a multishot op not yet taken, oldest first. The oldest sits inline: a
 /// stream that takes each completion as it comes (the usual case: an idle connection's
-/// receive) never allocates, and an idle op's slot holds no heap memory.
+/// receive) never allocates, and an idle op's slot holds no heap memory. The rest (a burst)
+/// are boxed, so that the queue takes 24 bytes of its slot.
 #[derive(Debug, Default)]
 pub(crate) struct CompletionQueue {
     first: Option<Completion>,
-    rest: std::collections::VecDeque<Completion>,
+    // Boxed on purpose: a `VecDeque` inline is 32 bytes of every multishot op's slot.
+    #[allow(clippy::box_collection)]
+    rest: Option<Box<std::collections::VecDeque<Completion>>>,
 }
 
 impl CompletionQueue {
@@ -91,23 +94,25 @@ impl CompletionQueue {
             // `rest` is empty whenever `first` is (pop_front refills `first` from it).
             self.first = Some(done);
         } else {
-            self.rest.push_back(done);
+            self.rest.get_or_insert_default().push_back(done);
         }
     }
 
     #[inline]
     pub(crate) fn pop_front(&mut self) -> Option<Completion> {
         let done = self.first.take()?;
-        self.first = self.rest.pop_front();
-        if self.rest.is_empty() && self.rest.capacity() > 0 {
-            // A burst is over: give its memory back rather than keep it per idle op.
-            self.rest = std::collections::VecDeque::new();
+        if let Some(rest) = &mut self.rest {
+            self.first = rest.pop_front();
+            if rest.is_empty() {
+                // A burst is over: give its memory back rather than keep it per idle op.
+                self.rest = None;
+            }
         }
         Some(done)
     }
 
     pub(crate) fn len(&self) -> usize {
-        usize::from(self.first.is_some()) + self.rest.len()
+        usize::from(self.first.is_some()) + self.rest.as_ref().map_or(0, |rest| rest.len())
     }
 }
 
@@ -125,7 +130,8 @@ impl Iterator for CompletionQueue {
 /// compiler hides in a niche of some variant's field takes a load, a compare and a
 /// conditional move to decode before the jump (11 instructions per completion, callgrind).
 /// With `repr(u8)` each variant's fields are laid out in the order written, so they are
-/// written smallest first, to keep the state at 72 B.
+/// written smallest first: the small ones share the tag's 8 bytes, and the state is 56 B (a
+/// slot is one cache line).
 #[repr(u8)]
 pub(crate) enum Lifecycle {
     /// Submitted; the future waits for its (first) completion.
@@ -150,11 +156,10 @@ pub(crate) enum Lifecycle {
     /// nobody, and frees the slot if the send went whole (the future reads a key found nowhere
     /// as sent), or leaves the failure as `Completed`. A short send (despite `MSG_WAITALL`: a
     /// signal, memory pressure, a kernel before 5.18) is continued by the driver under the same
-    /// key: `bytes` then hold the rest, and `sent` counts what went; not during a shutdown,
+    /// key: `bytes` then hold the rest, and count what went; not during a shutdown,
     /// whose cancel ends a send part-way with that part's count.
     SendingOwned {
-        sent: u32,
-        to: SendTarget,
+        to: PackedTarget,
         bytes: SendBytes,
         waker: Option<Waker>,
     },
@@ -174,6 +179,32 @@ pub(crate) enum Lifecycle {
 pub(crate) enum SendTarget {
     Fd(std::os::fd::RawFd),
     Fixed(u32),
+}
+
+/// A [`SendTarget`] in 4 bytes, as slots keep it (a slot is one cache line): a registered
+/// file's table slot (the top bit set) or a raw fd (never negative for an open one).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PackedTarget(u32);
+
+impl PackedTarget {
+    const FIXED: u32 = 1 << 31;
+
+    #[inline]
+    pub(crate) fn new(target: SendTarget) -> PackedTarget {
+        match target {
+            SendTarget::Fixed(slot) => PackedTarget(slot | PackedTarget::FIXED),
+            SendTarget::Fd(fd) => PackedTarget(fd as u32 & !PackedTarget::FIXED),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn get(self) -> SendTarget {
+        if self.0 & PackedTarget::FIXED != 0 {
+            SendTarget::Fixed(self.0 & !PackedTarget::FIXED)
+        } else {
+            SendTarget::Fd(self.0 as i32)
+        }
+    }
 }
 
 impl Lifecycle {
@@ -207,15 +238,21 @@ impl std::fmt::Debug for Lifecycle {
     }
 }
 
-/// `repr(C)`, the generation first: a completion's generation check and its state's tag are
-/// read from the slot's first 16 bytes, which never straddle a cache line (slots are 80 B).
+/// One cache line, aligned (`repr(C, align(64))`): a completion's lookup (the generation
+/// check, the state's tag, the state) misses once at most, where an 80-byte slot straddled
+/// two lines. Every op's state is at most 56 bytes for it (the compile-time check below).
 #[derive(Debug)]
-#[repr(C)]
+#[repr(C, align(64))]
 struct Slot {
     generation: u32,
     next_free: u32,
     state: Option<Lifecycle>,
 }
+
+const _: () = assert!(
+    std::mem::size_of::<Slot>() == 64,
+    "an op slot is one cache line"
+);
 
 const NO_FREE: u32 = u32::MAX;
 
@@ -283,10 +320,7 @@ impl OpSlab {
     #[inline]
     pub(crate) fn prefetch(&self, key: OpKey) {
         if let Some(slot) = self.slots.get(key.index as usize) {
-            let first = (slot as *const Slot).cast::<u8>();
-            // Its first and last bytes: every line of a slot of up to two lines.
-            crate::prefetch::prefetch_line(first);
-            crate::prefetch::prefetch_line(first.wrapping_add(std::mem::size_of::<Slot>() - 1));
+            crate::prefetch::prefetch_line((slot as *const Slot).cast::<u8>());
         }
     }
 

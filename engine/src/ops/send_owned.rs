@@ -51,7 +51,7 @@ pub fn send_chunk(socket: &SharedFd, chunk: RingBuf) -> SendOwned {
     SendOwned {
         state: State::Unsubmitted {
             fd: socket.clone(),
-            bytes: SendBytes::Ring(chunk),
+            bytes: SendBytes::from(chunk),
         },
     }
 }
@@ -75,7 +75,7 @@ pub fn send_vec(socket: &SharedFd, bytes: Vec<u8>) -> SendOwned {
     SendOwned {
         state: State::Unsubmitted {
             fd: socket.clone(),
-            bytes: SendBytes::Heap(bytes),
+            bytes: SendBytes::from(bytes),
         },
     }
 }
