@@ -17,7 +17,7 @@
 //! reply, or (holla) does not complete a line within it (echo and proxy: when no byte moved
 //! for a whole timeout; it is closed between one and two timeouts after the last). A proxied
 //! connection is not cut at a shutdown: it has most of the grace period to finish (its client
-//! and upstream may be in the middle of an exchange), then it is closed.
+//! and upstream may be in the middle of an exchange), then it is closed and counted failed.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -592,7 +592,8 @@ where
 ///
 /// With an idle timeout, a connection on which no byte moved either way for a whole timeout
 /// is closed (both sides). A shutdown does not cut it at once: it is closed `drain` later
-/// (see [`drain_time`]) if it has not ended by then. Built as [`echo`]'s future.
+/// (see [`drain_time`]) if it has not ended by then, and counted failed. Built as [`echo`]'s
+/// future.
 #[allow(clippy::manual_async_fn)] // an `async fn` would hold the stream twice (see `echo`)
 fn proxy(
     conn: BufStream,
@@ -679,6 +680,8 @@ fn drain_time(grace: Duration) -> Duration {
 }
 
 /// Runs a connection's `exchange` until it ends, or until `drain` after a shutdown request.
+/// One still going then is cut: that is an error (`TimedOut`), so the service counts it
+/// failed, not completed: its bytes in flight were dropped.
 async fn until_drained<F>(exchange: Pin<&mut F>, drain: Duration) -> std::io::Result<()>
 where
     F: Future<Output = std::io::Result<()>>,
@@ -688,7 +691,10 @@ where
         percore::time::sleep(drain).await;
     });
     match first(drained, exchange).await {
-        First::A((), _) => Ok(()),
+        First::A((), _) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("cut at the shutdown: still open {drain:?} after it was asked for"),
+        )),
         First::B(result, _) => result,
     }
 }

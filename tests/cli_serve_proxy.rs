@@ -696,7 +696,10 @@ fn a_shutdown_gives_proxied_exchanges_the_grace_period() {
     let t0 = Instant::now();
     assert!(closed_within(&mut conn, Duration::from_secs(5)));
     assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
-    wait_stopped(proxy);
+    // Counted as cut, not as a connection that ended well.
+    let stderr = wait_stopped(proxy);
+    assert!(stderr.contains("cut at the shutdown"), "{stderr}");
+    assert!(stderr.contains("1 connections (1 failed"), "{stderr}");
 }
 
 /// The open fds of a process.

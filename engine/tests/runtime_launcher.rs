@@ -109,14 +109,20 @@ fn shutdown_reaches_a_busy_core_whose_wakes_coalesce() {
         let handle = rt.handle();
         let (waker_tx, waker_rx) = std::sync::mpsc::channel::<std::task::Waker>();
         let stop = Arc::new(AtomicBool::new(false));
-        let stop_waking = stop.clone();
+        let waking_started = Arc::new(AtomicBool::new(false));
+        let (stop_waking, started_waking) = (stop.clone(), waking_started.clone());
         let waking = std::thread::spawn(move || {
-            let waker = waker_rx.recv().unwrap();
+            let waker = waker_rx.recv().expect("the woken task ran");
+            started_waking.store(true, Ordering::SeqCst);
             while !stop_waking.load(Ordering::SeqCst) {
                 waker.wake_by_ref();
             }
         });
         let requester = std::thread::spawn(move || {
+            // Once the wakes are flowing, so that the request's own is likely coalesced.
+            while !waking_started.load(Ordering::SeqCst) {
+                std::thread::yield_now();
+            }
             std::thread::sleep(Duration::from_micros(200 * (round % 7) + 100));
             handle.shutdown();
         });
@@ -125,8 +131,11 @@ fn shutdown_reaches_a_busy_core_whose_wakes_coalesce() {
             let waker_tx = waker_tx.clone();
             async move {
                 // Woken from the other thread over and over; never finishes on its own.
+                let mut waker_tx = Some(waker_tx);
                 let woken = percore_engine::spawn(std::future::poll_fn(move |cx| {
-                    let _ = waker_tx.send(cx.waker().clone());
+                    if let Some(tx) = waker_tx.take() {
+                        let _ = tx.send(cx.waker().clone());
+                    }
                     std::task::Poll::<()>::Pending
                 }));
                 // Keeps the core busy: it never waits in the kernel.
