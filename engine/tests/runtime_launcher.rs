@@ -289,5 +289,26 @@ fn ring_features_are_reported() {
         let text = f.to_string();
         assert!(text.contains("io_uring"), "{text}");
         assert!(f.ext_arg);
+        // The kernel here (6.x) takes the cap on blocking-op worker threads.
+        assert_eq!(f.max_io_workers, Some(64), "{text}");
+        assert!(text.contains("io-workers<=64"), "{text}");
     });
+    let capped = Runtime::builder()
+        .cpus(vec![0])
+        .pin(false)
+        .io_workers(3)
+        .build()
+        .unwrap()
+        .run(|_| async { percore_engine::ring_features().max_io_workers })
+        .unwrap();
+    assert_eq!(capped, vec![Some(3)]);
+    let uncapped = Runtime::builder()
+        .cpus(vec![0])
+        .pin(false)
+        .io_workers(0)
+        .build()
+        .unwrap()
+        .run(|_| async { percore_engine::ring_features().max_io_workers })
+        .unwrap();
+    assert_eq!(uncapped, vec![None]);
 }

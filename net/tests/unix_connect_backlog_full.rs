@@ -10,6 +10,10 @@
 //! kernel until someone accepted, freezing every task of the core. The core runs on its own
 //! thread here, so that such a freeze fails the test (the test thread then accepts to let the
 //! frozen core go) instead of hanging it.
+//!
+//! Such a connect waits in a kernel worker thread of the core's ring (io-wq): the last test
+//! checks that the runtime caps them, and that connects past the cap queue and still obey
+//! their deadlines.
 
 use std::cell::Cell;
 use std::io::{Read, Write};
@@ -125,5 +129,81 @@ fn connect_to_a_full_backlog_waits_off_the_core_and_is_cancellable() {
         }
     }
     drop(fillers);
+    let _ = std::fs::remove_file(&path);
+}
+
+/// The io-wq worker threads serving one thread's rings are named `iou-wrk-<its tid>`
+/// (truncated to 15 bytes, as every thread name is).
+fn io_workers_of(tid: i32) -> usize {
+    let name = format!("iou-wrk-{tid}");
+    let name = &name[..name.len().min(15)];
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim_end() == name)
+        .count()
+}
+
+/// Eight connects to a full backlog on a core whose ring may use 2 worker threads: no more
+/// than 2 threads serve them, the ones past the cap wait in the kernel's queue, and every
+/// connect still ends at its deadline, its socket closed.
+#[test]
+fn connects_to_a_full_backlog_use_no_more_worker_threads_than_the_cap() {
+    const CONNECTS: usize = 8;
+    let path = std::env::temp_dir().join(format!("percore-{}-capped.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let (listener, fillers) = full_listener(&path);
+    let core_path = path.clone();
+    let outcome = percore_engine::Runtime::builder()
+        .cpus(vec![0])
+        .pin(false)
+        .io_workers(2)
+        .build()
+        .unwrap()
+        .run(move |_| {
+            let path = core_path.clone();
+            async move {
+                // SAFETY: gettid(2) has no preconditions.
+                let tid = unsafe { libc::gettid() };
+                let fds_before = percore_engine::open_fd_count().unwrap();
+                let started = std::time::Instant::now();
+                let connects: Vec<_> = (0..CONNECTS)
+                    .map(|_| {
+                        let path = path.clone();
+                        percore_engine::spawn(async move {
+                            move_on_after(Duration::from_millis(600), UnixStream::connect(path))
+                                .await
+                                .map(|r| r.map(drop))
+                        })
+                    })
+                    .collect();
+                sleep(Duration::from_millis(300)).await;
+                let workers = io_workers_of(tid);
+                let mut outcomes = Vec::new();
+                for c in connects {
+                    outcomes.push(c.await.unwrap());
+                }
+                let took = started.elapsed();
+                while percore_engine::open_fd_count().unwrap() > fds_before {
+                    sleep(Duration::from_millis(1)).await;
+                }
+                (workers, outcomes, took)
+            }
+        })
+        .unwrap();
+    let (workers, outcomes, took) = outcome.into_iter().next().unwrap();
+    assert!(
+        (1..=2).contains(&workers),
+        "{workers} worker threads for {CONNECTS} waiting connects (cap 2)"
+    );
+    assert!(
+        outcomes.iter().all(Option::is_none),
+        "every connect gave up at its deadline: {outcomes:?}"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "the queued connects were cancelled too: {took:?}"
+    );
+    drop((listener, fillers));
     let _ = std::fs::remove_file(&path);
 }

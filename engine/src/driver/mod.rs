@@ -173,6 +173,7 @@ impl Drop for Driver {
 impl Driver {
     pub(crate) fn new(config: ring::RingConfig) -> io::Result<Driver> {
         let (ring, mut features) = ring::build(config)?;
+        features.max_io_workers = ring::cap_io_workers(&ring, config.max_io_workers);
         let registered = {
             use std::os::fd::AsRawFd;
             // Without a slot (an old kernel, or 16 rings on this thread) enters name the fd.
@@ -1277,6 +1278,7 @@ mod tests {
         let mut driver = Driver::new(RingConfig {
             entries: 8,
             cq_entries: None,
+            max_io_workers: 0,
         })
         .unwrap();
         let (mut wakers, mut graveyard) = (Vec::new(), Vec::new());
@@ -1367,6 +1369,7 @@ mod tests {
         let mut driver = Driver::new(RingConfig {
             entries: 8,
             cq_entries: None,
+            max_io_workers: 0,
         })
         .unwrap();
         let mut wakers = Vec::new();
@@ -1417,6 +1420,7 @@ mod tests {
         let mut driver = Driver::new(RingConfig {
             entries: 8,
             cq_entries: None,
+            max_io_workers: 0,
         })
         .unwrap();
         let mut fds = [0; 2];

@@ -31,6 +31,10 @@ use crate::executor::{Executor, Ran};
 use crate::sys;
 use crate::time::wheel::Wheel;
 
+/// Kernel worker threads a core's ring may use for ops that block and cannot be polled (see
+/// [`Builder::io_workers`](crate::Builder::io_workers)).
+pub(crate) const DEFAULT_MAX_IO_WORKERS: u32 = 64;
+
 /// How a core runs.
 #[derive(Debug, Clone)]
 pub(crate) struct CoreConfig {
@@ -38,6 +42,8 @@ pub(crate) struct CoreConfig {
     pub(crate) cq_entries: Option<u32>,
     /// Buffers in the core's shared receive ring (`BufRing::core_default`).
     pub(crate) receive_buffers: u16,
+    /// The cap on the ring's kernel worker threads for blocking ops (0: the kernel's limit).
+    pub(crate) max_io_workers: u32,
     /// Task polls per loop turn before the ring is checked again.
     pub(crate) budget: usize,
     /// Spin on the ring this long before sleeping in the kernel (latency mode).
@@ -55,6 +61,7 @@ impl Default for CoreConfig {
             ring_entries: 1024,
             cq_entries: None,
             receive_buffers: crate::buf::ring::CORE_RING_ENTRIES,
+            max_io_workers: DEFAULT_MAX_IO_WORKERS,
             budget: 128,
             busy_poll: None,
             shutdown_limit: Duration::from_secs(10),
@@ -139,6 +146,7 @@ impl Core {
         let driver = Driver::new(RingConfig {
             entries: config.ring_entries,
             cq_entries: config.cq_entries,
+            max_io_workers: config.max_io_workers,
         })?;
         let eventfd = sys::eventfd()?;
         let ring_fd = if driver.features().msg_ring {

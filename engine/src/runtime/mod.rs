@@ -43,6 +43,7 @@ pub struct Builder {
     ring_entries: u32,
     cq_entries: Option<u32>,
     receive_buffers: u16,
+    max_io_workers: u32,
     budget: usize,
     busy_poll: Option<Duration>,
     grace: Duration,
@@ -58,6 +59,7 @@ impl Default for Builder {
             ring_entries: 1024,
             cq_entries: None,
             receive_buffers: crate::buf::ring::CORE_RING_ENTRIES,
+            max_io_workers: self::core::DEFAULT_MAX_IO_WORKERS,
             budget: 128,
             busy_poll: None,
             grace: Duration::from_secs(5),
@@ -105,6 +107,17 @@ impl Builder {
     /// [`CORE_RING_BUF_SIZE`]: crate::buf::ring::CORE_RING_BUF_SIZE
     pub fn receive_buffers(mut self, buffers: u16) -> Self {
         self.receive_buffers = buffers.clamp(1, 32768);
+        self
+    }
+
+    /// The most kernel worker threads each core's ring may use for ops that block and cannot
+    /// be polled (default 64; 0: the kernel's limit, which is the process's thread limit). A
+    /// Unix-socket connect to a listener whose backlog is full is one: it holds a thread until
+    /// the listener accepts or the connect is cancelled. Past the cap such ops queue in the
+    /// kernel until a thread is free; a deadline or a dropped future still cancels them. The
+    /// cap in force is in [`RingFeatures::max_io_workers`](crate::RingFeatures).
+    pub fn io_workers(mut self, max: u32) -> Self {
+        self.max_io_workers = max;
         self
     }
 
@@ -186,6 +199,7 @@ impl Builder {
             ring_entries: self.ring_entries,
             cq_entries: self.cq_entries,
             receive_buffers: self.receive_buffers,
+            max_io_workers: self.max_io_workers,
             budget: self.budget,
             busy_poll: self.busy_poll,
             index,
