@@ -715,7 +715,12 @@ fn open_fds(pid: u32) -> usize {
 fn many_connections_on_two_cores_and_no_fd_left_behind() {
     let to = upstream(echo_then_end);
     for accept in ["sharded", "handoff"] {
-        let proxy = proxy(&to.to_string(), &["--cpus", "0-1", "--accept", accept]);
+        let mut proxy = proxy(&to.to_string(), &["--cpus", "0-1", "--accept", accept]);
+        // Both cores up (their rings, and with sharding their listeners) before the count.
+        common::serve::wait_for_lines(&mut proxy, "): io_uring", 2);
+        if accept == "sharded" {
+            common::serve::wait_for_lines(&mut proxy, "listening on", 2);
+        }
         let pid = proxy.child.id();
         let idle_fds = open_fds(pid);
         let clients: Vec<_> = (0..8)

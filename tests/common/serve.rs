@@ -80,6 +80,31 @@ pub(crate) fn stop(server: Server) -> String {
     wait_stopped(server)
 }
 
+/// Waits (bounded) until `n` lines of the server's stderr in all contain `pattern`: a test that
+/// counts a multi-core server's fds must wait for its later cores too (the first "listening
+/// on" line can come before another core has made its ring or its listener).
+pub(crate) fn wait_for_lines(server: &mut Server, pattern: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server
+        .started
+        .iter()
+        .filter(|l| l.contains(pattern))
+        .count()
+        < n
+    {
+        let line = server
+            .stderr
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "fewer than {n} lines with {pattern:?}: {:?}",
+                    server.started
+                )
+            });
+        server.started.push(line);
+    }
+}
+
 /// Waits for a server that was asked to stop; it must exit 0 and say it stopped. Returns its
 /// whole stderr.
 pub(crate) fn wait_stopped(mut server: Server) -> String {
