@@ -16,10 +16,10 @@
 //! no timers).
 //!
 //! Memory: the state a chunk's completions touch sits in the slot itself (48 B: the slot is
-//! one cache line), and what they rarely need (the waiting chunks, the owner's waker, a dropped
-//! future's sockets, the error, the source socket) in a box beside. The chunks it holds are buffer ids ([`Lent`]), not
-//! `RingBuf`s: the slot's one ring handle keeps the ring, and every path that lets go of a
-//! chunk gives its buffer back by id (the relay's drop too).
+//! one cache line), and what they rarely need (the waiting chunks, the owner's waker, a
+//! dropped future's sockets, the error, the source socket) in a box beside. The chunks it holds
+//! are buffer ids ([`Lent`]), not `RingBuf`s: the slot's one ring handle keeps the ring, and
+//! every path that lets go of a chunk gives its buffer back by id (the relay's drop too).
 //!
 //! Bounded: past `max_waiting` chunks waiting (a destination that takes bytes slower than the
 //! source sends them), the receive is cancelled, so that one relay cannot take the core's ring
@@ -125,8 +125,8 @@ struct RelayCold {
     waker: Option<Waker>,
     /// The sockets, kept here once the owner's future is gone, until the kernel is done.
     kept: Option<[SharedFd; 2]>,
-    /// The first error, as `-errno`, with [`SEND_SIDE`] set apart for the send's (or
-    /// [`WRITE_ZERO`]; see [`decode_failure`]); 0: none.
+    /// The first error (once [`Flags::FAILED`] is set), as `-errno`, with [`SEND_SIDE`] set
+    /// apart for the send's (or [`WRITE_ZERO`]; see [`decode_failure`]).
     failed: i32,
     /// The socket received from (needed when the receive is armed).
     from: PackedTarget,

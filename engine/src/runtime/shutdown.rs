@@ -8,8 +8,8 @@
 //! The request's store and the wake's flag are sequentially consistent with the core's clear
 //! and load (see `cross::remote`), so a wake coalesced with one already pending is drained after
 //! the request is visible. The core then wakes the tasks awaiting [`requested`]: listeners stop
-//! accepting, services drain. Each core's main future then has the runtime's grace period to finish before it is
-//! cancelled (dropped), which cancels its scopes and their tasks.
+//! accepting, services drain. Each core's main future then has the runtime's grace period to
+//! finish before it is cancelled (dropped), which cancels its scopes and their tasks.
 
 use std::cell::Cell;
 use std::future::Future;
