@@ -293,22 +293,17 @@ fn ring_features_are_reported() {
         assert_eq!(f.max_io_workers, Some(64), "{text}");
         assert!(text.contains("io-workers<=64"), "{text}");
     });
-    let capped = Runtime::builder()
-        .cpus(vec![0])
-        .pin(false)
-        .io_workers(3)
-        .build()
-        .unwrap()
-        .run(|_| async { percore_engine::ring_features().max_io_workers })
-        .unwrap();
-    assert_eq!(capped, vec![Some(3)]);
-    let uncapped = Runtime::builder()
-        .cpus(vec![0])
-        .pin(false)
-        .io_workers(0)
-        .build()
-        .unwrap()
-        .run(|_| async { percore_engine::ring_features().max_io_workers })
-        .unwrap();
-    assert_eq!(uncapped, vec![None]);
+    // The cap a core's ring reports when the builder asks for `max` (0: none).
+    let cap_with = |max: u32| {
+        Runtime::builder()
+            .cpus(vec![0])
+            .pin(false)
+            .io_workers(max)
+            .build()
+            .unwrap()
+            .run(|_| async { percore_engine::ring_features().max_io_workers })
+            .unwrap()
+    };
+    assert_eq!(cap_with(3), vec![Some(3)]);
+    assert_eq!(cap_with(0), vec![None]);
 }
