@@ -23,22 +23,12 @@ pub(crate) fn prefetch_line(at: *const u8) {
 /// cache level. A hint: it never faults, whatever the address, and changes no memory.
 #[inline(always)]
 pub(crate) fn prefetch(start: *const u8, len: usize) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let first = start as usize & !63;
-        let end = start as usize + len.min(1024);
-        let mut line = first;
-        while line < end {
-            // SAFETY: a prefetch instruction never faults and has no effect on memory, for any
-            // address.
-            unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                    line as *const i8,
-                )
-            };
-            line += 64;
-        }
+    let misalign = start as usize % 64;
+    let first = start.wrapping_sub(misalign);
+    let span = len.min(1024) + misalign;
+    let mut offset = 0;
+    while offset < span {
+        prefetch_line(first.wrapping_add(offset));
+        offset += 64;
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (start, len);
 }
