@@ -200,6 +200,25 @@ fn answer_early_and_close(
     })
 }
 
+/// An upstream on loopback that answers early and closes (see [`answer_early_and_close`]):
+/// its address, word of its close, and its thread.
+fn early_upstream(
+    answer: Vec<u8>,
+) -> (
+    std::net::SocketAddr,
+    std::sync::mpsc::Receiver<()>,
+    std::thread::JoinHandle<()>,
+) {
+    let upstream = std::net::TcpListener::bind(loopback()).unwrap();
+    let addr = upstream.local_addr().unwrap();
+    let (closed_tx, closed_rx) = std::sync::mpsc::channel::<()>();
+    (
+        addr,
+        closed_rx,
+        answer_early_and_close(upstream, answer, Some(closed_tx)),
+    )
+}
+
 /// An upstream that answers before it read the whole request and closes (an HTTP server's
 /// early 413) while its client, still sending, has not read the answer yet: the client's
 /// direction fails on sending, the answer the upstream sent before it closed reaches the
@@ -209,10 +228,7 @@ fn answer_early_and_close(
 #[test]
 fn relay_both_delivers_an_early_answer_of_an_upstream_that_closed() {
     const ANSWER: usize = 300_000;
-    let upstream = std::net::TcpListener::bind(loopback()).unwrap();
-    let upstream_addr = upstream.local_addr().unwrap();
-    let (closed_tx, closed_rx) = std::sync::mpsc::channel::<()>();
-    let early = answer_early_and_close(upstream, pattern(ANSWER, 5), Some(closed_tx));
+    let (upstream_addr, closed_rx, early) = early_upstream(pattern(ANSWER, 5));
     percore_engine::block_on(async move {
         let mut listener = TcpListener::bind(loopback()).unwrap();
         let addr = listener.local_addr();
@@ -263,10 +279,7 @@ fn relay_both_delivers_an_early_answer_of_an_upstream_that_closed() {
 #[test]
 fn relay_both_finishes_the_other_direction_after_a_refusal() {
     const ANSWER: usize = 200_000;
-    let upstream = std::net::TcpListener::bind(loopback()).unwrap();
-    let upstream_addr = upstream.local_addr().unwrap();
-    let (closed_tx, closed_rx) = std::sync::mpsc::channel::<()>();
-    let early = answer_early_and_close(upstream, pattern(ANSWER, 9), Some(closed_tx));
+    let (upstream_addr, closed_rx, early) = early_upstream(pattern(ANSWER, 9));
     let (client, proxy_end) = std::os::unix::net::UnixStream::pair().unwrap();
     // The proxy's end holds little in flight: the answer waits in the proxy.
     socket2::SockRef::from(&proxy_end)
