@@ -586,9 +586,11 @@ where
 /// upstream cannot be reached within `connect_timeout` is closed, and the failure counted.
 ///
 /// When a side refuses bytes (an upstream that answered early and closed while its client was
-/// still sending), the other direction still delivers what was sent before (see
-/// [`relay_both`](percore::net::relay_both)), and the client gets up to [`LINGER`] to take
-/// it before the close. A side that resets has the other side reset too.
+/// still sending), the other direction still delivers what was sent before, and what the
+/// client goes on sending is read and dropped meanwhile, so that a client that sends all
+/// before it reads gets to its answer (see [`relay_both`](percore::net::relay_both)). The
+/// client then gets up to [`LINGER`] to take the answer before the close. A side that resets
+/// has the other side reset too.
 ///
 /// With an idle timeout, a connection on which no byte moved either way for a whole timeout
 /// is closed (both sides). A shutdown does not cut it at once: it is closed `drain` later

@@ -496,13 +496,10 @@ fn an_upstream_that_resets_mid_transfer_closes_its_client() {
     stop(proxy);
 }
 
-/// An HTTP server's early 413, as a proxy sees it: the upstream reads a little of a request
-/// that does not end, answers, and closes (lingering until its answer left, as nginx does);
-/// the client, still sending, gets the whole answer and then the end, not a reset that throws
-/// the answer's tail away.
-#[test]
-fn an_early_answer_reaches_a_client_that_is_still_sending() {
-    const ANSWER: usize = 1 << 20;
+/// An HTTP server's early 413, as a proxy sees it: an upstream that reads a little of a
+/// request, answers with `answer`, and closes (lingering until its answer left, as nginx
+/// does; then it resets, the request's rest unread). Its address, and word of its close.
+fn early_answering_upstream(answer: Vec<u8>) -> (SocketAddr, std::sync::mpsc::Receiver<()>) {
     let (closed_tx, closed_rx) = std::sync::mpsc::channel::<()>();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let to = listener.local_addr().unwrap();
@@ -511,7 +508,7 @@ fn an_early_answer_reaches_a_client_that_is_still_sending() {
         s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut some = [0u8; 1024];
         s.read_exact(&mut some).unwrap();
-        s.write_all(&payload(ANSWER)).unwrap();
+        s.write_all(&answer).unwrap();
         s.shutdown(Shutdown::Write).unwrap();
         s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
         let queue = percore::fd::SharedFd::new(s.try_clone().unwrap().into());
@@ -524,6 +521,15 @@ fn an_early_answer_reaches_a_client_that_is_still_sending() {
         drop((queue, s));
         closed_tx.send(()).unwrap();
     });
+    (to, closed_rx)
+}
+
+/// The early answer, to a client still sending: it gets the whole answer and then the end,
+/// not a reset that throws the answer's tail away.
+#[test]
+fn an_early_answer_reaches_a_client_that_is_still_sending() {
+    const ANSWER: usize = 1 << 20;
+    let (to, closed_rx) = early_answering_upstream(payload(ANSWER));
     let proxy = proxy(&to.to_string(), &[]);
     let mut conn = TcpStream::connect(proxy.addr).unwrap();
     let mut writer = conn.try_clone().unwrap();
@@ -536,12 +542,42 @@ fn an_early_answer_reaches_a_client_that_is_still_sending() {
     assert_eq!(got.len(), ANSWER, "the whole answer ({end:?})");
     assert!(got == payload(ANSWER), "in order");
     assert!(end.is_ok(), "then the end, not a reset: {end:?}");
+    // Done: the sending stops too (the proxy drains it until then, or its refusal grace).
+    conn.shutdown(Shutdown::Both).unwrap();
     drop(conn);
     let stderr = stop(proxy);
     assert!(
         stderr.contains("sending"),
         "the refusal is reported: {stderr}"
     );
+}
+
+/// The early answer, to a client that sends its whole request before it reads (32 MiB: more
+/// than every socket buffer on the way holds): the proxy reads and drops the request's rest,
+/// so the client gets to the end of its sending within the proxy's refusal grace (5 s; it is
+/// not left waiting for it), then reads the whole answer and the end.
+#[test]
+fn an_early_answer_reaches_a_client_that_sends_all_before_it_reads() {
+    const ANSWER: usize = 100_000;
+    let (to, _closed) = early_answering_upstream(payload(ANSWER));
+    let proxy = proxy(&to.to_string(), &[]);
+    let mut conn = TcpStream::connect(proxy.addr).unwrap();
+    conn.set_write_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let t0 = Instant::now();
+    conn.write_all(&vec![1u8; 32 << 20]).unwrap();
+    let sent_in = t0.elapsed();
+    conn.shutdown(Shutdown::Write).unwrap();
+    let (got, end) = read_to_the_end(&mut conn);
+    assert!(
+        sent_in < Duration::from_secs(4),
+        "the request's rest waited for the refusal grace: {sent_in:?}"
+    );
+    assert_eq!(got.len(), ANSWER, "the whole answer ({end:?})");
+    assert!(got == payload(ANSWER), "in order");
+    assert!(end.is_ok(), "then the end, not a reset: {end:?}");
+    drop(conn);
+    stop(proxy);
 }
 
 #[test]

@@ -9,9 +9,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use percore_engine::buf::ring::BufRing;
 use percore_engine::fd::SharedFd;
-use percore_engine::ops::{self, Relay};
+use percore_engine::ops::{self, Received, RecvStream, Relay};
 use percore_engine::time::{sleep, Sleep};
+
+use crate::stream::{ENOBUFS, RING_DRY_BACKOFF, RING_DRY_BACKOFF_MAX};
 
 use crate::tcp::TcpStream;
 use crate::unix::UnixStream;
@@ -113,12 +116,14 @@ impl Relayable for UnixStream {
 /// When a direction's destination refuses its bytes (its peer closed: an upstream that
 /// answered early and closed while its client was still sending), that direction stops, and
 /// the other goes on to its end, so that what the closing side sent before it closed still
-/// reaches the other; the future then fails with the refusal. The other direction has a
-/// bounded time for that ([`RelayBoth::refusal_grace`], 5 s by default): nobody reads the
-/// refused direction's source any more, and a peer that waits to finish sending before it
-/// reads would otherwise hold both for good. A side that resets instead of closing takes
-/// what it sent and what waits for it with it (a reset is an abort): the error ends both
-/// directions at once.
+/// reaches the other; the future then fails with the refusal. Meanwhile the refused
+/// direction's source is drained: what it still sends is read and dropped (nobody would take
+/// it), so that a peer that finishes sending before it reads (a client's upload that got an
+/// early answer) gets to its reading. Both have a bounded time for that
+/// ([`RelayBoth::refusal_grace`], 5 s by default), counted from the refusal: a peer that
+/// neither stops sending nor reads would otherwise hold both for good. A side that resets
+/// instead of closing takes what it sent and what waits for it with it (a reset is an abort):
+/// the error ends both directions at once.
 ///
 /// # Errors
 ///
@@ -134,8 +139,10 @@ impl Relayable for UnixStream {
 pub fn relay_both<'a>(a: &'a mut impl Relayable, b: &'a mut impl Relayable) -> RelayBoth<'a> {
     let (a_fd, b_fd) = (a.fd().clone(), b.fd().clone());
     RelayBoth {
-        forward: Direction::start(a.relay_to(&b_fd), b_fd),
-        back: Direction::start(b.relay_to(&a_fd), a_fd),
+        forward: Direction::start(a.relay_to(&b_fd)),
+        back: Direction::start(b.relay_to(&a_fd)),
+        a: a_fd,
+        b: b_fd,
         refusal_grace: REFUSAL_GRACE,
         refused_at: None,
     }
@@ -156,11 +163,15 @@ const REFUSAL_GRACE: Duration = Duration::from_secs(5);
 /// streams then. Nothing leaks (see [`Relaying`]).
 #[must_use = "futures do nothing unless polled"]
 pub struct RelayBoth<'a> {
+    /// `a` to `b`.
     forward: Direction<'a>,
+    /// `b` to `a`.
     back: Direction<'a>,
+    a: SharedFd,
+    b: SharedFd,
     refusal_grace: Duration,
-    /// Armed at the first refusal: the other direction's time (boxed: rare, and every idle
-    /// proxied connection holds this future).
+    /// Armed at the first refusal: the time left for the other direction and the drain
+    /// (boxed: rare, and every idle proxied connection holds this future).
     refused_at: Option<Pin<Box<Sleep>>>,
 }
 
@@ -174,14 +185,15 @@ impl std::fmt::Debug for RelayBoth<'_> {
 
 impl RelayBoth<'_> {
     /// How long the other direction may go on after one direction's destination refused its
-    /// bytes, to deliver what it has (default 5 s); then both end, with the refusal.
+    /// bytes, to deliver what it has, while the refused direction's source is drained
+    /// (default 5 s); then both end, with the refusal.
     pub fn refusal_grace(mut self, grace: Duration) -> Self {
         self.refusal_grace = grace;
         self
     }
 
-    /// A pair that changes whenever either direction moves bytes, ends, or finishes
-    /// half-closing its destination: an owner that closes idle connections compares it
+    /// A pair that changes whenever either direction moves bytes, ends, finishes
+    /// half-closing its destination, or (refused) drops a drained chunk: an owner that closes idle connections compares it
     /// between two looks (see [`Relaying::progress`]).
     pub fn progress(&self) -> (u64, u64) {
         (self.forward.progress(), self.back.progress())
@@ -196,8 +208,8 @@ impl Future for RelayBoth<'_> {
         // Both are driven every time: each registers for its own wake-up.
         if let Err(e) = this
             .forward
-            .advance(cx)
-            .and_then(|()| this.back.advance(cx))
+            .advance(cx, &this.a, &this.b)
+            .and_then(|()| this.back.advance(cx, &this.b, &this.a))
         {
             // Over: a later poll reads an error, not a finished relay's panic.
             this.forward.end();
@@ -208,8 +220,9 @@ impl Future for RelayBoth<'_> {
             (Direction::Done { relayed: f }, Direction::Done { relayed: b }) => {
                 return Poll::Ready(Ok((*f, *b)));
             }
-            (Direction::Refused(e), other) | (other, Direction::Refused(e)) => {
-                let over = other.over();
+            (Direction::Refused { error, drain }, other)
+            | (other, Direction::Refused { error, drain }) => {
+                let over = other.over() && drain.is_none();
                 let grace = this.refusal_grace;
                 let out_of_time = over
                     || this
@@ -221,7 +234,7 @@ impl Future for RelayBoth<'_> {
                 if !out_of_time {
                     return Poll::Pending;
                 }
-                e.take().unwrap_or_else(polled_after_it_ended)
+                error.take().unwrap_or_else(polled_after_it_ended)
             }
             _ => return Poll::Pending,
         };
@@ -233,8 +246,8 @@ impl Future for RelayBoth<'_> {
 
 /// One direction of a [`RelayBoth`].
 enum Direction<'a> {
-    /// Relaying into `to`, which is half-closed when the relay ends.
-    Relaying { relay: Relaying<'a>, to: SharedFd },
+    /// Relaying; its destination is half-closed when the relay ends.
+    Relaying(Relaying<'a>),
     /// The relay ended after `relayed` bytes; its destination is being half-closed.
     Closing {
         close: Pin<Box<dyn Future<Output = io::Result<()>>>>,
@@ -243,33 +256,45 @@ enum Direction<'a> {
     /// Over: `relayed` bytes went and the destination saw the end.
     Done { relayed: u64 },
     /// Stopped: the destination refused the bytes; the error waits for the other direction
-    /// to end.
-    Refused(Option<io::Error>),
+    /// to end, and the source is drained (`None`: it reached its end).
+    Refused {
+        error: Option<io::Error>,
+        /// Boxed: rare, and every proxied connection holds its directions.
+        drain: Option<Box<Drain>>,
+    },
     /// The relay could not start (the error goes to the first poll), or the proxy is over.
     Failed(Option<io::Error>),
 }
 
 impl<'a> Direction<'a> {
-    fn start(relay: io::Result<Relaying<'a>>, to: SharedFd) -> Direction<'a> {
+    fn start(relay: io::Result<Relaying<'a>>) -> Direction<'a> {
         match relay {
-            Ok(relay) => Direction::Relaying { relay, to },
+            Ok(relay) => Direction::Relaying(relay),
             Err(e) => Direction::Failed(Some(e)),
         }
     }
 
-    /// While relaying, the relay's own count (below 2^32); past it, one value per stage.
+    /// While relaying, the relay's own count (below 2^32); past it, one value per stage (a
+    /// refused one's moving with its drain).
     fn progress(&self) -> u64 {
         match self {
-            Direction::Relaying { relay, .. } => relay.progress(),
+            Direction::Relaying(relay) => relay.progress(),
             Direction::Closing { .. } => 1 << 32,
             Direction::Done { .. } => (1 << 32) + 1,
-            Direction::Refused(_) | Direction::Failed(_) => (1 << 32) + 2,
+            // Draining moves it too: an owner that closes idle connections sees the drain.
+            Direction::Refused { drain, .. } => {
+                (1 << 32) + 2 + drain.as_ref().map_or(0, |d| d.chunks)
+            }
+            Direction::Failed(_) => (1 << 32) + 2,
         }
     }
 
     /// Whether the direction has nothing more to do.
     fn over(&self) -> bool {
-        matches!(self, Direction::Done { .. } | Direction::Refused(_))
+        matches!(
+            self,
+            Direction::Done { .. } | Direction::Refused { drain: None, .. }
+        )
     }
 
     /// Ends it for good (its relay or half-close, if any, is dropped: stopped).
@@ -277,12 +302,13 @@ impl<'a> Direction<'a> {
         *self = Direction::Failed(None);
     }
 
-    /// Drives the direction through its stages as far as it goes now. An error ends the
-    /// whole proxy; a refused send only this direction (it becomes `Refused`).
-    fn advance(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+    /// Drives the direction from `from` to `to` through its stages as far as it goes now. An
+    /// error ends the whole proxy; a refused send only this direction (it becomes `Refused`,
+    /// and drains `from`).
+    fn advance(&mut self, cx: &mut Context<'_>, from: &SharedFd, to: &SharedFd) -> io::Result<()> {
         loop {
             match self {
-                Direction::Relaying { relay, to } => match Pin::new(relay).poll(cx) {
+                Direction::Relaying(relay) => match Pin::new(relay).poll(cx) {
                     Poll::Pending => return Ok(()),
                     Poll::Ready(Ok(relayed)) => {
                         let to = to.clone();
@@ -291,8 +317,10 @@ impl<'a> Direction<'a> {
                         *self = Direction::Closing { close, relayed };
                     }
                     Poll::Ready(Err(e)) if ops::is_refusal(&e) => {
-                        *self = Direction::Refused(Some(e));
-                        return Ok(());
+                        *self = Direction::Refused {
+                            error: Some(e),
+                            drain: Some(Box::new(Drain::new(from.clone()))),
+                        };
                     }
                     Poll::Ready(Err(e)) => return Err(e),
                 },
@@ -303,8 +331,81 @@ impl<'a> Direction<'a> {
                         *self = Direction::Done { relayed: *relayed };
                     }
                 },
-                Direction::Done { .. } | Direction::Refused(_) => return Ok(()),
+                Direction::Refused { drain, .. } => {
+                    if let Some(d) = drain {
+                        if d.poll_end(cx).is_ready() {
+                            *drain = None;
+                        }
+                    }
+                    return Ok(());
+                }
+                Direction::Done { .. } => return Ok(()),
                 Direction::Failed(e) => return Err(e.take().unwrap_or_else(polled_after_it_ended)),
+            }
+        }
+    }
+}
+
+/// A refused direction's source, read to its end with what it sends dropped: see
+/// [`relay_both`].
+struct Drain {
+    from: SharedFd,
+    /// The receive, armed on first use and re-armed when the kernel ends it.
+    recv: Option<RecvStream>,
+    /// Waiting out a dry ring before the next receive.
+    dry: Option<Pin<Box<Sleep>>>,
+    backoff: Duration,
+    /// Chunks dropped so far.
+    chunks: u64,
+}
+
+impl Drain {
+    fn new(from: SharedFd) -> Drain {
+        Drain {
+            from,
+            recv: None,
+            dry: None,
+            backoff: RING_DRY_BACKOFF,
+            chunks: 0,
+        }
+    }
+
+    /// Ready when the source reached its end, or failed (a reset, or no receive could be
+    /// armed): either way nothing more comes from it.
+    fn poll_end(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            if let Some(dry) = &mut self.dry {
+                if dry.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                self.dry = None;
+            }
+            let recv = match &mut self.recv {
+                Some(recv) => recv,
+                None => match BufRing::core_default()
+                    .and_then(|ring| ops::recv_multishot(&self.from, &ring))
+                {
+                    Ok(recv) => self.recv.insert(recv),
+                    Err(_) => return Poll::Ready(()),
+                },
+            };
+            let Poll::Ready(received) = recv.poll_next(cx) else {
+                return Poll::Pending;
+            };
+            match received {
+                // Its buffer goes back to the ring here.
+                Ok(Received::Data(chunk)) => {
+                    drop(chunk);
+                    self.chunks += 1;
+                    self.backoff = RING_DRY_BACKOFF;
+                }
+                Ok(Received::Ended) => self.recv = None,
+                Err(e) if e.raw_os_error() == Some(ENOBUFS) => {
+                    self.recv = None;
+                    self.dry = Some(Box::pin(sleep(self.backoff)));
+                    self.backoff = (self.backoff * 2).min(RING_DRY_BACKOFF_MAX);
+                }
+                Ok(Received::Eof) | Err(_) => return Poll::Ready(()),
             }
         }
     }

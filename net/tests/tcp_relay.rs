@@ -246,6 +246,8 @@ fn relay_both_delivers_an_early_answer_of_an_upstream_that_closed() {
             closed_rx.recv().unwrap();
             let mut got = Vec::new();
             let end = (&client).read_to_end(&mut got);
+            // Done: the sending stops too (the proxy drains it until then).
+            client.shutdown(Shutdown::Both).unwrap();
             (got, end.map_err(|e| e.kind()))
         });
         let (mut down, _) = listener.accept().await.unwrap();
@@ -307,6 +309,8 @@ fn relay_both_finishes_the_other_direction_after_a_refusal() {
                 Err(e) => panic!("the client's read failed: {e}"),
             }
         }
+        // Done: the sending stops too (the proxy drains it until then).
+        let _ = client.shutdown(Shutdown::Both);
         got
     });
     percore_engine::block_on(async move {
@@ -364,6 +368,59 @@ fn relay_both_ends_at_its_refusal_grace() {
     drop(client);
     early.join().unwrap();
     sending.join().unwrap();
+}
+
+/// A client that sends its whole request before it reads (an upload that got an early
+/// answer): after the refusal the proxy reads and drops the rest of the request, so the
+/// client finishes sending and reads its answer, and the proxy ends when the client closes
+/// its side, long before its refusal grace (a minute here). Without the drain the client's
+/// send would wait for the grace (32 MiB is more than every socket buffer on the way holds).
+#[test]
+fn relay_both_drains_the_refused_side_so_its_peer_gets_to_read() {
+    const REQUEST: usize = 32 << 20;
+    const ANSWER: usize = 100_000;
+    let (upstream_addr, _closed, early) = early_upstream(pattern(ANSWER, 7));
+    percore_engine::block_on(async move {
+        let mut listener = TcpListener::bind(loopback()).unwrap();
+        let addr = listener.local_addr();
+        let client = std::thread::spawn(move || {
+            let mut client = std::net::TcpStream::connect(addr).unwrap();
+            client
+                .set_write_timeout(Some(Duration::from_secs(20)))
+                .unwrap();
+            client
+                .set_read_timeout(Some(Duration::from_secs(20)))
+                .unwrap();
+            client.write_all(&vec![1u8; REQUEST]).unwrap();
+            client.shutdown(Shutdown::Write).unwrap();
+            let mut got = Vec::new();
+            client.read_to_end(&mut got).unwrap();
+            got
+        });
+        let (mut down, _) = listener.accept().await.unwrap();
+        let mut up = TcpStream::connect(upstream_addr).await.unwrap();
+        let ops_base = ops_in_flight();
+        let e = percore_engine::scope::fail_after(
+            Duration::from_secs(30),
+            percore_net::relay_both(&mut down, &mut up).refusal_grace(Duration::from_secs(60)),
+        )
+        .await
+        .expect("the proxy waited for its refusal grace: the client's request was not drained")
+        .expect_err("the request could not all go, and yet the proxy succeeded");
+        assert!(percore_engine::ops::is_refusal(&e), "{e}");
+        eventually("the relays' and the drain's slots", || {
+            ops_in_flight() == ops_base
+        })
+        .await;
+        let ring = BufRing::core_default().unwrap();
+        eventually("every buffer back", || ring.lent() == 0).await;
+        drop((up, down));
+        eventually("the client read its answer", || client.is_finished()).await;
+        let got = client.join().unwrap();
+        assert_eq!(got.len(), ANSWER, "the whole answer, then the end");
+        assert!(got == pattern(ANSWER, 7), "the answer, in order");
+    });
+    early.join().unwrap();
 }
 
 /// A proxy whose upstream resets mid-way: `relay_both` ends with the error, and the client's
