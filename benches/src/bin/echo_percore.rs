@@ -46,6 +46,9 @@ struct Args {
     /// How connections read and write.
     #[arg(long, value_enum, default_value_t = Mode::Chunk)]
     mode: Mode,
+    /// Buffers in the core's shared receive ring (the engine's default when not given).
+    #[arg(long)]
+    receive_buffers: Option<u16>,
 }
 
 /// Bytes read at most per `read` / `read_some`.
@@ -121,7 +124,11 @@ async fn serve(listen: SocketAddr, mode: Mode) -> io::Result<()> {
 
 fn main() -> io::Result<()> {
     let args = Args::parse();
-    let runtime = Runtime::builder().cpus([args.cpu]).build()?;
+    let mut builder = Runtime::builder().cpus([args.cpu]);
+    if let Some(buffers) = args.receive_buffers {
+        builder = builder.receive_buffers(buffers);
+    }
+    let runtime = builder.build()?;
     let (listen, mode) = (args.listen, args.mode);
     for res in runtime
         .run(move |_core| serve(listen, mode))
