@@ -49,6 +49,10 @@ struct Args {
     /// Buffers in the core's shared receive ring (the engine's default when not given).
     #[arg(long)]
     receive_buffers: Option<u16>,
+    /// Spin on the ring for up to this many microseconds before sleeping in the kernel
+    /// (`Builder::busy_poll`; 0, the default: sleep at once).
+    #[arg(long, default_value_t = 0)]
+    busy_poll_us: u64,
 }
 
 /// Bytes read at most per `read` / `read_some`.
@@ -127,6 +131,9 @@ fn main() -> io::Result<()> {
     let mut builder = Runtime::builder().cpus([args.cpu]);
     if let Some(buffers) = args.receive_buffers {
         builder = builder.receive_buffers(buffers);
+    }
+    if args.busy_poll_us > 0 {
+        builder = builder.busy_poll(std::time::Duration::from_micros(args.busy_poll_us));
     }
     let runtime = builder.build()?;
     let (listen, mode) = (args.listen, args.mode);
