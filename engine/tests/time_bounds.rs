@@ -236,3 +236,30 @@ fn an_interval_more_than_2_pow_32_periods_behind_skips_to_after_now() {
         );
     });
 }
+
+/// A task that took the turn's clock reading and then held the core a while (200 ms of
+/// blocking work): the core's wait for the next timer is measured from a fresh reading, not
+/// from that old one, so the timer is not late by the time the core was held. (Measured from
+/// the old reading, this 250 ms sleep ended after ~450 ms.)
+#[test]
+fn a_turn_reading_taken_before_long_work_does_not_make_timers_late() {
+    percore_engine::block_on(async {
+        let t0 = Instant::now();
+        let mut sleep = std::pin::pin!(time::sleep(Duration::from_millis(250)));
+        // Armed now (its first poll takes the turn's reading), then the core is held.
+        std::future::poll_fn(|cx| {
+            assert!(sleep.as_mut().poll(cx).is_pending());
+            std::task::Poll::Ready(())
+        })
+        .await;
+        let _ = time::turn_instant();
+        std::thread::sleep(Duration::from_millis(200));
+        sleep.await;
+        let took = t0.elapsed();
+        assert!(took >= Duration::from_millis(250), "early: {took:?}");
+        assert!(
+            took < Duration::from_millis(400),
+            "late by the blocked time: {took:?}"
+        );
+    });
+}

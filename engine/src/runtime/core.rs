@@ -6,7 +6,8 @@
 //! window); reap completions, waking their futures; drain cross-thread wakes.
 //!
 //! Time costs per turn, not per event: the wheel is looked at and the clock read once per turn
-//! (the reading a task took with `time::turn_instant` serves), and a timer due within
+//! (the reading a task took with `time::turn_instant` serves; a turn about to sleep reads it
+//! again then, since the work after a task's reading may have been long), and a timer due within
 //! `SPIN_BELOW` (10 µs) is not slept for: the core goes round the loop, which costs less than
 //! the kernel's sleep and wake-up and keeps the timer on time.
 
@@ -276,15 +277,24 @@ impl Core {
         let deadline = timers.next_deadline()?;
         // A reading a task took this turn is never later than the real time, so a timer due by
         // it is due: firing by it is never early, at most late by the turn's work.
-        let now = self.turn_clock.get().unwrap_or_else(Instant::now);
+        let (now, fresh) = match self.turn_clock.get() {
+            Some(taken) => (taken, false),
+            None => (Instant::now(), true),
+        };
         if deadline > now {
-            return Some(NextTimer { deadline, now });
+            return Some(NextTimer {
+                deadline,
+                now,
+                fresh,
+            });
         }
         let mut woken = self.woken.borrow_mut();
         timers.expire(now, &mut woken);
-        let next = timers
-            .next_deadline()
-            .map(|deadline| NextTimer { deadline, now });
+        let next = timers.next_deadline().map(|deadline| NextTimer {
+            deadline,
+            now,
+            fresh,
+        });
         drop(timers);
         for w in woken.drain(..) {
             w.wake();
@@ -305,6 +315,7 @@ impl Core {
                 // The window took time: the wait is measured from now.
                 if let Some(t) = &mut next_timer {
                     t.now = Instant::now();
+                    t.fresh = true;
                 }
             }
         }
@@ -322,9 +333,11 @@ impl Core {
             }
             next_timer.map(|t| {
                 let wait = t.deadline.saturating_duration_since(t.now);
-                if wait < NEAR_TIMER {
+                if wait < NEAR_TIMER || !t.fresh {
                     // Near: the turn's own work may have used it up, and a zero wait skips
-                    // the kernel's timer and the wake-up behind it.
+                    // the kernel's timer and the wake-up behind it. Or compared with a reading
+                    // a task took, which may be as old as the turn's work since (a task that
+                    // blocked a while): the wait would overshoot by as much.
                     t.deadline.saturating_duration_since(Instant::now())
                 } else {
                     wait
@@ -530,6 +543,9 @@ struct NextTimer {
     deadline: Instant,
     /// The clock reading the deadline was compared with.
     now: Instant,
+    /// Whether `now` was read for the comparison (rather than taken by a task earlier in the
+    /// turn, as old as the turn's work since).
+    fresh: bool,
 }
 
 struct FinishOnDrop<'a>(&'a Core);

@@ -9,8 +9,10 @@
 //! turn and sleeps in `io_uring_enter` no longer than the nearest deadline, so no timeout op is
 //! ever submitted; a deadline less than 10 µs away is waited for without sleeping.
 //!
-//! A timer never fires early: deadlines round up to the next tick, and a [`Sleep`] checks the
-//! clock itself before it reports completion.
+//! A timer never fires early: deadlines round up to the next tick, and the expiry pass compares
+//! them with a reading of the clock taken this turn (never later than the real time). A
+//! [`Sleep`] reads no clock of its own: on its first poll it compares its deadline with the
+//! turn's reading (see [`turn_instant`]), and once its entry has left the wheel it was fired.
 
 pub(crate) mod wheel;
 
@@ -114,20 +116,34 @@ impl Future for Sleep {
             if live {
                 return Poll::Pending;
             }
+            // Gone from the wheel: its expiry pass fired it, which it does only by a clock
+            // reading at or past the deadline (rounded up to the wheel's tick). No clock read.
             self.key = None;
-        }
-        if Instant::now() >= self.deadline {
+            debug_assert!(Instant::now() >= self.deadline, "a timer fired early");
             return Poll::Ready(());
         }
         let deadline = self.deadline;
         let new_key = context::with_core(|core| {
-            core.timers
-                .borrow_mut()
-                .insert(deadline, cx.waker().clone())
+            // Due by the turn's clock (never later than the real time): due. Otherwise it
+            // goes in the wheel, even if the real time has just passed it: this turn's expiry
+            // pass fires it. One clock read per turn, not one per sleep.
+            if core.turn_instant() >= deadline {
+                return None;
+            }
+            Some(
+                core.timers
+                    .borrow_mut()
+                    .insert(deadline, cx.waker().clone()),
+            )
         })
         .expect("percore::time::sleep polled off a percore core");
-        self.key = Some(new_key);
-        Poll::Pending
+        match new_key {
+            None => Poll::Ready(()),
+            Some(key) => {
+                self.key = Some(key);
+                Poll::Pending
+            }
+        }
     }
 }
 
