@@ -14,8 +14,7 @@ use percore_engine::fd::SharedFd;
 use percore_engine::ops::{self, Received, RecvStream, Relay};
 use percore_engine::time::{sleep, Sleep};
 
-use crate::stream::{ENOBUFS, RING_DRY_BACKOFF, RING_DRY_BACKOFF_MAX};
-
+use crate::stream::{untaken_chunk_limit, ENOBUFS, RING_DRY_BACKOFF, RING_DRY_BACKOFF_MAX};
 use crate::tcp::TcpStream;
 use crate::unix::UnixStream;
 
@@ -193,8 +192,8 @@ impl RelayBoth<'_> {
     }
 
     /// A pair that changes whenever either direction moves bytes, ends, finishes
-    /// half-closing its destination, or (refused) drops a drained chunk: an owner that closes idle connections compares it
-    /// between two looks (see [`Relaying::progress`]).
+    /// half-closing its destination, or (refused) drops a drained chunk: an owner that closes
+    /// idle connections compares it between two looks (see [`Relaying::progress`]).
     pub fn progress(&self) -> (u64, u64) {
         (self.forward.progress(), self.back.progress())
     }
@@ -382,9 +381,13 @@ impl Drain {
             }
             let recv = match &mut self.recv {
                 Some(recv) => recv,
-                None => match BufRing::core_default()
-                    .and_then(|ring| ops::recv_multishot(&self.from, &ring))
-                {
+                None => match BufRing::core_default().and_then(|ring| {
+                    let recv = ops::recv_multishot(&self.from, &ring)?;
+                    // Bounded as a stream's receive is: a flood between two polls must not
+                    // take the core's ring from every other connection.
+                    recv.limit_queue(untaken_chunk_limit(&ring));
+                    Ok(recv)
+                }) {
                     Ok(recv) => self.recv.insert(recv),
                     Err(_) => return Poll::Ready(()),
                 },

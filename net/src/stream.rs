@@ -143,7 +143,7 @@ pub(crate) const RING_DRY_BACKOFF_MAX: Duration = Duration::from_millis(10);
 /// Ring buffers one stream's untaken chunks may hold before its receive is paused (cancelled;
 /// re-armed once its owner took them): a handler that stops reading must not take the core's
 /// shared ring from every other connection. A sixteenth of the ring, between 8 and 64 buffers.
-fn untaken_chunk_limit(ring: &BufRing) -> usize {
+pub(crate) fn untaken_chunk_limit(ring: &BufRing) -> usize {
     (usize::from(ring.entries()) / 16).clamp(8, 64)
 }
 
