@@ -50,7 +50,10 @@ pub(crate) fn deadline_after(from: Instant, duration: Duration) -> Instant {
         .unwrap_or_else(|| from + NEVER.min(duration))
 }
 
-/// Waits until `deadline`.
+/// Waits until `deadline`. A deadline the loop turn's clock reading (see [`turn_instant`]) has
+/// passed completes at the first poll; one only the real clock has passed completes at this
+/// turn's expiry pass, after the core's other ready tasks (so `sleep(Duration::ZERO)` yields
+/// once).
 ///
 /// # Cancel safety
 ///
