@@ -53,7 +53,7 @@ pub(crate) fn deadline_after(from: Instant, duration: Duration) -> Instant {
 /// Waits until `deadline`. A deadline the loop turn's clock reading (see [`turn_instant`]) has
 /// passed completes at the first poll; one only the real clock has passed completes at this
 /// turn's expiry pass, after the core's other ready tasks (so `sleep(Duration::ZERO)` yields
-/// once).
+/// once, if the turn's reading was taken before it was made).
 ///
 /// # Cancel safety
 ///
