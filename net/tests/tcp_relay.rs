@@ -219,6 +219,22 @@ fn early_upstream(
     )
 }
 
+/// Runs a proxy's two directions until they end, within `limit` (`waited`: what it means if
+/// they do not), and returns their error, which must be a refusal: one direction's bytes could
+/// not all go.
+async fn ends_refused(
+    limit: Duration,
+    both: percore_net::RelayBoth<'_>,
+    waited: &str,
+) -> std::io::Error {
+    let e = percore_engine::scope::fail_after(limit, both)
+        .await
+        .unwrap_or_else(|_| panic!("{waited}"))
+        .expect_err("the bytes could not all go, and yet the proxy succeeded");
+    assert!(percore_engine::ops::is_refusal(&e), "{e}");
+    e
+}
+
 /// An upstream that answers before it read the whole request and closes (an HTTP server's
 /// early 413) while its client, still sending, has not read the answer yet: the client's
 /// direction fails on sending, the answer the upstream sent before it closed reaches the
@@ -252,14 +268,12 @@ fn relay_both_delivers_an_early_answer_of_an_upstream_that_closed() {
         });
         let (mut down, _) = listener.accept().await.unwrap();
         let mut up = TcpStream::connect(upstream_addr).await.unwrap();
-        let e = percore_engine::scope::fail_after(
+        let e = ends_refused(
             Duration::from_secs(10),
             percore_net::relay_both(&mut down, &mut up),
+            "the proxy outlived its upstream",
         )
-        .await
-        .expect("the proxy outlived its upstream")
-        .expect_err("the request could not all go, and yet the proxy succeeded");
-        assert!(percore_engine::ops::is_refusal(&e), "{e}");
+        .await;
         assert_peer_gone(&e);
         // Closed at once, the client's socket would reset with the client's bytes unread,
         // and the reset would throw away the answer's last bytes on their way.
@@ -316,14 +330,12 @@ fn relay_both_finishes_the_other_direction_after_a_refusal() {
     percore_engine::block_on(async move {
         let mut down = percore_net::unix::UnixStream::from_std(proxy_end);
         let mut up = TcpStream::connect(upstream_addr).await.unwrap();
-        let e = percore_engine::scope::fail_after(
+        ends_refused(
             Duration::from_secs(10),
             percore_net::relay_both(&mut down, &mut up),
+            "the proxy outlived its upstream",
         )
-        .await
-        .expect("the proxy outlived its upstream")
-        .expect_err("the request could not all go, and yet the proxy succeeded");
-        assert!(percore_engine::ops::is_refusal(&e), "{e}");
+        .await;
         // All of the answer is in the client's socket by now (the Unix socket keeps it past
         // the close).
     });
@@ -355,14 +367,12 @@ fn relay_both_ends_at_its_refusal_grace() {
         let mut down = percore_net::unix::UnixStream::from_std(proxy_end);
         let mut up = TcpStream::connect(upstream_addr).await.unwrap();
         let t0 = std::time::Instant::now();
-        let e = percore_engine::scope::fail_after(
+        ends_refused(
             Duration::from_secs(10),
             percore_net::relay_both(&mut down, &mut up).refusal_grace(Duration::from_millis(300)),
+            "the proxy waited past its refusal grace",
         )
-        .await
-        .expect("the proxy waited past its refusal grace")
-        .expect_err("the answer could not all go, and yet the proxy succeeded");
-        assert!(percore_engine::ops::is_refusal(&e), "{e}");
+        .await;
         assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
     });
     drop(client);
@@ -400,14 +410,12 @@ fn relay_both_drains_the_refused_side_so_its_peer_gets_to_read() {
         let (mut down, _) = listener.accept().await.unwrap();
         let mut up = TcpStream::connect(upstream_addr).await.unwrap();
         let ops_base = ops_in_flight();
-        let e = percore_engine::scope::fail_after(
+        ends_refused(
             Duration::from_secs(30),
             percore_net::relay_both(&mut down, &mut up).refusal_grace(Duration::from_secs(60)),
+            "the proxy waited for its refusal grace: the client's request was not drained",
         )
-        .await
-        .expect("the proxy waited for its refusal grace: the client's request was not drained")
-        .expect_err("the request could not all go, and yet the proxy succeeded");
-        assert!(percore_engine::ops::is_refusal(&e), "{e}");
+        .await;
         eventually("the relays' and the drain's slots", || {
             ops_in_flight() == ops_base
         })
